@@ -1,0 +1,112 @@
+//! `iamport-mock`: serves the PortOne emulator until stopped.
+//!
+//! ```text
+//! cargo run -p iamport-tower --features mock --bin iamport-mock -- \
+//!     --listen 127.0.0.1:8080 --persons persons.json
+//! ```
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use iamport_tower::mock::{Emulator, TEST_KEY, TEST_SECRET};
+
+const USAGE: &str = "usage: iamport-mock [--listen ADDR] [--persons FILE] [--no-sample-persons]
+                    [--token-lifetime SECONDS] [--v2-secret SECRET]
+
+  --listen ADDR          address to serve on (default 127.0.0.1:8080)
+  --persons FILE         JSON array of v1 certification objects to serve (added to the samples)
+  --no-sample-persons    start without the built-in sample persons
+  --token-lifetime SECS  access token lifetime (default 1800)
+  --v2-secret SECRET     accepted for forward compatibility; the v2 API is not emulated yet";
+
+struct Args {
+    listen: SocketAddr,
+    persons: Option<String>,
+    samples: bool,
+    token_lifetime: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        persons: None,
+        samples: true,
+        token_lifetime: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--listen" => {
+                let v = value("--listen")?;
+                args.listen = v.parse().map_err(|_| {
+                    format!("--listen: `{v}` is not an address like 127.0.0.1:8080")
+                })?;
+            }
+            "--persons" => args.persons = Some(value("--persons")?),
+            "--no-sample-persons" => args.samples = false,
+            "--token-lifetime" => {
+                let v = value("--token-lifetime")?;
+                args.token_lifetime =
+                    Some(v.parse().map_err(|_| {
+                        format!("--token-lifetime: `{v}` is not a number of seconds")
+                    })?);
+            }
+            "--v2-secret" => {
+                value("--v2-secret")?;
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("iamport-mock: {message}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = Emulator::builder().listen(args.listen);
+    if !args.samples {
+        builder = builder.without_sample_persons();
+    }
+    if let Some(secs) = args.token_lifetime {
+        builder = builder.token_lifetime(
+            Duration::from_secs(secs),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+        );
+    }
+    if let Some(path) = &args.persons {
+        builder = match builder.persons_file(path) {
+            Ok(builder) => builder,
+            Err(error) => {
+                eprintln!("iamport-mock: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+    let emulator = match builder.start().await {
+        Ok(emulator) => emulator,
+        Err(error) => {
+            eprintln!("iamport-mock: cannot listen on {}: {error}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("PortOne emulator listening on {}", emulator.url());
+    println!("  IMP_KEY={TEST_KEY}");
+    println!("  IMP_SECRET={TEST_SECRET}");
+    println!("  IAMPORT_API_URL={}", emulator.url());
+    println!("Press Ctrl-C to stop.");
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

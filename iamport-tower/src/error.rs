@@ -1,0 +1,77 @@
+//! `Error`: why a PortOne call did not produce an answer.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::imp_uid::InvalidId;
+
+/// What went wrong talking to PortOne.
+///
+/// Messages name the failure, never a secret or a person's data: PortOne's own `message` is
+/// kept (it is a fixed sentence such as "인증결과가 존재하지 않습니다."), JSON decoding errors
+/// keep only the position, not the offending value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The id is not a valid PortOne id; nothing was sent.
+    #[error("invalid verification id: {0}")]
+    InvalidId(#[from] InvalidId),
+    /// PortOne has no verification with this id (HTTP 404).
+    #[error("PortOne has no verification with this id")]
+    NotFound,
+    /// PortOne refused the API key and secret (HTTP 401 on `getToken`).
+    #[error("PortOne rejected the API credentials (HTTP 401); check IMP_KEY and IMP_SECRET")]
+    BadCredentials,
+    /// PortOne refused a freshly issued access token (HTTP 401 twice in a row).
+    #[error("PortOne refused a freshly issued access token (HTTP 401 after a token refresh)")]
+    Unauthorized,
+    /// PortOne answered an unexpected HTTP status (after retries, for 5xx).
+    #[error("PortOne answered HTTP {status}{}", message_suffix(.message))]
+    UpstreamStatus {
+        /// The status PortOne sent.
+        status: StatusCode,
+        /// PortOne's own explanation, when it sent one.
+        message: Option<String>,
+    },
+    /// PortOne answered HTTP 200 with a non-zero `code`.
+    #[error("PortOne answered code {code}{}", message_suffix(.message))]
+    Api {
+        /// The envelope's `code`.
+        code: i64,
+        /// The envelope's `message`.
+        message: Option<String>,
+    },
+    /// The whole call (token, lookup and retries) took longer than the configured timeout.
+    #[error("PortOne did not answer within {0:?}")]
+    Timeout(Duration),
+    /// PortOne could not be reached (connection refused, reset or dropped), after retries.
+    #[error("PortOne is unreachable: {0}")]
+    Unavailable(#[source] reqwest::Error),
+    /// PortOne answered something this crate cannot read.
+    #[error("PortOne sent an unreadable response: {0}")]
+    Malformed(String),
+    /// The client is not configured correctly.
+    #[error("invalid PortOne client configuration: {0}")]
+    Config(String),
+}
+
+fn message_suffix(message: &Option<String>) -> String {
+    match message {
+        Some(m) if !m.is_empty() => format!(": {m}"),
+        _ => String::new(),
+    }
+}
+
+impl Error {
+    /// Describes a JSON decoding failure without quoting the input (which may hold personal
+    /// data: serde_json's own message repeats the offending value).
+    pub(crate) fn malformed_json(err: &serde_json::Error) -> Self {
+        Self::Malformed(format!(
+            "{:?} error in JSON at line {} column {}",
+            err.classify(),
+            err.line(),
+            err.column()
+        ))
+    }
+}

@@ -1,0 +1,296 @@
+//! A PortOne emulator: a real HTTP server on a loopback port that speaks PortOne's v1 API
+//! with the real JSON shapes and statuses, for tests, benchmarks and examples. Production
+//! code never uses it (it is behind the `mock` feature).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use iamport_tower::mock::{Emulator, Endpoint};
+//!
+//! let emulator = Emulator::start().await?;            // sample persons, test credentials
+//! let client = emulator.client();                     // an IamportClient pointed at it
+//! let cert = client.certification(&"imp_100000000001".parse()?).await?;
+//! assert!(cert.certified);
+//! assert_eq!(emulator.calls(Endpoint::GetToken), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! What it emulates:
+//! - `POST /users/getToken` (JSON or form): 401 on bad credentials; one token per lifetime
+//!   (30 min by default), the same token and expiry while it lives, +5 min when asked in its
+//!   last minute, a new one after expiry. `now` is the emulator's clock, which
+//!   [`Emulator::set_clock_offset`] can skew from the host's.
+//! - `GET`/`DELETE /certifications/{imp_uid}` with `Authorization: <token>` or `Bearer
+//!   <token>`: the envelope, 401 for a missing/expired/revoked token, 404 with PortOne's
+//!   message for an unknown id. `DELETE` removes the person.
+//!
+//! Faults for tests: [`set_latency`](Emulator::set_latency),
+//! [`fail_next`](Emulator::fail_next), [`drop_next`](Emulator::drop_next),
+//! [`garbage_next`](Emulator::garbage_next), [`revoke_token`](Emulator::revoke_token); call
+//! counters per endpoint and per id.
+
+mod persons;
+mod server;
+mod state;
+mod v1;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use self::persons::{person, sample_persons};
+pub use self::state::Endpoint;
+use self::state::{FaultKind, State, TokenRules};
+use crate::client::{IamportClient, IamportClientBuilder};
+
+/// The REST API key published in PortOne's guide for testing; the emulator accepts it.
+pub const TEST_KEY: &str = "imp_apikey";
+/// The REST API secret published in PortOne's guide for testing; the emulator accepts it.
+pub const TEST_SECRET: &str =
+    "ekKoeW8RyKuT0zgaZsUtXXTLQ4AhPFW3ZGseDA6bkA5lamv9OqDMnxyeB9wqOsuO9W3Mx9YSJ4dTqJ3f";
+
+/// A running emulator. Dropping it stops the server and closes its connections.
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator on a free loopback port with the sample persons and the test
+    /// credentials.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// Configures an emulator.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, e.g. `http://127.0.0.1:41234` (what `IAMPORT_API_URL` would be).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client builder already pointed at the emulator with its credentials.
+    pub fn client_builder(&self) -> IamportClientBuilder {
+        IamportClient::builder()
+            .base_url(self.url())
+            .key(self.state.key.clone())
+            .secret(self.state.secret.clone())
+    }
+
+    /// A client with default settings pointed at the emulator.
+    pub fn client(&self) -> IamportClient {
+        self.client_builder()
+            .build()
+            .expect("an emulator client configuration is always valid")
+    }
+
+    /// Adds (or replaces, by `imp_uid`) a person: a v1 certification object in wire shape.
+    pub fn add_person(&self, person: Value) {
+        self.state.add_person(person);
+    }
+
+    /// How many requests reached `endpoint` (faulted ones included).
+    pub fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.state.calls(endpoint)
+    }
+
+    /// How many certification requests (`GET` and `DELETE`) named `id`.
+    pub fn calls_for(&self, id: &str) -> u64 {
+        self.state.calls_for(id)
+    }
+
+    /// How many requests were refused for a missing, wrong or expired token.
+    pub fn rejected_tokens(&self) -> u64 {
+        self.state.rejected_tokens()
+    }
+
+    /// Zeroes every counter.
+    pub fn reset_counters(&self) {
+        self.state.reset_counters();
+    }
+
+    /// Delays every answer by `latency` (zero to stop).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.set_latency(latency);
+    }
+
+    /// The next `times` requests to `endpoint` get `status` with PortOne's error envelope.
+    pub fn fail_next(&self, endpoint: Endpoint, times: u32, status: StatusCode) {
+        self.state
+            .queue_fault(endpoint, FaultKind::Status(status), times);
+    }
+
+    /// The next `times` requests to `endpoint` have their connection closed unanswered.
+    pub fn drop_next(&self, endpoint: Endpoint, times: u32) {
+        self.state.queue_fault(endpoint, FaultKind::Drop, times);
+    }
+
+    /// The next `times` requests to `endpoint` get HTTP 200 with a body that is not JSON.
+    pub fn garbage_next(&self, endpoint: Endpoint, times: u32) {
+        self.state.queue_fault(endpoint, FaultKind::Garbage, times);
+    }
+
+    /// Removes queued faults and latency.
+    pub fn clear_faults(&self) {
+        self.state.clear_faults();
+    }
+
+    /// Invalidates the issued token at once (lookups with it get 401; `getToken` issues a
+    /// new one), as when PortOne revokes tokens.
+    pub fn revoke_token(&self) {
+        self.state.revoke_token();
+    }
+
+    /// Skews the emulator's clock (its `now`, token expiry) by `seconds` from the host's.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.state.set_clock_offset(seconds);
+    }
+
+    /// Changes token lifetime; see [`EmulatorBuilder::token_lifetime`].
+    pub fn set_token_lifetime(
+        &self,
+        lifetime: Duration,
+        extend_window: Duration,
+        extend_by: Duration,
+    ) {
+        self.state
+            .set_token_rules(token_rules(lifetime, extend_window, extend_by));
+    }
+}
+
+fn token_rules(lifetime: Duration, extend_window: Duration, extend_by: Duration) -> TokenRules {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    TokenRules {
+        lifetime: secs(lifetime).max(1),
+        extend_window: secs(extend_window),
+        extend_by: secs(extend_by),
+    }
+}
+
+/// Configures an [`Emulator`].
+#[derive(Debug)]
+#[must_use]
+pub struct EmulatorBuilder {
+    listen: SocketAddr,
+    key: String,
+    secret: String,
+    persons: Vec<Value>,
+    rules: TokenRules,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: TEST_KEY.into(),
+            secret: TEST_SECRET.into(),
+            persons: sample_persons(),
+            rules: TokenRules::default(),
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// Where to listen (default `127.0.0.1:0`, a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Accepted credentials (default [`TEST_KEY`] / [`TEST_SECRET`]).
+    pub fn credentials(mut self, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.key = key.into();
+        self.secret = secret.into();
+        self
+    }
+
+    /// Starts with no persons at all instead of [`sample_persons`].
+    pub fn without_sample_persons(mut self) -> Self {
+        self.persons.clear();
+        self
+    }
+
+    /// Adds a person: a v1 certification object in wire shape (see [`person`]).
+    pub fn person(mut self, person: Value) -> Self {
+        self.persons.push(person);
+        self
+    }
+
+    /// Adds the persons of a JSON file holding an array of v1 certification objects in the
+    /// exact wire shape (what `GET /certifications/{imp_uid}` returns in `response`).
+    pub fn persons_file(mut self, path: impl AsRef<Path>) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path.as_ref())?;
+        let persons: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: expected a JSON array of v1 certification objects ({:?} error at line {} column {})",
+                    path.as_ref().display(),
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        if let Some(index) = persons
+            .iter()
+            .position(|p| p.get("imp_uid").and_then(Value::as_str).is_none())
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: entry {index} has no string `imp_uid`",
+                    path.as_ref().display()
+                ),
+            ));
+        }
+        self.persons.extend(persons);
+        Ok(self)
+    }
+
+    /// Token lifetime (default 30 min), the final window in which asking again extends it
+    /// (default 60 s; zero disables) and by how much (default 5 min).
+    pub fn token_lifetime(
+        mut self,
+        lifetime: Duration,
+        extend_window: Duration,
+        extend_by: Duration,
+    ) -> Self {
+        self.rules = token_rules(lifetime, extend_window, extend_by);
+        self
+    }
+
+    /// Binds and starts serving in the background of the current tokio runtime.
+    pub async fn start(self) -> std::io::Result<Emulator> {
+        let listener = TcpListener::bind(self.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::new(self.key, self.secret, self.persons, self.rules));
+        let router = v1::routes()
+            .fallback(|| async { v1::envelope_error(StatusCode::NOT_FOUND, "Not Found") })
+            .with_state(state.clone());
+        let task = tokio::spawn(server::serve(listener, router));
+        Ok(Emulator { addr, state, task })
+    }
+}

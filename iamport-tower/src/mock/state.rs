@@ -1,0 +1,245 @@
+//! The emulator's shared state: persons, the issued token, faults and call counters.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::Value;
+
+/// An emulated PortOne endpoint, for counters and faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `POST /users/getToken`.
+    GetToken,
+    /// `GET /certifications/{imp_uid}`.
+    GetCertification,
+    /// `DELETE /certifications/{imp_uid}`.
+    DeleteCertification,
+}
+
+/// What a queued fault does to the request it hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    /// Answer this status with PortOne's error envelope.
+    Status(StatusCode),
+    /// Close the connection without answering.
+    Drop,
+    /// Answer 200 with a body that is not JSON.
+    Garbage,
+}
+
+#[derive(Debug)]
+struct Fault {
+    endpoint: Endpoint,
+    kind: FaultKind,
+    remaining: u32,
+}
+
+/// PortOne's token rules: one token per credentials, reused until it expires; asking during
+/// its last `extend_window` seconds pushes expiry out by `extend_by` seconds.
+#[derive(Debug)]
+pub(crate) struct TokenRules {
+    pub(crate) lifetime: i64,
+    pub(crate) extend_window: i64,
+    pub(crate) extend_by: i64,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        Self {
+            lifetime: 30 * 60,
+            extend_window: 60,
+            extend_by: 5 * 60,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IssuedToken {
+    value: String,
+    expired_at: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    persons: HashMap<String, Value>,
+    token: Option<IssuedToken>,
+    rules: TokenRules,
+    clock_offset: i64,
+    latency: Duration,
+    faults: Vec<Fault>,
+    calls: HashMap<Endpoint, u64>,
+    calls_by_id: HashMap<String, u64>,
+    rejected_tokens: u64,
+}
+
+/// Shared by the HTTP handlers and the [`Emulator`](super::Emulator) handle.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) key: String,
+    pub(crate) secret: String,
+    inner: Mutex<Inner>,
+}
+
+impl State {
+    pub(crate) fn new(key: String, secret: String, persons: Vec<Value>, rules: TokenRules) -> Self {
+        let mut inner = Inner {
+            rules,
+            ..Inner::default()
+        };
+        for person in persons {
+            insert_person(&mut inner.persons, person);
+        }
+        Self {
+            key,
+            secret,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server's clock (Unix seconds), possibly skewed from the host's on purpose.
+    pub(crate) fn now(&self) -> i64 {
+        jiff::Timestamp::now().as_second() + self.lock().clock_offset
+    }
+
+    /// Counts a call and returns the latency to add and the fault to apply, if any.
+    pub(crate) fn begin(
+        &self,
+        endpoint: Endpoint,
+        id: Option<&str>,
+    ) -> (Duration, Option<FaultKind>) {
+        let mut inner = self.lock();
+        *inner.calls.entry(endpoint).or_default() += 1;
+        if let Some(id) = id {
+            *inner.calls_by_id.entry(id.to_owned()).or_default() += 1;
+        }
+        let fault = inner
+            .faults
+            .iter_mut()
+            .find(|f| f.endpoint == endpoint && f.remaining > 0)
+            .map(|f| {
+                f.remaining -= 1;
+                f.kind
+            });
+        inner.faults.retain(|f| f.remaining > 0);
+        (inner.latency, fault)
+    }
+
+    /// Issues or reuses the token per [`TokenRules`]; returns `(token, now, expired_at)`.
+    pub(crate) fn issue_token(&self) -> (String, i64, i64) {
+        let now = self.now();
+        let mut inner = self.lock();
+        let Inner { token, rules, .. } = &mut *inner;
+        match token {
+            Some(current) if now < current.expired_at => {
+                if current.expired_at - now <= rules.extend_window {
+                    current.expired_at += rules.extend_by;
+                }
+                (current.value.clone(), now, current.expired_at)
+            }
+            _ => {
+                let value = random_token();
+                let expired_at = now + rules.lifetime;
+                *token = Some(IssuedToken {
+                    value: value.clone(),
+                    expired_at,
+                });
+                (value, now, expired_at)
+            }
+        }
+    }
+
+    /// Whether `presented` is the current, unexpired token; counts refusals.
+    pub(crate) fn accept_token(&self, presented: Option<&str>) -> bool {
+        let now = self.now();
+        let mut inner = self.lock();
+        let ok = matches!(
+            (&inner.token, presented),
+            (Some(t), Some(p)) if t.value == p && now < t.expired_at
+        );
+        if !ok {
+            inner.rejected_tokens += 1;
+        }
+        ok
+    }
+
+    pub(crate) fn person(&self, id: &str) -> Option<Value> {
+        self.lock().persons.get(id).cloned()
+    }
+
+    pub(crate) fn remove_person(&self, id: &str) -> Option<Value> {
+        self.lock().persons.remove(id)
+    }
+
+    pub(crate) fn add_person(&self, person: Value) {
+        insert_person(&mut self.lock().persons, person);
+    }
+
+    pub(crate) fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.lock().calls.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn calls_for(&self, id: &str) -> u64 {
+        self.lock().calls_by_id.get(id).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn rejected_tokens(&self) -> u64 {
+        self.lock().rejected_tokens
+    }
+
+    pub(crate) fn reset_counters(&self) {
+        let mut inner = self.lock();
+        inner.calls.clear();
+        inner.calls_by_id.clear();
+        inner.rejected_tokens = 0;
+    }
+
+    pub(crate) fn queue_fault(&self, endpoint: Endpoint, kind: FaultKind, times: u32) {
+        self.lock().faults.push(Fault {
+            endpoint,
+            kind,
+            remaining: times,
+        });
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        let mut inner = self.lock();
+        inner.faults.clear();
+        inner.latency = Duration::ZERO;
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    pub(crate) fn set_clock_offset(&self, seconds: i64) {
+        self.lock().clock_offset = seconds;
+    }
+
+    pub(crate) fn set_token_rules(&self, rules: TokenRules) {
+        self.lock().rules = rules;
+    }
+
+    pub(crate) fn revoke_token(&self) {
+        self.lock().token = None;
+    }
+}
+
+fn insert_person(persons: &mut HashMap<String, Value>, person: Value) {
+    if let Some(id) = person.get("imp_uid").and_then(Value::as_str) {
+        persons.insert(id.to_owned(), person);
+    }
+}
+
+/// 40 hex digits, like PortOne's tokens.
+fn random_token() -> String {
+    (0..40)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect()
+}
