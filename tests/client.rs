@@ -1,1 +1,529 @@
-fn main() {}
+//! `IamportClient` against the PortOne emulator, over real loopback sockets.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use iamport_tower::mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
+use iamport_tower::{Error, IamportClient, ImpUid, RetryPolicy, Secret};
+use serde_json::json;
+
+const ADULT: &str = "imp_100000000001";
+
+fn id(value: &str) -> ImpUid {
+    value.parse().expect("test ids are valid")
+}
+
+#[tokio::test]
+async fn one_token_for_many_lookups() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    for _ in 0..25 {
+        let cert = client.certification(&id(ADULT)).await.unwrap();
+        assert!(cert.certified);
+    }
+    assert_eq!(emulator.calls(Endpoint::GetToken), 1);
+    assert_eq!(emulator.calls_for(ADULT), 25);
+    assert_eq!(emulator.rejected_tokens(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_client_under_200_concurrent_lookups_fetches_one_token() {
+    let emulator = Emulator::start().await.unwrap();
+    // Latency makes the token request slow enough that every caller piles up behind it.
+    emulator.set_latency(Duration::from_millis(50));
+    let client = emulator.client();
+    let lookups = (0..200).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.certification(&id(ADULT)).await })
+    });
+    for lookup in futures_util::future::join_all(lookups).await {
+        assert!(lookup.unwrap().unwrap().certified);
+    }
+    assert_eq!(emulator.calls(Endpoint::GetToken), 1);
+    assert_eq!(emulator.calls(Endpoint::GetCertification), 200);
+}
+
+#[tokio::test]
+async fn token_lifetime_follows_the_server_clock_not_the_local_one() {
+    for skew in [-7200, 7200] {
+        let emulator = Emulator::start().await.unwrap();
+        emulator.set_clock_offset(skew);
+        let client = emulator.client();
+        for _ in 0..10 {
+            client.certification(&id(ADULT)).await.unwrap();
+        }
+        assert_eq!(emulator.calls(Endpoint::GetToken), 1, "skew {skew}");
+        assert_eq!(emulator.rejected_tokens(), 0, "skew {skew}");
+    }
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed_before_they_expire() {
+    // PortOne's rules at a smaller scale: a 4 s token, extended by 4 s when asked for in its
+    // last 2 s. A client that renews ahead of expiry keeps one token alive and is never
+    // refused; one that waits for expiry would see a 401 every 4 s.
+    let emulator = Emulator::builder()
+        .token_lifetime(
+            Duration::from_secs(4),
+            Duration::from_secs(2),
+            Duration::from_secs(4),
+        )
+        .start()
+        .await
+        .unwrap();
+    let client = emulator.client();
+    let started = Instant::now();
+    let mut lookups = 0;
+    while started.elapsed() < Duration::from_secs(9) {
+        client.certification(&id(ADULT)).await.unwrap();
+        lookups += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token_calls = emulator.calls(Endpoint::GetToken);
+    assert_eq!(
+        emulator.rejected_tokens(),
+        0,
+        "a lookup used an expired token"
+    );
+    assert!(
+        token_calls >= 3,
+        "{token_calls} token calls over 9 s of 4 s tokens"
+    );
+    assert!(
+        token_calls * 4 < lookups,
+        "{token_calls} token calls for {lookups} lookups"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refreshed_once_and_the_lookup_retried() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    client.certification(&id(ADULT)).await.unwrap();
+    emulator.revoke_token();
+    let cert = client.certification(&id(ADULT)).await.unwrap();
+    assert!(cert.certified);
+    assert_eq!(emulator.calls(Endpoint::GetToken), 2);
+    assert_eq!(emulator.rejected_tokens(), 1);
+    assert_eq!(emulator.calls_for(ADULT), 3);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_success() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    emulator.fail_next(Endpoint::GetToken, 1, StatusCode::BAD_GATEWAY);
+    emulator.fail_next(
+        Endpoint::GetCertification,
+        2,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert!(client.certification(&id(ADULT)).await.unwrap().certified);
+    assert_eq!(emulator.calls(Endpoint::GetToken), 2);
+    assert_eq!(emulator.calls_for(ADULT), 3);
+}
+
+#[tokio::test]
+async fn server_errors_past_the_retry_budget_are_a_typed_error() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    emulator.fail_next(
+        Endpoint::GetCertification,
+        3,
+        StatusCode::INTERNAL_SERVER_ERROR,
+    );
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(
+        matches!(error, Error::UpstreamStatus { status, .. } if status == StatusCode::INTERNAL_SERVER_ERROR),
+        "{error:?}"
+    );
+    assert_eq!(emulator.calls_for(ADULT), 3, "1 attempt + 2 retries");
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    emulator.fail_next(Endpoint::GetCertification, 1, StatusCode::BAD_REQUEST);
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(
+        matches!(error, Error::UpstreamStatus { status, .. } if status == StatusCode::BAD_REQUEST)
+    );
+    assert_eq!(emulator.calls_for(ADULT), 1);
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    emulator.drop_next(Endpoint::GetCertification, 2);
+    assert!(client.certification(&id(ADULT)).await.unwrap().certified);
+    assert_eq!(emulator.calls_for(ADULT), 3);
+
+    emulator.drop_next(Endpoint::GetCertification, 3);
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_hung_upstream_times_out_within_the_bound() {
+    let emulator = Emulator::start().await.unwrap();
+    let bound = Duration::from_millis(400);
+    let client = emulator.client_builder().timeout(bound).build().unwrap();
+    client.certification(&id(ADULT)).await.unwrap();
+    emulator.set_latency(Duration::from_secs(60));
+    let started = Instant::now();
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(error, Error::Timeout(d) if d == bound),
+        "{error:?}"
+    );
+    // Correctness, not speed: the call ended because of the bound, not the 60 s latency.
+    assert!(
+        elapsed >= bound && elapsed < Duration::from_secs(30),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_unavailable() {
+    let emulator = Emulator::start().await.unwrap();
+    let url = emulator.url();
+    drop(emulator);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = IamportClient::builder()
+        .base_url(url)
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .retry(RetryPolicy {
+            max_retries: 1,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found() {
+    let emulator = Emulator::start().await.unwrap();
+    let error = emulator
+        .client()
+        .certification(&id("imp_999999999999"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::NotFound), "{error:?}");
+}
+
+#[tokio::test]
+async fn bad_credentials_are_a_typed_error_that_hides_the_secret() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator
+        .client_builder()
+        .secret("definitely-wrong-secret")
+        .build()
+        .unwrap();
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::BadCredentials), "{error:?}");
+    let shown = format!("{error} {error:?} {client:?}");
+    assert!(!shown.contains("definitely-wrong-secret"), "{shown}");
+    assert_eq!(emulator.calls(Endpoint::GetToken), 1, "401 is not retried");
+}
+
+#[tokio::test]
+async fn garbage_answers_are_malformed() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    emulator.garbage_next(Endpoint::GetToken, 1);
+    assert!(matches!(
+        client.certification(&id(ADULT)).await,
+        Err(Error::Malformed(_))
+    ));
+    emulator.garbage_next(Endpoint::GetCertification, 1);
+    assert!(matches!(
+        client.certification(&id(ADULT)).await,
+        Err(Error::Malformed(_))
+    ));
+    // A record whose fields have the wrong types.
+    emulator.add_person(json!({"imp_uid": "imp_5", "certified": "yes", "name": 7}));
+    let error = client.certification(&id("imp_5")).await.unwrap_err();
+    assert!(matches!(error, Error::Malformed(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn hostile_ids_never_reach_portone() {
+    let emulator = Emulator::start().await.unwrap();
+    let hostile = [
+        "imp_1/../../payments/imp_2",
+        "imp_1%2F..%2Fpayments",
+        "imp_1/..",
+        "../users/getToken",
+        "imp_1 2",
+        "imp_1\r\nX-Injected: 1",
+        "imp_1?x=1",
+        "imp_1#x",
+        "imp_１２３",
+        "",
+        &format!("imp_{}", "1".repeat(100)),
+    ];
+    for raw in hostile {
+        assert!(ImpUid::parse(raw).is_err(), "{raw:?} was accepted");
+    }
+    assert_eq!(emulator.calls(Endpoint::GetToken), 0);
+    assert_eq!(emulator.calls(Endpoint::GetCertification), 0);
+}
+
+#[tokio::test]
+async fn birth_dates_are_read_in_korea_time() {
+    let emulator = Emulator::builder()
+        .without_sample_persons()
+        .start()
+        .await
+        .unwrap();
+    let mut new_year = person("imp_2000", "정월생", "2000-01-01");
+    new_year.as_object_mut().unwrap().remove("birthday");
+    assert_eq!(new_year["birth"], 946_652_400);
+    let mut before_1970 = person("imp_1965", "옛날생", "1965-03-01");
+    before_1970.as_object_mut().unwrap().remove("birthday");
+    // 1965-03-01T00:00+09:00
+    assert_eq!(before_1970["birth"], -152_701_200);
+    let with_birthday = person("imp_1999", "연말생", "1999-12-31");
+    for p in [new_year, before_1970, with_birthday] {
+        emulator.add_person(p);
+    }
+    let client = emulator.client();
+    let born = |raw: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .certification(&id(raw))
+                .await
+                .unwrap()
+                .birth_date
+                .unwrap()
+        }
+    };
+    assert_eq!(born("imp_2000").await.to_string(), "2000-01-01");
+    assert_eq!(born("imp_1965").await.to_string(), "1965-03-01");
+    assert_eq!(born("imp_1999").await.to_string(), "1999-12-31");
+}
+
+#[tokio::test]
+async fn delete_removes_the_record() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    let deleted = client.delete_certification(&id(ADULT)).await.unwrap();
+    assert_eq!(deleted.id, ADULT);
+    assert!(matches!(
+        client.certification(&id(ADULT)).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(emulator.calls(Endpoint::DeleteCertification), 1);
+}
+
+#[tokio::test]
+async fn persons_load_from_a_wire_shaped_json_file() {
+    let path = std::env::temp_dir().join(format!("iamport-persons-{}.json", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"[{"imp_uid":"imp_424242424242","merchant_uid":null,"pg_provider":"inicis_unified",
+            "name":"파일인","gender":null,"birthday":"1970-01-01","birth":-32400,
+            "foreigner":false,"foreigner_v2":null,"certified":true,"certified_at":1512446940,
+            "unique_key":"ci-from-file","unique_in_site":null,"origin":"https://x.example"}]"#,
+    )
+    .unwrap();
+    let emulator = Emulator::builder()
+        .without_sample_persons()
+        .persons_file(&path)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let cert = emulator
+        .client()
+        .certification(&id("imp_424242424242"))
+        .await
+        .unwrap();
+    assert_eq!(cert.birth_date.unwrap().to_string(), "1970-01-01");
+    assert_eq!(cert.gender, None);
+    assert_eq!(cert.foreigner, None);
+    assert_eq!(cert.unique_key.as_deref(), Some("ci-from-file"));
+    assert!(
+        Emulator::builder()
+            .persons_file("/nonexistent/persons.json")
+            .is_err()
+    );
+}
+
+/// Collects everything the crate logs, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_or_personal_data_in_debug_output_or_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    let cert = client.certification(&id(ADULT)).await.unwrap();
+    emulator.revoke_token();
+    emulator.fail_next(Endpoint::GetCertification, 1, StatusCode::BAD_GATEWAY);
+    client.certification(&id(ADULT)).await.unwrap();
+    let _ = client.certification(&id("imp_999")).await;
+
+    let personal = [
+        cert.name.clone().unwrap(),
+        cert.phone.clone().unwrap(),
+        cert.unique_key.clone().unwrap(),
+        cert.unique_in_site.clone().unwrap(),
+        "1990-01-01".to_owned(),
+        TEST_SECRET.to_owned(),
+    ];
+    let secret = Secret::new(TEST_SECRET);
+    let shown = format!(
+        "{cert:?} {cert:#?} {client:?} {secret:?} {secret} {:?}",
+        emulator.client_builder()
+    );
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("access token"), "the capture works: {logs}");
+    for value in &personal {
+        assert!(
+            !shown.contains(value.as_str()),
+            "Debug leaks {value}: {shown}"
+        );
+        assert!(!logs.contains(value.as_str()), "logs leak {value}: {logs}");
+    }
+}
+
+#[tokio::test]
+async fn the_emulator_speaks_portone_wire_format() {
+    let emulator = Emulator::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = emulator.url();
+    // Form-encoded token request, as PortOne's PHP and Java clients send it.
+    let token: serde_json::Value = http
+        .post(format!("{url}/users/getToken"))
+        .form(&[("imp_key", TEST_KEY), ("imp_secret", TEST_SECRET)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["code"], 0);
+    let access = token["response"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(access.len(), 40);
+    let life = token["response"]["expired_at"].as_i64().unwrap()
+        - token["response"]["now"].as_i64().unwrap();
+    assert_eq!(life, 1800);
+    // Asking again returns the same token and expiry.
+    let again: serde_json::Value = http
+        .post(format!("{url}/users/getToken"))
+        .json(&json!({"imp_key": TEST_KEY, "imp_secret": TEST_SECRET}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["response"]["access_token"], access.as_str());
+    assert_eq!(
+        again["response"]["expired_at"],
+        token["response"]["expired_at"]
+    );
+
+    for auth in [access.clone(), format!("Bearer {access}")] {
+        let response = http
+            .get(format!("{url}/certifications/{ADULT}"))
+            .header("Authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], 0);
+        assert_eq!(body["message"], serde_json::Value::Null);
+        assert_eq!(body["response"]["imp_uid"], ADULT);
+    }
+    let unauthorized = http
+        .get(format!("{url}/certifications/{ADULT}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let missing = http
+        .get(format!("{url}/certifications/imp_404"))
+        .header("Authorization", &access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"code": -1, "message": "인증결과가 존재하지 않습니다.", "response": null})
+    );
+    let wrong = http
+        .post(format!("{url}/users/getToken"))
+        .json(&json!({"imp_key": TEST_KEY, "imp_secret": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
+
+#[tokio::test]
+async fn tokens_asked_for_in_their_last_minute_are_extended() {
+    let emulator = Emulator::builder()
+        .token_lifetime(
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+        )
+        .start()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ask = || async {
+        let v: serde_json::Value = http
+            .post(format!("{}/users/getToken", emulator.url()))
+            .json(&json!({"imp_key": TEST_KEY, "imp_secret": TEST_SECRET}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            v["response"]["access_token"].as_str().unwrap().to_owned(),
+            v["response"]["expired_at"].as_i64().unwrap(),
+        )
+    };
+    let (first, expiry) = ask().await;
+    let (second, extended) = ask().await;
+    assert_eq!(first, second);
+    assert_eq!(extended, expiry + 300);
+}

@@ -25,6 +25,7 @@ mod error;
 mod imp_uid;
 pub mod korea;
 mod secret;
+mod source;
 
 #[cfg(feature = "mock")]
 pub mod mock;
@@ -34,6 +35,7 @@ pub use crate::client::{DEFAULT_API_URL, IamportClient, IamportClientBuilder, Re
 pub use crate::error::Error;
 pub use crate::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub use crate::secret::Secret;
+pub use crate::source::{BoxFuture, CertificationSource};
 
 /// The date/time crate used in this API (`Certification::birth_date` is a
 /// [`jiff::civil::Date`]).

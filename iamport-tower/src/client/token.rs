@@ -90,9 +90,10 @@ impl TokenCache {
     }
 
     fn store(&self, issued: IssuedToken) -> Secret {
-        let lifetime = Duration::from_secs(
-            u64::try_from(issued.server_expired_at - issued.server_now).unwrap_or(0),
-        );
+        // `now` is the server clock truncated to the second, so the true remaining life is
+        // up to a second shorter than `expired_at - now`: count on the shorter one.
+        let remaining = issued.server_expired_at - issued.server_now - 1;
+        let lifetime = Duration::from_secs(u64::try_from(remaining).unwrap_or(0));
         // Renew `renew_before` ahead, but never later than half-way through a short lifetime,
         // so a token that comes back with little life left does not cause a refresh storm.
         let margin = self.renew_before.min(lifetime / 2);

@@ -1,0 +1,57 @@
+//! `CertificationSource`: where the layer turns a verification id into a `Certification`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::certification::Certification;
+use crate::client::IamportClient;
+use crate::error::Error;
+use crate::imp_uid::{ImpUid, InvalidId};
+
+/// A boxed, `Send` future: what [`CertificationSource::lookup`] returns, so sources can be
+/// used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Resolves verification ids. [`IamportClient`] (PortOne v1) implements it; implement it to
+/// plug in another API version, a cache, or a fixed set of people for tests.
+///
+/// The layer calls [`validate_id`](Self::validate_id) on every id taken from a request and
+/// answers 400 without calling [`lookup`](Self::lookup) when it fails.
+pub trait CertificationSource: Send + Sync + 'static {
+    /// Names of the request parameter holding the id (query string, JSON or form body), in
+    /// order of preference.
+    fn id_fields(&self) -> &'static [&'static str] {
+        &["imp_uid"]
+    }
+
+    /// Checks an id's syntax before any network call.
+    fn validate_id(&self, raw: &str) -> Result<(), InvalidId>;
+
+    /// Fetches the verification for an id that passed [`validate_id`](Self::validate_id).
+    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>>;
+}
+
+impl CertificationSource for IamportClient {
+    fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
+        ImpUid::parse(raw).map(drop)
+    }
+
+    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
+        Box::pin(async move { self.certification(&ImpUid::parse(id)?).await })
+    }
+}
+
+impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
+    fn id_fields(&self) -> &'static [&'static str] {
+        (**self).id_fields()
+    }
+
+    fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
+        (**self).validate_id(raw)
+    }
+
+    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
+        (**self).lookup(id)
+    }
+}
