@@ -1,14 +1,19 @@
 //! Procedural macros of [`iamport-tower`](https://docs.rs/iamport-tower).
 //!
-//! Use them through `iamport_tower::require_certified`; this crate is an implementation detail.
+//! Use them through `iamport_tower::require_certified`: the generated code names only
+//! `::iamport_tower::…` paths, so a direct dependency on this crate is never needed.
+
+mod args;
+mod duration;
+mod expand;
 
 use proc_macro::TokenStream;
 
-/// Guards a handler with a certification policy (expansion pending: refuses to compile so that
-/// no handler is ever left unguarded by mistake).
+/// Guards an `async fn` handler with a certification policy. See
+/// `iamport_tower::require_certified` for the documentation.
 #[proc_macro_attribute]
-pub fn require_certified(_attr: TokenStream, _item: TokenStream) -> TokenStream {
-    "::core::compile_error!(\"#[require_certified] is not available in this version\");"
-        .parse()
-        .unwrap_or_default()
+pub fn require_certified(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::require_certified(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

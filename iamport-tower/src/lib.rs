@@ -22,9 +22,16 @@
 mod certification;
 mod client;
 mod error;
+mod extract;
+mod guard;
 mod imp_uid;
 pub mod korea;
+mod layer;
+mod policy;
+mod rejection;
+mod require;
 mod secret;
+mod single_flight;
 mod source;
 
 #[cfg(feature = "mock")]
@@ -33,9 +40,28 @@ pub mod mock;
 pub use crate::certification::{Carrier, Certification, Gender};
 pub use crate::client::{DEFAULT_API_URL, IamportClient, IamportClientBuilder, RetryPolicy};
 pub use crate::error::Error;
+pub use crate::guard::{Certified, FromRejection};
 pub use crate::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
+pub use crate::layer::{
+    CertificationLayer, CertificationService, DEFAULT_BODY_LIMIT, Outcome, ResponseFuture,
+};
+pub use crate::policy::{MAX_POLICY_YEAR, MIN_POLICY_YEAR, Policy, PolicyViolation};
+pub use crate::rejection::{Rejection, RejectionHandler};
+pub use crate::require::{RequireCertified, RequireCertifiedFuture, RequireCertifiedLayer};
 pub use crate::secret::Secret;
 pub use crate::source::{BoxFuture, CertificationSource};
+
+/// Guards a handler with a [`Policy`]; see the crate docs.
+pub use iamport_macros::require_certified;
+
+/// The request body type handed to services behind [`CertificationLayer`] (axum's).
+pub use axum_core::body::Body;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::guard::{Guard, admit_request};
+    pub use core::time::Duration;
+}
 
 /// The date/time crate used in this API (`Certification::birth_date` is a
 /// [`jiff::civil::Date`]).

@@ -1,0 +1,344 @@
+//! Finding the verification id in a request: the query string first (the redirect flow),
+//! else a JSON or form body (the popup flow), buffered up to a limit and handed back intact.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, header::CONTENT_TYPE};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+use crate::rejection::Rejection;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the query string says, if it settles the matter.
+pub(crate) fn id_from_query(
+    query: Option<&str>,
+    fields: &[&str],
+) -> Option<Result<String, Rejection>> {
+    let query = query.filter(|q| !q.is_empty())?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    // PortOne's redirect appends `success=false` (older: `imp_success=false`) when the person
+    // cancelled; the id is present then too, but there is nothing to look up.
+    if pairs
+        .iter()
+        .any(|(k, v)| (k == "success" || k == "imp_success") && v.eq_ignore_ascii_case("false"))
+    {
+        return Some(Err(Rejection::Cancelled));
+    }
+    fields.iter().find_map(|field| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| Ok(v.clone()))
+    })
+}
+
+/// Body formats the id may travel in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFormat {
+    Json,
+    Form,
+}
+
+/// The body's format from `Content-Type`; `None` for anything else (never buffered).
+pub(crate) fn body_format(headers: &HeaderMap) -> Option<BodyFormat> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Some(BodyFormat::Json)
+    } else if essence == "application/x-www-form-urlencoded" {
+        Some(BodyFormat::Form)
+    } else {
+        None
+    }
+}
+
+/// `Content-Length`, when present and valid.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads the id from a whole body.
+pub(crate) fn id_from_body(
+    format: BodyFormat,
+    bytes: &[u8],
+    fields: &[&str],
+) -> Result<String, Rejection> {
+    match format {
+        BodyFormat::Json => {
+            let found = serde_json::Deserializer::from_slice(bytes)
+                .deserialize_map(FieldsVisitor { fields })
+                .map_err(|_| Rejection::MalformedBody)?;
+            // Earlier names in `fields` win, like the query string.
+            fields
+                .iter()
+                .find_map(|f| found.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone()))
+                .ok_or(Rejection::MissingId)
+        }
+        BodyFormat::Form => {
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(bytes).map_err(|_| Rejection::MalformedBody)?;
+            fields
+                .iter()
+                .find_map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone()))
+                .ok_or(Rejection::MissingId)
+        }
+    }
+}
+
+use serde::Deserializer as _;
+
+/// Picks the wanted top-level string fields out of a JSON object without building a tree.
+struct FieldsVisitor<'f> {
+    fields: &'f [&'f str],
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
+    type Value = Vec<(String, String)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.fields.contains(&key.as_ref()) {
+                // The id must be a string; a number or object here is a malformed request.
+                let value: String = map.next_value()?;
+                found.push((key.into_owned(), value));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The result of reading a body up to the limit.
+pub(crate) enum Buffered<B> {
+    /// The whole body (and its trailers) fit.
+    Complete(Replay<B>, Bytes),
+    /// The limit was hit; reading stopped there. The replay holds what was read and the rest.
+    TooLarge(Replay<B>),
+    /// The body failed mid-way.
+    Failed(Replay<B>),
+}
+
+/// Reads `body` until its end or until more than `limit` bytes arrived.
+pub(crate) async fn buffer<B>(body: B, limit: usize) -> Buffered<Pin<Box<B>>>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    let mut body = Box::pin(body);
+    let mut collected = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => {
+                let bytes = collected.freeze();
+                return Buffered::Complete(Replay::new(bytes.clone(), None, None), bytes);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    collected.extend_from_slice(&data);
+                    if collected.len() > limit {
+                        return Buffered::TooLarge(Replay::new(
+                            collected.freeze(),
+                            None,
+                            Some(body),
+                        ));
+                    }
+                }
+                Err(frame) => {
+                    // Trailers end the body.
+                    let trailers = frame.into_trailers().ok();
+                    let bytes = collected.freeze();
+                    return Buffered::Complete(Replay::new(bytes.clone(), trailers, None), bytes);
+                }
+            },
+            Some(Err(_)) => {
+                let mut replay = Replay::new(collected.freeze(), None, None);
+                replay.failed = true;
+                return Buffered::Failed(replay);
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A body that first yields the bytes already read, then the unread rest (if any), then
+    /// the trailers: the handler sees exactly what the client sent.
+    pub(crate) struct Replay<B> {
+        prefix: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+        failed: bool,
+        #[pin]
+        rest: Option<B>,
+    }
+}
+
+impl<B> Replay<B> {
+    fn new(prefix: Bytes, trailers: Option<HeaderMap>, rest: Option<B>) -> Self {
+        Self {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            trailers,
+            failed: false,
+            rest,
+        }
+    }
+}
+
+/// The error a replayed body yields where the original body failed.
+#[derive(Debug)]
+struct BodyReadFailed;
+
+impl fmt::Display for BodyReadFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body could not be read")
+    }
+}
+
+impl std::error::Error for BodyReadFailed {}
+
+impl<B> HttpBody for Replay<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if *this.failed {
+            *this.failed = false;
+            return Poll::Ready(Some(Err(Box::new(BodyReadFailed))));
+        }
+        if let Some(rest) = this.rest.as_mut().as_pin_mut() {
+            match ready!(rest.poll_frame(cx)) {
+                Some(frame) => return Poll::Ready(Some(frame.map_err(Into::into))),
+                None => this.rest.set(None),
+            }
+        }
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none()
+            && !self.failed
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let mut hint = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint);
+        hint.set_lower(hint.lower() + prefix);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIELDS: &[&str] = &["imp_uid"];
+
+    #[test]
+    fn query() {
+        assert_eq!(
+            id_from_query(Some("imp_uid=imp_1&merchant_uid=m"), FIELDS),
+            Some(Ok("imp_1".into()))
+        );
+        assert_eq!(
+            id_from_query(Some("imp_uid=imp_1&success=false"), FIELDS),
+            Some(Err(Rejection::Cancelled))
+        );
+        assert_eq!(
+            id_from_query(Some("imp_success=false&imp_uid=imp_1"), FIELDS),
+            Some(Err(Rejection::Cancelled))
+        );
+        assert_eq!(
+            id_from_query(Some("imp_uid=imp_1&success=true"), FIELDS),
+            Some(Ok("imp_1".into()))
+        );
+        assert_eq!(id_from_query(Some("page=2"), FIELDS), None);
+        assert_eq!(id_from_query(None, FIELDS), None);
+        assert_eq!(
+            id_from_query(Some("imp_uid=imp_1%2F.."), FIELDS),
+            Some(Ok("imp_1/..".into()))
+        );
+    }
+
+    #[test]
+    fn bodies() {
+        let json = br#"{"name":{"nested":[1,2]},"imp_uid":"imp_9","merchant_uid":"m"}"#;
+        assert_eq!(
+            id_from_body(BodyFormat::Json, json, FIELDS),
+            Ok("imp_9".into())
+        );
+        assert_eq!(
+            id_from_body(BodyFormat::Json, br#"{"x":1}"#, FIELDS),
+            Err(Rejection::MissingId)
+        );
+        assert_eq!(
+            id_from_body(BodyFormat::Json, br#"{"imp_uid":5}"#, FIELDS),
+            Err(Rejection::MalformedBody)
+        );
+        assert_eq!(
+            id_from_body(BodyFormat::Json, b"[1]", FIELDS),
+            Err(Rejection::MalformedBody)
+        );
+        assert_eq!(
+            id_from_body(BodyFormat::Json, b"{", FIELDS),
+            Err(Rejection::MalformedBody)
+        );
+        assert_eq!(
+            id_from_body(BodyFormat::Form, b"a=1&imp_uid=imp_2", FIELDS),
+            Ok("imp_2".into())
+        );
+    }
+
+    #[test]
+    fn formats() {
+        let mut h = HeaderMap::new();
+        for (ct, want) in [
+            ("application/json", Some(BodyFormat::Json)),
+            ("Application/JSON; charset=utf-8", Some(BodyFormat::Json)),
+            ("application/merge-patch+json", Some(BodyFormat::Json)),
+            ("application/x-www-form-urlencoded", Some(BodyFormat::Form)),
+            ("multipart/form-data; boundary=x", None),
+            ("text/plain", None),
+        ] {
+            h.insert(CONTENT_TYPE, ct.parse().unwrap());
+            assert_eq!(body_format(&h), want, "{ct}");
+        }
+    }
+}

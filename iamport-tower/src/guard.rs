@@ -1,0 +1,166 @@
+//! Admission: applying a [`Policy`] to the layer's [`Outcome`] — for the `Certified`
+//! extractor, the macro's hidden extractor, `RequireCertifiedLayer` and request-style
+//! handlers.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::Extensions;
+use http::request::Parts;
+
+use crate::Body;
+use crate::certification::Certification;
+use crate::layer::Outcome;
+use crate::policy::Policy;
+use crate::rejection::{Rejection, render};
+
+/// The verified person, as a handler argument (axum extractor) or read from a request's
+/// extensions. Derefs to [`Certification`].
+///
+/// As an extractor on its own it admits any certified person and refuses the rest with the
+/// layer's rejection; `Option<Certified>` never refuses. Under `#[require_certified(...)]`
+/// the policy has already been applied when it runs.
+#[derive(Clone)]
+pub struct Certified(Arc<Certification>);
+
+impl Certified {
+    /// The certification shared with the request.
+    pub fn certification(&self) -> &Arc<Certification> {
+        &self.0
+    }
+
+    /// The verified certification from a request's extensions, if the layer produced one and
+    /// it is `certified`. Does not apply any other policy.
+    pub fn from_extensions(extensions: &Extensions) -> Option<Self> {
+        match extensions.get::<Outcome>()? {
+            Outcome::Verified(cert) if cert.certified => Some(Self(cert.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Deref for Certified {
+    type Target = Certification;
+
+    fn deref(&self) -> &Certification {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Certified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Certified").field(&self.0).finish()
+    }
+}
+
+/// Applies `policy` to the outcome the layer stored. Fails closed: no outcome (no layer) is a
+/// 500 with an error log.
+pub(crate) async fn admit(
+    extensions: &Extensions,
+    policy: &Policy,
+) -> Result<Certified, Rejection> {
+    match extensions.get::<Outcome>() {
+        None => {
+            tracing::error!(
+                "a handler guarded by #[require_certified], RequireCertifiedLayer or the Certified \
+                 extractor ran without CertificationLayer in front of it; add \
+                 `.layer(CertificationLayer::new(client))` around the guarded routes"
+            );
+            Err(Rejection::LayerMissing)
+        }
+        Some(Outcome::Refused(rejection)) => Err(rejection.clone()),
+        Some(Outcome::Verified(cert)) => {
+            policy.check(cert).map_err(Rejection::Policy)?;
+            Ok(Certified(cert.clone()))
+        }
+    }
+}
+
+fn into_axum(response: http::Response<Bytes>) -> Response {
+    response.map(Body::from)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Certified {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        admit(&parts.extensions, &Policy::new())
+            .await
+            .map_err(|rejection| into_axum(render(&rejection, &parts.extensions)))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Certified {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Response> {
+        match admit(&parts.extensions, &Policy::new()).await {
+            Ok(certified) => Ok(Some(certified)),
+            Err(Rejection::LayerMissing) => Err(into_axum(render(
+                &Rejection::LayerMissing,
+                &parts.extensions,
+            ))),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        into_axum(self.problem_response())
+    }
+}
+
+/// The extractor `#[require_certified]` injects as an axum handler's first argument; the
+/// policy travels as a const generic (see [`Policy::to_bits`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Guard<const POLICY: u128>(());
+
+impl<S: Send + Sync, const POLICY: u128> FromRequestParts<S> for Guard<POLICY> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        let policy = const { Policy::from_bits(POLICY) };
+        match admit(&parts.extensions, &policy).await {
+            Ok(_) => Ok(Self(())),
+            Err(rejection) => Err(into_axum(render(&rejection, &parts.extensions))),
+        }
+    }
+}
+
+/// What a request-style handler (`async fn(Request<B>) -> R`) can return a rejection as:
+/// `http::Response<B>` for any body `B: From<Bytes>` (hyper's `Full<Bytes>`, axum's `Body`, …)
+/// and `Result` of one.
+pub trait FromRejection {
+    /// Converts the rendered rejection.
+    fn from_rejection(response: http::Response<Bytes>) -> Self;
+}
+
+impl<B: From<Bytes>> FromRejection for http::Response<B> {
+    fn from_rejection(response: http::Response<Bytes>) -> Self {
+        response.map(B::from)
+    }
+}
+
+impl<T: FromRejection, E> FromRejection for Result<T, E> {
+    fn from_rejection(response: http::Response<Bytes>) -> Self {
+        Ok(T::from_rejection(response))
+    }
+}
+
+/// The check `#[require_certified]` runs first in a request-style handler. It takes the
+/// extensions, not the request, so the handler's future stays `Send` with `!Sync` bodies.
+#[doc(hidden)]
+pub async fn admit_request(
+    extensions: &Extensions,
+    policy: u128,
+) -> Result<Certified, http::Response<Bytes>> {
+    admit(extensions, &Policy::from_bits(policy))
+        .await
+        .map_err(|rejection| render(&rejection, extensions))
+}

@@ -1,0 +1,363 @@
+//! `CertificationLayer`: resolves the verification id of each request into an [`Outcome`]
+//! in the request extensions, before the inner service runs.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Json, Router, routing::post};
+//! use iamport_tower::{CertificationLayer, Certified, require_certified};
+//!
+//! #[require_certified(max_birth_year = 1999)]
+//! async fn signup(cert: Certified) -> Json<bool> {
+//!     Json(cert.foreigner == Some(true))
+//! }
+//!
+//! # let emulator = iamport_tower::mock::Emulator::start().await?;
+//! # let client = emulator.client();
+//! let app: Router = Router::new()
+//!     .route("/certifications", post(signup))
+//!     .layer(CertificationLayer::new(client));
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body as HttpBody;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::Body;
+use crate::certification::Certification;
+use crate::extract::{Buffered, body_format, buffer, content_length, id_from_body, id_from_query};
+use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
+use crate::single_flight::SingleFlight;
+use crate::source::CertificationSource;
+
+/// The default limit on a body read to find the id: 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the layer found out about a request; read it from the request extensions (the
+/// [`Certified`](crate::Certified) extractor and the policy checks do).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// PortOne returned this verification. Policies still decide whether it is enough
+    /// (`certified` may be false).
+    Verified(Arc<Certification>),
+    /// No verification could be had; a guarded handler will be refused with this.
+    Refused(Rejection),
+}
+
+/// Resolves PortOne verification ids for every request that passes through.
+///
+/// For each request it
+/// 1. finds the id: the query string first (`?imp_uid=…`, the redirect flow; `success=false`
+///    or `imp_success=false` there means the person cancelled), else the body when it is JSON
+///    or `application/x-www-form-urlencoded` (the popup flow). Other bodies are never read.
+/// 2. reads such a body only up to the limit (default 64 KiB) and hands the inner service the
+///    exact same bytes, so the handler's own `Json`/`Form` extractors work. A body declared or
+///    found to be larger is not read further; its outcome is a 413 rejection, and the body is
+///    passed on untouched (unguarded routes behind the same layer keep working).
+/// 3. checks the id's syntax (a bad one is refused without any network call), then looks it
+///    up through the [`CertificationSource`] — concurrent requests for one id share one
+///    upstream call — and stores the [`Outcome`] in the request extensions.
+///
+/// The layer itself never refuses a request: `#[require_certified]`,
+/// [`RequireCertifiedLayer`](crate::RequireCertifiedLayer) and the
+/// [`Certified`](crate::Certified) extractor do, from the outcome. Requests without an id cost
+/// nothing beyond a look at the query string and `Content-Type`.
+///
+/// The inner service receives `Request<iamport_tower::Body>` (axum's body type): the layer
+/// must be able to put back bytes it read, which hyper's `Incoming` cannot carry.
+#[derive(Clone)]
+pub struct CertificationLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    source: Arc<dyn CertificationSource>,
+    body_limit: usize,
+    renderer: Option<RejectionRenderer>,
+    lookups: SingleFlight<Outcome>,
+}
+
+impl fmt::Debug for CertificationLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificationLayer")
+            .field("id_fields", &self.shared.source.id_fields())
+            .field("body_limit", &self.shared.body_limit)
+            .field("custom_rejections", &self.shared.renderer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificationLayer {
+    /// A layer resolving ids through `source` (usually an [`IamportClient`](crate::IamportClient)).
+    pub fn new(source: impl CertificationSource) -> Self {
+        Self::from_shared_source(Arc::new(source))
+    }
+
+    /// A layer over a source that is already shared.
+    pub fn from_shared_source(source: Arc<dyn CertificationSource>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                source,
+                body_limit: DEFAULT_BODY_LIMIT,
+                renderer: None,
+                lookups: SingleFlight::new(),
+            }),
+        }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        // Configuration happens before the layer is cloned into services.
+        if Arc::get_mut(&mut self.shared).is_none() {
+            let s = &self.shared;
+            self.shared = Arc::new(Shared {
+                source: s.source.clone(),
+                body_limit: s.body_limit,
+                renderer: s.renderer.clone(),
+                lookups: SingleFlight::new(),
+            });
+        }
+        Arc::get_mut(&mut self.shared).expect("just made unique")
+    }
+
+    /// The most bytes of a JSON or form body read to find the id (default
+    /// [`DEFAULT_BODY_LIMIT`]).
+    #[must_use]
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.shared_mut().body_limit = bytes;
+        self
+    }
+
+    /// Renders every rejection of the routes behind this layer with `handler` instead of the
+    /// default problem+json ([`Rejection::problem_response`]).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::Response;
+    /// use iamport_tower::{CertificationLayer, Rejection};
+    ///
+    /// # fn layer(client: iamport_tower::IamportClient) -> CertificationLayer {
+    /// CertificationLayer::new(client).on_rejection(|rejection: &Rejection| {
+    ///     let body = format!(r#"{{"ok":false,"error":"{}"}}"#, rejection.code());
+    ///     Response::builder()
+    ///         .status(rejection.status())
+    ///         .header("content-type", "application/json")
+    ///         .body(Bytes::from(body))
+    ///         .unwrap()
+    /// })
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_rejection<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        let handler: RejectionHandler = Arc::new(handler);
+        self.shared_mut().renderer = Some(RejectionRenderer(handler));
+        self
+    }
+}
+
+impl<S> Layer<S> for CertificationLayer {
+    type Service = CertificationService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CertificationService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`CertificationLayer`].
+#[derive(Clone)]
+pub struct CertificationService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for CertificationService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificationService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+type Preparing = Pin<Box<dyn Future<Output = Request<Body>> + Send>>;
+
+impl<S, B, ResBody> Service<Request<B>> for CertificationService<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone may not be ready; the original is. Keep the clone, use the original.
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let fields = shared.source.id_fields();
+        let query = id_from_query(request.uri().query(), fields);
+        let format = body_format(request.headers());
+        let state = match (query, format) {
+            (None, None) => {
+                // Nothing to look up: no allocation, no await.
+                let mut request = request.map(Body::new);
+                shared.record(
+                    request.extensions_mut(),
+                    Outcome::Refused(Rejection::MissingId),
+                );
+                State::Calling {
+                    future: inner.call(request),
+                }
+            }
+            (query, _) => State::Preparing {
+                future: Box::pin(shared.prepare(request, query)),
+            },
+        };
+        ResponseFuture { state, inner }
+    }
+}
+
+impl Shared {
+    fn record(&self, extensions: &mut http::Extensions, outcome: Outcome) {
+        extensions.insert(outcome);
+        if let Some(renderer) = &self.renderer {
+            extensions.insert(renderer.clone());
+        }
+    }
+
+    async fn prepare<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+        query: Option<Result<String, Rejection>>,
+    ) -> Request<Body>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (mut parts, body) = request.into_parts();
+        let (id, body) = match query {
+            Some(found) => (found, Body::new(body)),
+            None => self.read_body(&parts.headers, body).await,
+        };
+        let outcome = match id {
+            Ok(id) => self.resolve(&id).await,
+            Err(rejection) => Outcome::Refused(rejection),
+        };
+        self.record(&mut parts.extensions, outcome);
+        Request::from_parts(parts, body)
+    }
+
+    async fn read_body<B>(
+        &self,
+        headers: &http::HeaderMap,
+        body: B,
+    ) -> (Result<String, Rejection>, Body)
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let too_large = Rejection::PayloadTooLarge {
+            limit: self.body_limit,
+        };
+        let Some(format) = body_format(headers) else {
+            return (Err(Rejection::MissingId), Body::new(body));
+        };
+        if content_length(headers).is_some_and(|len| len > self.body_limit as u64) {
+            return (Err(too_large), Body::new(body));
+        }
+        match buffer(body, self.body_limit).await {
+            Buffered::Complete(replay, bytes) => (
+                id_from_body(format, &bytes, self.source.id_fields()),
+                Body::new(replay),
+            ),
+            Buffered::TooLarge(replay) => (Err(too_large), Body::new(replay)),
+            Buffered::Failed(replay) => (Err(Rejection::MalformedBody), Body::new(replay)),
+        }
+    }
+
+    async fn resolve(&self, id: &str) -> Outcome {
+        if let Err(invalid) = self.source.validate_id(id) {
+            return Outcome::Refused(Rejection::InvalidId(invalid));
+        }
+        self.lookups
+            .run(id, || async {
+                match self.source.lookup(id).await {
+                    Ok(cert) => Outcome::Verified(Arc::new(cert)),
+                    Err(error) => Outcome::Refused(Rejection::from_lookup_error(&error)),
+                }
+            })
+            .await
+    }
+}
+
+pin_project! {
+    /// Response future of [`CertificationService`].
+    pub struct ResponseFuture<S>
+    where
+        S: Service<Request<Body>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        inner: S,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Preparing { future: Preparing },
+        Calling { #[pin] future: F },
+    }
+}
+
+impl<S> fmt::Debug for ResponseFuture<S>
+where
+    S: Service<Request<Body>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<Request<Body>>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Preparing { future } => {
+                    let request = ready!(future.as_mut().poll(cx));
+                    let future = this.inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => return future.poll(cx),
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `Rejection`: why a guarded request was refused, rendered as RFC 9457 problem+json.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::error::Error;
+use crate::imp_uid::InvalidId;
+use crate::policy::PolicyViolation;
+
+/// Why a request did not reach a guarded handler. Each variant has one HTTP status (DESIGN's
+/// table) and renders as `application/problem+json` with no personal data and no upstream
+/// detail (those go to the log, at `warn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No verification id in the query string or body. 400.
+    MissingId,
+    /// The id is malformed (never sent to PortOne). 400.
+    InvalidId(InvalidId),
+    /// The JSON or form body holding the id could not be read. 400.
+    MalformedBody,
+    /// The person cancelled the verification (`success=false` / `imp_success=false`). 400.
+    Cancelled,
+    /// The body is larger than the layer's extraction limit. 413.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// PortOne does not know the id. 403.
+    UnknownId,
+    /// The verification did not succeed, or the person does not meet the route's policy. 403.
+    Policy(PolicyViolation),
+    /// `unique` and the person already has an account, or one is being created. 409.
+    AlreadyRegistered,
+    /// PortOne answered 5xx, garbage, or refused our credentials. 502.
+    UpstreamFailed,
+    /// PortOne could not be reached. 503.
+    UpstreamUnavailable,
+    /// PortOne did not answer in time. 504.
+    UpstreamTimeout,
+    /// The unique store could not be reached; nothing was admitted. 503.
+    StoreUnavailable,
+    /// A guarded handler runs without `CertificationLayer` in front of it. 500.
+    LayerMissing,
+}
+
+impl Rejection {
+    /// The HTTP status for this rejection.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingId | Self::InvalidId(_) | Self::MalformedBody | Self::Cancelled => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownId | Self::Policy(_) => StatusCode::FORBIDDEN,
+            Self::AlreadyRegistered => StatusCode::CONFLICT,
+            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable name (the last part of the problem `type`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingId => "missing-verification-id",
+            Self::InvalidId(_) => "invalid-verification-id",
+            Self::MalformedBody => "malformed-body",
+            Self::Cancelled => "verification-cancelled",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::UnknownId => "unknown-verification",
+            Self::Policy(PolicyViolation::NotCertified) => "not-certified",
+            Self::Policy(_) => "policy-not-met",
+            Self::AlreadyRegistered => "already-registered",
+            Self::UpstreamFailed => "upstream-failed",
+            Self::UpstreamUnavailable => "upstream-unavailable",
+            Self::UpstreamTimeout => "upstream-timeout",
+            Self::StoreUnavailable => "store-unavailable",
+            Self::LayerMissing => "layer-missing",
+        }
+    }
+
+    /// A short human summary (the problem `title`).
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::MissingId => "No identity verification id in the request",
+            Self::InvalidId(_) => "Malformed identity verification id",
+            Self::MalformedBody => "Unreadable request body",
+            Self::Cancelled => "Identity verification cancelled",
+            Self::PayloadTooLarge { .. } => "Request body too large",
+            Self::UnknownId => "Unknown identity verification",
+            Self::Policy(PolicyViolation::NotCertified) => "Identity verification not completed",
+            Self::Policy(_) => "Verified person does not meet this route's requirements",
+            Self::AlreadyRegistered => "This person already has an account",
+            Self::UpstreamFailed => "Identity verification service failed",
+            Self::UpstreamUnavailable => "Identity verification service unavailable",
+            Self::UpstreamTimeout => "Identity verification service timed out",
+            Self::StoreUnavailable => "Account uniqueness check unavailable",
+            Self::LayerMissing => "Server misconfiguration",
+        }
+    }
+
+    /// A sentence for the person (the problem `detail`): the rule, never their data.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::MissingId => "Send the verification id as `imp_uid` in the query string or in a JSON or form body.".into(),
+            Self::InvalidId(e) => format!("{e}."),
+            Self::MalformedBody => "The JSON or form body could not be parsed.".into(),
+            Self::Cancelled => "The identity verification was cancelled before it completed.".into(),
+            Self::PayloadTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
+            Self::UnknownId => "No completed identity verification has this id.".into(),
+            Self::Policy(v) => {
+                let mut s = v.to_string();
+                if let Some(first) = s.get_mut(..1) {
+                    first.make_ascii_uppercase();
+                }
+                s + "."
+            }
+            Self::AlreadyRegistered => "An account already exists for this person, or is being created right now.".into(),
+            Self::UpstreamFailed | Self::UpstreamUnavailable | Self::UpstreamTimeout => {
+                "The identity could not be checked right now. Please try again shortly.".into()
+            }
+            Self::StoreUnavailable => "Account uniqueness could not be checked right now. Please try again shortly.".into(),
+            Self::LayerMissing => "The server is misconfigured; the incident was logged.".into(),
+        }
+    }
+
+    /// The default rendering: `application/problem+json` per RFC 9457.
+    pub fn problem_response(&self) -> Response<Bytes> {
+        let body = serde_json::json!({
+            "type": format!("urn:iamport-tower:problem:{}", self.code()),
+            "title": self.title(),
+            "status": self.status().as_u16(),
+            "detail": self.detail(),
+        });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+
+    /// Classifies a lookup failure, logging what the response will not say.
+    pub(crate) fn from_lookup_error(error: &Error) -> Self {
+        let rejection = match error {
+            Error::NotFound => return Self::UnknownId,
+            Error::InvalidId(e) => return Self::InvalidId(e.clone()),
+            Error::Timeout(_) => Self::UpstreamTimeout,
+            Error::Unavailable(_) => Self::UpstreamUnavailable,
+            _ => Self::UpstreamFailed,
+        };
+        tracing::warn!(%error, status = %rejection.status(), "identity verification lookup failed");
+        rejection
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.title(), self.status())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Renders rejections; set one with
+/// [`CertificationLayer::on_rejection`](crate::CertificationLayer::on_rejection) to replace
+/// the problem+json body with your own shape.
+pub type RejectionHandler = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
+
+/// The handler the layer put in the request extensions, if any.
+#[derive(Clone)]
+pub(crate) struct RejectionRenderer(pub(crate) RejectionHandler);
+
+impl fmt::Debug for RejectionRenderer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RejectionRenderer")
+    }
+}
+
+/// Renders `rejection` with the layer's handler when there is one.
+pub(crate) fn render(rejection: &Rejection, extensions: &http::Extensions) -> Response<Bytes> {
+    match extensions.get::<RejectionRenderer>() {
+        Some(RejectionRenderer(handler)) => handler(rejection),
+        None => rejection.problem_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_json_shape() {
+        let response =
+            Rejection::Policy(PolicyViolation::TooYoung { min_age: 19 }).problem_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["status"], 403);
+        assert_eq!(body["type"], "urn:iamport-tower:problem:policy-not-met");
+        assert_eq!(
+            body["detail"],
+            "This route admits people at least 19 years old."
+        );
+    }
+}
