@@ -60,8 +60,8 @@ fn example(key: &Ident) -> &'static str {
 }
 
 fn year(lit: &Lit, key: &Ident) -> syn::Result<Spanned<u16>> {
-    let (value, int) = int::<u16>(lit, key, "a birth year (an integer)")?;
-    if !(MIN_YEAR..=MAX_YEAR).contains(&value) {
+    let (value, int) = int::<u64>(lit, key, "a birth year (an integer)")?;
+    if !(u64::from(MIN_YEAR)..=u64::from(MAX_YEAR)).contains(&value) {
         return Err(syn::Error::new(
             int.span(),
             format!(
@@ -70,7 +70,7 @@ fn year(lit: &Lit, key: &Ident) -> syn::Result<Spanned<u16>> {
         ));
     }
     Ok(Spanned {
-        value,
+        value: u16::try_from(value).unwrap_or(MAX_YEAR),
         span: int.span(),
     })
 }
@@ -112,7 +112,16 @@ impl Parse for PolicyArgs {
                     format!("`{key}` needs a value, e.g. `{key} = {}`", example(&key)),
                 ));
             }
-            input.parse::<Token![=]>()?;
+            let eq = input.parse::<Token![=]>()?;
+            if input.is_empty() || input.peek(Token![,]) {
+                return Err(syn::Error::new(
+                    eq.span,
+                    format!(
+                        "`{key}` needs a value after `=`, e.g. `{key} = {}`",
+                        example(&key)
+                    ),
+                ));
+            }
             let lit: Lit = input.parse().map_err(|e| {
                 syn::Error::new(
                     e.span(),
@@ -126,13 +135,16 @@ impl Parse for PolicyArgs {
                 "min_birth_year" => set(&mut args.min_birth_year, &key, year(&lit, &key)?)?,
                 "max_birth_year" => set(&mut args.max_birth_year, &key, year(&lit, &key)?)?,
                 "min_age" => {
-                    let (value, int) = int::<u8>(&lit, &key, "an age in whole years (1 to 150)")?;
+                    let (value, int) = int::<u64>(&lit, &key, "an age in whole years")?;
                     if !(1..=150).contains(&value) {
                         return Err(syn::Error::new(
                             int.span(),
-                            "`min_age` must be between 1 and 150",
+                            format!(
+                                "`min_age = {value}` is implausible: ages must be between 1 and 150"
+                            ),
                         ));
                     }
+                    let value = u8::try_from(value).unwrap_or(u8::MAX);
                     set(
                         &mut args.min_age,
                         &key,

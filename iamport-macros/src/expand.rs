@@ -112,13 +112,16 @@ fn request_param(function: &ItemFn) -> syn::Result<Option<Ident>> {
     Ok(None)
 }
 
-/// `Request<B>`, `http::Request<B>`, `hyper::Request<B>`, …: a path ending in `Request` with
-/// one generic argument.
+/// `Request<B>`, `http::Request<B>`, `hyper::Request<B>`, `axum::extract::Request`, a local
+/// `type Request = …`: a type path whose last segment is `Request`. (A macro sees only
+/// tokens; an alias under another name is not recognized, and the handler is then treated
+/// as an axum handler.)
 fn is_request(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
     path.qself.is_none()
-        && path.path.segments.last().is_some_and(|segment| {
-            segment.ident == "Request"
-                && matches!(&segment.arguments, syn::PathArguments::AngleBracketed(a) if a.args.len() == 1)
-        })
+        && path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Request")
 }

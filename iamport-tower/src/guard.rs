@@ -136,6 +136,11 @@ impl<S: Send + Sync, const POLICY: u128> FromRequestParts<S> for Guard<POLICY> {
 /// What a request-style handler (`async fn(Request<B>) -> R`) can return a rejection as:
 /// `http::Response<B>` for any body `B: From<Bytes>` (hyper's `Full<Bytes>`, axum's `Body`, …)
 /// and `Result` of one.
+#[diagnostic::on_unimplemented(
+    message = "a `#[require_certified]` handler that takes the whole `Request` must return `Response<B>` or `Result<Response<B>, E>`, not `{Self}`",
+    label = "the rejection cannot be returned as this type",
+    note = "the body type `B` must implement `From<Bytes>` (hyper's `Full<Bytes>`, `iamport_tower::Body`, …)"
+)]
 pub trait FromRejection {
     /// Converts the rendered rejection.
     fn from_rejection(response: http::Response<Bytes>) -> Self;
