@@ -15,8 +15,9 @@ use http::request::Parts;
 use crate::Body;
 use crate::certification::Certification;
 use crate::layer::Outcome;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyViolation};
 use crate::rejection::{Rejection, render};
+use crate::unique::reservation::UniqueSlot;
 
 /// The verified person, as a handler argument (axum extractor) or read from a request's
 /// extensions. Derefs to [`Certification`].
@@ -75,6 +76,20 @@ pub(crate) async fn admit(
         Some(Outcome::Refused(rejection)) => Err(rejection.clone()),
         Some(Outcome::Verified(cert)) => {
             policy.check(cert).map_err(Rejection::Policy)?;
+            if policy.is_unique() {
+                let ci = cert
+                    .unique_key
+                    .as_deref()
+                    .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
+                let Some(slot) = extensions.get::<UniqueSlot>() else {
+                    tracing::error!(
+                        "a `unique` policy found a verification but no unique store; was the Outcome inserted by hand instead of by CertificationLayer?"
+                    );
+                    return Err(Rejection::LayerMissing);
+                };
+                // Reserved last, so a refused person never holds a reservation.
+                slot.reserve(ci).await?;
+            }
             Ok(Certified(cert.clone()))
         }
     }

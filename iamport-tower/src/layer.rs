@@ -26,6 +26,7 @@ use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -38,8 +39,11 @@ use crate::Body;
 use crate::certification::Certification;
 use crate::extract::{Buffered, body_format, buffer, content_length, id_from_body, id_from_query};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
+use crate::secret::Secret;
 use crate::single_flight::SingleFlight;
 use crate::source::CertificationSource;
+use crate::unique::reservation::{UniqueConfig, UniqueSlot};
+use crate::unique::{MemoryStore, UniqueKeys, UniqueStore};
 
 /// The default limit on a body read to find the id: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -86,8 +90,13 @@ struct Shared {
     source: Arc<dyn CertificationSource>,
     body_limit: usize,
     renderer: Option<RejectionRenderer>,
+    unique: UniqueConfig,
     lookups: SingleFlight<Outcome>,
 }
+
+/// The default lease of a `unique` reservation: how long a handler may take before another
+/// request for the same person may try again.
+pub const DEFAULT_UNIQUE_LEASE: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for CertificationLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,6 +121,11 @@ impl CertificationLayer {
                 source,
                 body_limit: DEFAULT_BODY_LIMIT,
                 renderer: None,
+                unique: UniqueConfig {
+                    store: Arc::new(MemoryStore::new()),
+                    keys: UniqueKeys::random(),
+                    lease: DEFAULT_UNIQUE_LEASE,
+                },
                 lookups: SingleFlight::new(),
             }),
         }
@@ -125,6 +139,7 @@ impl CertificationLayer {
                 source: s.source.clone(),
                 body_limit: s.body_limit,
                 renderer: s.renderer.clone(),
+                unique: s.unique.clone(),
                 lookups: SingleFlight::new(),
             });
         }
@@ -136,6 +151,35 @@ impl CertificationLayer {
     #[must_use]
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.shared_mut().body_limit = bytes;
+        self
+    }
+
+    /// Where `unique = true` policies reserve people, and the secret that keys them
+    /// (HMAC-SHA256 of the CI; keep it stable and secret — see [`unique`](crate::unique)).
+    /// The default is a [`MemoryStore`] with a random secret: correct for one process.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iamport_tower::IamportClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use iamport_tower::{CertificationLayer, unique::PostgresStore};
+    ///
+    /// let store = PostgresStore::new(&std::env::var("DATABASE_URL")?)?;
+    /// let layer = CertificationLayer::new(client)
+    ///     .unique_store(store, std::env::var("UNIQUE_KEY_SECRET")?);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn unique_store(mut self, store: impl UniqueStore, key_secret: impl Into<Secret>) -> Self {
+        let shared = self.shared_mut();
+        shared.unique.store = Arc::new(store);
+        shared.unique.keys = UniqueKeys::new(&key_secret.into());
+        self
+    }
+
+    /// How long a `unique` reservation lasts if it is neither committed nor released — the
+    /// most a guarded handler may take (default [`DEFAULT_UNIQUE_LEASE`]).
+    #[must_use]
+    pub fn unique_lease(mut self, lease: Duration) -> Self {
+        self.shared_mut().unique.lease = lease;
         self
     }
 
@@ -195,7 +239,7 @@ impl<S: fmt::Debug> fmt::Debug for CertificationService<S> {
     }
 }
 
-type Preparing = Pin<Box<dyn Future<Output = Request<Body>> + Send>>;
+type Preparing = Pin<Box<dyn Future<Output = (Request<Body>, Option<UniqueSlot>)> + Send>>;
 
 impl<S, B, ResBody> Service<Request<B>> for CertificationService<S>
 where
@@ -235,7 +279,11 @@ where
                 future: Box::pin(shared.prepare(request, query)),
             },
         };
-        ResponseFuture { state, inner }
+        ResponseFuture {
+            state,
+            inner,
+            reservation: Reservation(None),
+        }
     }
 }
 
@@ -251,7 +299,7 @@ impl Shared {
         self: Arc<Self>,
         request: Request<B>,
         query: Option<Result<String, Rejection>>,
-    ) -> Request<Body>
+    ) -> (Request<Body>, Option<UniqueSlot>)
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -265,8 +313,13 @@ impl Shared {
             Ok(id) => self.resolve(&id).await,
             Err(rejection) => Outcome::Refused(rejection),
         };
+        let slot = matches!(outcome, Outcome::Verified(_)).then(|| {
+            let slot = UniqueSlot::new(self.unique.clone());
+            parts.extensions.insert(slot.clone());
+            slot
+        });
         self.record(&mut parts.extensions, outcome);
-        Request::from_parts(parts, body)
+        (Request::from_parts(parts, body), slot)
     }
 
     async fn read_body<B>(
@@ -313,22 +366,41 @@ impl Shared {
 }
 
 pin_project! {
-    /// Response future of [`CertificationService`].
+    /// Response future of [`CertificationService`]: prepares the request (finds and resolves
+    /// the id), calls the inner service, then settles a `unique` reservation — commit on a
+    /// 2xx response, release otherwise, and release too if this future is dropped first.
     pub struct ResponseFuture<S>
     where
         S: Service<Request<Body>>,
     {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, S::Response, S::Error>,
         inner: S,
+        reservation: Reservation,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, R, E> {
         Preparing { future: Preparing },
         Calling { #[pin] future: F },
+        Settling {
+            settle: tokio::task::JoinHandle<()>,
+            result: Option<Result<R, E>>,
+        },
+    }
+}
+
+/// The reservation a request may hold; released in the background if the response future is
+/// dropped before settling it (client gone, timeout, panic in the handler).
+struct Reservation(Option<UniqueSlot>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.release_detached();
+        }
     }
 }
 
@@ -341,9 +413,9 @@ where
     }
 }
 
-impl<S> Future for ResponseFuture<S>
+impl<S, ResBody> Future for ResponseFuture<S>
 where
-    S: Service<Request<Body>>,
+    S: Service<Request<Body>, Response = Response<ResBody>>,
 {
     type Output = Result<S::Response, S::Error>;
 
@@ -352,11 +424,35 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Preparing { future } => {
-                    let request = ready!(future.as_mut().poll(cx));
+                    let (request, slot) = ready!(future.as_mut().poll(cx));
+                    this.reservation.0 = slot;
                     let future = this.inner.call(request);
                     this.state.set(State::Calling { future });
                 }
-                StateProj::Calling { future } => return future.poll(cx),
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let Some(slot) = this.reservation.0.take().filter(UniqueSlot::is_held) else {
+                        return Poll::Ready(result);
+                    };
+                    let success = matches!(&result, Ok(response) if response.status().is_success());
+                    // A task of its own: the commit completes even if the client goes away
+                    // while it runs.
+                    let settle = tokio::spawn(async move { slot.settle(success).await });
+                    this.state.set(State::Settling {
+                        settle,
+                        result: Some(result),
+                    });
+                }
+                StateProj::Settling { settle, result } => {
+                    // A panic inside `settle` is already logged by the runtime; the response
+                    // stands either way.
+                    let _ = ready!(Pin::new(settle).poll(cx));
+                    return Poll::Ready(
+                        result
+                            .take()
+                            .expect("settling holds the result until it completes"),
+                    );
+                }
             }
         }
     }

@@ -91,6 +91,7 @@ mod require;
 mod secret;
 mod single_flight;
 mod source;
+pub mod unique;
 
 #[cfg(feature = "mock")]
 pub mod mock;
@@ -101,13 +102,15 @@ pub use crate::error::Error;
 pub use crate::guard::{Certified, FromRejection};
 pub use crate::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub use crate::layer::{
-    CertificationLayer, CertificationService, DEFAULT_BODY_LIMIT, Outcome, ResponseFuture,
+    CertificationLayer, CertificationService, DEFAULT_BODY_LIMIT, DEFAULT_UNIQUE_LEASE, Outcome,
+    ResponseFuture,
 };
 pub use crate::policy::{MAX_POLICY_YEAR, MIN_POLICY_YEAR, Policy, PolicyViolation};
 pub use crate::rejection::{Rejection, RejectionHandler};
 pub use crate::require::{RequireCertified, RequireCertifiedFuture, RequireCertifiedLayer};
 pub use crate::secret::Secret;
 pub use crate::source::{BoxFuture, CertificationSource};
+pub use crate::unique::{MemoryStore, UniqueStore};
 
 /// Guards an `async fn` handler with a [`Policy`] written in the same words.
 ///

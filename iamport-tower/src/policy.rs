@@ -274,6 +274,9 @@ pub enum PolicyViolation {
     /// A foreign national, and the policy refuses them.
     #[error("this route does not admit foreign nationals")]
     Foreigner,
+    /// `unique` applies but PortOne sent no CI to tell people apart.
+    #[error("the verification carries no CI (unique_key), which one-account-per-person requires")]
+    CiUnknown,
     /// Freshness applies but PortOne sent no completion time.
     #[error("the verification carries no completion time, which this route requires")]
     CertifiedAtUnknown,
