@@ -186,18 +186,18 @@ impl Parse for PolicyArgs {
             }
             input.parse::<Token![,]>()?;
         }
-        if let (Some(min), Some(max)) = (args.min_birth_year, args.max_birth_year) {
-            if min.value > max.value {
-                let mut error = syn::Error::new(
-                    min.span,
-                    format!(
-                        "`min_birth_year = {}` is after `max_birth_year = {}`: nobody would be admitted",
-                        min.value, max.value
-                    ),
-                );
-                error.combine(syn::Error::new(max.span, "`max_birth_year` set here"));
-                return Err(error);
-            }
+        if let (Some(min), Some(max)) = (args.min_birth_year, args.max_birth_year)
+            && min.value > max.value
+        {
+            let mut error = syn::Error::new(
+                min.span,
+                format!(
+                    "`min_birth_year = {}` is after `max_birth_year = {}`: nobody would be admitted",
+                    min.value, max.value
+                ),
+            );
+            error.combine(syn::Error::new(max.span, "`max_birth_year` set here"));
+            return Err(error);
         }
         Ok(args)
     }

@@ -98,3 +98,51 @@ pub async fn post_chunked(addr: SocketAddr, head: &str, body_chunks: &[&[u8]]) -
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
+
+/// Prints a line that `cargo test`'s output capture does not swallow (a skip notice must be
+/// seen even when the test passes).
+pub fn notice(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
+/// `DATABASE_URL`, or a printed skip notice naming the test.
+pub fn database_url(test: &str) -> Option<String> {
+    env_or_skip("DATABASE_URL", test)
+}
+
+/// `REDIS_URL`, or a printed skip notice naming the test.
+pub fn redis_url(test: &str) -> Option<String> {
+    env_or_skip("REDIS_URL", test)
+}
+
+fn env_or_skip(name: &str, test: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            notice(&format!(
+                "SKIPPED {test}: {name} is not set (e.g. {name}={})",
+                match name {
+                    "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/test",
+                    _ => "redis://127.0.0.1:6379",
+                }
+            ));
+            None
+        }
+    }
+}
+
+/// A name no other test run uses: process id, time and a counter.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -164,7 +164,8 @@ pub trait UniqueStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Reservation, StoreError>>;
 
     /// Makes the reservation held by `token` permanent. `false` if `token` does not hold it
-    /// (its lease ended and someone else reserved the key, or it was released).
+    /// (it was released, or its lease ended — after which a store may forget it, as Redis
+    /// does, or keep it until someone else reserves the key, as PostgreSQL and memory do).
     fn commit<'a>(
         &'a self,
         key: &'a UniqueKey,
