@@ -109,18 +109,12 @@ impl Rejection {
     pub fn detail(&self) -> String {
         match self {
             Self::MissingId => "Send the verification id as `imp_uid` in the query string or in a JSON or form body.".into(),
-            Self::InvalidId(e) => format!("{e}."),
+            Self::InvalidId(e) => sentence(&e.to_string()),
             Self::MalformedBody => "The JSON or form body could not be parsed.".into(),
             Self::Cancelled => "The identity verification was cancelled before it completed.".into(),
             Self::PayloadTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
             Self::UnknownId => "No completed identity verification has this id.".into(),
-            Self::Policy(v) => {
-                let mut s = v.to_string();
-                if let Some(first) = s.get_mut(..1) {
-                    first.make_ascii_uppercase();
-                }
-                s + "."
-            }
+            Self::Policy(v) => sentence(&v.to_string()),
             Self::AlreadyRegistered => "An account already exists for this person, or is being created right now.".into(),
             Self::UpstreamFailed | Self::UpstreamUnavailable | Self::UpstreamTimeout => {
                 "The identity could not be checked right now. Please try again shortly.".into()
@@ -159,6 +153,15 @@ impl Rejection {
         tracing::warn!(%error, status = %rejection.status(), "identity verification lookup failed");
         rejection
     }
+}
+
+/// `"the rule"` → `"The rule."`
+fn sentence(text: &str) -> String {
+    let mut s = text.to_owned();
+    if let Some(first) = s.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    s + "."
 }
 
 impl fmt::Display for Rejection {

@@ -29,6 +29,7 @@
 //! [`garbage_next`](Emulator::garbage_next), [`revoke_token`](Emulator::revoke_token); call
 //! counters per endpoint and per id.
 
+mod browser;
 mod persons;
 mod server;
 mod state;
@@ -44,7 +45,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use self::persons::{person, sample_persons};
+pub use self::persons::{labeled_sample_persons, person, sample_persons};
 pub use self::state::Endpoint;
 use self::state::{FaultKind, State, TokenRules};
 use crate::client::{IamportClient, IamportClientBuilder};
@@ -108,7 +109,13 @@ impl Emulator {
 
     /// Adds (or replaces, by `imp_uid`) a person: a v1 certification object in wire shape.
     pub fn add_person(&self, person: Value) {
-        self.state.add_person(person);
+        self.state.add_person(None, person);
+    }
+
+    /// The URL of the browser SDK stand-in (`IMP.init`, `IMP.certification`): load it with a
+    /// `<script src>` instead of PortOne's `https://cdn.iamport.kr/v1/iamport.js`.
+    pub fn sdk_url(&self) -> String {
+        format!("{}/sdk/iamport.js", self.url())
     }
 
     /// How many requests reached `endpoint` (faulted ones included).
@@ -196,7 +203,7 @@ pub struct EmulatorBuilder {
     listen: SocketAddr,
     key: String,
     secret: String,
-    persons: Vec<Value>,
+    persons: Vec<(Option<String>, Value)>,
     rules: TokenRules,
 }
 
@@ -206,7 +213,10 @@ impl Default for EmulatorBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             key: TEST_KEY.into(),
             secret: TEST_SECRET.into(),
-            persons: sample_persons(),
+            persons: labeled_sample_persons()
+                .into_iter()
+                .map(|(label, p)| (Some(label.to_owned()), p))
+                .collect(),
             rules: TokenRules::default(),
         }
     }
@@ -234,7 +244,7 @@ impl EmulatorBuilder {
 
     /// Adds a person: a v1 certification object in wire shape (see [`person`]).
     pub fn person(mut self, person: Value) -> Self {
-        self.persons.push(person);
+        self.persons.push((None, person));
         self
     }
 
@@ -266,7 +276,7 @@ impl EmulatorBuilder {
                 ),
             ));
         }
-        self.persons.extend(persons);
+        self.persons.extend(persons.into_iter().map(|p| (None, p)));
         Ok(self)
     }
 
@@ -288,6 +298,7 @@ impl EmulatorBuilder {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(self.key, self.secret, self.persons, self.rules));
         let router = v1::routes()
+            .merge(browser::routes())
             .fallback(|| async { v1::envelope_error(StatusCode::NOT_FOUND, "Not Found") })
             .with_state(state.clone());
         let task = tokio::spawn(server::serve(listener, router));

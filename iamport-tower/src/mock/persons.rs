@@ -73,7 +73,16 @@ fn pseudo_ci(seed: &str, len: usize) -> String {
 /// | `imp_100000000004` | 박정월, born 2000-01-01 — only `birth` (old record), no `birthday` |
 /// | `imp_100000000005` | 최실패, a verification that did not complete (`certified: false`) |
 /// | `imp_100000000006` | 정최소, contract without phone/carrier/gender/nationality fields |
+/// | `imp_100000000007` | 한가입, adult born 1985-06-15 (the demo registers this person at startup) |
 pub fn sample_persons() -> Vec<Value> {
+    labeled_sample_persons()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// [`sample_persons`] with the labels the verification page shows.
+pub fn labeled_sample_persons() -> Vec<(&'static str, Value)> {
     let adult = person("imp_100000000001", "김성인", "1990-01-01");
     let minor = person("imp_100000000002", "이청소", "2012-05-05");
     let mut foreigner = person("imp_100000000003", "John Smith", "1988-07-14");
@@ -93,7 +102,16 @@ pub fn sample_persons() -> Vec<Value> {
         object.insert("gender".into(), Value::Null);
         object.insert("foreigner_v2".into(), Value::Null);
     }
-    vec![adult, minor, foreigner, old_record, failed, minimal]
+    let registered = person("imp_100000000007", "한가입", "1985-06-15");
+    vec![
+        ("성인 — adult, born 1990", adult),
+        ("미성년자 — minor, born 2012", minor),
+        ("외국인 — foreign national, born 1988", foreigner),
+        ("2000-01-01 생 — old record with only `birth`", old_record),
+        ("인증 미완료 — verification not completed", failed),
+        ("정보 최소 — no phone, carrier, gender", minimal),
+        ("이미 가입 — already registered in the demo", registered),
+    ]
 }
 
 #[cfg(test)]

@@ -65,6 +65,8 @@ struct IssuedToken {
 #[derive(Debug, Default)]
 struct Inner {
     persons: HashMap<String, Value>,
+    /// Persons offered on the verification page, in order, with optional labels.
+    templates: Vec<(String, Option<String>)>,
     token: Option<IssuedToken>,
     rules: TokenRules,
     clock_offset: i64,
@@ -84,13 +86,18 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(key: String, secret: String, persons: Vec<Value>, rules: TokenRules) -> Self {
+    pub(crate) fn new(
+        key: String,
+        secret: String,
+        persons: Vec<(Option<String>, Value)>,
+        rules: TokenRules,
+    ) -> Self {
         let mut inner = Inner {
             rules,
             ..Inner::default()
         };
-        for person in persons {
-            insert_person(&mut inner.persons, person);
+        for (label, person) in persons {
+            insert_template(&mut inner, label, person);
         }
         Self {
             key,
@@ -177,8 +184,36 @@ impl State {
         self.lock().persons.remove(id)
     }
 
-    pub(crate) fn add_person(&self, person: Value) {
-        insert_person(&mut self.lock().persons, person);
+    pub(crate) fn add_person(&self, label: Option<String>, person: Value) {
+        insert_template(&mut self.lock(), label, person);
+    }
+
+    /// The persons offered on the verification page: `(imp_uid, label, person)`.
+    pub(crate) fn templates(&self) -> Vec<(String, Option<String>, Value)> {
+        let inner = self.lock();
+        inner
+            .templates
+            .iter()
+            .filter_map(|(id, label)| {
+                Some((id.clone(), label.clone(), inner.persons.get(id)?.clone()))
+            })
+            .collect()
+    }
+
+    /// Records a new verification of the person `template`: a copy under a fresh id,
+    /// completed now. `None` for an unknown template.
+    pub(crate) fn verify_as(&self, template: &str, merchant_uid: Option<&str>) -> Option<String> {
+        let mut inner = self.lock();
+        let mut person = inner.persons.get(template)?.clone();
+        let id = format!(
+            "imp_{:012}",
+            fastrand::u64(100_000_000_000..1_000_000_000_000)
+        );
+        person["imp_uid"] = Value::from(id.clone());
+        person["merchant_uid"] = merchant_uid.map_or(Value::Null, Value::from);
+        person["certified_at"] = Value::from(jiff::Timestamp::now().as_second());
+        inner.persons.insert(id.clone(), person);
+        Some(id)
     }
 
     pub(crate) fn calls(&self, endpoint: Endpoint) -> u64 {
@@ -231,9 +266,15 @@ impl State {
     }
 }
 
-fn insert_person(persons: &mut HashMap<String, Value>, person: Value) {
-    if let Some(id) = person.get("imp_uid").and_then(Value::as_str) {
-        persons.insert(id.to_owned(), person);
+fn insert_template(inner: &mut Inner, label: Option<String>, person: Value) {
+    if let Some(id) = person
+        .get("imp_uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    {
+        inner.templates.retain(|(t, _)| *t != id);
+        inner.templates.push((id.clone(), label));
+        inner.persons.insert(id, person);
     }
 }
 

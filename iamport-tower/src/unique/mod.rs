@@ -180,6 +180,34 @@ pub trait UniqueStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
+/// A shared store is a store: keep a handle (to pre-register people, inspect, or share one
+/// store between layers) and give the layer a clone.
+impl<S: UniqueStore + ?Sized> UniqueStore for std::sync::Arc<S> {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Reservation, StoreError>> {
+        (**self).reserve(key, lease)
+    }
+
+    fn commit<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        token: ReservationToken,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).commit(key, token)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        token: ReservationToken,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).release(key, token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,179 @@
+//! The signup demo: PortOne's identity-verification guide ("4. Get verification info"),
+//! done with iamport-tower.
+//!
+//! ```text
+//! cargo run -p axum-signup            # http://127.0.0.1:3000 (PORT overrides)
+//! ```
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `IMP_KEY`, `IMP_SECRET` | talk to that PortOne (else: the built-in emulator) |
+//! | `IMP_CODE` | merchant code for the browser SDK (`IMP.init`), with real credentials |
+//! | `IAMPORT_API_URL` | PortOne's API base URL (e.g. an emulator elsewhere) |
+//! | `DATABASE_URL` / `REDIS_URL` | keep "one account per person" in PostgreSQL / Redis (else: memory) |
+//! | `UNIQUE_KEY_SECRET` | the secret keying CI hashes (a development default, with a warning) |
+//! | `PORT` | listen port (default 3000; 0 picks a free one) |
+
+mod app;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use iamport_tower::mock::Emulator;
+use iamport_tower::unique::{PostgresStore, RedisStore, Reservation, UniqueKeys, UniqueStore};
+use iamport_tower::{CertificationLayer, IamportClient, MemoryStore, Secret};
+
+use crate::app::{App, Sdk};
+
+/// Used when `UNIQUE_KEY_SECRET` is unset. Never in production: anyone who knows it can test
+/// whether a given CI has an account.
+const DEVELOPMENT_SECRET: &str = "axum-signup-development-secret-do-not-use-in-production";
+
+/// The sample person the demo registers at startup, so "already registered" can be tried.
+const ALREADY_REGISTERED: &str = "imp_100000000007";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("axum-signup: {message}");
+    ExitCode::FAILURE
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let port: u16 = match env("PORT").map(|p| p.parse()) {
+        None => 3000,
+        Some(Ok(port)) => port,
+        Some(Err(_)) => return fail("PORT must be a port number"),
+    };
+
+    // PortOne: real credentials, or the emulator.
+    let (client, emulator, sdk) = if env("IMP_KEY").is_some() || env("IMP_SECRET").is_some() {
+        let client = match IamportClient::from_env() {
+            Ok(client) => client,
+            Err(error) => return fail(error),
+        };
+        let code = env("IMP_CODE").unwrap_or_else(|| {
+            tracing::warn!("IMP_CODE (your merchant code, 가맹점 식별코드) is not set; the browser SDK needs it");
+            String::new()
+        });
+        println!("Using PortOne at {}", client.base_url());
+        (
+            client,
+            None,
+            Sdk::PortOne {
+                merchant_code: code,
+            },
+        )
+    } else {
+        let emulator = match Emulator::start().await {
+            Ok(emulator) => emulator,
+            Err(error) => return fail(format!("cannot start the PortOne emulator: {error}")),
+        };
+        println!(
+            "No IMP_KEY/IMP_SECRET set: using the built-in PortOne emulator at {}",
+            emulator.url()
+        );
+        let sdk = Sdk::Emulator {
+            script_url: emulator.sdk_url(),
+        };
+        (emulator.client(), Some(emulator), sdk)
+    };
+
+    // One account per person.
+    let store: Arc<dyn UniqueStore> = if let Some(url) = env("DATABASE_URL") {
+        match PostgresStore::new(&url) {
+            Ok(store) => {
+                println!("Unique store: PostgreSQL (table iamport_unique_keys)");
+                Arc::new(store)
+            }
+            Err(error) => return fail(error),
+        }
+    } else if let Some(url) = env("REDIS_URL") {
+        match RedisStore::new(&url) {
+            Ok(store) => {
+                println!("Unique store: Redis");
+                Arc::new(store)
+            }
+            Err(error) => return fail(error),
+        }
+    } else {
+        println!("Unique store: in memory (set DATABASE_URL or REDIS_URL to share it)");
+        Arc::new(MemoryStore::new())
+    };
+    let secret = env("UNIQUE_KEY_SECRET")
+        .map(Secret::new)
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                "UNIQUE_KEY_SECRET is not set: using a DEVELOPMENT secret to hash CIs. \
+             Set a long random UNIQUE_KEY_SECRET before real people sign up."
+            );
+            Secret::new(DEVELOPMENT_SECRET)
+        });
+
+    if let Some(emulator) = &emulator {
+        preregister(&emulator.client(), &*store, &UniqueKeys::new(&secret)).await;
+    }
+
+    let layer = CertificationLayer::new(client).unique_store(store, secret);
+    let router = app::router(App::new(sdk)).layer(layer);
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            return fail(format!(
+                "cannot listen on {addr}: {error} (set PORT to another port)"
+            ));
+        }
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(error) => return fail(error),
+    };
+    println!("axum-signup listening on {url}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Err(error) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        return fail(error);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Registers the emulator's "already registered" sample person, as if they had signed up
+/// before: reserve and commit their key, exactly what a successful signup does.
+async fn preregister(client: &IamportClient, store: &dyn UniqueStore, keys: &UniqueKeys) {
+    let Ok(id) = ALREADY_REGISTERED.parse() else {
+        return;
+    };
+    let Ok(cert) = client.certification(&id).await else {
+        return;
+    };
+    let Some(ci) = cert.unique_key.as_deref() else {
+        return;
+    };
+    let key = keys.key_for(ci);
+    match store
+        .reserve(&key, std::time::Duration::from_secs(10))
+        .await
+    {
+        Ok(Reservation::Reserved(token)) => {
+            let _ = store.commit(&key, token).await;
+        }
+        Ok(Reservation::Taken) => {}
+        Err(error) => tracing::warn!(%error, "could not pre-register the sample person"),
+    }
+}

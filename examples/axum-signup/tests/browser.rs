@@ -1,0 +1,62 @@
+//! The demo in a real headless Chromium: `e2e/browser.mjs` (playwright-core) clicks through
+//! both of PortOne's flows and saves screenshots to `target/screenshots/axum-signup`.
+//!
+//! Needs Node.js, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and `npm ci --prefix
+//! examples/axum-signup/e2e`; without them it prints a skip notice — unless
+//! `REQUIRE_BROWSER=1` (set by CI), when a missing piece fails the test.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn notice(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
+fn missing_piece(e2e: &Path) -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("Node.js (`node`) is not installed".into());
+    }
+    if !Path::new(&chromium).exists() {
+        return Some(format!(
+            "Chromium is not at {chromium} (apt-get install chromium)"
+        ));
+    }
+    if !e2e.join("node_modules/playwright-core").exists() {
+        return Some(
+            "playwright-core is not installed (npm ci --prefix examples/axum-signup/e2e)".into(),
+        );
+    }
+    None
+}
+
+#[test]
+fn signup_in_a_real_browser() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let e2e = root.join("e2e");
+    if let Some(missing) = missing_piece(&e2e) {
+        if std::env::var("REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("REQUIRE_BROWSER=1 but {missing}");
+        }
+        notice(&format!("SKIPPED signup_in_a_real_browser: {missing}"));
+        return;
+    }
+    let screenshots = root.join("../../target/screenshots/axum-signup");
+    let demo = support::start_demo(&[]);
+    let output = Command::new("node")
+        .arg(e2e.join("browser.mjs"))
+        .arg(&demo.url)
+        .arg(&screenshots)
+        .current_dir(&e2e)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    notice(&stdout);
+    notice(&String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the browser run failed:\n{stdout}");
+    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    assert!(screenshots.join("01-popup-adult-created.png").exists());
+}

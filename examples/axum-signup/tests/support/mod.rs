@@ -1,0 +1,59 @@
+//! Runs the real `axum-signup` binary on a free port, on the built-in emulator.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The demo process; killed on drop.
+pub struct Demo {
+    pub url: String,
+    child: Child,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the demo as a user would (`cargo run -p axum-signup`), with `PORT=0` and no PortOne
+/// credentials, plus `extra` environment variables; waits for its "listening on" line.
+pub fn start_demo(extra: &[(&str, &str)]) -> Demo {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_axum-signup"));
+    command
+        .env("PORT", "0")
+        .env("RUST_LOG", "warn")
+        .env("UNIQUE_KEY_SECRET", "demo-test-secret-0123456789abcdef");
+    for name in [
+        "IMP_KEY",
+        "IMP_SECRET",
+        "IAMPORT_API_URL",
+        "DATABASE_URL",
+        "REDIS_URL",
+    ] {
+        command.env_remove(name);
+    }
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the axum-signup binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("axum-signup listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    let started = Instant::now();
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("axum-signup did not start within {:?}", started.elapsed()));
+    Demo { url, child }
+}

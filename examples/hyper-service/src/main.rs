@@ -1,0 +1,107 @@
+//! iamport-tower with plain hyper 1 and `tower::ServiceBuilder` — no web framework.
+//!
+//! ```text
+//! cargo run -p hyper-service      # http://127.0.0.1:3001 (PORT overrides; 0 = any free port)
+//! curl 'http://127.0.0.1:3001/?imp_uid=imp_100000000001'   # an adult: 200
+//! curl 'http://127.0.0.1:3001/?imp_uid=imp_100000000002'   # a minor: 403 problem+json
+//! ```
+//!
+//! Without `IMP_KEY`/`IMP_SECRET` it runs against the built-in PortOne emulator.
+//!
+//! The handler takes `Request<iamport_tower::Body>`, not `Request<Incoming>`: the layer may
+//! read a JSON or form body to find the id and must hand the same bytes on, which hyper's
+//! `Incoming` cannot carry.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use iamport_tower::mock::Emulator;
+use iamport_tower::{Body, CertificationLayer, Certified, IamportClient, require_certified};
+
+/// Only people at least 19 full years old today in Korea (the legal adult age).
+#[require_certified(min_age = 19)]
+async fn adults_only(req: Request<Body>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let id = Certified::from_extensions(req.extensions())
+        .map(|person| person.id.clone())
+        .unwrap_or_default();
+    let body = format!("Welcome! Verification {id} admitted: an adult.\n");
+    Ok(Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let emulator;
+    let client = if std::env::var_os("IMP_KEY").is_some() {
+        match IamportClient::from_env() {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!("hyper-service: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        emulator = match Emulator::start().await {
+            Ok(emulator) => emulator,
+            Err(error) => {
+                eprintln!("hyper-service: cannot start the emulator: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "No IMP_KEY/IMP_SECRET set: using the built-in PortOne emulator at {}",
+            emulator.url()
+        );
+        emulator.client()
+    };
+
+    let service = tower::ServiceBuilder::new()
+        .layer(CertificationLayer::new(client))
+        .service_fn(adults_only);
+
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3001);
+    let listener =
+        match tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("hyper-service: cannot listen on port {port}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    match listener.local_addr() {
+        Ok(addr) => println!("hyper-service listening on http://{addr}"),
+        Err(error) => {
+            eprintln!("hyper-service: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    eprintln!("hyper-service: accept failed: {error}");
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,81 @@
+//! The hyper example over a real socket: the running binary, on the built-in emulator.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn adults_in_minors_out() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyper-service"))
+        .env("PORT", "0")
+        .env_remove("IMP_KEY")
+        .env_remove("IMP_SECRET")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("hyper-service listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the example starts");
+    let http = reqwest::Client::new();
+
+    let adult = http
+        .get(format!("{url}/?imp_uid=imp_100000000001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(adult.status(), 200);
+    assert!(
+        adult
+            .text()
+            .await
+            .unwrap()
+            .contains("imp_100000000001 admitted")
+    );
+
+    let minor = http
+        .get(format!("{url}/?imp_uid=imp_100000000002"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minor.status(), 403);
+    assert_eq!(minor.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = minor.json().await.unwrap();
+    assert_eq!(
+        problem["detail"],
+        "This route admits people at least 19 years old."
+    );
+
+    let popup = http
+        .post(&url)
+        .json(&serde_json::json!({"imp_uid": "imp_100000000003"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(popup.status(), 200, "JSON body flow");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 400, "no id");
+    let cancelled = http
+        .get(format!("{url}/?imp_uid=imp_100000000001&success=false"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 400);
+}
