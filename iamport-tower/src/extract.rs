@@ -21,15 +21,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) fn id_from_query(
     query: Option<&str>,
     fields: &[&str],
+    cancelled: impl Fn(&str, &str) -> bool,
 ) -> Option<Result<String, Rejection>> {
     let query = query.filter(|q| !q.is_empty())?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
-    // PortOne's redirect appends `success=false` (older: `imp_success=false`) when the person
-    // cancelled; the id is present then too, but there is nothing to look up.
-    if pairs
-        .iter()
-        .any(|(k, v)| (k == "success" || k == "imp_success") && v.eq_ignore_ascii_case("false"))
-    {
+    // PortOne's redirect marks a cancelled or failed verification (v1: `success=false`);
+    // the id is present then too, but there is nothing to look up.
+    if pairs.iter().any(|(k, v)| cancelled(k, v)) {
         return Some(Err(Rejection::Cancelled));
     }
     fields.iter().find_map(|field| {
@@ -271,28 +269,32 @@ mod tests {
 
     const FIELDS: &[&str] = &["imp_uid"];
 
+    fn v1(key: &str, value: &str) -> bool {
+        (key == "success" || key == "imp_success") && value.eq_ignore_ascii_case("false")
+    }
+
     #[test]
     fn query() {
         assert_eq!(
-            id_from_query(Some("imp_uid=imp_1&merchant_uid=m"), FIELDS),
+            id_from_query(Some("imp_uid=imp_1&merchant_uid=m"), FIELDS, v1),
             Some(Ok("imp_1".into()))
         );
         assert_eq!(
-            id_from_query(Some("imp_uid=imp_1&success=false"), FIELDS),
+            id_from_query(Some("imp_uid=imp_1&success=false"), FIELDS, v1),
             Some(Err(Rejection::Cancelled))
         );
         assert_eq!(
-            id_from_query(Some("imp_success=false&imp_uid=imp_1"), FIELDS),
+            id_from_query(Some("imp_success=false&imp_uid=imp_1"), FIELDS, v1),
             Some(Err(Rejection::Cancelled))
         );
         assert_eq!(
-            id_from_query(Some("imp_uid=imp_1&success=true"), FIELDS),
+            id_from_query(Some("imp_uid=imp_1&success=true"), FIELDS, v1),
             Some(Ok("imp_1".into()))
         );
-        assert_eq!(id_from_query(Some("page=2"), FIELDS), None);
-        assert_eq!(id_from_query(None, FIELDS), None);
+        assert_eq!(id_from_query(Some("page=2"), FIELDS, v1), None);
+        assert_eq!(id_from_query(None, FIELDS, v1), None);
         assert_eq!(
-            id_from_query(Some("imp_uid=imp_1%2F.."), FIELDS),
+            id_from_query(Some("imp_uid=imp_1%2F.."), FIELDS, v1),
             Some(Ok("imp_1/..".into()))
         );
     }

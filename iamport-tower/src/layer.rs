@@ -261,7 +261,10 @@ where
         let mut inner = mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         let fields = shared.source.id_fields();
-        let query = id_from_query(request.uri().query(), fields);
+        let source = &shared.source;
+        let query = id_from_query(request.uri().query(), fields, |k, v| {
+            source.is_cancellation(k, v)
+        });
         let format = body_format(request.headers());
         let state = match (query, format) {
             (None, None) => {

@@ -92,6 +92,7 @@ mod secret;
 mod single_flight;
 mod source;
 pub mod unique;
+mod v2;
 
 #[cfg(feature = "mock")]
 pub mod mock;
@@ -111,6 +112,10 @@ pub use crate::require::{RequireCertified, RequireCertifiedFuture, RequireCertif
 pub use crate::secret::Secret;
 pub use crate::source::{BoxFuture, CertificationSource};
 pub use crate::unique::{MemoryStore, UniqueStore};
+pub use crate::v2::{
+    DEFAULT_V2_API_URL, IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN, PortOneClient,
+    PortOneClientBuilder,
+};
 
 /// Guards an `async fn` handler with a [`Policy`] written in the same words.
 ///

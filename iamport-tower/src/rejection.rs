@@ -108,7 +108,7 @@ impl Rejection {
     /// A sentence for the person (the problem `detail`): the rule, never their data.
     pub fn detail(&self) -> String {
         match self {
-            Self::MissingId => "Send the verification id as `imp_uid` in the query string or in a JSON or form body.".into(),
+            Self::MissingId => "Send the identity verification id (`imp_uid`, or `identityVerificationId` for PortOne v2) in the query string or in a JSON or form body.".into(),
             Self::InvalidId(e) => sentence(&e.to_string()),
             Self::MalformedBody => "The JSON or form body could not be parsed.".into(),
             Self::Cancelled => "The identity verification was cancelled before it completed.".into(),

@@ -25,6 +25,13 @@ pub trait CertificationSource: Send + Sync + 'static {
         &["imp_uid"]
     }
 
+    /// Whether a query-string pair says the person cancelled or the verification failed
+    /// before completing (then the layer answers 400 without a lookup). Default: PortOne v1's
+    /// redirect, `success=false` or `imp_success=false`.
+    fn is_cancellation(&self, key: &str, value: &str) -> bool {
+        (key == "success" || key == "imp_success") && value.eq_ignore_ascii_case("false")
+    }
+
     /// Checks an id's syntax before any network call.
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId>;
 
@@ -45,6 +52,10 @@ impl CertificationSource for IamportClient {
 impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
     fn id_fields(&self) -> &'static [&'static str] {
         (**self).id_fields()
+    }
+
+    fn is_cancellation(&self, key: &str, value: &str) -> bool {
+        (**self).is_cancellation(key, value)
     }
 
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use iamport_tower::mock::{Emulator, TEST_KEY, TEST_SECRET};
+use iamport_tower::mock::{Emulator, TEST_KEY, TEST_SECRET, TEST_V2_SECRET};
 
 const USAGE: &str = "usage: iamport-mock [--listen ADDR] [--persons FILE] [--no-sample-persons]
                     [--token-lifetime SECONDS] [--v2-secret SECRET]
@@ -18,13 +18,14 @@ const USAGE: &str = "usage: iamport-mock [--listen ADDR] [--persons FILE] [--no-
   --persons FILE         JSON array of v1 certification objects to serve (added to the samples)
   --no-sample-persons    start without the built-in sample persons
   --token-lifetime SECS  access token lifetime (default 1800)
-  --v2-secret SECRET     accepted for forward compatibility; the v2 API is not emulated yet";
+  --v2-secret SECRET     v2 API secret to accept (default: the emulator's test secret)";
 
 struct Args {
     listen: SocketAddr,
     persons: Option<String>,
     samples: bool,
     token_lifetime: Option<u64>,
+    v2_secret: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         persons: None,
         samples: true,
         token_lifetime: None,
+        v2_secret: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,9 +55,7 @@ fn parse_args() -> Result<Args, String> {
                         format!("--token-lifetime: `{v}` is not a number of seconds")
                     })?);
             }
-            "--v2-secret" => {
-                value("--v2-secret")?;
-            }
+            "--v2-secret" => args.v2_secret = Some(value("--v2-secret")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -86,6 +86,9 @@ async fn main() -> ExitCode {
             Duration::from_secs(300),
         );
     }
+    if let Some(secret) = &args.v2_secret {
+        builder = builder.v2_secret(secret.clone());
+    }
     if let Some(path) = &args.persons {
         builder = match builder.persons_file(path) {
             Ok(builder) => builder,
@@ -106,6 +109,11 @@ async fn main() -> ExitCode {
     println!("  IMP_KEY={TEST_KEY}");
     println!("  IMP_SECRET={TEST_SECRET}");
     println!("  IAMPORT_API_URL={}", emulator.url());
+    println!(
+        "  PORTONE_API_SECRET={}  PORTONE_API_URL={}  (v2)",
+        args.v2_secret.as_deref().unwrap_or(TEST_V2_SECRET),
+        emulator.url()
+    );
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS

@@ -25,7 +25,7 @@ use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use self::retry::RetryPolicy;
-pub(crate) use self::retry::{Answer, send_with_retries};
+pub(crate) use self::retry::{Answer, Transport};
 use self::token::{IssuedToken, TokenCache};
 use self::wire::{Envelope, TokenResponse, V1Certification, error_message};
 use crate::certification::Certification;
@@ -70,12 +70,10 @@ pub struct IamportClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    transport: Transport,
     base_url: String,
     key: String,
     secret: Secret,
-    timeout: Duration,
-    retry: RetryPolicy,
     tokens: TokenCache,
 }
 
@@ -85,8 +83,8 @@ impl fmt::Debug for IamportClient {
             .field("base_url", &self.inner.base_url)
             .field("key", &self.inner.key)
             .field("secret", &self.inner.secret)
-            .field("timeout", &self.inner.timeout)
-            .field("retry", &self.inner.retry)
+            .field("timeout", &self.inner.transport.timeout)
+            .field("retry", &self.inner.transport.retry)
             .finish_non_exhaustive()
     }
 }
@@ -115,23 +113,19 @@ impl IamportClient {
 
     /// `GET /certifications/{imp_uid}`: the verification result.
     pub async fn certification(&self, imp_uid: &ImpUid) -> Result<Certification, Error> {
-        self.bounded(self.certification_call(Method::GET, imp_uid))
+        self.inner
+            .transport
+            .bounded(self.certification_call(Method::GET, imp_uid))
             .await
     }
 
     /// `DELETE /certifications/{imp_uid}`: removes the record at PortOne (do this once you
     /// stored what you need, to keep less personal data around) and returns it.
     pub async fn delete_certification(&self, imp_uid: &ImpUid) -> Result<Certification, Error> {
-        self.bounded(self.certification_call(Method::DELETE, imp_uid))
+        self.inner
+            .transport
+            .bounded(self.certification_call(Method::DELETE, imp_uid))
             .await
-    }
-
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-        let limit = self.inner.timeout;
-        match tokio::time::timeout(limit, call).await {
-            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(limit)),
-            Ok(result) => result,
-        }
     }
 
     async fn certification_call(
@@ -150,8 +144,10 @@ impl IamportClient {
             let mut auth = HeaderValue::from_str(token.expose())
                 .map_err(|_| Error::Malformed("the access token is not a valid header".into()))?;
             auth.set_sensitive(true);
-            let Answer { status, body } =
-                send_with_retries(&self.inner.http, &self.inner.retry, |http| {
+            let Answer { status, body } = self
+                .inner
+                .transport
+                .send(|http| {
                     http.request(method.clone(), &url)
                         .header(AUTHORIZATION, auth.clone())
                 })
@@ -189,10 +185,10 @@ impl IamportClient {
             "imp_secret": self.inner.secret.expose(),
         });
         let requested_at = tokio::time::Instant::now();
-        let Answer { status, body } =
-            send_with_retries(&self.inner.http, &self.inner.retry, |http| {
-                http.post(&url).json(&credentials)
-            })
+        let Answer { status, body } = self
+            .inner
+            .transport
+            .send(|http| http.post(&url).json(&credentials))
             .await?;
         match status {
             StatusCode::OK => {
@@ -341,22 +337,13 @@ impl IamportClientBuilder {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::Config("the API secret (IMP_SECRET) is not set".into()))?;
         let base_url = normalize_base_url(&self.base_url)?;
-        let http = match self.http {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
-        };
+        let transport = Transport::new(self.http, self.connect_timeout, self.timeout, self.retry)?;
         Ok(IamportClient {
             inner: Arc::new(Inner {
-                http,
+                transport,
                 base_url,
                 key,
                 secret,
-                timeout: self.timeout,
-                retry: self.retry,
                 tokens: TokenCache::new(self.renew_before),
             }),
         })

@@ -61,8 +61,59 @@ fn is_retryable(error: &reqwest::Error) -> bool {
     error.is_connect() || error.is_request() || error.is_body()
 }
 
+/// The HTTP side both PortOne clients share: one pooled client, a bound on each whole call,
+/// and the retry policy.
+pub(crate) struct Transport {
+    pub(crate) http: reqwest::Client,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl Transport {
+    /// Uses `http`, or builds the default one: rustls, pooled, with `connect_timeout`.
+    pub(crate) fn new(
+        http: Option<reqwest::Client>,
+        connect_timeout: Duration,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, Error> {
+        let http = match http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
+        };
+        Ok(Self {
+            http,
+            timeout,
+            retry,
+        })
+    }
+
+    /// Sends the request `build` makes, retrying per the policy.
+    pub(crate) async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, Error> {
+        send_with_retries(&self.http, &self.retry, build).await
+    }
+
+    /// Runs one whole call (token, lookup, retries) within the timeout.
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(self.timeout)),
+            Ok(result) => result,
+        }
+    }
+}
+
 /// Sends the request `build` makes, retrying per `policy`. The caller bounds the total time.
-pub(crate) async fn send_with_retries(
+async fn send_with_retries(
     http: &reqwest::Client,
     policy: &RetryPolicy,
     build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,

@@ -194,7 +194,7 @@ struct Completion {
 async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completion>) -> Response {
     let merchant_uid = done.merchant_uid.as_deref();
     let verified = match (&done.cancel, &done.person) {
-        (None, Some(person)) => state.verify_as(person, merchant_uid),
+        (None, Some(person)) => state.verify_as(person, merchant_uid, None),
         _ => None,
     };
     let (success, imp_uid, error_msg) = match verified {

@@ -24,6 +24,11 @@
 //!   <token>`: the envelope, 401 for a missing/expired/revoked token, 404 with PortOne's
 //!   message for an unknown id. `DELETE` removes the person.
 //!
+//! - v2 `GET /identity-verifications/{id}` with `Authorization: PortOne <secret>`
+//!   ([`TEST_V2_SECRET`] by default): every person by its id, `VERIFIED` (or `FAILED` when
+//!   not certified), plus `READY`/`FAILED` ones from [`Emulator::set_pending`]; PortOne's
+//!   error bodies (`UNAUTHORIZED`, `IDENTITY_VERIFICATION_NOT_FOUND`, `INVALID_REQUEST`).
+//!
 //! Faults for tests: [`set_latency`](Emulator::set_latency),
 //! [`fail_next`](Emulator::fail_next), [`drop_next`](Emulator::drop_next),
 //! [`garbage_next`](Emulator::garbage_next), [`revoke_token`](Emulator::revoke_token); call
@@ -34,6 +39,7 @@ mod persons;
 mod server;
 mod state;
 mod v1;
+mod v2;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use self::persons::{labeled_sample_persons, person, sample_persons};
-pub use self::state::Endpoint;
+pub use self::state::{Endpoint, PendingStatus};
 use self::state::{FaultKind, State, TokenRules};
 use crate::client::{IamportClient, IamportClientBuilder};
 
@@ -55,6 +61,9 @@ pub const TEST_KEY: &str = "imp_apikey";
 /// The REST API secret published in PortOne's guide for testing; the emulator accepts it.
 pub const TEST_SECRET: &str =
     "ekKoeW8RyKuT0zgaZsUtXXTLQ4AhPFW3ZGseDA6bkA5lamv9OqDMnxyeB9wqOsuO9W3Mx9YSJ4dTqJ3f";
+
+/// The v2 API secret the emulator accepts by default (`Authorization: PortOne <secret>`).
+pub const TEST_V2_SECRET: &str = "portone-v2-emulator-api-secret";
 
 /// A running emulator. Dropping it stops the server and closes its connections.
 #[derive(Debug)]
@@ -98,6 +107,25 @@ impl Emulator {
             .base_url(self.url())
             .key(self.state.key.clone())
             .secret(self.state.secret.clone())
+    }
+
+    /// A v2 client builder already pointed at the emulator with its v2 secret.
+    pub fn v2_client_builder(&self) -> crate::PortOneClientBuilder {
+        crate::PortOneClient::builder()
+            .base_url(self.url())
+            .secret(self.state.v2_secret.clone())
+    }
+
+    /// A v2 client with default settings pointed at the emulator.
+    pub fn v2_client(&self) -> crate::PortOneClient {
+        self.v2_client_builder()
+            .build()
+            .expect("an emulator client configuration is always valid")
+    }
+
+    /// Makes `id` a v2 verification that is `READY` (requested, unfinished) or `FAILED`.
+    pub fn set_pending(&self, id: &str, status: PendingStatus) {
+        self.state.set_pending(id, status);
     }
 
     /// A client with default settings pointed at the emulator.
@@ -203,6 +231,7 @@ pub struct EmulatorBuilder {
     listen: SocketAddr,
     key: String,
     secret: String,
+    v2_secret: String,
     persons: Vec<(Option<String>, Value)>,
     rules: TokenRules,
 }
@@ -213,6 +242,7 @@ impl Default for EmulatorBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             key: TEST_KEY.into(),
             secret: TEST_SECRET.into(),
+            v2_secret: TEST_V2_SECRET.into(),
             persons: labeled_sample_persons()
                 .into_iter()
                 .map(|(label, p)| (Some(label.to_owned()), p))
@@ -233,6 +263,12 @@ impl EmulatorBuilder {
     pub fn credentials(mut self, key: impl Into<String>, secret: impl Into<String>) -> Self {
         self.key = key.into();
         self.secret = secret.into();
+        self
+    }
+
+    /// The accepted v2 API secret (default [`TEST_V2_SECRET`]).
+    pub fn v2_secret(mut self, secret: impl Into<String>) -> Self {
+        self.v2_secret = secret.into();
         self
     }
 
@@ -296,8 +332,15 @@ impl EmulatorBuilder {
     pub async fn start(self) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State::new(self.key, self.secret, self.persons, self.rules));
+        let state = Arc::new(State::new(
+            self.key,
+            self.secret,
+            self.v2_secret,
+            self.persons,
+            self.rules,
+        ));
         let router = v1::routes()
+            .merge(v2::routes())
             .merge(browser::routes())
             .fallback(|| async { v1::envelope_error(StatusCode::NOT_FOUND, "Not Found") })
             .with_state(state.clone());

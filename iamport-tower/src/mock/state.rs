@@ -17,6 +17,17 @@ pub enum Endpoint {
     GetCertification,
     /// `DELETE /certifications/{imp_uid}`.
     DeleteCertification,
+    /// v2 `GET /identity-verifications/{identityVerificationId}`.
+    GetIdentityVerification,
+}
+
+/// A v2 identity verification that has not (or not successfully) completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingStatus {
+    /// Requested, not finished: v2 `READY`.
+    Ready,
+    /// Failed: v2 `FAILED`.
+    Failed,
 }
 
 /// What a queued fault does to the request it hits.
@@ -67,6 +78,8 @@ struct Inner {
     persons: HashMap<String, Value>,
     /// Persons offered on the verification page, in order, with optional labels.
     templates: Vec<(String, Option<String>)>,
+    /// v2 verifications that are READY or FAILED, by id.
+    pending: HashMap<String, PendingStatus>,
     token: Option<IssuedToken>,
     rules: TokenRules,
     clock_offset: i64,
@@ -82,6 +95,7 @@ struct Inner {
 pub(crate) struct State {
     pub(crate) key: String,
     pub(crate) secret: String,
+    pub(crate) v2_secret: String,
     inner: Mutex<Inner>,
 }
 
@@ -89,6 +103,7 @@ impl State {
     pub(crate) fn new(
         key: String,
         secret: String,
+        v2_secret: String,
         persons: Vec<(Option<String>, Value)>,
         rules: TokenRules,
     ) -> Self {
@@ -102,6 +117,7 @@ impl State {
         Self {
             key,
             secret,
+            v2_secret,
             inner: Mutex::new(inner),
         }
     }
@@ -180,6 +196,16 @@ impl State {
         self.lock().persons.get(id).cloned()
     }
 
+    pub(crate) fn pending(&self, id: &str) -> Option<PendingStatus> {
+        self.lock().pending.get(id).copied()
+    }
+
+    pub(crate) fn set_pending(&self, id: &str, status: PendingStatus) {
+        let mut inner = self.lock();
+        inner.persons.remove(id);
+        inner.pending.insert(id.to_owned(), status);
+    }
+
     pub(crate) fn remove_person(&self, id: &str) -> Option<Value> {
         self.lock().persons.remove(id)
     }
@@ -200,15 +226,18 @@ impl State {
             .collect()
     }
 
-    /// Records a new verification of the person `template`: a copy under a fresh id,
-    /// completed now. `None` for an unknown template.
-    pub(crate) fn verify_as(&self, template: &str, merchant_uid: Option<&str>) -> Option<String> {
+    /// Records a new verification of the person `template`: a copy under `id` (v2: the
+    /// merchant's) or a fresh `imp_…` id, completed now. `None` for an unknown template.
+    pub(crate) fn verify_as(
+        &self,
+        template: &str,
+        merchant_uid: Option<&str>,
+        id: Option<&str>,
+    ) -> Option<String> {
         let mut inner = self.lock();
         let mut person = inner.persons.get(template)?.clone();
-        let id = format!(
-            "imp_{:012}",
-            fastrand::u64(100_000_000_000..1_000_000_000_000)
-        );
+        let id = id.map_or_else(new_imp_uid, str::to_owned);
+        inner.pending.remove(&id);
         person["imp_uid"] = Value::from(id.clone());
         person["merchant_uid"] = merchant_uid.map_or(Value::Null, Value::from);
         person["certified_at"] = Value::from(jiff::Timestamp::now().as_second());
@@ -264,6 +293,14 @@ impl State {
     pub(crate) fn revoke_token(&self) {
         self.lock().token = None;
     }
+}
+
+/// `imp_` and 12 digits, like PortOne's.
+pub(crate) fn new_imp_uid() -> String {
+    format!(
+        "imp_{:012}",
+        fastrand::u64(100_000_000_000..1_000_000_000_000)
+    )
 }
 
 fn insert_template(inner: &mut Inner, label: Option<String>, person: Value) {

@@ -1,0 +1,200 @@
+//! PortOne v2 (`PortOneClient`) against the emulator's v2 endpoint, and behind the layer.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use iamport_e2e::serve_axum;
+use iamport_tower::mock::{Emulator, Endpoint, PendingStatus, TEST_V2_SECRET, person};
+use iamport_tower::{
+    Carrier, CertificationLayer, Certified, Error, Gender, IdentityVerificationId, PortOneClient,
+    require_certified,
+};
+use serde_json::json;
+
+const ADULT: &str = "imp_100000000001";
+const MINOR: &str = "imp_100000000002";
+const NOT_CERTIFIED: &str = "imp_100000000005";
+const MINIMAL: &str = "imp_100000000006";
+
+fn id(raw: &str) -> IdentityVerificationId {
+    raw.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_verified_person_maps_to_the_same_certification_as_v1() {
+    let emulator = Emulator::start().await.unwrap();
+    let v1 = emulator.client().certification(&ADULT.parse().unwrap()).await.unwrap();
+    let v2 = emulator.v2_client().identity_verification(&id(ADULT)).await.unwrap();
+    assert!(v2.certified);
+    assert_eq!(v2.id, ADULT);
+    assert_eq!(v2.name, v1.name);
+    assert_eq!(v2.birth_date, v1.birth_date);
+    assert_eq!(v2.unique_key, v1.unique_key, "one CI, whichever API");
+    assert_eq!(v2.unique_in_site, v1.unique_in_site);
+    assert_eq!(v2.phone, v1.phone);
+    assert_eq!(v2.carrier, Some(Carrier::Skt));
+    assert_eq!(v2.gender, Some(Gender::Male));
+    assert_eq!(v2.foreigner, Some(false));
+    assert_eq!(v2.certified_at, v1.certified_at);
+    assert_eq!(v2.pg_provider.as_deref(), Some("danal"));
+    assert_eq!(emulator.calls(Endpoint::GetIdentityVerification), 1);
+    assert_eq!(emulator.calls(Endpoint::GetToken), 1, "only the v1 lookup fetched a token");
+}
+
+#[tokio::test]
+async fn minimal_records_lgu_carriers_and_old_birth_fields() {
+    let emulator = Emulator::start().await.unwrap();
+    let mut lgu = person("iv-lgu", "엘지유", "1980-02-29");
+    lgu["carrier"] = json!("LGT_MVNO");
+    lgu["gender"] = json!("female");
+    lgu.as_object_mut().unwrap().remove("birthday");
+    emulator.add_person(lgu);
+    let client = emulator.v2_client();
+    let c = client.identity_verification(&id("iv-lgu")).await.unwrap();
+    assert_eq!(c.carrier, Some(Carrier::LgUplusMvno));
+    assert_eq!(c.gender, Some(Gender::Female));
+    assert_eq!(c.birth_date.unwrap().to_string(), "1980-02-29");
+    let minimal = client.identity_verification(&id(MINIMAL)).await.unwrap();
+    assert!(minimal.certified);
+    assert_eq!((minimal.phone, minimal.carrier, minimal.gender), (None, None, None));
+}
+
+#[tokio::test]
+async fn ready_failed_unknown_and_unauthorized() {
+    let emulator = Emulator::start().await.unwrap();
+    emulator.set_pending("iv-ready", PendingStatus::Ready);
+    emulator.set_pending("iv-failed", PendingStatus::Failed);
+    let client = emulator.v2_client();
+    for pending in ["iv-ready", "iv-failed", NOT_CERTIFIED] {
+        let c = client.identity_verification(&id(pending)).await.unwrap();
+        assert!(!c.certified, "{pending}");
+        assert_eq!(c.id, pending);
+    }
+    assert!(matches!(
+        client.identity_verification(&id("iv-unknown")).await,
+        Err(Error::NotFound)
+    ));
+    let wrong = emulator.v2_client_builder().secret("wrong-secret").build().unwrap();
+    let error = wrong.identity_verification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::BadCredentials), "{error:?}");
+    assert!(!format!("{error} {error:?} {wrong:?}").contains("wrong-secret"));
+    assert!(!format!("{client:?}").contains(TEST_V2_SECRET));
+}
+
+#[tokio::test]
+async fn the_wire_format_is_portones() {
+    let emulator = Emulator::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: &str, auth: Option<&str>| {
+        let mut request = http.get(format!("{}{path}", emulator.url()));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        request.send()
+    };
+    let auth = format!("PortOne {TEST_V2_SECRET}");
+    let ok = get(&format!("/identity-verifications/{ADULT}?storeId=store-1"), Some(&auth)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(body["status"], "VERIFIED");
+    for field in ["id", "verifiedCustomer", "requestedAt", "updatedAt", "statusChangedAt", "verifiedAt", "pgTxId", "pgRawResponse", "version"] {
+        assert!(!body[field].is_null(), "{field} missing: {body}");
+    }
+    assert!(body["verifiedAt"].as_str().unwrap().ends_with('Z'));
+    let missing = get("/identity-verifications/nope", Some(&auth)).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<serde_json::Value>().await.unwrap()["type"], "IDENTITY_VERIFICATION_NOT_FOUND");
+    for bad in [None, Some("Bearer x"), Some("PortOne wrong")] {
+        let response = get(&format!("/identity-verifications/{ADULT}"), bad).await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.json::<serde_json::Value>().await.unwrap()["type"], "UNAUTHORIZED");
+    }
+}
+
+#[tokio::test]
+async fn ids_are_one_encoded_segment_and_control_characters_never_leave() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.v2_client();
+    // Merchant ids may contain anything printable: it arrives as one segment, intact.
+    for raw in ["../../payments/x", "주문 2024/1?x=1#y", "%2F..%2F"] {
+        emulator.add_person(person(raw, "특수문자", "1990-01-01"));
+        let cert = client.identity_verification(&id(raw)).await.unwrap();
+        assert_eq!(cert.id, raw);
+        assert_eq!(emulator.calls_for(raw), 1, "{raw}");
+    }
+    let before = emulator.calls(Endpoint::GetIdentityVerification);
+    for bad in ["", "a\nb", "a\u{0}", &"x".repeat(300)] {
+        assert!(IdentityVerificationId::parse(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(emulator.calls(Endpoint::GetIdentityVerification), before);
+}
+
+#[tokio::test]
+async fn retries_timeouts_and_garbage() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.v2_client_builder().timeout(Duration::from_millis(400)).build().unwrap();
+    emulator.fail_next(Endpoint::GetIdentityVerification, 2, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(client.identity_verification(&id(ADULT)).await.unwrap().certified);
+    assert_eq!(emulator.calls_for(ADULT), 3);
+    emulator.fail_next(Endpoint::GetIdentityVerification, 3, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(matches!(
+        client.identity_verification(&id(ADULT)).await,
+        Err(Error::UpstreamStatus { status, .. }) if status == StatusCode::INTERNAL_SERVER_ERROR
+    ));
+    emulator.garbage_next(Endpoint::GetIdentityVerification, 1);
+    assert!(matches!(client.identity_verification(&id(ADULT)).await, Err(Error::Malformed(_))));
+    emulator.drop_next(Endpoint::GetIdentityVerification, 1);
+    assert!(client.identity_verification(&id(ADULT)).await.is_ok());
+    emulator.set_latency(Duration::from_secs(30));
+    let started = Instant::now();
+    assert!(matches!(client.identity_verification(&id(ADULT)).await, Err(Error::Timeout(_))));
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[require_certified(min_age = 19, unique = true)]
+async fn signup(person: Certified) -> (StatusCode, String) {
+    (StatusCode::CREATED, person.id.clone())
+}
+
+#[tokio::test]
+async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
+    let emulator = Emulator::start().await.unwrap();
+    emulator.set_pending("iv-ready", PendingStatus::Ready);
+    let client: PortOneClient = emulator.v2_client_builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let app = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup))
+            .route("/certifications/redirect", get(signup))
+            .layer(CertificationLayer::new(client)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post_json = |body: serde_json::Value| http.post(format!("{}/certifications", app.url)).json(&body).send();
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    assert_eq!(status(post_json(json!({"identityVerificationId": ADULT})).await.unwrap()), 201);
+    assert_eq!(status(post_json(json!({"identityVerificationId": ADULT})).await.unwrap()), 409, "unique across requests");
+    assert_eq!(status(post_json(json!({"identity_verification_id": MINOR})).await.unwrap()), 403);
+    assert_eq!(status(post_json(json!({"identityVerificationId": "iv-ready"})).await.unwrap()), 403);
+    assert_eq!(status(post_json(json!({"identityVerificationId": "iv-none"})).await.unwrap()), 403);
+    assert_eq!(status(post_json(json!({"imp_uid": ADULT})).await.unwrap()), 400, "v2 reads v2 field names");
+    assert_eq!(status(post_json(json!({"identityVerificationId": "a\u{1}b"})).await.unwrap()), 400);
+    let form = http
+        .post(format!("{}/certifications", app.url))
+        .form(&[("identityVerificationId", "imp_100000000007")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(form), 201);
+    let redirect = |query: &str| http.get(format!("{}/certifications/redirect?{query}", app.url)).send();
+    emulator.add_person(person("iv-redirect/1", "리디렉트", "1990-03-03"));
+    assert_eq!(status(redirect("identityVerificationId=iv-redirect%2F1").await.unwrap()), 201);
+    let before = emulator.calls(Endpoint::GetIdentityVerification);
+    let cancelled = redirect("identityVerificationId=iv-x&code=IDENTITY_VERIFICATION_CANCELLED&message=x").await.unwrap();
+    assert_eq!(status(cancelled), 400);
+    assert_eq!(emulator.calls(Endpoint::GetIdentityVerification), before, "a cancelled verification is not looked up");
+    emulator.set_latency(Duration::from_secs(5));
+    assert_eq!(status(post_json(json!({"identityVerificationId": "imp_100000000003"})).await.unwrap()), 504);
+}
