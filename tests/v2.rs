@@ -25,8 +25,16 @@ fn id(raw: &str) -> IdentityVerificationId {
 #[tokio::test]
 async fn a_verified_person_maps_to_the_same_certification_as_v1() {
     let emulator = Emulator::start().await.unwrap();
-    let v1 = emulator.client().certification(&ADULT.parse().unwrap()).await.unwrap();
-    let v2 = emulator.v2_client().identity_verification(&id(ADULT)).await.unwrap();
+    let v1 = emulator
+        .client()
+        .certification(&ADULT.parse().unwrap())
+        .await
+        .unwrap();
+    let v2 = emulator
+        .v2_client()
+        .identity_verification(&id(ADULT))
+        .await
+        .unwrap();
     assert!(v2.certified);
     assert_eq!(v2.id, ADULT);
     assert_eq!(v2.name, v1.name);
@@ -40,7 +48,11 @@ async fn a_verified_person_maps_to_the_same_certification_as_v1() {
     assert_eq!(v2.certified_at, v1.certified_at);
     assert_eq!(v2.pg_provider.as_deref(), Some("danal"));
     assert_eq!(emulator.calls(Endpoint::GetIdentityVerification), 1);
-    assert_eq!(emulator.calls(Endpoint::GetToken), 1, "only the v1 lookup fetched a token");
+    assert_eq!(
+        emulator.calls(Endpoint::GetToken),
+        1,
+        "only the v1 lookup fetched a token"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +70,10 @@ async fn minimal_records_lgu_carriers_and_old_birth_fields() {
     assert_eq!(c.birth_date.unwrap().to_string(), "1980-02-29");
     let minimal = client.identity_verification(&id(MINIMAL)).await.unwrap();
     assert!(minimal.certified);
-    assert_eq!((minimal.phone, minimal.carrier, minimal.gender), (None, None, None));
+    assert_eq!(
+        (minimal.phone, minimal.carrier, minimal.gender),
+        (None, None, None)
+    );
 }
 
 #[tokio::test]
@@ -76,7 +91,11 @@ async fn ready_failed_unknown_and_unauthorized() {
         client.identity_verification(&id("iv-unknown")).await,
         Err(Error::NotFound)
     ));
-    let wrong = emulator.v2_client_builder().secret("wrong-secret").build().unwrap();
+    let wrong = emulator
+        .v2_client_builder()
+        .secret("wrong-secret")
+        .build()
+        .unwrap();
     let error = wrong.identity_verification(&id(ADULT)).await.unwrap_err();
     assert!(matches!(error, Error::BadCredentials), "{error:?}");
     assert!(!format!("{error} {error:?} {wrong:?}").contains("wrong-secret"));
@@ -95,21 +114,46 @@ async fn the_wire_format_is_portones() {
         request.send()
     };
     let auth = format!("PortOne {TEST_V2_SECRET}");
-    let ok = get(&format!("/identity-verifications/{ADULT}?storeId=store-1"), Some(&auth)).await.unwrap();
+    let ok = get(
+        &format!("/identity-verifications/{ADULT}?storeId=store-1"),
+        Some(&auth),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200);
     let body: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(body["status"], "VERIFIED");
-    for field in ["id", "verifiedCustomer", "requestedAt", "updatedAt", "statusChangedAt", "verifiedAt", "pgTxId", "pgRawResponse", "version"] {
+    for field in [
+        "id",
+        "verifiedCustomer",
+        "requestedAt",
+        "updatedAt",
+        "statusChangedAt",
+        "verifiedAt",
+        "pgTxId",
+        "pgRawResponse",
+        "version",
+    ] {
         assert!(!body[field].is_null(), "{field} missing: {body}");
     }
     assert!(body["verifiedAt"].as_str().unwrap().ends_with('Z'));
-    let missing = get("/identity-verifications/nope", Some(&auth)).await.unwrap();
+    let missing = get("/identity-verifications/nope", Some(&auth))
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.json::<serde_json::Value>().await.unwrap()["type"], "IDENTITY_VERIFICATION_NOT_FOUND");
+    assert_eq!(
+        missing.json::<serde_json::Value>().await.unwrap()["type"],
+        "IDENTITY_VERIFICATION_NOT_FOUND"
+    );
     for bad in [None, Some("Bearer x"), Some("PortOne wrong")] {
-        let response = get(&format!("/identity-verifications/{ADULT}"), bad).await.unwrap();
+        let response = get(&format!("/identity-verifications/{ADULT}"), bad)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401);
-        assert_eq!(response.json::<serde_json::Value>().await.unwrap()["type"], "UNAUTHORIZED");
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap()["type"],
+            "UNAUTHORIZED"
+        );
     }
 }
 
@@ -134,22 +178,46 @@ async fn ids_are_one_encoded_segment_and_control_characters_never_leave() {
 #[tokio::test]
 async fn retries_timeouts_and_garbage() {
     let emulator = Emulator::start().await.unwrap();
-    let client = emulator.v2_client_builder().timeout(Duration::from_millis(400)).build().unwrap();
-    emulator.fail_next(Endpoint::GetIdentityVerification, 2, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(client.identity_verification(&id(ADULT)).await.unwrap().certified);
+    let client = emulator
+        .v2_client_builder()
+        .timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    emulator.fail_next(
+        Endpoint::GetIdentityVerification,
+        2,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert!(
+        client
+            .identity_verification(&id(ADULT))
+            .await
+            .unwrap()
+            .certified
+    );
     assert_eq!(emulator.calls_for(ADULT), 3);
-    emulator.fail_next(Endpoint::GetIdentityVerification, 3, StatusCode::INTERNAL_SERVER_ERROR);
+    emulator.fail_next(
+        Endpoint::GetIdentityVerification,
+        3,
+        StatusCode::INTERNAL_SERVER_ERROR,
+    );
     assert!(matches!(
         client.identity_verification(&id(ADULT)).await,
         Err(Error::UpstreamStatus { status, .. }) if status == StatusCode::INTERNAL_SERVER_ERROR
     ));
     emulator.garbage_next(Endpoint::GetIdentityVerification, 1);
-    assert!(matches!(client.identity_verification(&id(ADULT)).await, Err(Error::Malformed(_))));
+    assert!(matches!(
+        client.identity_verification(&id(ADULT)).await,
+        Err(Error::Malformed(_))
+    ));
     emulator.drop_next(Endpoint::GetIdentityVerification, 1);
     assert!(client.identity_verification(&id(ADULT)).await.is_ok());
     emulator.set_latency(Duration::from_secs(30));
     let started = Instant::now();
-    assert!(matches!(client.identity_verification(&id(ADULT)).await, Err(Error::Timeout(_))));
+    assert!(matches!(
+        client.identity_verification(&id(ADULT)).await,
+        Err(Error::Timeout(_))
+    ));
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
@@ -162,7 +230,11 @@ async fn signup(person: Certified) -> (StatusCode, String) {
 async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
     let emulator = Emulator::start().await.unwrap();
     emulator.set_pending("iv-ready", PendingStatus::Ready);
-    let client: PortOneClient = emulator.v2_client_builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let client: PortOneClient = emulator
+        .v2_client_builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let app = serve_axum(
         Router::new()
             .route("/certifications", post(signup))
@@ -171,16 +243,67 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
     )
     .await;
     let http = reqwest::Client::new();
-    let post_json = |body: serde_json::Value| http.post(format!("{}/certifications", app.url)).json(&body).send();
+    let post_json = |body: serde_json::Value| {
+        http.post(format!("{}/certifications", app.url))
+            .json(&body)
+            .send()
+    };
     let status = |r: reqwest::Response| r.status().as_u16();
 
-    assert_eq!(status(post_json(json!({"identityVerificationId": ADULT})).await.unwrap()), 201);
-    assert_eq!(status(post_json(json!({"identityVerificationId": ADULT})).await.unwrap()), 409, "unique across requests");
-    assert_eq!(status(post_json(json!({"identity_verification_id": MINOR})).await.unwrap()), 403);
-    assert_eq!(status(post_json(json!({"identityVerificationId": "iv-ready"})).await.unwrap()), 403);
-    assert_eq!(status(post_json(json!({"identityVerificationId": "iv-none"})).await.unwrap()), 403);
-    assert_eq!(status(post_json(json!({"imp_uid": ADULT})).await.unwrap()), 400, "v2 reads v2 field names");
-    assert_eq!(status(post_json(json!({"identityVerificationId": "a\u{1}b"})).await.unwrap()), 400);
+    assert_eq!(
+        status(
+            post_json(json!({"identityVerificationId": ADULT}))
+                .await
+                .unwrap()
+        ),
+        201
+    );
+    assert_eq!(
+        status(
+            post_json(json!({"identityVerificationId": ADULT}))
+                .await
+                .unwrap()
+        ),
+        409,
+        "unique across requests"
+    );
+    assert_eq!(
+        status(
+            post_json(json!({"identity_verification_id": MINOR}))
+                .await
+                .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            post_json(json!({"identityVerificationId": "iv-ready"}))
+                .await
+                .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            post_json(json!({"identityVerificationId": "iv-none"}))
+                .await
+                .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(post_json(json!({"imp_uid": ADULT})).await.unwrap()),
+        400,
+        "v2 reads v2 field names"
+    );
+    assert_eq!(
+        status(
+            post_json(json!({"identityVerificationId": "a\u{1}b"}))
+                .await
+                .unwrap()
+        ),
+        400
+    );
     let form = http
         .post(format!("{}/certifications", app.url))
         .form(&[("identityVerificationId", "imp_100000000007")])
@@ -188,13 +311,37 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
         .await
         .unwrap();
     assert_eq!(status(form), 201);
-    let redirect = |query: &str| http.get(format!("{}/certifications/redirect?{query}", app.url)).send();
+    let redirect = |query: &str| {
+        http.get(format!("{}/certifications/redirect?{query}", app.url))
+            .send()
+    };
     emulator.add_person(person("iv-redirect/1", "리디렉트", "1990-03-03"));
-    assert_eq!(status(redirect("identityVerificationId=iv-redirect%2F1").await.unwrap()), 201);
+    assert_eq!(
+        status(
+            redirect("identityVerificationId=iv-redirect%2F1")
+                .await
+                .unwrap()
+        ),
+        201
+    );
     let before = emulator.calls(Endpoint::GetIdentityVerification);
-    let cancelled = redirect("identityVerificationId=iv-x&code=IDENTITY_VERIFICATION_CANCELLED&message=x").await.unwrap();
+    let cancelled =
+        redirect("identityVerificationId=iv-x&code=IDENTITY_VERIFICATION_CANCELLED&message=x")
+            .await
+            .unwrap();
     assert_eq!(status(cancelled), 400);
-    assert_eq!(emulator.calls(Endpoint::GetIdentityVerification), before, "a cancelled verification is not looked up");
+    assert_eq!(
+        emulator.calls(Endpoint::GetIdentityVerification),
+        before,
+        "a cancelled verification is not looked up"
+    );
     emulator.set_latency(Duration::from_secs(5));
-    assert_eq!(status(post_json(json!({"identityVerificationId": "imp_100000000003"})).await.unwrap()), 504);
+    assert_eq!(
+        status(
+            post_json(json!({"identityVerificationId": "imp_100000000003"}))
+                .await
+                .unwrap()
+        ),
+        504
+    );
 }

@@ -13,7 +13,7 @@ pub(crate) enum IdentityVerification {
     #[serde(rename = "VERIFIED", rename_all = "camelCase")]
     Verified {
         id: String,
-        verified_customer: VerifiedCustomer,
+        verified_customer: Box<VerifiedCustomer>,
         verified_at: Option<String>,
         pg_tx_id: Option<String>,
         channel: Option<Channel>,
