@@ -15,10 +15,17 @@ use serde_json::{Value, json};
 /// Which browser SDK the page loads.
 #[derive(Clone, Debug)]
 pub(crate) enum Sdk {
-    /// The emulator's stand-in.
+    /// The emulator's v1 stand-in (`IMP.certification`).
     Emulator { script_url: String },
-    /// PortOne's real SDK, initialised with the merchant code.
+    /// PortOne's real v1 SDK, initialised with the merchant code.
     PortOne { merchant_code: String },
+    /// The emulator's v2 stand-in (`PortOne.requestIdentityVerification`).
+    EmulatorV2 { script_url: String },
+    /// PortOne's real v2 SDK, with the store id and channel key.
+    PortOneV2 {
+        store_id: String,
+        channel_key: String,
+    },
 }
 
 /// What the demo keeps: account ids. A real app stores the person's name and so on here —
@@ -152,31 +159,48 @@ background:#eef1f6;min-height:1.4em}.outcome.created{background:#e3f6e8}.outcome
 .outcome.refused{background:#fdecec}.outcome.cancelled{background:#fff6dd}small{color:#666}</style>";
 
 async fn index(State(app): State<App>) -> Html<String> {
-    let (script, init, note) = match &app.sdk {
+    const EMULATED: &str =
+        "PortOne is emulated: the verification window lets you pick a test person.";
+    const REAL: &str = "Real PortOne: a real identity verification runs.";
+    let (script, config, note) = match &app.sdk {
         Sdk::Emulator { script_url } => (
-            script_url.clone(),
-            "emulator".to_owned(),
-            "PortOne is emulated: the verification window lets you pick a test person.".to_owned(),
+            script_url.as_str(),
+            json!({ "api": "v1", "merchantCode": "emulator" }),
+            EMULATED,
         ),
         Sdk::PortOne { merchant_code } => (
-            "https://cdn.iamport.kr/v1/iamport.js".to_owned(),
-            merchant_code.clone(),
-            "Real PortOne: a real identity verification runs.".to_owned(),
+            "https://cdn.iamport.kr/v1/iamport.js",
+            json!({ "api": "v1", "merchantCode": merchant_code }),
+            REAL,
+        ),
+        Sdk::EmulatorV2 { script_url } => (
+            script_url.as_str(),
+            json!({ "api": "v2", "storeId": "store-emulator", "channelKey": "channel-key-emulator" }),
+            EMULATED,
+        ),
+        Sdk::PortOneV2 {
+            store_id,
+            channel_key,
+        } => (
+            "https://cdn.portone.io/v2/browser-sdk.js",
+            json!({ "api": "v2", "storeId": store_id, "channelKey": channel_key }),
+            REAL,
         ),
     };
+    let api = config["api"].as_str().unwrap_or("v1").to_owned();
     Html(format!(
         r#"<!doctype html><html lang="ko"><head><meta charset="utf-8"><title>본인인증 가입 데모</title>
 <meta name="viewport" content="width=device-width,initial-scale=1">{STYLE}
 <script src="{}"></script></head>
 <body><main>
 <h1>본인인증 가입 데모 — sign up with identity verification</h1>
-<p>Adults born in 1999 or earlier, one account per person. <small>{}</small></p>
+<p>Adults born in 1999 or earlier, one account per person. <small>{} PortOne API {api}.</small></p>
 <button id="popup">본인인증 후 가입 (popup)</button>
 <button id="redirect" class="secondary">본인인증 후 가입 (redirect)</button>
 <div id="outcome" class="outcome" data-kind="idle" aria-live="polite"></div>
 </main>
 <script>
-const IMP_CODE = {};
+const CONFIG = {};
 const outcome = document.getElementById("outcome");
 function show(kind, headline, detail) {{
   outcome.className = "outcome " + kind;
@@ -192,40 +216,59 @@ const WORDS = {{
   409: ["registered", "이미 가입된 분입니다 — Already registered"],
   403: ["refused", "가입할 수 없습니다 — Refused"],
 }};
-IMP.init(IMP_CODE);
-document.getElementById("popup").addEventListener("click", () => {{
-  show("pending", "본인인증 중… — verifying", "");
-  IMP.certification({{ merchant_uid: "signup_" + Date.now(), popup: true }}, async (rsp) => {{
-    if (!rsp.success) {{
-      show("cancelled", "인증이 취소되었습니다 — Verification cancelled", rsp.error_msg || "");
-      return;
-    }}
-    const response = await fetch("/certifications", {{
-      method: "POST",
-      headers: {{ "content-type": "application/json" }},
-      body: JSON.stringify({{ imp_uid: rsp.imp_uid, merchant_uid: rsp.merchant_uid }}),
-    }});
-    const body = await response.json().catch(() => ({{}}));
-    if (response.status === 201) {{
-      show("created", "가입 완료 — Account created", "Your account id is " + body.account_id + ".");
-    }} else {{
-      const [kind, headline] = WORDS[response.status] ||
-        (response.status < 500 ? ["invalid", "잘못된 요청입니다 — Bad request"]
-                               : ["error", "잠시 후 다시 시도해 주세요 — Please try again shortly"]);
-      show(kind, headline, body.detail || "");
-    }}
+// The popup flow's last step, as in PortOne's guide: send the id to the server.
+async function signUp(body) {{
+  const response = await fetch("/certifications", {{
+    method: "POST",
+    headers: {{ "content-type": "application/json" }},
+    body: JSON.stringify(body),
   }});
-}});
-document.getElementById("redirect").addEventListener("click", () => {{
-  IMP.certification({{
-    merchant_uid: "signup_" + Date.now(),
-    m_redirect_url: location.origin + "/certifications/redirect",
-  }}, () => {{}});
-}});
+  const answer = await response.json().catch(() => ({{}}));
+  if (response.status === 201) {{
+    show("created", "가입 완료 — Account created", "Your account id is " + answer.account_id + ".");
+    return;
+  }}
+  const [kind, headline] = WORDS[response.status] ||
+    (response.status < 500 ? ["invalid", "잘못된 요청입니다 — Bad request"]
+                           : ["error", "잠시 후 다시 시도해 주세요 — Please try again shortly"]);
+  show(kind, headline, answer.detail || "");
+}}
+function cancelled(message) {{
+  show("cancelled", "인증이 취소되었습니다 — Verification cancelled", message || "");
+}}
+const redirectUrl = location.origin + "/certifications/redirect";
+if (CONFIG.api === "v2") {{
+  const newId = () => "identity-verification-" + Date.now() + "-" + Math.random().toString(16).slice(2);
+  document.getElementById("popup").addEventListener("click", async () => {{
+    show("pending", "본인인증 중… — verifying", "");
+    const rsp = await PortOne.requestIdentityVerification({{
+      storeId: CONFIG.storeId, channelKey: CONFIG.channelKey, identityVerificationId: newId(),
+    }});
+    if (rsp === undefined || rsp.code !== undefined) return cancelled(rsp && rsp.message);
+    await signUp({{ identityVerificationId: rsp.identityVerificationId }});
+  }});
+  document.getElementById("redirect").addEventListener("click", () => {{
+    PortOne.requestIdentityVerification({{
+      storeId: CONFIG.storeId, channelKey: CONFIG.channelKey, identityVerificationId: newId(), redirectUrl,
+    }});
+  }});
+}} else {{
+  IMP.init(CONFIG.merchantCode);
+  document.getElementById("popup").addEventListener("click", () => {{
+    show("pending", "본인인증 중… — verifying", "");
+    IMP.certification({{ merchant_uid: "signup_" + Date.now(), popup: true }}, async (rsp) => {{
+      if (!rsp.success) return cancelled(rsp.error_msg);
+      await signUp({{ imp_uid: rsp.imp_uid, merchant_uid: rsp.merchant_uid }});
+    }});
+  }});
+  document.getElementById("redirect").addEventListener("click", () => {{
+    IMP.certification({{ merchant_uid: "signup_" + Date.now(), m_redirect_url: redirectUrl }}, () => {{}});
+  }});
+}}
 </script>
 </body></html>"#,
-        escape(&script),
-        escape(&note),
-        serde_json::to_string(&init).unwrap_or_else(|_| "\"\"".into()),
+        escape(script),
+        escape(note),
+        config,
     ))
 }

@@ -8,6 +8,8 @@
 //! | variable | effect |
 //! |---|---|
 //! | `IMP_KEY`, `IMP_SECRET` | talk to that PortOne (else: the built-in emulator) |
+//! | `PORTONE_API=v2` | use PortOne's v2 API (`identityVerificationId`) instead of v1 (`imp_uid`) |
+//! | `PORTONE_API_SECRET`, `PORTONE_STORE_ID`, `PORTONE_CHANNEL_KEY` | real PortOne v2 (implies `PORTONE_API=v2`) |
 //! | `IMP_CODE` | merchant code for the browser SDK (`IMP.init`), with real credentials |
 //! | `IAMPORT_API_URL` | PortOne's API base URL (e.g. an emulator elsewhere) |
 //! | `DATABASE_URL` / `REDIS_URL` | keep "one account per person" in PostgreSQL / Redis (else: memory) |
@@ -22,7 +24,9 @@ use std::sync::Arc;
 
 use iamport_tower::mock::Emulator;
 use iamport_tower::unique::{PostgresStore, RedisStore, Reservation, UniqueKeys, UniqueStore};
-use iamport_tower::{CertificationLayer, IamportClient, MemoryStore, Secret};
+use iamport_tower::{
+    CertificationLayer, CertificationSource, IamportClient, MemoryStore, PortOneClient, Secret,
+};
 
 use crate::app::{App, Sdk};
 
@@ -56,37 +60,78 @@ async fn main() -> ExitCode {
         Some(Err(_)) => return fail("PORT must be a port number"),
     };
 
-    // PortOne: real credentials, or the emulator.
-    let (client, emulator, sdk) = if env("IMP_KEY").is_some() || env("IMP_SECRET").is_some() {
-        let client = match IamportClient::from_env() {
-            Ok(client) => client,
-            Err(error) => return fail(error),
-        };
-        let code = env("IMP_CODE").unwrap_or_else(|| {
-            tracing::warn!("IMP_CODE (your merchant code, 가맹점 식별코드) is not set; the browser SDK needs it");
-            String::new()
-        });
-        println!("Using PortOne at {}", client.base_url());
-        (
-            client,
-            None,
-            Sdk::PortOne {
-                merchant_code: code,
-            },
-        )
+    // PortOne: v1 or v2, real credentials or the emulator.
+    let v2 = env("PORTONE_API").is_some_and(|v| v.eq_ignore_ascii_case("v2"))
+        || env("PORTONE_API_SECRET").is_some();
+    let real = if v2 {
+        env("PORTONE_API_SECRET").is_some()
     } else {
-        let emulator = match Emulator::start().await {
-            Ok(emulator) => emulator,
+        env("IMP_KEY").is_some() || env("IMP_SECRET").is_some()
+    };
+    let emulator = if real {
+        None
+    } else {
+        match Emulator::start().await {
+            Ok(emulator) => {
+                println!(
+                    "No PortOne credentials set: using the built-in PortOne emulator ({}) at {}",
+                    if v2 { "API v2" } else { "API v1" },
+                    emulator.url()
+                );
+                Some(emulator)
+            }
             Err(error) => return fail(format!("cannot start the PortOne emulator: {error}")),
-        };
-        println!(
-            "No IMP_KEY/IMP_SECRET set: using the built-in PortOne emulator at {}",
-            emulator.url()
-        );
-        let sdk = Sdk::Emulator {
-            script_url: emulator.sdk_url(),
-        };
-        (emulator.client(), Some(emulator), sdk)
+        }
+    };
+    let (source, sdk): (Arc<dyn CertificationSource>, Sdk) = match (&emulator, v2) {
+        (Some(emulator), false) => (
+            Arc::new(emulator.client()),
+            Sdk::Emulator {
+                script_url: emulator.sdk_url(),
+            },
+        ),
+        (Some(emulator), true) => (
+            Arc::new(emulator.v2_client()),
+            Sdk::EmulatorV2 {
+                script_url: emulator.sdk_v2_url(),
+            },
+        ),
+        (None, false) => {
+            let client = match IamportClient::from_env() {
+                Ok(client) => client,
+                Err(error) => return fail(error),
+            };
+            let code = env("IMP_CODE").unwrap_or_else(|| {
+                tracing::warn!("IMP_CODE (your merchant code, 가맹점 식별코드) is not set; the browser SDK needs it");
+                String::new()
+            });
+            println!("Using PortOne (v1) at {}", client.base_url());
+            (
+                Arc::new(client),
+                Sdk::PortOne {
+                    merchant_code: code,
+                },
+            )
+        }
+        (None, true) => {
+            let client = match PortOneClient::from_env() {
+                Ok(client) => client,
+                Err(error) => return fail(error),
+            };
+            println!("Using PortOne (v2) at {}", client.base_url());
+            let store_id = env("PORTONE_STORE_ID").unwrap_or_default();
+            let channel_key = env("PORTONE_CHANNEL_KEY").unwrap_or_else(|| {
+                tracing::warn!("PORTONE_CHANNEL_KEY is not set; the browser SDK needs it");
+                String::new()
+            });
+            (
+                Arc::new(client),
+                Sdk::PortOneV2 {
+                    store_id,
+                    channel_key,
+                },
+            )
+        }
     };
 
     // One account per person.
@@ -124,7 +169,7 @@ async fn main() -> ExitCode {
         preregister(&emulator.client(), &*store, &UniqueKeys::new(&secret)).await;
     }
 
-    let layer = CertificationLayer::new(client).unique_store(store, secret);
+    let layer = CertificationLayer::from_shared_source(source).unique_store(store, secret);
     let router = app::router(App::new(sdk)).layer(layer);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -1,5 +1,6 @@
 //! The demo in a real headless Chromium: `e2e/browser.mjs` (playwright-core) clicks through
-//! both of PortOne's flows and saves screenshots to `target/screenshots/axum-signup`.
+//! both of PortOne's flows, with the v1 and the v2 API, and saves screenshots to
+//! `target/screenshots/axum-signup-{v1,v2}`.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and `npm ci --prefix
 //! examples/axum-signup/e2e`; without them it prints a skip notice — unless
@@ -44,19 +45,26 @@ fn signup_in_a_real_browser() {
         notice(&format!("SKIPPED signup_in_a_real_browser: {missing}"));
         return;
     }
-    let screenshots = root.join("../../target/screenshots/axum-signup");
-    let demo = support::start_demo(&[]);
-    let output = Command::new("node")
-        .arg(e2e.join("browser.mjs"))
-        .arg(&demo.url)
-        .arg(&screenshots)
-        .current_dir(&e2e)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    notice(&stdout);
-    notice(&String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the browser run failed:\n{stdout}");
-    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
-    assert!(screenshots.join("01-popup-adult-created.png").exists());
+    // Both PortOne APIs: v1 (`IMP.certification`, `imp_uid`) and v2
+    // (`PortOne.requestIdentityVerification`, `identityVerificationId`).
+    for api in ["v1", "v2"] {
+        let screenshots = root.join(format!("../../target/screenshots/axum-signup-{api}"));
+        let demo = support::start_demo(&[("PORTONE_API", api)]);
+        let output = Command::new("node")
+            .arg(e2e.join("browser.mjs"))
+            .arg(&demo.url)
+            .arg(&screenshots)
+            .current_dir(&e2e)
+            .output()
+            .expect("node runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        notice(&format!("browser run, PortOne API {api}:\n{stdout}"));
+        notice(&String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "the {api} browser run failed:\n{stdout}"
+        );
+        assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+        assert!(screenshots.join("01-popup-adult-created.png").exists());
+    }
 }

@@ -113,3 +113,60 @@ async fn the_guides_routes_work_end_to_end() {
     let (status, _, _) = page("imp_uid=imp_999999999999".into()).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn the_same_flows_with_portone_v2() {
+    let demo = support::start_demo(&[("PORTONE_API", "v2")]);
+    let http = reqwest::Client::new();
+    let home = http
+        .get(&demo.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("/sdk/portone-v2.js"));
+    assert!(home.contains("requestIdentityVerification"));
+    let (status, body) =
+        post_json(&http, &demo.url, json!({"identityVerificationId": ADULT})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        post_json(&http, &demo.url, json!({"identityVerificationId": ADULT}))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        post_json(
+            &http,
+            &demo.url,
+            json!({"identityVerificationId": REGISTERED})
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        post_json(&http, &demo.url, json!({"identityVerificationId": MINOR}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        post_json(&http, &demo.url, json!({"imp_uid": FOREIGNER}))
+            .await
+            .0,
+        400
+    );
+    let cancelled = http
+        .get(format!(
+            "{}/certifications/redirect?identityVerificationId=x&code=IDENTITY_VERIFICATION_CANCELLED",
+            demo.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 400);
+    assert!(cancelled.text().await.unwrap().contains("cancelled"));
+}

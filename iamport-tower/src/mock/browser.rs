@@ -6,6 +6,10 @@
 //!   merchant_uid, error_msg})` when it finishes — PortOne's popup/layer flow; with
 //!   `m_redirect_url` (and `popup` not `true`) it navigates there instead and PortOne's
 //!   redirect flow follows: `m_redirect_url?imp_uid=…&merchant_uid=…&success=true|false`.
+//! - `GET /sdk/portone-v2.js`: the v2 SDK, `PortOne.requestIdentityVerification(params)`,
+//!   with the merchant's own `identityVerificationId`; a Promise of `{identityVerificationId}`
+//!   (plus `code`/`message` when cancelled), or a redirect to `redirectUrl` with the same
+//!   fields.
 //! - `GET /certify`: the verification page: pick a test person, or cancel.
 //! - `POST /certify`: records a fresh verification of the chosen person (a new `imp_uid`,
 //!   the same CI) and reports it back to the page or the redirect URL.
@@ -28,6 +32,7 @@ type Shared = Arc<State>;
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/sdk/iamport.js", get(sdk))
+        .route("/sdk/portone-v2.js", get(sdk_v2))
         .route("/certify", get(page).post(complete))
 }
 
@@ -94,7 +99,57 @@ const SDK: &str = r#"/* PortOne browser SDK stand-in, served by the iamport-towe
 })();
 "#;
 
-async fn sdk(headers: HeaderMap) -> Response {
+/// The v2 SDK's `PortOne.requestIdentityVerification({ identityVerificationId, redirectUrl,
+/// … })`: a Promise of `{ identityVerificationId }`, or `{ identityVerificationId, code,
+/// message }` when cancelled; with `redirectUrl` the browser goes there instead, with the same
+/// fields in the query string.
+const SDK_V2: &str = r#"/* PortOne v2 browser SDK stand-in, served by the iamport-tower emulator. */
+(function () {
+  "use strict";
+  var BASE = "__BASE__";
+  function query(params) {
+    return Object.keys(params)
+      .filter(function (k) { return params[k] !== undefined && params[k] !== null; })
+      .map(function (k) { return encodeURIComponent(k) + "=" + encodeURIComponent(params[k]); })
+      .join("&");
+  }
+  window.PortOne = {
+    requestIdentityVerification: function (params) {
+      params = params || {};
+      var q = { api: "v2", identity_verification_id: params.identityVerificationId };
+      if (params.redirectUrl) {
+        q.mode = "redirect";
+        q.redirect_url = params.redirectUrl;
+        window.location.href = BASE + "/certify?" + query(q);
+        return new Promise(function () {});
+      }
+      q.mode = "iframe";
+      return new Promise(function (resolve) {
+        var overlay = document.createElement("div");
+        overlay.id = "imp-certification-overlay";
+        overlay.style.cssText = "position:fixed;inset:0;background:rgba(0,0,0,.45);display:flex;" +
+          "align-items:center;justify-content:center;z-index:2147483647";
+        var frame = document.createElement("iframe");
+        frame.id = "imp-certification-frame";
+        frame.title = "PortOne identity verification (emulator)";
+        frame.src = BASE + "/certify?" + query(q);
+        frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff";
+        overlay.appendChild(frame);
+        document.body.appendChild(overlay);
+        function onMessage(event) {
+          if (event.origin !== BASE || !event.data || event.data.source !== "iamport-emulator") return;
+          window.removeEventListener("message", onMessage);
+          overlay.remove();
+          resolve(event.data.response);
+        }
+        window.addEventListener("message", onMessage);
+      });
+    }
+  };
+})();
+"#;
+
+fn script(source: &str, headers: &HeaderMap) -> Response {
     (
         [
             (
@@ -103,9 +158,17 @@ async fn sdk(headers: HeaderMap) -> Response {
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        SDK.replace("__BASE__", &own_origin(&headers)),
+        source.replace("__BASE__", &own_origin(headers)),
     )
         .into_response()
+}
+
+async fn sdk(headers: HeaderMap) -> Response {
+    script(SDK, &headers)
+}
+
+async fn sdk_v2(headers: HeaderMap) -> Response {
+    script(SDK_V2, &headers)
 }
 
 #[derive(Deserialize)]
@@ -113,6 +176,8 @@ struct Flow {
     merchant_uid: Option<String>,
     mode: Option<String>,
     redirect_url: Option<String>,
+    api: Option<String>,
+    identity_verification_id: Option<String>,
 }
 
 fn hidden_fields(flow: &Flow) -> String {
@@ -121,6 +186,8 @@ fn hidden_fields(flow: &Flow) -> String {
         ("merchant_uid", &flow.merchant_uid),
         ("mode", &flow.mode),
         ("redirect_url", &flow.redirect_url),
+        ("api", &flow.api),
+        ("identity_verification_id", &flow.identity_verification_id),
     ] {
         if let Some(value) = value {
             fields.push_str(&format!(
@@ -187,48 +254,31 @@ struct Completion {
     merchant_uid: Option<String>,
     mode: Option<String>,
     redirect_url: Option<String>,
+    api: Option<String>,
+    identity_verification_id: Option<String>,
     person: Option<String>,
     cancel: Option<String>,
 }
 
-async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completion>) -> Response {
-    let merchant_uid = done.merchant_uid.as_deref();
-    let verified = match (&done.cancel, &done.person) {
-        (None, Some(person)) => state.verify_as(person, merchant_uid, None),
-        _ => None,
-    };
-    let (success, imp_uid, error_msg) = match verified {
-        Some(id) => (true, id, None),
-        None if done.cancel.is_some() => (
-            false,
-            format!(
-                "imp_{:012}",
-                fastrand::u64(100_000_000_000..1_000_000_000_000)
-            ),
-            Some("사용자가 본인인증을 취소하였습니다"),
-        ),
-        None => return (StatusCode::BAD_REQUEST, "unknown test person").into_response(),
-    };
-    if done.mode.as_deref() == Some("redirect") {
-        let Some(target) = done
-            .redirect_url
-            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+/// Where the finished verification goes: back into the page (`postMessage` to the SDK) or to
+/// the redirect URL with these query pairs.
+fn report(
+    mode: Option<&str>,
+    redirect_url: Option<String>,
+    pairs: &[(&str, &str)],
+    response: &Value,
+) -> Response {
+    if mode == Some("redirect") {
+        let Some(target) =
+            redirect_url.filter(|u| u.starts_with("http://") || u.starts_with("https://"))
         else {
             return (
                 StatusCode::BAD_REQUEST,
-                "m_redirect_url must be an http(s) URL",
+                "the redirect URL must be an http(s) URL",
             )
                 .into_response();
         };
-        let mut pairs = vec![
-            ("imp_uid", imp_uid.as_str()),
-            ("merchant_uid", merchant_uid.unwrap_or("")),
-            ("success", if success { "true" } else { "false" }),
-        ];
-        if let Some(message) = error_msg {
-            pairs.push(("error_msg", message));
-        }
-        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
         let separator = if target.contains('?') { '&' } else { '?' };
         return (
             StatusCode::SEE_OTHER,
@@ -236,22 +286,85 @@ async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completi
         )
             .into_response();
     }
+    Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"></head><body>
+<p>인증 절차가 끝났습니다.</p>
+<script>parent.postMessage({{source: "iamport-emulator", response: {response}}}, "*");</script>
+</body></html>"#
+    ))
+    .into_response()
+}
+
+/// v2: the merchant chose the id; a cancellation leaves a FAILED verification under it.
+fn complete_v2(state: &State, done: Completion) -> Response {
+    let Some(id) = done.identity_verification_id.filter(|id| !id.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "identityVerificationId is required",
+        )
+            .into_response();
+    };
+    let verified = match (&done.cancel, &done.person) {
+        (None, Some(person)) => state.verify_as(person, None, Some(&id)),
+        _ => None,
+    };
+    let (pairs, response) = if verified.is_some() {
+        (
+            vec![("identityVerificationId", id.as_str())],
+            json!({ "identityVerificationId": id }),
+        )
+    } else if done.cancel.is_some() {
+        state.set_pending(&id, super::state::PendingStatus::Failed);
+        let (code, message) = (
+            "IDENTITY_VERIFICATION_CANCELLED",
+            "사용자가 본인인증을 취소하였습니다",
+        );
+        (
+            vec![
+                ("identityVerificationId", id.as_str()),
+                ("code", code),
+                ("message", message),
+            ],
+            json!({ "identityVerificationId": id, "code": code, "message": message }),
+        )
+    } else {
+        return (StatusCode::BAD_REQUEST, "unknown test person").into_response();
+    };
+    report(done.mode.as_deref(), done.redirect_url, &pairs, &response)
+}
+
+async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completion>) -> Response {
+    if done.api.as_deref() == Some("v2") {
+        return complete_v2(&state, done);
+    }
+    let merchant_uid = done.merchant_uid.clone();
+    let verified = match (&done.cancel, &done.person) {
+        (None, Some(person)) => state.verify_as(person, merchant_uid.as_deref(), None),
+        _ => None,
+    };
+    let (success, imp_uid, error_msg) = match verified {
+        Some(id) => (true, id, None),
+        None if done.cancel.is_some() => (
+            false,
+            super::state::new_imp_uid(),
+            Some("사용자가 본인인증을 취소하였습니다"),
+        ),
+        None => return (StatusCode::BAD_REQUEST, "unknown test person").into_response(),
+    };
+    let merchant = merchant_uid.as_deref().unwrap_or("");
+    let mut pairs = vec![
+        ("imp_uid", imp_uid.as_str()),
+        ("merchant_uid", merchant),
+        ("success", if success { "true" } else { "false" }),
+    ];
+    if let Some(message) = error_msg {
+        pairs.push(("error_msg", message));
+    }
     let response = json!({
         "success": success,
         "imp_uid": imp_uid,
         "merchant_uid": merchant_uid,
         "error_msg": error_msg,
     });
-    Html(format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"></head><body>
-<p>{}</p>
-<script>parent.postMessage({{source: "iamport-emulator", response: {response}}}, "*");</script>
-</body></html>"#,
-        if success {
-            "인증이 완료되었습니다."
-        } else {
-            "인증이 취소되었습니다."
-        }
-    ))
-    .into_response()
+    report(done.mode.as_deref(), done.redirect_url, &pairs, &response)
 }

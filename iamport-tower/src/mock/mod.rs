@@ -140,6 +140,12 @@ impl Emulator {
         self.state.add_person(None, person);
     }
 
+    /// The URL of the v2 browser SDK stand-in (`PortOne.requestIdentityVerification`): load it
+    /// instead of PortOne's `https://cdn.portone.io/v2/browser-sdk.js`.
+    pub fn sdk_v2_url(&self) -> String {
+        format!("{}/sdk/portone-v2.js", self.url())
+    }
+
     /// The URL of the browser SDK stand-in (`IMP.init`, `IMP.certification`): load it with a
     /// `<script src>` instead of PortOne's `https://cdn.iamport.kr/v1/iamport.js`.
     pub fn sdk_url(&self) -> String {
