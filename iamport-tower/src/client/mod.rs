@@ -25,7 +25,7 @@ use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use self::retry::RetryPolicy;
-pub(crate) use self::retry::{Answer, Transport};
+pub(crate) use self::retry::{Answer, Transport, TransportOptions};
 use self::token::{IssuedToken, TokenCache};
 use self::wire::{Envelope, TokenResponse, V1Certification, error_message};
 use crate::certification::Certification;
@@ -216,11 +216,8 @@ pub struct IamportClientBuilder {
     key: Option<String>,
     secret: Option<Secret>,
     base_url: String,
-    connect_timeout: Duration,
-    timeout: Duration,
-    retry: RetryPolicy,
+    transport: TransportOptions,
     renew_before: Duration,
-    http: Option<reqwest::Client>,
 }
 
 impl Default for IamportClientBuilder {
@@ -229,11 +226,8 @@ impl Default for IamportClientBuilder {
             key: None,
             secret: None,
             base_url: DEFAULT_API_URL.into(),
-            connect_timeout: Duration::from_secs(3),
-            timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
+            transport: TransportOptions::default(),
             renew_before: Duration::from_secs(60),
-            http: None,
         }
     }
 }
@@ -244,9 +238,7 @@ impl fmt::Debug for IamportClientBuilder {
             .field("key", &self.key)
             .field("secret", &self.secret)
             .field("base_url", &self.base_url)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
+            .field("transport", &self.transport)
             .field("renew_before", &self.renew_before)
             .finish_non_exhaustive()
     }
@@ -296,19 +288,19 @@ impl IamportClientBuilder {
 
     /// Time allowed to open a TCP/TLS connection (default 3 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.transport.connect_timeout = timeout;
         self
     }
 
     /// Bound on one whole call — token, lookup and every retry (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.transport.timeout = timeout;
         self
     }
 
     /// Retry policy (default [`RetryPolicy::default`]).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.transport.retry = retry;
         self
     }
 
@@ -322,7 +314,7 @@ impl IamportClientBuilder {
     /// Uses this `reqwest::Client` (its own timeouts and TLS settings apply; `connect_timeout`
     /// is then ignored). By default the builder makes one: rustls, HTTP/1.1 and HTTP/2, pooled.
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.http = Some(http);
+        self.transport.http = Some(http);
         self
     }
 
@@ -337,7 +329,7 @@ impl IamportClientBuilder {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::Config("the API secret (IMP_SECRET) is not set".into()))?;
         let base_url = normalize_base_url(&self.base_url)?;
-        let transport = Transport::new(self.http, self.connect_timeout, self.timeout, self.retry)?;
+        let transport = self.transport.build()?;
         Ok(IamportClient {
             inner: Arc::new(Inner {
                 transport,

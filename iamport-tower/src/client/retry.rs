@@ -69,29 +69,47 @@ pub(crate) struct Transport {
     pub(crate) retry: RetryPolicy,
 }
 
-impl Transport {
-    /// Uses `http`, or builds the default one: rustls, pooled, with `connect_timeout`.
-    pub(crate) fn new(
-        http: Option<reqwest::Client>,
-        connect_timeout: Duration,
-        timeout: Duration,
-        retry: RetryPolicy,
-    ) -> Result<Self, Error> {
-        let http = match http {
+/// The transport settings both client builders share, with their documented defaults.
+#[derive(Debug)]
+pub(crate) struct TransportOptions {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) http: Option<reqwest::Client>,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            http: None,
+        }
+    }
+}
+
+impl TransportOptions {
+    /// Uses the given `reqwest::Client`, or builds the default one: rustls, pooled, with the
+    /// connect timeout.
+    pub(crate) fn build(self) -> Result<Transport, Error> {
+        let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder()
-                .connect_timeout(connect_timeout)
+                .connect_timeout(self.connect_timeout)
                 .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
         };
-        Ok(Self {
+        Ok(Transport {
             http,
-            timeout,
-            retry,
+            timeout: self.timeout,
+            retry: self.retry,
         })
     }
+}
 
+impl Transport {
     /// Sends the request `build` makes, retrying per the policy.
     pub(crate) async fn send(
         &self,

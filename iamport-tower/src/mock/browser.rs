@@ -53,17 +53,40 @@ fn own_origin(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-const SDK: &str = r#"/* PortOne browser SDK stand-in, served by the iamport-tower emulator. */
-(function () {
-  "use strict";
-  var BASE = "__BASE__";
-  var merchantCode = null;
+/// What both SDK stand-ins share: query strings, and the overlay `<iframe>` that shows the
+/// verification page and reports back through `postMessage`.
+const SDK_COMMON: &str = r#"
   function query(params) {
     return Object.keys(params)
       .filter(function (k) { return params[k] !== undefined && params[k] !== null; })
       .map(function (k) { return encodeURIComponent(k) + "=" + encodeURIComponent(params[k]); })
       .join("&");
   }
+  function openOverlay(q, done) {
+    var overlay = document.createElement("div");
+    overlay.id = "imp-certification-overlay";
+    overlay.style.cssText = "position:fixed;inset:0;background:rgba(0,0,0,.45);display:flex;" +
+      "align-items:center;justify-content:center;z-index:2147483647";
+    var frame = document.createElement("iframe");
+    frame.id = "imp-certification-frame";
+    frame.title = "PortOne identity verification (emulator)";
+    frame.src = BASE + "/certify?" + query(q);
+    frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff";
+    overlay.appendChild(frame);
+    document.body.appendChild(overlay);
+    function onMessage(event) {
+      if (event.origin !== BASE || !event.data || event.data.source !== "iamport-emulator") return;
+      window.removeEventListener("message", onMessage);
+      overlay.remove();
+      done(event.data.response);
+    }
+    window.addEventListener("message", onMessage);
+  }
+"#;
+
+/// v1: `IMP.init(code)`, `IMP.certification(params, callback)`.
+const SDK_V1: &str = r#"
+  var merchantCode = null;
   window.IMP = {
     init: function (code) { merchantCode = code; },
     certification: function (params, callback) {
@@ -76,43 +99,18 @@ const SDK: &str = r#"/* PortOne browser SDK stand-in, served by the iamport-towe
         return;
       }
       q.mode = "iframe";
-      var overlay = document.createElement("div");
-      overlay.id = "imp-certification-overlay";
-      overlay.style.cssText = "position:fixed;inset:0;background:rgba(0,0,0,.45);display:flex;" +
-        "align-items:center;justify-content:center;z-index:2147483647";
-      var frame = document.createElement("iframe");
-      frame.id = "imp-certification-frame";
-      frame.title = "PortOne identity verification (emulator)";
-      frame.src = BASE + "/certify?" + query(q);
-      frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff";
-      overlay.appendChild(frame);
-      document.body.appendChild(overlay);
-      function onMessage(event) {
-        if (event.origin !== BASE || !event.data || event.data.source !== "iamport-emulator") return;
-        window.removeEventListener("message", onMessage);
-        overlay.remove();
-        if (typeof callback === "function") callback(event.data.response);
-      }
-      window.addEventListener("message", onMessage);
+      openOverlay(q, function (response) {
+        if (typeof callback === "function") callback(response);
+      });
     }
   };
-})();
 "#;
 
-/// The v2 SDK's `PortOne.requestIdentityVerification({ identityVerificationId, redirectUrl,
-/// … })`: a Promise of `{ identityVerificationId }`, or `{ identityVerificationId, code,
-/// message }` when cancelled; with `redirectUrl` the browser goes there instead, with the same
-/// fields in the query string.
-const SDK_V2: &str = r#"/* PortOne v2 browser SDK stand-in, served by the iamport-tower emulator. */
-(function () {
-  "use strict";
-  var BASE = "__BASE__";
-  function query(params) {
-    return Object.keys(params)
-      .filter(function (k) { return params[k] !== undefined && params[k] !== null; })
-      .map(function (k) { return encodeURIComponent(k) + "=" + encodeURIComponent(params[k]); })
-      .join("&");
-  }
+/// v2: `PortOne.requestIdentityVerification({ identityVerificationId, redirectUrl, … })`: a
+/// Promise of `{ identityVerificationId }`, or `{ identityVerificationId, code, message }`
+/// when cancelled; with `redirectUrl` the browser goes there instead, with the same fields in
+/// the query string.
+const SDK_V2: &str = r#"
   window.PortOne = {
     requestIdentityVerification: function (params) {
       params = params || {};
@@ -124,32 +122,17 @@ const SDK_V2: &str = r#"/* PortOne v2 browser SDK stand-in, served by the iampor
         return new Promise(function () {});
       }
       q.mode = "iframe";
-      return new Promise(function (resolve) {
-        var overlay = document.createElement("div");
-        overlay.id = "imp-certification-overlay";
-        overlay.style.cssText = "position:fixed;inset:0;background:rgba(0,0,0,.45);display:flex;" +
-          "align-items:center;justify-content:center;z-index:2147483647";
-        var frame = document.createElement("iframe");
-        frame.id = "imp-certification-frame";
-        frame.title = "PortOne identity verification (emulator)";
-        frame.src = BASE + "/certify?" + query(q);
-        frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff";
-        overlay.appendChild(frame);
-        document.body.appendChild(overlay);
-        function onMessage(event) {
-          if (event.origin !== BASE || !event.data || event.data.source !== "iamport-emulator") return;
-          window.removeEventListener("message", onMessage);
-          overlay.remove();
-          resolve(event.data.response);
-        }
-        window.addEventListener("message", onMessage);
-      });
+      return new Promise(function (resolve) { openOverlay(q, resolve); });
     }
   };
-})();
 "#;
 
-fn script(source: &str, headers: &HeaderMap) -> Response {
+fn script(sdk: &str, headers: &HeaderMap) -> Response {
+    let source = format!(
+        "/* PortOne browser SDK stand-in, served by the iamport-tower emulator. */\n\
+         (function () {{\n  \"use strict\";\n  var BASE = {};\n{SDK_COMMON}{sdk}}})();\n",
+        Value::from(own_origin(headers))
+    );
     (
         [
             (
@@ -158,13 +141,13 @@ fn script(source: &str, headers: &HeaderMap) -> Response {
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        source.replace("__BASE__", &own_origin(headers)),
+        source,
     )
         .into_response()
 }
 
 async fn sdk(headers: HeaderMap) -> Response {
-    script(SDK, &headers)
+    script(SDK_V1, &headers)
 }
 
 async fn sdk_v2(headers: HeaderMap) -> Response {

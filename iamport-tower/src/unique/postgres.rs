@@ -201,18 +201,7 @@ impl UniqueStore for PostgresStore {
         key: &'a UniqueKey,
         token: ReservationToken,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(&self.sql.commit)
-                .await
-                .map_err(StoreError::new)?;
-            let rows = client
-                .execute(&statement, &[&&key.as_bytes()[..], &token.to_hex()])
-                .await
-                .map_err(StoreError::new)?;
-            Ok(rows == 1)
-        })
+        Box::pin(self.held_by(&self.sql.commit, key, token))
     }
 
     fn release<'a>(
@@ -220,18 +209,25 @@ impl UniqueStore for PostgresStore {
         key: &'a UniqueKey,
         token: ReservationToken,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(&self.sql.release)
-                .await
-                .map_err(StoreError::new)?;
-            let rows = client
-                .execute(&statement, &[&&key.as_bytes()[..], &token.to_hex()])
-                .await
-                .map_err(StoreError::new)?;
-            Ok(rows == 1)
-        })
+        Box::pin(self.held_by(&self.sql.release, key, token))
+    }
+}
+
+impl PostgresStore {
+    /// Runs `sql` (commit or release) for `key` held by `token`: whether one row changed.
+    async fn held_by(
+        &self,
+        sql: &str,
+        key: &UniqueKey,
+        token: ReservationToken,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(StoreError::new)?;
+        let rows = client
+            .execute(&statement, &[&&key.as_bytes()[..], &token.to_hex()])
+            .await
+            .map_err(StoreError::new)?;
+        Ok(rows == 1)
     }
 }
 

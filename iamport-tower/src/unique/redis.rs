@@ -139,17 +139,7 @@ impl UniqueStore for RedisStore {
         key: &'a UniqueKey,
         token: ReservationToken,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut connection = self.connection().await?;
-            let done: i64 = self
-                .commit
-                .key(self.name(key))
-                .arg(token.to_hex())
-                .invoke_async(&mut connection)
-                .await
-                .map_err(StoreError::new)?;
-            Ok(done == 1)
-        })
+        Box::pin(self.held_by(&self.commit, key, token))
     }
 
     fn release<'a>(
@@ -157,16 +147,25 @@ impl UniqueStore for RedisStore {
         key: &'a UniqueKey,
         token: ReservationToken,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut connection = self.connection().await?;
-            let done: i64 = self
-                .release
-                .key(self.name(key))
-                .arg(token.to_hex())
-                .invoke_async(&mut connection)
-                .await
-                .map_err(StoreError::new)?;
-            Ok(done == 1)
-        })
+        Box::pin(self.held_by(&self.release, key, token))
+    }
+}
+
+impl RedisStore {
+    /// Runs `script` (commit or release) for `key` held by `token`: whether it acted.
+    async fn held_by(
+        &self,
+        script: &Script,
+        key: &UniqueKey,
+        token: ReservationToken,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection().await?;
+        let done: i64 = script
+            .key(self.name(key))
+            .arg(token.to_hex())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(StoreError::new)?;
+        Ok(done == 1)
     }
 }

@@ -30,7 +30,9 @@ use http::header::AUTHORIZATION;
 pub use self::id::{IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN};
 use self::wire::{ErrorBody, IdentityVerification};
 use crate::certification::Certification;
-use crate::client::{Answer, RetryPolicy, Transport, normalize_base_url, path_segment};
+use crate::client::{
+    Answer, RetryPolicy, Transport, TransportOptions, normalize_base_url, path_segment,
+};
 use crate::error::Error;
 use crate::imp_uid::InvalidId;
 use crate::secret::Secret;
@@ -178,10 +180,7 @@ pub struct PortOneClientBuilder {
     secret: Option<Secret>,
     store_id: Option<String>,
     base_url: String,
-    connect_timeout: Duration,
-    timeout: Duration,
-    retry: RetryPolicy,
-    http: Option<reqwest::Client>,
+    transport: TransportOptions,
 }
 
 impl Default for PortOneClientBuilder {
@@ -190,10 +189,7 @@ impl Default for PortOneClientBuilder {
             secret: None,
             store_id: None,
             base_url: DEFAULT_V2_API_URL.into(),
-            connect_timeout: Duration::from_secs(3),
-            timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-            http: None,
+            transport: TransportOptions::default(),
         }
     }
 }
@@ -229,25 +225,25 @@ impl PortOneClientBuilder {
 
     /// Time allowed to open a connection (default 3 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.transport.connect_timeout = timeout;
         self
     }
 
     /// Bound on one whole call, retries included (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.transport.timeout = timeout;
         self
     }
 
     /// Retry policy (default [`RetryPolicy::default`]).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
+        self.transport.retry = retry;
         self
     }
 
     /// Uses this `reqwest::Client` instead of building one.
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.http = Some(http);
+        self.transport.http = Some(http);
         self
     }
 
@@ -257,7 +253,7 @@ impl PortOneClientBuilder {
             Error::Config("the v2 API secret (PORTONE_API_SECRET) is not set".into())
         })?;
         let base_url = normalize_base_url(&self.base_url)?;
-        let transport = Transport::new(self.http, self.connect_timeout, self.timeout, self.retry)?;
+        let transport = self.transport.build()?;
         Ok(PortOneClient {
             inner: Arc::new(Inner {
                 transport,
