@@ -152,34 +152,36 @@ async fn drive(
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
-    let workers = (0..connections).map(|_| {
-        let http = http.clone();
-        let url = url.to_owned();
-        let next = next.clone();
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            while Instant::now() < deadline {
-                let n = next.fetch_add(1, Ordering::Relaxed) % PERSONS;
-                let t = Instant::now();
-                match http
-                    .get(format!(
-                        "{url}?imp_uid=imp_{:012}",
-                        300_000_000_000 + n as u64
-                    ))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => {
-                        let _ = r.bytes().await;
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let http = http.clone();
+            let url = url.to_owned();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                while Instant::now() < deadline {
+                    let n = next.fetch_add(1, Ordering::Relaxed) % PERSONS;
+                    let t = Instant::now();
+                    match http
+                        .get(format!(
+                            "{url}?imp_uid=imp_{:012}",
+                            300_000_000_000 + n as u64
+                        ))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.bytes().await;
+                        }
+                        _ => errors += 1,
                     }
-                    _ => errors += 1,
+                    latencies.push(t.elapsed().as_micros() as u64);
                 }
-                latencies.push(t.elapsed().as_micros() as u64);
-            }
-            (latencies, errors)
+                (latencies, errors)
+            })
         })
-    });
+        .collect();
     let mut all = Vec::new();
     let mut errors = 0;
     for worker in workers {
