@@ -657,6 +657,49 @@ async fn a_custom_rejection_handler_replaces_the_body() {
     );
 }
 
+/// Collects log output (the subscriber is per thread: a current-thread runtime keeps the
+/// handler on this one).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_missing_layer_logs_the_fix() {
+    use tower::ServiceExt as _;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new().route("/certifications", post(signup_form));
+    let response = app
+        .oneshot(
+            Request::post("/certifications")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("imp_uid={ADULT}")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("ERROR"), "{logs}");
+    assert!(
+        logs.contains(".layer(CertificationLayer::new(client))"),
+        "{logs}"
+    );
+}
+
 #[tokio::test]
 async fn a_guarded_handler_without_the_layer_is_500() {
     let app = serve_axum(Router::new().route("/certifications", post(signup_form))).await;

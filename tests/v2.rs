@@ -344,4 +344,26 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
         ),
         504
     );
+
+    // A v2 secret PortOne refuses is our misconfiguration: 502, never an admission.
+    let refused = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup))
+            .layer(CertificationLayer::new(
+                emulator
+                    .v2_client_builder()
+                    .secret("revoked")
+                    .build()
+                    .unwrap(),
+            )),
+    )
+    .await;
+    emulator.set_latency(Duration::ZERO);
+    let response = http
+        .post(format!("{}/certifications", refused.url))
+        .json(&json!({"identityVerificationId": "imp_100000000003"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
 }
