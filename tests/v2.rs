@@ -232,7 +232,7 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
     emulator.set_pending("iv-ready", PendingStatus::Ready);
     let client: PortOneClient = emulator
         .v2_client_builder()
-        .timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     let app = serve_axum(

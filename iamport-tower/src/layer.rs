@@ -90,7 +90,7 @@ struct Shared {
     source: Arc<dyn CertificationSource>,
     body_limit: usize,
     renderer: Option<RejectionRenderer>,
-    unique: UniqueConfig,
+    unique: Arc<UniqueConfig>,
     lookups: SingleFlight<Outcome>,
 }
 
@@ -121,11 +121,11 @@ impl CertificationLayer {
                 source,
                 body_limit: DEFAULT_BODY_LIMIT,
                 renderer: None,
-                unique: UniqueConfig {
+                unique: Arc::new(UniqueConfig {
                     store: Arc::new(MemoryStore::new()),
                     keys: UniqueKeys::random(),
                     lease: DEFAULT_UNIQUE_LEASE,
-                },
+                }),
                 lookups: SingleFlight::new(),
             }),
         }
@@ -169,9 +169,9 @@ impl CertificationLayer {
     /// ```
     #[must_use]
     pub fn unique_store(mut self, store: impl UniqueStore, key_secret: impl Into<Secret>) -> Self {
-        let shared = self.shared_mut();
-        shared.unique.store = Arc::new(store);
-        shared.unique.keys = UniqueKeys::new(&key_secret.into());
+        let unique = Arc::make_mut(&mut self.shared_mut().unique);
+        unique.store = Arc::new(store);
+        unique.keys = UniqueKeys::new(&key_secret.into());
         self
     }
 
@@ -179,7 +179,7 @@ impl CertificationLayer {
     /// most a guarded handler may take (default [`DEFAULT_UNIQUE_LEASE`]).
     #[must_use]
     pub fn unique_lease(mut self, lease: Duration) -> Self {
-        self.shared_mut().unique.lease = lease;
+        Arc::make_mut(&mut self.shared_mut().unique).lease = lease;
         self
     }
 

@@ -23,7 +23,7 @@ struct Held {
 /// Shared by the request (as an extension) and the layer's response future.
 #[derive(Clone)]
 pub(crate) struct UniqueSlot {
-    config: UniqueConfig,
+    config: Arc<UniqueConfig>,
     held: Arc<Mutex<Option<Held>>>,
 }
 
@@ -34,7 +34,7 @@ impl std::fmt::Debug for UniqueSlot {
 }
 
 impl UniqueSlot {
-    pub(crate) fn new(config: UniqueConfig) -> Self {
+    pub(crate) fn new(config: Arc<UniqueConfig>) -> Self {
         Self {
             config,
             held: Arc::new(Mutex::new(None)),
