@@ -180,7 +180,7 @@ async fn retries_timeouts_and_garbage() {
     let emulator = Emulator::start().await.unwrap();
     let client = emulator
         .v2_client_builder()
-        .timeout(Duration::from_millis(400))
+        .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     emulator.fail_next(
