@@ -1,9 +1,9 @@
 //! `IamportClient` against the PortOne emulator, over real loopback sockets.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use iamport_e2e::Captured;
 use iamport_tower::mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::{Error, IamportClient, ImpUid, RetryPolicy, Secret};
 use serde_json::json;
@@ -359,20 +359,6 @@ async fn persons_load_from_a_wire_shaped_json_file() {
     );
 }
 
-/// Collects everything the crate logs, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_secret_or_personal_data_in_debug_output_or_logs() {
     let captured = Captured::default();
@@ -404,7 +390,7 @@ async fn no_secret_or_personal_data_in_debug_output_or_logs() {
         "{cert:?} {cert:#?} {client:?} {secret:?} {secret} {:?}",
         emulator.client_builder()
     );
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("access token"), "the capture works: {logs}");
     for value in &personal {
         assert!(

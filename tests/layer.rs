@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use iamport_e2e::{Served, post_chunked, serve_axum, serve_hyper};
+use iamport_e2e::{Captured, Served, post_chunked, serve_axum, serve_hyper, status};
 use iamport_tower::mock::{Emulator, Endpoint, person};
 use iamport_tower::{
     Body, CertificationLayer, Certified, IamportClient, Policy, Rejection, RequireCertifiedLayer,
@@ -658,21 +658,7 @@ async fn a_custom_rejection_handler_replaces_the_body() {
     );
 }
 
-/// Collects log output (the subscriber is per thread: a current-thread runtime keeps the
-/// handler on this one).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+// The subscriber is per thread: a current-thread runtime keeps the handler on this one.
 #[tokio::test(flavor = "current_thread")]
 async fn a_missing_layer_logs_the_fix() {
     use tower::ServiceExt as _;
@@ -693,7 +679,7 @@ async fn a_missing_layer_logs_the_fix() {
         .await
         .unwrap();
     assert_eq!(response.status(), 500);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("ERROR"), "{logs}");
     assert!(
         logs.contains(".layer(CertificationLayer::new(client))"),
@@ -759,13 +745,10 @@ async fn every_status_of_the_design_table_hyper() {
     )
     .await;
     let http = reqwest::Client::new();
-    let json_post = |body: Value| http.post(&server.url).json(&body).send();
-    let status = |r: reqwest::Response| r.status().as_u16();
+    let post = |body: Value| status(http.post(&server.url).json(&body));
+    let get = |url: String| status(http.get(url));
 
-    assert_eq!(
-        status(json_post(json!({"imp_uid": ADULT})).await.unwrap()),
-        200
-    );
+    assert_eq!(post(json!({"imp_uid": ADULT})).await, 200);
     let response = http
         .get(format!("{}/?imp_uid={ADULT}", server.url))
         .send()
@@ -783,26 +766,14 @@ async fn every_status_of_the_design_table_hyper() {
         format!("{ADULT} 28"),
         "the handler got the whole form body back"
     );
-    assert_eq!(status(json_post(json!({})).await.unwrap()), 400);
+    assert_eq!(post(json!({})).await, 400);
+    assert_eq!(post(json!({"imp_uid": "imp_../x"})).await, 400);
     assert_eq!(
-        status(json_post(json!({"imp_uid": "imp_../x"})).await.unwrap()),
+        get(format!("{}/?imp_uid={ADULT}&success=false", server.url)).await,
         400
     );
     assert_eq!(
-        status(
-            http.get(format!("{}/?imp_uid={ADULT}&success=false", server.url))
-                .send()
-                .await
-                .unwrap()
-        ),
-        400
-    );
-    assert_eq!(
-        status(
-            json_post(json!({"imp_uid": ADULT, "pad": "x".repeat(2000)}))
-                .await
-                .unwrap()
-        ),
+        post(json!({"imp_uid": ADULT, "pad": "x".repeat(2000)})).await,
         413
     );
     let head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json";
@@ -812,48 +783,25 @@ async fn every_status_of_the_design_table_hyper() {
     );
     let chunks: Vec<&[u8]> = pad.as_bytes().chunks(256).collect();
     assert_eq!(post_chunked(server.addr, head, &chunks).await, 413);
-    assert_eq!(
-        status(json_post(json!({"imp_uid": UNKNOWN})).await.unwrap()),
-        403
-    );
-    assert_eq!(
-        status(json_post(json!({"imp_uid": NOT_CERTIFIED})).await.unwrap()),
-        403
-    );
-    let minor = json_post(json!({"imp_uid": MINOR})).await.unwrap();
+    assert_eq!(post(json!({"imp_uid": UNKNOWN})).await, 403);
+    assert_eq!(post(json!({"imp_uid": NOT_CERTIFIED})).await, 403);
+    let minor = http
+        .post(&server.url)
+        .json(&json!({"imp_uid": MINOR}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(minor.status(), 403);
     assert_eq!(minor.headers()["content-type"], "application/problem+json");
 
     emulator.fail_next(Endpoint::GetCertification, 3, StatusCode::BAD_GATEWAY);
-    assert_eq!(
-        status(json_post(json!({"imp_uid": ADULT})).await.unwrap()),
-        502
-    );
+    assert_eq!(post(json!({"imp_uid": ADULT})).await, 502);
     emulator.set_latency(Duration::from_secs(30));
-    assert_eq!(
-        status(json_post(json!({"imp_uid": ADULT})).await.unwrap()),
-        504
-    );
+    assert_eq!(post(json!({"imp_uid": ADULT})).await, 504);
     emulator.set_latency(Duration::ZERO);
 
-    assert_eq!(
-        status(
-            http.get(format!("{}/?imp_uid={ADULT}", plain.url))
-                .send()
-                .await
-                .unwrap()
-        ),
-        200
-    );
-    assert_eq!(
-        status(
-            http.get(format!("{}/?imp_uid={MINOR}", plain.url))
-                .send()
-                .await
-                .unwrap()
-        ),
-        403
-    );
+    assert_eq!(get(format!("{}/?imp_uid={ADULT}", plain.url)).await, 200);
+    assert_eq!(get(format!("{}/?imp_uid={MINOR}", plain.url)).await, 403);
 
     // No layer in front of a request-style guarded handler: 500.
     let bare = serve_hyper(tower::service_fn(
@@ -862,15 +810,7 @@ async fn every_status_of_the_design_table_hyper() {
         },
     ))
     .await;
-    assert_eq!(
-        status(
-            http.get(format!("{}/?imp_uid={ADULT}", bare.url))
-                .send()
-                .await
-                .unwrap()
-        ),
-        500
-    );
+    assert_eq!(get(format!("{}/?imp_uid={ADULT}", bare.url)).await, 500);
 
     // Unreachable PortOne.
     let url = emulator.url();
@@ -888,13 +828,5 @@ async fn every_status_of_the_design_table_hyper() {
             .service_fn(hyper_handler),
     )
     .await;
-    assert_eq!(
-        status(
-            http.get(format!("{}/?imp_uid={ADULT}", gone.url))
-                .send()
-                .await
-                .unwrap()
-        ),
-        503
-    );
+    assert_eq!(get(format!("{}/?imp_uid={ADULT}", gone.url)).await, 503);
 }

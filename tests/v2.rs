@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use iamport_e2e::serve_axum;
+use iamport_e2e::{serve_axum, status};
 use iamport_tower::mock::{Emulator, Endpoint, PendingStatus, TEST_V2_SECRET, person};
 use iamport_tower::{
     Carrier, CertificationLayer, Certified, Error, Gender, IdentityVerificationId, PortOneClient,
@@ -243,93 +243,50 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
     )
     .await;
     let http = reqwest::Client::new();
-    let post_json = |body: serde_json::Value| {
-        http.post(format!("{}/certifications", app.url))
-            .json(&body)
-            .send()
+    let send = |body: serde_json::Value| {
+        status(http.post(format!("{}/certifications", app.url)).json(&body))
     };
-    let status = |r: reqwest::Response| r.status().as_u16();
+    let redirect =
+        |query: &str| status(http.get(format!("{}/certifications/redirect?{query}", app.url)));
 
+    assert_eq!(send(json!({"identityVerificationId": ADULT})).await, 201);
     assert_eq!(
-        status(
-            post_json(json!({"identityVerificationId": ADULT}))
-                .await
-                .unwrap()
-        ),
-        201
-    );
-    assert_eq!(
-        status(
-            post_json(json!({"identityVerificationId": ADULT}))
-                .await
-                .unwrap()
-        ),
+        send(json!({"identityVerificationId": ADULT})).await,
         409,
         "unique across requests"
     );
+    assert_eq!(send(json!({"identity_verification_id": MINOR})).await, 403);
     assert_eq!(
-        status(
-            post_json(json!({"identity_verification_id": MINOR}))
-                .await
-                .unwrap()
-        ),
+        send(json!({"identityVerificationId": "iv-ready"})).await,
         403
     );
     assert_eq!(
-        status(
-            post_json(json!({"identityVerificationId": "iv-ready"}))
-                .await
-                .unwrap()
-        ),
+        send(json!({"identityVerificationId": "iv-none"})).await,
         403
     );
     assert_eq!(
-        status(
-            post_json(json!({"identityVerificationId": "iv-none"}))
-                .await
-                .unwrap()
-        ),
-        403
-    );
-    assert_eq!(
-        status(post_json(json!({"imp_uid": ADULT})).await.unwrap()),
+        send(json!({"imp_uid": ADULT})).await,
         400,
         "v2 reads v2 field names"
     );
     assert_eq!(
-        status(
-            post_json(json!({"identityVerificationId": "a\u{1}b"}))
-                .await
-                .unwrap()
-        ),
+        send(json!({"identityVerificationId": "a\u{1}b"})).await,
         400
     );
     let form = http
         .post(format!("{}/certifications", app.url))
-        .form(&[("identityVerificationId", "imp_100000000007")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(status(form), 201);
-    let redirect = |query: &str| {
-        http.get(format!("{}/certifications/redirect?{query}", app.url))
-            .send()
-    };
+        .form(&[("identityVerificationId", "imp_100000000007")]);
+    assert_eq!(status(form).await, 201);
     emulator.add_person(person("iv-redirect/1", "리디렉트", "1990-03-03"));
     assert_eq!(
-        status(
-            redirect("identityVerificationId=iv-redirect%2F1")
-                .await
-                .unwrap()
-        ),
+        redirect("identityVerificationId=iv-redirect%2F1").await,
         201
     );
     let before = emulator.calls(Endpoint::GetIdentityVerification);
     let cancelled =
         redirect("identityVerificationId=iv-x&code=IDENTITY_VERIFICATION_CANCELLED&message=x")
-            .await
-            .unwrap();
-    assert_eq!(status(cancelled), 400);
+            .await;
+    assert_eq!(cancelled, 400);
     assert_eq!(
         emulator.calls(Endpoint::GetIdentityVerification),
         before,
@@ -337,11 +294,7 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
     );
     emulator.set_latency(Duration::from_secs(5));
     assert_eq!(
-        status(
-            post_json(json!({"identityVerificationId": "imp_100000000003"}))
-                .await
-                .unwrap()
-        ),
+        send(json!({"identityVerificationId": "imp_100000000003"})).await,
         504
     );
 
@@ -359,11 +312,8 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
     )
     .await;
     emulator.set_latency(Duration::ZERO);
-    let response = http
+    let refused_post = http
         .post(format!("{}/certifications", refused.url))
-        .json(&json!({"identityVerificationId": "imp_100000000003"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
+        .json(&json!({"identityVerificationId": "imp_100000000003"}));
+    assert_eq!(status(refused_post).await, 502);
 }
