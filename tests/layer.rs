@@ -830,3 +830,54 @@ async fn every_status_of_the_design_table_hyper() {
     .await;
     assert_eq!(get(format!("{}/?imp_uid={ADULT}", gone.url)).await, 503);
 }
+
+// ---- query_only: hyper's own `Request<Incoming>`, untouched --------------------------------
+
+#[require_certified(min_age = 19, unique = true)]
+async fn incoming_handler(
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+#[tokio::test]
+async fn query_only_mode_keeps_the_request_and_its_body_type() {
+    let emulator = Emulator::start().await.unwrap();
+    let server = serve_hyper(
+        tower::ServiceBuilder::new()
+            .layer(CertificationLayer::new(emulator.client()).query_only())
+            .service_fn(incoming_handler),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let body = json!({"imp_uid": MINOR, "note": "the body is the handler's, unread"}).to_string();
+    let response = http
+        .post(format!("{}/?imp_uid={ADULT}", server.url))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.text().await.unwrap(),
+        body,
+        "passed through untouched"
+    );
+    let again = http.post(format!("{}/?imp_uid={ADULT}", server.url));
+    assert_eq!(status(again).await, 409, "unique works in query_only mode");
+    let minor = http.get(format!("{}/?imp_uid={MINOR}", server.url));
+    assert_eq!(status(minor).await, 403);
+    let in_body_only = http.post(&server.url).json(&json!({"imp_uid": ADULT}));
+    assert_eq!(status(in_body_only).await, 400, "bodies are never read");
+    let cancelled = http.get(format!("{}/?imp_uid={ADULT}&success=false", server.url));
+    assert_eq!(status(cancelled).await, 400);
+}

@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -80,10 +81,32 @@ pub enum Outcome {
 /// nothing beyond a look at the query string and `Content-Type`.
 ///
 /// The inner service receives `Request<iamport_tower::Body>` (axum's body type): the layer
-/// must be able to put back bytes it read, which hyper's `Incoming` cannot carry.
-#[derive(Clone)]
-pub struct CertificationLayer {
+/// must be able to put back bytes it read, which hyper's `Incoming` cannot carry. A stack that
+/// only uses the redirect flow can keep its own body type with
+/// [`query_only`](CertificationLayer::query_only).
+pub struct CertificationLayer<M = ReadBodies> {
     shared: Arc<Shared>,
+    mode: PhantomData<fn() -> M>,
+}
+
+/// Mode of [`CertificationLayer`] (the default): the id may come from the query string or a
+/// JSON/form body, and the inner service receives `Request<iamport_tower::Body>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadBodies;
+
+/// Mode of [`CertificationLayer::query_only`]: the id comes from the query string only (the
+/// redirect flow); bodies are never touched, so the inner service receives the request
+/// exactly as it came, body type included (`Request<hyper::body::Incoming>`, …).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryOnly;
+
+impl<M> Clone for CertificationLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            mode: PhantomData,
+        }
+    }
 }
 
 struct Shared {
@@ -98,12 +121,13 @@ struct Shared {
 /// request for the same person may try again.
 pub const DEFAULT_UNIQUE_LEASE: Duration = Duration::from_secs(60);
 
-impl fmt::Debug for CertificationLayer {
+impl<M> fmt::Debug for CertificationLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificationLayer")
             .field("id_fields", &self.shared.source.id_fields())
             .field("body_limit", &self.shared.body_limit)
             .field("custom_rejections", &self.shared.renderer.is_some())
+            .field("mode", &std::any::type_name::<M>())
             .finish_non_exhaustive()
     }
 }
@@ -128,9 +152,23 @@ impl CertificationLayer {
                 }),
                 lookups: SingleFlight::new(),
             }),
+            mode: PhantomData,
         }
     }
 
+    /// Looks for the id in the query string only and passes requests through unchanged,
+    /// body type included — for hyper or tower stacks whose handlers take
+    /// `Request<Incoming>` and use PortOne's redirect flow. JSON/form bodies are not read
+    /// (a popup flow POST without `?imp_uid=` is refused with 400 by the guard).
+    pub fn query_only(self) -> CertificationLayer<QueryOnly> {
+        CertificationLayer {
+            shared: self.shared,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<M> CertificationLayer<M> {
     fn shared_mut(&mut self) -> &mut Shared {
         // Configuration happens before the layer is cloned into services.
         if Arc::get_mut(&mut self.shared).is_none() {
@@ -213,25 +251,36 @@ impl CertificationLayer {
     }
 }
 
-impl<S> Layer<S> for CertificationLayer {
-    type Service = CertificationService<S>;
+impl<S, M> Layer<S> for CertificationLayer<M> {
+    type Service = CertificationService<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CertificationService {
             inner,
             shared: self.shared.clone(),
+            mode: PhantomData,
         }
     }
 }
 
 /// The service made by [`CertificationLayer`].
-#[derive(Clone)]
-pub struct CertificationService<S> {
+pub struct CertificationService<S, M = ReadBodies> {
     inner: S,
     shared: Arc<Shared>,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for CertificationService<S> {
+impl<S: Clone, M> Clone for CertificationService<S, M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for CertificationService<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificationService")
             .field("inner", &self.inner)
@@ -239,9 +288,9 @@ impl<S: fmt::Debug> fmt::Debug for CertificationService<S> {
     }
 }
 
-type Preparing = Pin<Box<dyn Future<Output = (Request<Body>, Option<UniqueSlot>)> + Send>>;
+type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<UniqueSlot>)> + Send>>;
 
-impl<S, B, ResBody> Service<Request<B>> for CertificationService<S>
+impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, ReadBodies>
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + Clone,
     B: HttpBody<Data = Bytes> + Send + 'static,
@@ -249,7 +298,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S>;
+    type Future = ResponseFuture<S, Request<Body>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -290,7 +339,74 @@ where
     }
 }
 
+impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, QueryOnly>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<B>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let source = &shared.source;
+        let query = id_from_query(request.uri().query(), source.id_fields(), |k, v| {
+            source.is_cancellation(k, v)
+        });
+        let state = match query {
+            None => {
+                shared.record(
+                    request.extensions_mut(),
+                    Outcome::Refused(Rejection::MissingId),
+                );
+                State::Calling {
+                    future: inner.call(request),
+                }
+            }
+            Some(found) => State::Preparing {
+                future: Box::pin(async move {
+                    let (mut parts, body) = request.into_parts();
+                    let slot = shared.conclude(&mut parts.extensions, found).await;
+                    (Request::from_parts(parts, body), slot)
+                }),
+            },
+        };
+        ResponseFuture {
+            state,
+            inner,
+            reservation: Reservation(None),
+        }
+    }
+}
+
 impl Shared {
+    /// Resolves the id (or keeps the refusal) and records the outcome; returns the unique
+    /// slot of a verified request.
+    async fn conclude(
+        &self,
+        extensions: &mut http::Extensions,
+        id: Result<String, Rejection>,
+    ) -> Option<UniqueSlot> {
+        let outcome = match id {
+            Ok(id) => self.resolve(&id).await,
+            Err(rejection) => Outcome::Refused(rejection),
+        };
+        let slot = matches!(outcome, Outcome::Verified(_)).then(|| {
+            let slot = UniqueSlot::new(self.unique.clone());
+            extensions.insert(slot.clone());
+            slot
+        });
+        self.record(extensions, outcome);
+        slot
+    }
+
     fn record(&self, extensions: &mut http::Extensions, outcome: Outcome) {
         extensions.insert(outcome);
         if let Some(renderer) = &self.renderer {
@@ -312,16 +428,7 @@ impl Shared {
             Some(found) => (found, Body::new(body)),
             None => self.read_body(&parts.headers, body).await,
         };
-        let outcome = match id {
-            Ok(id) => self.resolve(&id).await,
-            Err(rejection) => Outcome::Refused(rejection),
-        };
-        let slot = matches!(outcome, Outcome::Verified(_)).then(|| {
-            let slot = UniqueSlot::new(self.unique.clone());
-            parts.extensions.insert(slot.clone());
-            slot
-        });
-        self.record(&mut parts.extensions, outcome);
+        let slot = self.conclude(&mut parts.extensions, id).await;
         (Request::from_parts(parts, body), slot)
     }
 
@@ -372,12 +479,12 @@ pin_project! {
     /// Response future of [`CertificationService`]: prepares the request (finds and resolves
     /// the id), calls the inner service, then settles a `unique` reservation — commit on a
     /// 2xx response, release otherwise, and release too if this future is dropped first.
-    pub struct ResponseFuture<S>
+    pub struct ResponseFuture<S, R = Request<Body>>
     where
-        S: Service<Request<Body>>,
+        S: Service<R>,
     {
         #[pin]
-        state: State<S::Future, S::Response, S::Error>,
+        state: State<S::Future, S::Response, S::Error, R>,
         inner: S,
         reservation: Reservation,
     }
@@ -385,12 +492,12 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R, E> {
-        Preparing { future: Preparing },
+    enum State<F, T, E, R> {
+        Preparing { future: Preparing<R> },
         Calling { #[pin] future: F },
         Settling {
             settle: tokio::task::JoinHandle<()>,
-            result: Option<Result<R, E>>,
+            result: Option<Result<T, E>>,
         },
     }
 }
@@ -407,18 +514,18 @@ impl Drop for Reservation {
     }
 }
 
-impl<S> fmt::Debug for ResponseFuture<S>
+impl<S, R> fmt::Debug for ResponseFuture<S, R>
 where
-    S: Service<Request<Body>>,
+    S: Service<R>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, ResBody> Future for ResponseFuture<S>
+impl<S, R, ResBody> Future for ResponseFuture<S, R>
 where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S: Service<R, Response = Response<ResBody>>,
 {
     type Output = Result<S::Response, S::Error>;
 

@@ -104,7 +104,7 @@ pub use crate::guard::{Certified, FromRejection};
 pub use crate::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub use crate::layer::{
     CertificationLayer, CertificationService, DEFAULT_BODY_LIMIT, DEFAULT_UNIQUE_LEASE, Outcome,
-    ResponseFuture,
+    QueryOnly, ReadBodies, ResponseFuture,
 };
 pub use crate::policy::{MAX_POLICY_YEAR, MIN_POLICY_YEAR, Policy, PolicyViolation};
 pub use crate::rejection::{Rejection, RejectionHandler};

@@ -8,9 +8,10 @@
 //!
 //! Without `IMP_KEY`/`IMP_SECRET` it runs against the built-in PortOne emulator.
 //!
-//! The handler takes `Request<iamport_tower::Body>`, not `Request<Incoming>`: the layer may
-//! read a JSON or form body to find the id and must hand the same bytes on, which hyper's
-//! `Incoming` cannot carry.
+//! The handler takes hyper's own `Request<Incoming>`: the layer runs in `query_only` mode
+//! (PortOne's redirect flow, `?imp_uid=…`) and passes requests through untouched. To also
+//! accept the popup flow's JSON/form bodies, drop `.query_only()` and take
+//! `Request<iamport_tower::Body>` — the layer then reads the body and hands the same bytes on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,14 +20,15 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use iamport_tower::mock::Emulator;
-use iamport_tower::{Body, CertificationLayer, Certified, IamportClient, require_certified};
+use iamport_tower::{CertificationLayer, Certified, IamportClient, require_certified};
 
 /// Only people at least 19 full years old today in Korea (the legal adult age).
 #[require_certified(min_age = 19)]
-async fn adults_only(req: Request<Body>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn adults_only(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let id = Certified::from_extensions(req.extensions())
         .map(|person| person.id.clone())
         .unwrap_or_default();
@@ -64,7 +66,7 @@ async fn main() -> ExitCode {
     };
 
     let service = tower::ServiceBuilder::new()
-        .layer(CertificationLayer::new(client))
+        .layer(CertificationLayer::new(client).query_only())
         .service_fn(adults_only);
 
     let port = std::env::var("PORT")

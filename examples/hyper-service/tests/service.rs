@@ -64,13 +64,21 @@ async fn adults_in_minors_out() {
         "This route admits people at least 19 years old."
     );
 
-    let popup = http
+    // query_only: a body is never read, so the popup flow's POST needs the id in the URL.
+    let body_only = http
         .post(&url)
         .json(&serde_json::json!({"imp_uid": "imp_100000000003"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(popup.status(), 200, "JSON body flow");
+    assert_eq!(body_only.status(), 400);
+    let post_with_query = http
+        .post(format!("{url}/?imp_uid=imp_100000000003"))
+        .body("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post_with_query.status(), 200);
     assert_eq!(http.get(&url).send().await.unwrap().status(), 400, "no id");
     let cancelled = http
         .get(format!("{url}/?imp_uid=imp_100000000001&success=false"))
