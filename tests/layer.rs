@@ -881,3 +881,46 @@ async fn query_only_mode_keeps_the_request_and_its_body_type() {
     let cancelled = http.get(format!("{}/?imp_uid={ADULT}&success=false", server.url));
     assert_eq!(status(cancelled).await, 400);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_layer_logs_no_personal_data() {
+    use tower::ServiceExt as _;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = Emulator::start().await.unwrap();
+    let app = router(emulator.client());
+    let call = |id: &str| {
+        app.clone().oneshot(
+            Request::post("/certifications")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"imp_uid": id, "nickname": "n"}).to_string(),
+                ))
+                .unwrap(),
+        )
+    };
+    for id in [ADULT, MINOR, FOREIGNER, NOT_CERTIFIED, UNKNOWN] {
+        call(id).await.unwrap();
+    }
+    emulator.fail_next(Endpoint::GetCertification, 3, StatusCode::BAD_GATEWAY);
+    assert_eq!(call(ADULT).await.unwrap().status(), 502);
+
+    let logs = captured.text();
+    assert!(logs.contains("lookup failed"), "the capture works: {logs}");
+    for person in iamport_tower::mock::sample_persons() {
+        for field in ["name", "phone", "birthday", "unique_key", "unique_in_site"] {
+            if let Some(value) = person[field].as_str() {
+                assert!(
+                    !logs.contains(value),
+                    "{field} leaked into the logs: {logs}"
+                );
+            }
+        }
+    }
+}
