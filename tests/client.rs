@@ -361,13 +361,7 @@ async fn persons_load_from_a_wire_shaped_json_file() {
 
 #[tokio::test]
 async fn no_secret_or_personal_data_in_debug_output_or_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install();
 
     let emulator = Emulator::start().await.unwrap();
     let client = emulator.client();

@@ -662,12 +662,7 @@ async fn a_custom_rejection_handler_replaces_the_body() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_missing_layer_logs_the_fix() {
     use tower::ServiceExt as _;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install();
     let app = Router::new().route("/certifications", post(signup_form));
     let response = app
         .oneshot(
@@ -885,13 +880,7 @@ async fn query_only_mode_keeps_the_request_and_its_body_type() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_layer_logs_no_personal_data() {
     use tower::ServiceExt as _;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install();
 
     let emulator = Emulator::start().await.unwrap();
     let app = router(emulator.client());
