@@ -4,8 +4,9 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use iamport_e2e::Captured;
-use iamport_tower::mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
-use iamport_tower::{Error, IamportClient, ImpUid, RetryPolicy, Secret};
+use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
+use iamport_tower::client::RetryPolicy;
+use iamport_tower::{Error, IamportClient, ImpUid, Secret};
 use serde_json::json;
 
 const ADULT: &str = "imp_100000000001";

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use iamport_e2e::{Captured, Served, post_chunked, serve_axum, serve_hyper, status};
-use iamport_tower::mock::{Emulator, Endpoint, person};
+use iamport_mock::{Emulator, Endpoint, person};
+use iamport_tower::body::Body;
 use iamport_tower::{
-    Body, CertificationLayer, Certified, IamportClient, Policy, Rejection, RequireCertifiedLayer,
+    CertificationLayer, Certified, IamportClient, Policy, Rejection, RequireCertifiedLayer,
     require_certified,
 };
 use serde::Deserialize;
@@ -587,7 +588,7 @@ async fn require_certified_layer_and_optional_extractor() {
 async fn rejection_bodies_hold_no_personal_data() {
     let w = world().await;
     let emulator_person = |id: &str| {
-        iamport_tower::mock::sample_persons()
+        iamport_mock::sample_persons()
             .into_iter()
             .find(|p| p["imp_uid"] == id)
             .unwrap()
@@ -902,7 +903,7 @@ async fn the_layer_logs_no_personal_data() {
 
     let logs = captured.text();
     assert!(logs.contains("lookup failed"), "the capture works: {logs}");
-    for person in iamport_tower::mock::sample_persons() {
+    for person in iamport_mock::sample_persons() {
         for field in ["name", "phone", "birthday", "unique_key", "unique_in_site"] {
             if let Some(value) = person[field].as_str() {
                 assert!(

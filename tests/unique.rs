@@ -13,13 +13,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use iamport_e2e::{database_url, redis_url, serve_axum, unique_name};
-use iamport_tower::mock::Emulator;
+use iamport_mock::Emulator;
+use iamport_tower::body::Body;
+use iamport_tower::unique::MemoryStore;
 use iamport_tower::unique::{
     PostgresStore, RedisStore, Reservation, ReservationToken, UniqueKeys, UniqueStore,
 };
-use iamport_tower::{
-    Body, CertificationLayer, IamportClient, MemoryStore, Secret, require_certified,
-};
+use iamport_tower::{CertificationLayer, IamportClient, Secret, require_certified};
 use serde_json::json;
 use tower::ServiceExt as _;
 

@@ -6,10 +6,10 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use iamport_e2e::{serve_axum, status};
-use iamport_tower::mock::{Emulator, Endpoint, PendingStatus, TEST_V2_SECRET, person};
+use iamport_mock::{Emulator, Endpoint, PendingStatus, TEST_V2_SECRET, person};
+use iamport_tower::v2::IdentityVerificationId;
 use iamport_tower::{
-    Carrier, CertificationLayer, Certified, Error, Gender, IdentityVerificationId, PortOneClient,
-    require_certified,
+    Carrier, CertificationLayer, Certified, Error, Gender, PortOneClient, require_certified,
 };
 use serde_json::json;
 

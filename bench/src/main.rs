@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use iamport_tower::mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
+use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::{CertificationLayer, Certified, require_certified};
 use serde::Deserialize;
 

@@ -6,9 +6,8 @@ use syn::{Ident, Lit, LitInt, Token};
 
 use crate::duration::parse_seconds;
 
-const KEYS: &str = "min_birth_year, max_birth_year, min_age, unique, fresh_within, foreigners";
-const MIN_YEAR: u16 = 1900;
-const MAX_YEAR: u16 = 2100;
+const KEYS: &str =
+    "min_birth_year, max_birth_year, min_age, unique, fresh_within, foreigners, style";
 
 /// A value and where it was written, for errors and for spans in the expansion.
 #[derive(Clone, Copy)]
@@ -17,9 +16,21 @@ pub(crate) struct Spanned<T> {
     pub(crate) span: Span,
 }
 
-/// The policy words, each at most once. Every value is already range-checked.
+/// How the handler is guarded (see `expand`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// A hidden extractor argument.
+    Axum,
+    /// A check on the `Request<B>` parameter's extensions.
+    Request,
+}
+
+/// The policy words, each at most once. Values have the right types; their ranges are checked
+/// by `iamport_tower::Policy`'s const builder in the expansion (the one source of truth for
+/// the limits), which reports at the value's span.
 #[derive(Default)]
 pub(crate) struct PolicyArgs {
+    pub(crate) style: Option<Spanned<Style>>,
     pub(crate) min_birth_year: Option<Spanned<u16>>,
     pub(crate) max_birth_year: Option<Spanned<u16>>,
     pub(crate) min_age: Option<Spanned<u8>>,
@@ -60,18 +71,33 @@ fn example(key: &Ident) -> &'static str {
 }
 
 fn year(lit: &Lit, key: &Ident) -> syn::Result<Spanned<u16>> {
-    let (value, int) = int::<u64>(lit, key, "a birth year (an integer)")?;
-    if !(u64::from(MIN_YEAR)..=u64::from(MAX_YEAR)).contains(&value) {
-        return Err(syn::Error::new(
-            int.span(),
-            format!(
-                "`{key} = {value}` is implausible: birth years must be between {MIN_YEAR} and {MAX_YEAR}"
-            ),
-        ));
-    }
+    let (value, int) = int::<u16>(lit, key, "a birth year (1900 to 2100)")?;
     Ok(Spanned {
-        value: u16::try_from(value).unwrap_or(MAX_YEAR),
+        value,
         span: int.span(),
+    })
+}
+
+fn style(input: ParseStream<'_>) -> syn::Result<Spanned<Style>> {
+    let value: Ident = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`style` expects `axum` or `request`, e.g. `style = axum`",
+        )
+    })?;
+    let style = match value.to_string().as_str() {
+        "axum" => Style::Axum,
+        "request" => Style::Request,
+        other => {
+            return Err(syn::Error::new(
+                value.span(),
+                format!("unknown style `{other}`; expected `axum` or `request`"),
+            ));
+        }
+    };
+    Ok(Spanned {
+        value: style,
+        span: value.span(),
     })
 }
 
@@ -122,6 +148,14 @@ impl Parse for PolicyArgs {
                     ),
                 ));
             }
+            if key == "style" {
+                set(&mut args.style, &key, style(input)?)?;
+                if input.is_empty() {
+                    break;
+                }
+                input.parse::<Token![,]>()?;
+                continue;
+            }
             let lit: Lit = input.parse().map_err(|e| {
                 syn::Error::new(
                     e.span(),
@@ -135,16 +169,7 @@ impl Parse for PolicyArgs {
                 "min_birth_year" => set(&mut args.min_birth_year, &key, year(&lit, &key)?)?,
                 "max_birth_year" => set(&mut args.max_birth_year, &key, year(&lit, &key)?)?,
                 "min_age" => {
-                    let (value, int) = int::<u64>(&lit, &key, "an age in whole years")?;
-                    if !(1..=150).contains(&value) {
-                        return Err(syn::Error::new(
-                            int.span(),
-                            format!(
-                                "`min_age = {value}` is implausible: ages must be between 1 and 150"
-                            ),
-                        ));
-                    }
-                    let value = u8::try_from(value).unwrap_or(u8::MAX);
+                    let (value, int) = int::<u8>(&lit, &key, "an age in whole years (1 to 150)")?;
                     set(
                         &mut args.min_age,
                         &key,
@@ -185,19 +210,6 @@ impl Parse for PolicyArgs {
                 break;
             }
             input.parse::<Token![,]>()?;
-        }
-        if let (Some(min), Some(max)) = (args.min_birth_year, args.max_birth_year)
-            && min.value > max.value
-        {
-            let mut error = syn::Error::new(
-                min.span,
-                format!(
-                    "`min_birth_year = {}` is after `max_birth_year = {}`: nobody would be admitted",
-                    min.value, max.value
-                ),
-            );
-            error.combine(syn::Error::new(max.span, "`max_birth_year` set here"));
-            return Err(error);
         }
         Ok(args)
     }

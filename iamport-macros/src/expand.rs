@@ -1,18 +1,23 @@
 //! The expansion of `#[require_certified]`.
 //!
-//! - axum style: a hidden first argument `_: ::iamport_tower::__private::Guard<{ policy }>`,
-//!   an extractor that applies the policy before any other extractor runs. The signature,
-//!   generics, attributes, visibility and body are otherwise untouched, so `return` and `?`
-//!   work as written.
-//! - request style (a parameter of type `Request<B>`): a check on `req.extensions()` first in
-//!   the body, returning the rejection converted into the function's own return type.
+//! - axum style: a hidden first argument (after `self`)
+//!   `_: ::iamport_tower::__private::Guard<{ encode(policy) }>`, an extractor that applies the
+//!   policy before any other extractor runs. Generics, attributes, visibility and the body are
+//!   untouched, so `return` and `?` work as written.
+//! - request style (a parameter of type `Request<B>`, or `style = request`): a check on
+//!   `req.extensions()` first in the body, returning the rejection converted into the
+//!   function's own return type.
+//!
+//! The policy is built with `iamport_tower::Policy`'s const builder inside a `const`, each
+//! call spanned at its value: the library's asserts are the only definition of the limits,
+//! and a value out of range is a compile error pointing at that value.
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat, Type, parse_quote};
 
-use crate::args::PolicyArgs;
+use crate::args::{PolicyArgs, Style};
 
 pub(crate) fn require_certified(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let args: PolicyArgs = syn::parse2(attr)?;
@@ -29,21 +34,37 @@ pub(crate) fn require_certified(attr: TokenStream, item: TokenStream) -> syn::Re
         ));
     }
     let policy = policy_expr(&args);
-    match request_param(&function)? {
+    let request = match args.style.map(|s| s.value) {
+        Some(Style::Axum) => None,
+        Some(Style::Request) => Some(request_param(&function, true)?.ok_or_else(|| {
+            syn::Error::new(
+                args.style.map_or_else(Span::call_site, |s| s.span),
+                "`style = request` needs a parameter of type `Request<B>` bound to a name, \
+                 e.g. `req: Request<Incoming>`",
+            )
+        })?),
+        None => request_param(&function, false)?,
+    };
+    match request {
         Some(request) => {
             let block = &function.block;
+            // A mixed-site name: the handler's own code can neither see nor shadow it.
+            let rejection = Ident::new("rejection", Span::mixed_site());
             function.block = parse_quote!({
-                if let ::core::result::Result::Err(__iamport_rejection) =
-                    ::iamport_tower::__private::admit_request(#request.extensions(), const { #policy.to_bits() }).await
+                if let ::core::result::Result::Err(#rejection) =
+                    ::iamport_tower::__private::admit_request(
+                        ::iamport_tower::__private::RequestParam::request_extensions(&#request),
+                        &const { #policy },
+                    ).await
                 {
-                    return ::iamport_tower::FromRejection::from_rejection(__iamport_rejection);
+                    return ::iamport_tower::FromRejection::from_rejection(#rejection);
                 }
                 #block
             });
         }
         None => {
             let guard: FnArg = parse_quote!(
-                _: ::iamport_tower::__private::Guard<{ #policy.to_bits() }>
+                _: ::iamport_tower::__private::Guard<{ ::iamport_tower::__private::encode(#policy) }>
             );
             let at = usize::from(matches!(
                 function.sig.inputs.first(),
@@ -55,67 +76,85 @@ pub(crate) fn require_certified(attr: TokenStream, item: TokenStream) -> syn::Re
     Ok(quote!(#function))
 }
 
-/// `::iamport_tower::Policy::new().max_birth_year(1999)…`, each call spanned at its value so
-/// a const-evaluation error would point at the attribute.
+/// `{ let p = ::iamport_tower::Policy::new(); let p = p.max_birth_year(1999); …; p }`: one
+/// statement per word, each spanned at its value, so a const-evaluation error (a value the
+/// library refuses) points at that value.
 fn policy_expr(args: &PolicyArgs) -> TokenStream {
-    let mut expr = quote!(::iamport_tower::Policy::new());
+    let p = Ident::new("policy", Span::mixed_site());
+    let mut steps = Vec::new();
     if let Some(y) = args.min_birth_year {
         let lit = spanned_literal(Literal::u16_unsuffixed(y.value), y.span);
-        expr = quote_spanned!(y.span=> #expr.min_birth_year(#lit));
+        steps.push(
+            quote_spanned!(y.span=> let #p = ::iamport_tower::Policy::min_birth_year(#p, #lit);),
+        );
     }
     if let Some(y) = args.max_birth_year {
         let lit = spanned_literal(Literal::u16_unsuffixed(y.value), y.span);
-        expr = quote_spanned!(y.span=> #expr.max_birth_year(#lit));
+        steps.push(
+            quote_spanned!(y.span=> let #p = ::iamport_tower::Policy::max_birth_year(#p, #lit);),
+        );
     }
     if let Some(a) = args.min_age {
         let lit = spanned_literal(Literal::u8_unsuffixed(a.value), a.span);
-        expr = quote_spanned!(a.span=> #expr.min_age(#lit));
+        steps.push(quote_spanned!(a.span=> let #p = ::iamport_tower::Policy::min_age(#p, #lit);));
     }
     if let Some(u) = args.unique {
         let value = u.value;
-        expr = quote_spanned!(u.span=> #expr.unique(#value));
+        steps.push(quote_spanned!(u.span=> let #p = ::iamport_tower::Policy::unique(#p, #value);));
     }
     if let Some(f) = args.foreigners {
         let value = f.value;
-        expr = quote_spanned!(f.span=> #expr.foreigners(#value));
+        steps.push(
+            quote_spanned!(f.span=> let #p = ::iamport_tower::Policy::foreigners(#p, #value);),
+        );
     }
     if let Some(d) = args.fresh_within {
         let lit = spanned_literal(Literal::u64_unsuffixed(d.value), d.span);
-        expr = quote_spanned!(d.span=>
-            #expr.fresh_within(::iamport_tower::__private::Duration::from_secs(#lit)));
+        steps.push(quote_spanned!(d.span=>
+            let #p = ::iamport_tower::Policy::fresh_within(#p, ::iamport_tower::__private::Duration::from_secs(#lit));));
     }
-    expr
+    quote!({
+        let #p = ::iamport_tower::Policy::new();
+        #(#steps)*
+        #p
+    })
 }
 
-fn spanned_literal(mut literal: Literal, span: proc_macro2::Span) -> Literal {
+fn spanned_literal(mut literal: Literal, span: Span) -> Literal {
     literal.set_span(span);
     literal
 }
 
-/// The name bound to a `Request<_>` parameter, if the handler takes one.
-fn request_param(function: &ItemFn) -> syn::Result<Option<Ident>> {
-    for input in &function.sig.inputs {
-        let FnArg::Typed(typed) = input else { continue };
-        if !is_request(&typed.ty) {
-            continue;
+/// The name bound to a `Request<_>` parameter, if the handler takes one. With `forced`
+/// (`style = request`) the type is not inspected: the first parameter bound to a plain name
+/// whose type is not `self` is taken when no type looks like a request.
+fn request_param(function: &ItemFn, forced: bool) -> syn::Result<Option<Ident>> {
+    let typed = || {
+        function.sig.inputs.iter().filter_map(|input| match input {
+            FnArg::Typed(typed) => Some(typed),
+            FnArg::Receiver(_) => None,
+        })
+    };
+    let chosen = typed()
+        .find(|t| is_request(&t.ty))
+        .or_else(|| if forced { typed().next() } else { None });
+    let Some(typed) = chosen else { return Ok(None) };
+    match &*typed.pat {
+        Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+            Ok(Some(pat.ident.clone()))
         }
-        return match &*typed.pat {
-            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
-                Ok(Some(pat.ident.clone()))
-            }
-            other => Err(syn::Error::new(
-                other.span(),
-                "#[require_certified] needs the request bound to a name, e.g. `req: Request<Incoming>`",
-            )),
-        };
+        other => Err(syn::Error::new(
+            other.span(),
+            "#[require_certified] needs the request bound to a name, e.g. `req: Request<Incoming>`",
+        )),
     }
-    Ok(None)
 }
 
 /// `Request<B>`, `http::Request<B>`, `hyper::Request<B>`, `axum::extract::Request`, a local
 /// `type Request = …`: a type path whose last segment is `Request`. (A macro sees only
-/// tokens; an alias under another name is not recognized, and the handler is then treated
-/// as an axum handler.)
+/// tokens: an alias under another name is not recognized — say `style = request` — and an
+/// axum handler taking `axum::extract::Request` is taken for request style — say
+/// `style = axum`.)
 fn is_request(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
     path.qself.is_none()

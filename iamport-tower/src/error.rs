@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::imp_uid::InvalidId;
+use crate::client::InvalidId;
 
 /// What went wrong talking to PortOne.
 ///
@@ -47,7 +47,7 @@ pub enum Error {
     Timeout(Duration),
     /// PortOne could not be reached (connection refused, reset or dropped), after retries.
     #[error("PortOne is unreachable: {0}")]
-    Unavailable(#[source] reqwest::Error),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// PortOne answered something this crate cannot read.
     #[error("PortOne sent an unreadable response: {0}")]
     Malformed(String),

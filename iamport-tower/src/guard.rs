@@ -6,13 +6,9 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
-use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::Extensions;
-use http::request::Parts;
 
-use crate::Body;
 use crate::certification::Certification;
 use crate::layer::Outcome;
 use crate::policy::{Policy, PolicyViolation};
@@ -95,66 +91,14 @@ pub(crate) async fn admit(
     }
 }
 
-fn into_axum(response: http::Response<Bytes>) -> Response {
-    response.map(Body::from)
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Certified {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
-        admit(&parts.extensions, &Policy::new())
-            .await
-            .map_err(|rejection| into_axum(render(&rejection, &parts.extensions)))
-    }
-}
-
-impl<S: Send + Sync> OptionalFromRequestParts<S> for Certified {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Response> {
-        match admit(&parts.extensions, &Policy::new()).await {
-            Ok(certified) => Ok(Some(certified)),
-            Err(Rejection::LayerMissing) => Err(into_axum(render(
-                &Rejection::LayerMissing,
-                &parts.extensions,
-            ))),
-            Err(_) => Ok(None),
-        }
-    }
-}
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        into_axum(self.problem_response())
-    }
-}
-
-/// The extractor `#[require_certified]` injects as an axum handler's first argument; the
-/// policy travels as a const generic (see [`Policy::to_bits`]).
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Guard<const POLICY: u128>(());
-
-impl<S: Send + Sync, const POLICY: u128> FromRequestParts<S> for Guard<POLICY> {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
-        let policy = const { Policy::from_bits(POLICY) };
-        match admit(&parts.extensions, &policy).await {
-            Ok(_) => Ok(Self(())),
-            Err(rejection) => Err(into_axum(render(&rejection, &parts.extensions))),
-        }
-    }
-}
-
 /// What a request-style handler (`async fn(Request<B>) -> R`) can return a rejection as:
 /// `http::Response<B>` for any body `B: From<Bytes>` (hyper's `Full<Bytes>`, axum's `Body`, …)
 /// and `Result` of one.
 #[diagnostic::on_unimplemented(
     message = "a `#[require_certified]` handler that takes the whole `Request` must return `Response<B>` or `Result<Response<B>, E>`, not `{Self}`",
     label = "the rejection cannot be returned as this type",
-    note = "the body type `B` must implement `From<Bytes>` (hyper's `Full<Bytes>`, `iamport_tower::Body`, …)"
+    note = "the body type `B` must implement `From<Bytes>` (hyper's `Full<Bytes>`, `iamport_tower::body::Body`, …)",
+    note = "an axum handler that takes `axum::extract::Request` is guessed to be request style: write `#[require_certified(…, style = axum)]`"
 )]
 pub trait FromRejection {
     /// Converts the rendered rejection.
@@ -173,14 +117,106 @@ impl<T: FromRejection, E> FromRejection for Result<T, E> {
     }
 }
 
+/// The request-style parameter: `http::Request<B>` for any body.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`#[require_certified]` treats this parameter as the request, but `{Self}` is not an `http::Request<B>`",
+    label = "not an `http::Request<B>`",
+    note = "request style needs a parameter of type `http::Request<B>` (hyper, tower `service_fn`); for an axum handler write `style = axum`"
+)]
+pub trait RequestParam {
+    /// The request's extensions.
+    fn request_extensions(&self) -> &Extensions;
+}
+
+impl<B> RequestParam for http::Request<B> {
+    fn request_extensions(&self) -> &Extensions {
+        self.extensions()
+    }
+}
+
 /// The check `#[require_certified]` runs first in a request-style handler. It takes the
 /// extensions, not the request, so the handler's future stays `Send` with `!Sync` bodies.
 #[doc(hidden)]
 pub async fn admit_request(
     extensions: &Extensions,
-    policy: u128,
+    policy: &Policy,
 ) -> Result<Certified, http::Response<Bytes>> {
-    admit(extensions, &Policy::from_bits(policy))
+    admit(extensions, policy)
         .await
         .map_err(|rejection| render(&rejection, extensions))
+}
+
+#[cfg(feature = "axum")]
+pub use self::axum::Guard;
+
+/// The axum side: `Certified` and the macro's guard as extractors, rejections as responses.
+#[cfg(feature = "axum")]
+mod axum {
+    use axum_core::body::Body;
+    use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+    use axum_core::response::{IntoResponse, Response};
+    use bytes::Bytes;
+    use http::request::Parts;
+
+    use super::{Certified, admit};
+    use crate::policy::Policy;
+    use crate::policy::encoding::decode;
+    use crate::rejection::{Rejection, render};
+
+    fn into_axum(response: http::Response<Bytes>) -> Response {
+        response.map(Body::from)
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for Certified {
+        type Rejection = Response;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+            admit(&parts.extensions, &Policy::new())
+                .await
+                .map_err(|rejection| into_axum(render(&rejection, &parts.extensions)))
+        }
+    }
+
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for Certified {
+        type Rejection = Response;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Option<Self>, Response> {
+            match admit(&parts.extensions, &Policy::new()).await {
+                Ok(certified) => Ok(Some(certified)),
+                Err(Rejection::LayerMissing) => Err(into_axum(render(
+                    &Rejection::LayerMissing,
+                    &parts.extensions,
+                ))),
+                Err(_) => Ok(None),
+            }
+        }
+    }
+
+    impl IntoResponse for Rejection {
+        fn into_response(self) -> Response {
+            into_axum(self.problem_response())
+        }
+    }
+
+    /// The extractor `#[require_certified]` injects as an axum handler's first argument; the
+    /// policy travels as a const generic (see `policy::encoding`).
+    #[doc(hidden)]
+    #[derive(Debug)]
+    pub struct Guard<const POLICY: u128>(());
+
+    impl<S: Send + Sync, const POLICY: u128> FromRequestParts<S> for Guard<POLICY> {
+        type Rejection = Response;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+            let policy = const { decode(POLICY) };
+            match admit(&parts.extensions, &policy).await {
+                Ok(_) => Ok(Self(())),
+                Err(rejection) => Err(into_axum(render(&rejection, &parts.extensions))),
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@
 //!     Json(cert.foreigner == Some(true))
 //! }
 //!
-//! # let emulator = iamport_tower::mock::Emulator::start().await?;
+//! # let emulator = iamport_mock::Emulator::start().await?;
 //! # let client = emulator.client();
 //! let app: Router = Router::new()
 //!     .route("/certifications", post(signup))
@@ -36,7 +36,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::Body;
+use crate::body::Body;
 use crate::certification::Certification;
 use crate::extract::{Buffered, body_format, buffer, content_length, id_from_body, id_from_query};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
@@ -80,7 +80,7 @@ pub enum Outcome {
 /// [`Certified`](crate::Certified) extractor do, from the outcome. Requests without an id cost
 /// nothing beyond a look at the query string and `Content-Type`.
 ///
-/// The inner service receives `Request<iamport_tower::Body>` (axum's body type): the layer
+/// The inner service receives `Request<iamport_tower::body::Body>`: the layer
 /// must be able to put back bytes it read, which hyper's `Incoming` cannot carry. A stack that
 /// only uses the redirect flow can keep its own body type with
 /// [`query_only`](CertificationLayer::query_only).
@@ -90,7 +90,7 @@ pub struct CertificationLayer<M = ReadBodies> {
 }
 
 /// Mode of [`CertificationLayer`] (the default): the id may come from the query string or a
-/// JSON/form body, and the inner service receives `Request<iamport_tower::Body>`.
+/// JSON/form body, and the inner service receives `Request<iamport_tower::body::Body>`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadBodies;
 
@@ -197,6 +197,7 @@ impl<M> CertificationLayer<M> {
     /// The default is a [`MemoryStore`] with a random secret: correct for one process.
     ///
     /// ```no_run
+    /// # #[cfg(feature = "postgres")]
     /// # async fn run(client: iamport_tower::IamportClient) -> Result<(), Box<dyn std::error::Error>> {
     /// use iamport_tower::{CertificationLayer, unique::PostgresStore};
     ///

@@ -20,7 +20,7 @@
 //!     StatusCode::CREATED
 //! }
 //!
-//! # let emulator = iamport_tower::mock::Emulator::start().await?;
+//! # let emulator = iamport_mock::Emulator::start().await?;
 //! # let client = emulator.client();
 //! // let client = IamportClient::from_env()?;   // IMP_KEY, IMP_SECRET
 //! let app: Router = Router::new()
@@ -59,15 +59,30 @@
 //!
 //! Replace the body shape for all of them with [`CertificationLayer::on_rejection`].
 //!
-//! # The pieces
+//! # Modules
 //!
-//! - [`IamportClient`]: the PortOne v1 REST client — one access token per lifetime (shared
-//!   refresh, renewed from the server's own clock), timeouts, jittered retries, ids parsed
-//!   ([`ImpUid`]) and percent-encoded before they touch a URL.
-//! - [`Certification`]: one normalized verification result; birth dates are civil dates in
-//!   Korea ([`korea`]), and `Debug` masks every personal field.
-//! - [`Policy`]: the rules, const-constructible, with the macro's words.
-//! - [`mock`] (feature `mock`): a PortOne emulator on a loopback port, for tests and demos.
+//! | module | what it holds | everyday names (also at the root) |
+//! |---|---|---|
+//! | [`layer`] | the middleware: finds the id, records the [`Outcome`], settles `unique` reservations | [`CertificationLayer`], [`Outcome`] |
+//! | [`require`] | the policy check for whole routers, without the macro | [`RequireCertifiedLayer`] |
+//! | [`policy`] | the rules, const-constructible, in the macro's words | [`Policy`] |
+//! | [`rejection`] | why a request was refused, as problem+json | [`Rejection`] |
+//! | [`client`] | the PortOne v1 REST client: token cache, retries, [`ImpUid`] | [`IamportClient`], [`ImpUid`] |
+//! | [`v2`] | the PortOne v2 identity-verification client | [`PortOneClient`] |
+//! | [`source`] | the trait both clients implement | [`CertificationSource`] |
+//! | [`unique`] | one account per person: stores, keys, reservations | — |
+//! | [`korea`] | dates in Korea's calendar, Korean civil-law ages | — |
+//! | [`body`] | the request body the layer hands on after reading one | — |
+//!
+//! Also at the root: [`Certification`] (one normalized verification; birth dates are civil
+//! dates in Korea, and `Debug` masks every personal field), [`Certified`] (the admitted
+//! person, an extractor), [`Error`], [`Secret`] and the [`require_certified`] attribute.
+//!
+//! Features: `axum` (default) — [`Certified`] and the macro's guard as axum extractors,
+//! [`Rejection`] as `IntoResponse`; without it the crate serves hyper and plain tower
+//! stacks and axum is not in the dependency tree. `postgres` and `redis` — the shared
+//! [`unique`] stores. The PortOne emulator is the separate `iamport-mock` crate, a
+//! dev-dependency: production builds never contain it.
 //!
 //! Secrets live in [`Secret`], whose `Debug` and `Display` are redacted. No log line of this
 //! crate prints a secret, a token, or a person's name, phone, birth date, CI or DI; rejection
@@ -77,80 +92,102 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod body;
 mod certification;
-mod client;
+pub mod client;
 mod error;
 mod extract;
 mod guard;
-mod imp_uid;
 pub mod korea;
-mod layer;
-mod policy;
-mod rejection;
-mod require;
+pub mod layer;
+pub mod policy;
+pub mod rejection;
+pub mod require;
 mod secret;
 mod single_flight;
-mod source;
+pub mod source;
 pub mod unique;
-mod v2;
-
-#[cfg(feature = "mock")]
-pub mod mock;
+pub mod v2;
 
 pub use crate::certification::{Carrier, Certification, Gender};
-pub use crate::client::{DEFAULT_API_URL, IamportClient, IamportClientBuilder, RetryPolicy};
+pub use crate::client::{IamportClient, ImpUid};
 pub use crate::error::Error;
 pub use crate::guard::{Certified, FromRejection};
-pub use crate::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
-pub use crate::layer::{
-    CertificationLayer, CertificationService, DEFAULT_BODY_LIMIT, DEFAULT_UNIQUE_LEASE, Outcome,
-    QueryOnly, ReadBodies, ResponseFuture,
-};
-pub use crate::policy::{MAX_POLICY_YEAR, MIN_POLICY_YEAR, Policy, PolicyViolation};
-pub use crate::rejection::{Rejection, RejectionHandler};
-pub use crate::require::{RequireCertified, RequireCertifiedFuture, RequireCertifiedLayer};
+pub use crate::layer::{CertificationLayer, Outcome};
+pub use crate::policy::Policy;
+pub use crate::rejection::Rejection;
+pub use crate::require::RequireCertifiedLayer;
 pub use crate::secret::Secret;
-pub use crate::source::{BoxFuture, CertificationSource};
-pub use crate::unique::{MemoryStore, UniqueStore};
-pub use crate::v2::{
-    DEFAULT_V2_API_URL, IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN, PortOneClient,
-    PortOneClientBuilder,
-};
+pub use crate::source::CertificationSource;
+pub use crate::v2::PortOneClient;
 
 /// Guards an `async fn` handler with a [`Policy`] written in the same words.
 ///
 /// ```text
 /// #[require_certified(min_birth_year = Y, max_birth_year = Y, min_age = N,
-///                     unique = true, fresh_within = "10m", foreigners = false)]
+///                     unique = true, fresh_within = "10m", foreigners = false,
+///                     style = axum | request)]
 /// ```
 /// Every key is optional; `certified == true` is always required. Mistakes — unknown or
 /// repeated keys, wrong literal types, years outside 1900–2100, `min_birth_year` after
 /// `max_birth_year`, bad durations (`"90s"`, `"10m"`, `"1h30m"`, `"1d"`), a non-async fn —
 /// are compile errors pointing at the offending token.
 ///
-/// - **axum handlers**: the macro adds a hidden first argument, an extractor that applies the
-///   policy before any other extractor runs and rejects through `IntoResponse`. Nothing else
-///   about the function changes: signature, generics, attributes, visibility, body (`return`
-///   and `?` work as written). Take [`Certified`] to read the person.
+/// What it changes, honestly:
+///
+/// - **axum handlers** (feature `axum`): the macro adds a hidden first argument (after
+///   `self`), an extractor that applies the policy before any other extractor runs and
+///   rejects through `IntoResponse`. The body, generics, attributes and visibility are
+///   untouched (`return` and `?` work as written), but the function now has one more
+///   parameter: call it directly only through axum (a unit test goes through the router,
+///   as below). Take [`Certified`] to read the person.
 /// - **handlers taking the whole `http::Request<B>`** (hyper `service_fn`, plain tower): the
-///   check runs first in the body on `req.extensions()`, and a rejection is returned as the
-///   function's own return type, which must be `Response<B>` or `Result<Response<B>, E>`
-///   with `B: From<Bytes>` (see [`FromRejection`]). Read the person with
-///   [`Certified::from_extensions`].
+///   signature is unchanged; the check runs first in the body on `req.extensions()`, and a
+///   rejection is returned as the function's own return type, which must be `Response<B>` or
+///   `Result<Response<B>, E>` with `B: From<Bytes>` (see [`FromRejection`]). Read the person
+///   with [`Certified::from_extensions`].
+///
+/// The style is guessed from the parameters: a parameter whose type's last path segment is
+/// `Request` makes it request style. Say `style = axum` or `style = request` when the guess
+/// is wrong (an axum handler taking `axum::extract::Request`, or a request type under
+/// another name).
 ///
 /// Both need [`CertificationLayer`] in front; without it every request is refused with 500.
-/// The generated code names only `::iamport_tower::…` paths.
+/// The generated code names only `::iamport_tower::…` paths, so no direct `axum` or `http`
+/// dependency is needed for it.
+///
+/// Unit-testing a guarded axum handler: drive it through a `Router` with the layer and the
+/// emulator (`iamport-mock`), as a real request would arrive:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{Router, body::Body, http::Request, routing::get};
+/// use iamport_tower::{CertificationLayer, Certified, require_certified};
+/// use tower::ServiceExt as _;
+///
+/// #[require_certified(min_age = 19)]
+/// async fn adults(person: Certified) -> String {
+///     format!("born {}", person.birth_date.map_or(0, |d| d.year()))
+/// }
+///
+/// let emulator = iamport_mock::Emulator::start().await?;
+/// let app = Router::new()
+///     .route("/adults", get(adults))
+///     .layer(CertificationLayer::new(emulator.client()));
+/// let request = Request::get("/adults?imp_uid=imp_100000000001").body(Body::empty())?;
+/// let response = app.oneshot(request).await?;
+/// assert_eq!(response.status(), 200);
+/// # Ok(()) }
+/// ```
 pub use iamport_macros::require_certified;
 
-/// The request body type handed to services behind [`CertificationLayer`] (axum's).
-pub use axum_core::body::Body;
-
+/// What the macro's generated code names; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::guard::{Guard, admit_request};
+    #[cfg(feature = "axum")]
+    pub use crate::guard::Guard;
+    pub use crate::guard::{RequestParam, admit_request};
+    pub use crate::policy::encoding::{decode, encode};
     pub use core::time::Duration;
 }
-
-/// The date/time crate used in this API (`Certification::birth_date` is a
-/// [`jiff::civil::Date`]).
-pub use jiff;

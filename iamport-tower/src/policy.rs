@@ -148,31 +148,6 @@ impl Policy {
         self.unique
     }
 
-    /// Packs the policy into one integer, so it can travel as a const generic argument
-    /// (what the macro's generated extractor does). Not a stable format.
-    #[doc(hidden)]
-    pub const fn to_bits(self) -> u128 {
-        (self.min_birth_year as u128)
-            | (self.max_birth_year as u128) << 16
-            | (self.min_age as u128) << 32
-            | (self.unique as u128) << 40
-            | (self.foreigners as u128) << 41
-            | (self.fresh_within_secs as u128) << 64
-    }
-
-    /// The inverse of [`Policy::to_bits`].
-    #[doc(hidden)]
-    pub const fn from_bits(bits: u128) -> Self {
-        Self {
-            min_birth_year: bits as u16,
-            max_birth_year: (bits >> 16) as u16,
-            min_age: (bits >> 32) as u8,
-            unique: (bits >> 40) & 1 == 1,
-            foreigners: (bits >> 41) & 1 == 1,
-            fresh_within_secs: (bits >> 64) as u64,
-        }
-    }
-
     /// Applies the policy at the current time.
     pub fn check(&self, cert: &Certification) -> Result<(), PolicyViolation> {
         self.check_at(cert, Timestamp::now())
@@ -288,6 +263,68 @@ pub enum PolicyViolation {
     },
 }
 
+/// How `#[require_certified]` carries a policy in a type: as one `u128` const generic
+/// argument of its hidden extractor. Private to the macro's generated code; the layout may
+/// change with any release. [`decode`] validates, so a hand-written `Guard<{ 42 }>` fails to
+/// compile rather than admitting by accident.
+pub(crate) mod encoding {
+    use super::{MAX_POLICY_YEAR, MIN_POLICY_YEAR, Policy};
+
+    const FLAG_UNIQUE: u128 = 1 << 40;
+    const FLAG_FOREIGNERS: u128 = 1 << 41;
+    /// Bits 42..64 are unused and must be zero.
+    const UNUSED: u128 = ((1 << 64) - 1) & !((1 << 42) - 1);
+
+    /// Packs `policy` (already validated by its builder).
+    pub const fn encode(policy: Policy) -> u128 {
+        (policy.min_birth_year as u128)
+            | (policy.max_birth_year as u128) << 16
+            | (policy.min_age as u128) << 32
+            | if policy.unique { FLAG_UNIQUE } else { 0 }
+            | if policy.foreigners {
+                FLAG_FOREIGNERS
+            } else {
+                0
+            }
+            | (policy.fresh_within_secs as u128) << 64
+    }
+
+    const fn year_ok(y: u16) -> bool {
+        y == 0 || (y >= MIN_POLICY_YEAR && y <= MAX_POLICY_YEAR)
+    }
+
+    /// Unpacks [`encode`]'s output, re-checking every rule the builder checks.
+    ///
+    /// # Panics
+    /// On bits no builder could have produced (at compile time: it runs in a `const`).
+    pub const fn decode(bits: u128) -> Policy {
+        assert!(bits & UNUSED == 0, "not an encoded iamport_tower::Policy");
+        let min_birth_year = bits as u16;
+        let max_birth_year = (bits >> 16) as u16;
+        let min_age = (bits >> 32) as u8;
+        assert!(
+            year_ok(min_birth_year) && year_ok(max_birth_year),
+            "not an encoded iamport_tower::Policy: birth year out of range"
+        );
+        assert!(
+            min_birth_year == 0 || max_birth_year == 0 || min_birth_year <= max_birth_year,
+            "not an encoded iamport_tower::Policy: min_birth_year after max_birth_year"
+        );
+        assert!(
+            min_age <= 150,
+            "not an encoded iamport_tower::Policy: min_age out of range"
+        );
+        Policy {
+            min_birth_year,
+            max_birth_year,
+            min_age,
+            unique: bits & FLAG_UNIQUE != 0,
+            foreigners: bits & FLAG_FOREIGNERS != 0,
+            fresh_within_secs: (bits >> 64) as u64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,8 +354,21 @@ mod tests {
             .unique(true)
             .foreigners(false)
             .fresh_within(Duration::from_secs(600));
-        assert_eq!(Policy::from_bits(P.to_bits()), P);
-        assert_eq!(Policy::from_bits(Policy::new().to_bits()), Policy::new());
+        use encoding::{decode, encode};
+        assert_eq!(decode(encode(P)), P);
+        assert_eq!(decode(encode(Policy::new())), Policy::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "not an encoded iamport_tower::Policy")]
+    fn decoding_refuses_foreign_bits() {
+        let _ = encoding::decode(1 << 50);
+    }
+
+    #[test]
+    #[should_panic(expected = "min_birth_year after max_birth_year")]
+    fn decoding_refuses_contradictions() {
+        let _ = encoding::decode(2000 | (1990 << 16));
     }
 
     #[test]

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::client::InvalidId;
 use crate::error::Error;
-use crate::imp_uid::InvalidId;
 use crate::policy::PolicyViolation;
 
-/// Why a request did not reach a guarded handler. Each variant has one HTTP status (DESIGN's
+/// Why a request did not reach a guarded handler. Each variant has one HTTP status (the crate docs'
 /// table) and renders as `application/problem+json` with no personal data and no upstream
 /// detail (those go to the log, at `warn`).
 #[derive(Debug, Clone, PartialEq, Eq)]

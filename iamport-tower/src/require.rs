@@ -9,7 +9,7 @@
 //!
 //! const ADULTS: Policy = Policy::new().min_age(19);
 //!
-//! # let client = iamport_tower::mock::Emulator::start().await?.client();
+//! # let client = iamport_mock::Emulator::start().await?.client();
 //! let adults_only: Router = Router::new()
 //!     .route("/orders", post(|| async { "ok" }))
 //!     .route_layer(RequireCertifiedLayer::new(ADULTS));

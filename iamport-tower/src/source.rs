@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::certification::Certification;
 use crate::client::IamportClient;
+use crate::client::{ImpUid, InvalidId};
 use crate::error::Error;
-use crate::imp_uid::{ImpUid, InvalidId};
 
 /// A boxed, `Send` future: what [`CertificationSource::lookup`] returns, so sources can be
 /// used as trait objects.

@@ -22,10 +22,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use iamport_tower::mock::Emulator;
-use iamport_tower::unique::{PostgresStore, RedisStore, Reservation, UniqueKeys, UniqueStore};
+use iamport_mock::Emulator;
+use iamport_tower::unique::{
+    MemoryStore, PostgresStore, RedisStore, Reservation, UniqueKeys, UniqueStore,
+};
 use iamport_tower::{
-    CertificationLayer, CertificationSource, IamportClient, MemoryStore, PortOneClient, Secret,
+    CertificationLayer, CertificationSource, IamportClient, PortOneClient, Secret,
 };
 
 use crate::app::{App, Sdk};

@@ -6,12 +6,14 @@
 //! curl 'http://127.0.0.1:3001/?imp_uid=imp_100000000002'   # a minor: 403 problem+json
 //! ```
 //!
-//! Without `IMP_KEY`/`IMP_SECRET` it runs against the built-in PortOne emulator.
+//! Without `IMP_KEY`/`IMP_SECRET` it runs against the built-in PortOne emulator (the default
+//! `emulator` feature). `cargo build -p hyper-service --no-default-features` builds it
+//! without the emulator and without axum anywhere in the tree: the production shape.
 //!
 //! The handler takes hyper's own `Request<Incoming>`: the layer runs in `query_only` mode
 //! (PortOne's redirect flow, `?imp_uid=…`) and passes requests through untouched. To also
 //! accept the popup flow's JSON/form bodies, drop `.query_only()` and take
-//! `Request<iamport_tower::Body>` — the layer then reads the body and hands the same bytes on.
+//! `Request<iamport_tower::body::Body>` — the layer then reads the body and hands the same bytes on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +25,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use iamport_tower::mock::Emulator;
 use iamport_tower::{CertificationLayer, Certified, IamportClient, require_certified};
 
 /// Only people at least 19 full years old today in Korea (the legal adult age).
@@ -41,6 +42,7 @@ async fn adults_only(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(feature = "emulator")]
     let emulator;
     let client = if std::env::var_os("IMP_KEY").is_some() {
         match IamportClient::from_env() {
@@ -51,18 +53,29 @@ async fn main() -> ExitCode {
             }
         }
     } else {
-        emulator = match Emulator::start().await {
-            Ok(emulator) => emulator,
-            Err(error) => {
-                eprintln!("hyper-service: cannot start the emulator: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!(
-            "No IMP_KEY/IMP_SECRET set: using the built-in PortOne emulator at {}",
-            emulator.url()
-        );
-        emulator.client()
+        #[cfg(feature = "emulator")]
+        {
+            emulator = match iamport_mock::Emulator::start().await {
+                Ok(emulator) => emulator,
+                Err(error) => {
+                    eprintln!("hyper-service: cannot start the emulator: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!(
+                "No IMP_KEY/IMP_SECRET set: using the built-in PortOne emulator at {}",
+                emulator.url()
+            );
+            emulator.client()
+        }
+        #[cfg(not(feature = "emulator"))]
+        {
+            eprintln!(
+                "hyper-service: IMP_KEY is not set (and this build has no emulator: \
+                 build with the default `emulator` feature to run without credentials)"
+            );
+            return ExitCode::FAILURE;
+        }
     };
 
     let service = tower::ServiceBuilder::new()

@@ -24,13 +24,16 @@ use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+mod imp_uid;
+
+pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub use self::retry::RetryPolicy;
 pub(crate) use self::retry::{Answer, Transport, TransportOptions};
 use self::token::{IssuedToken, TokenCache};
 use self::wire::{Envelope, TokenResponse, V1Certification, error_message};
 use crate::certification::Certification;
 use crate::error::Error;
-use crate::imp_uid::ImpUid;
+
 use crate::secret::Secret;
 
 /// PortOne's production v1 API.
@@ -308,13 +311,6 @@ impl IamportClientBuilder {
     /// asked for in its last minute; capped at half the token's lifetime).
     pub fn renew_before(mut self, ahead: Duration) -> Self {
         self.renew_before = ahead;
-        self
-    }
-
-    /// Uses this `reqwest::Client` (its own timeouts and TLS settings apply; `connect_timeout`
-    /// is then ignored). By default the builder makes one: rustls, HTTP/1.1 and HTTP/2, pooled.
-    pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.transport.http = Some(http);
         self
     }
 

@@ -75,7 +75,6 @@ pub(crate) struct TransportOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) http: Option<reqwest::Client>,
 }
 
 impl Default for TransportOptions {
@@ -84,23 +83,18 @@ impl Default for TransportOptions {
             connect_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
-            http: None,
         }
     }
 }
 
 impl TransportOptions {
-    /// Uses the given `reqwest::Client`, or builds the default one: rustls, pooled, with the
-    /// connect timeout.
+    /// Builds the one pooled HTTP client (rustls, HTTP/1.1) with the connect timeout.
     pub(crate) fn build(self) -> Result<Transport, Error> {
-        let http = match self.http {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
-        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Transport {
             http,
             timeout: self.timeout,
@@ -160,7 +154,7 @@ async fn send_with_retries(
                     "the response body could not be read".into(),
                 ));
             }
-            Err(error) => return Err(Error::Unavailable(error.without_url())),
+            Err(error) => return Err(Error::Unavailable(Box::new(error.without_url()))),
         }
         tokio::time::sleep(policy.backoff(retry)).await;
         retry += 1;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::imp_uid::InvalidId;
+use crate::client::InvalidId;
 
 /// The longest v2 id accepted, in bytes.
 pub const MAX_IDENTITY_VERIFICATION_ID_LEN: usize = 256;

@@ -1,5 +1,5 @@
 //! `PortOneClient`: the PortOne v2 identity-verification client, a second
-//! [`CertificationSource`](crate::CertificationSource) next to the v1 [`IamportClient`](crate::IamportClient).
+//! [`CertificationSource`] next to the v1 [`IamportClient`](crate::IamportClient).
 //!
 //! PortOne's current API (v2) replaces `imp_uid` with a merchant-chosen
 //! `identityVerificationId` and authenticates with the API secret itself (`Authorization:
@@ -30,11 +30,11 @@ use http::header::AUTHORIZATION;
 pub use self::id::{IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN};
 use self::wire::{ErrorBody, IdentityVerification};
 use crate::certification::Certification;
+use crate::client::InvalidId;
 use crate::client::{
     Answer, RetryPolicy, Transport, TransportOptions, normalize_base_url, path_segment,
 };
 use crate::error::Error;
-use crate::imp_uid::InvalidId;
 use crate::secret::Secret;
 use crate::source::{BoxFuture, CertificationSource};
 
@@ -238,12 +238,6 @@ impl PortOneClientBuilder {
     /// Retry policy (default [`RetryPolicy::default`]).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.transport.retry = retry;
-        self
-    }
-
-    /// Uses this `reqwest::Client` instead of building one.
-    pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.transport.http = Some(http);
         self
     }
 

@@ -2,7 +2,8 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use http_body_util::Full;
-use iamport_tower::{require_certified, Body, Certified};
+use iamport_tower::body::Body;
+use iamport_tower::{require_certified, Certified};
 
 type Request = axum::http::Request<Body>;
 type Response<B> = axum::http::Response<B>;

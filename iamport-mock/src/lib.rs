@@ -1,11 +1,12 @@
 //! A PortOne emulator: a real HTTP server on a loopback port that speaks PortOne's v1 API
 //! with the real JSON shapes and statuses, for tests, benchmarks and examples. Production
-//! code never uses it (it is behind the `mock` feature).
+//! code never uses it: it is a crate of its own, a dev-dependency of whatever tests against
+//! it (the examples use it for their demo mode only).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use iamport_tower::mock::{Emulator, Endpoint};
+//! use iamport_mock::{Emulator, Endpoint};
 //!
 //! let emulator = Emulator::start().await?;            // sample persons, test credentials
 //! let client = emulator.client();                     // an IamportClient pointed at it
@@ -54,7 +55,8 @@ use tokio::task::JoinHandle;
 pub use self::persons::{labeled_sample_persons, person, sample_persons};
 pub use self::state::{Endpoint, PendingStatus};
 use self::state::{FaultKind, State, TokenRules};
-use crate::client::{IamportClient, IamportClientBuilder};
+use iamport_tower::IamportClient;
+use iamport_tower::client::IamportClientBuilder;
 
 /// The REST API key published in PortOne's guide for testing; the emulator accepts it.
 pub const TEST_KEY: &str = "imp_apikey";
@@ -110,14 +112,14 @@ impl Emulator {
     }
 
     /// A v2 client builder already pointed at the emulator with its v2 secret.
-    pub fn v2_client_builder(&self) -> crate::PortOneClientBuilder {
-        crate::PortOneClient::builder()
+    pub fn v2_client_builder(&self) -> iamport_tower::v2::PortOneClientBuilder {
+        iamport_tower::PortOneClient::builder()
             .base_url(self.url())
             .secret(self.state.v2_secret.clone())
     }
 
     /// A v2 client with default settings pointed at the emulator.
-    pub fn v2_client(&self) -> crate::PortOneClient {
+    pub fn v2_client(&self) -> iamport_tower::PortOneClient {
         self.v2_client_builder()
             .build()
             .expect("an emulator client configuration is always valid")

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 /// `birthday`, as PortOne sends it.
 ///
 /// ```
-/// let p = iamport_tower::mock::person("imp_100000000001", "홍길동", "1990-01-01");
+/// let p = iamport_mock::person("imp_100000000001", "홍길동", "1990-01-01");
 /// assert_eq!(p["birth"], 631119600);
 /// ```
 pub fn person(imp_uid: &str, name: &str, birthday: &str) -> Value {
@@ -18,7 +18,7 @@ pub fn person(imp_uid: &str, name: &str, birthday: &str) -> Value {
         .parse::<jiff::civil::Date>()
         .ok()
         .and_then(|d| {
-            d.to_zoned(jiff::tz::TimeZone::fixed(crate::korea::KST))
+            d.to_zoned(jiff::tz::TimeZone::fixed(iamport_tower::korea::KST))
                 .ok()
         })
         .map(|z| z.timestamp().as_second());

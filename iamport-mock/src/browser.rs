@@ -190,7 +190,7 @@ fn describe(person: &Value) -> String {
         .or_else(|| {
             person["birth"]
                 .as_i64()
-                .and_then(crate::korea::birth_date_from_unix)
+                .and_then(iamport_tower::korea::birth_date_from_unix)
                 .map(|d| d.to_string())
         })
         .unwrap_or_else(|| "?".into());

@@ -62,7 +62,7 @@ fn as_v2(id: &str, person: &Value) -> Value {
     let birth_date = person["birthday"].as_str().map(str::to_owned).or_else(|| {
         person["birth"]
             .as_i64()
-            .and_then(crate::korea::birth_date_from_unix)
+            .and_then(iamport_tower::korea::birth_date_from_unix)
             .map(|d| d.to_string())
     });
     let mut customer = json!({ "name": person["name"] });

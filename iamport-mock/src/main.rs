@@ -1,7 +1,7 @@
 //! `iamport-mock`: serves the PortOne emulator until stopped.
 //!
 //! ```text
-//! cargo run -p iamport-tower --features mock --bin iamport-mock -- \
+//! cargo run -p iamport-mock -- \
 //!     --listen 127.0.0.1:8080 --persons persons.json
 //! ```
 
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use iamport_tower::mock::{Emulator, TEST_KEY, TEST_SECRET, TEST_V2_SECRET};
+use iamport_mock::{Emulator, TEST_KEY, TEST_SECRET, TEST_V2_SECRET};
 
 const USAGE: &str = "usage: iamport-mock [--listen ADDR] [--persons FILE] [--no-sample-persons]
                     [--token-lifetime SECONDS] [--v2-secret SECRET]
