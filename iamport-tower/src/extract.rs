@@ -30,11 +30,13 @@ pub(crate) fn id_from_query(
     if pairs.iter().any(|(k, v)| cancelled(k, v)) {
         return Some(Err(Rejection::Cancelled));
     }
-    fields.iter().find_map(|field| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == field)
-            .map(|(_, v)| Ok(v.clone()))
+    let field = fields.iter().find(|f| pairs.iter().any(|(k, _)| k == *f))?;
+    let mut values = pairs.iter().filter(|(k, _)| k == field).map(|(_, v)| v);
+    let first = values.next()?;
+    // `?imp_uid=a&imp_uid=b`: whichever one the handler reads, it must be the one checked.
+    Some(match values.next() {
+        Some(_) => Err(Rejection::AmbiguousId),
+        None => Ok(first.clone()),
     })
 }
 
@@ -71,32 +73,74 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Reads the id from a whole body.
+/// Reads the id from a whole body, strictly: the reading the handler's own `Json`/`Form`
+/// extractor makes of the same bytes must find the same id, or none.
 pub(crate) fn id_from_body(
     format: BodyFormat,
     bytes: &[u8],
     fields: &[&str],
 ) -> Result<String, Rejection> {
     match format {
-        BodyFormat::Json => {
-            let found = serde_json::Deserializer::from_slice(bytes)
-                .deserialize_map(FieldsVisitor { fields })
-                .map_err(|_| Rejection::MalformedBody)?;
-            // Earlier names in `fields` win, like the query string.
-            fields
-                .iter()
-                .find_map(|f| found.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone()))
-                .ok_or(Rejection::MissingId)
-        }
-        BodyFormat::Form => {
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(bytes).map_err(|_| Rejection::MalformedBody)?;
-            fields
-                .iter()
-                .find_map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone()))
-                .ok_or(Rejection::MissingId)
-        }
+        BodyFormat::Json => match json_ids(bytes, fields) {
+            Ok(found) => pick(found, fields),
+            // PortOne's published jQuery snippet sends `imp_uid=imp_…` labelled
+            // `application/json`. Accept exactly that: no JSON at all, a clean form, one id.
+            Err(()) if !looks_like_json(bytes) => match form_ids(bytes, fields) {
+                Ok(found) if found.len() == 1 => pick(found, fields),
+                _ => Err(Rejection::MalformedBody),
+            },
+            Err(()) => Err(Rejection::MalformedBody),
+        },
+        BodyFormat::Form => pick(
+            form_ids(bytes, fields).map_err(|()| Rejection::MalformedBody)?,
+            fields,
+        ),
     }
+}
+
+/// The first wanted field present; a field given twice is malformed (two readers of the
+/// body could pick different ones).
+fn pick(found: Vec<(String, String)>, fields: &[&str]) -> Result<String, Rejection> {
+    let field = fields
+        .iter()
+        .find(|f| found.iter().any(|(k, _)| k == *f))
+        .ok_or(Rejection::MissingId)?;
+    let mut values = found.into_iter().filter(|(k, _)| k == field);
+    let (_, value) = values.next().ok_or(Rejection::MissingId)?;
+    match values.next() {
+        Some(_) => Err(Rejection::MalformedBody),
+        None => Ok(value),
+    }
+}
+
+/// The wanted top-level string fields of a JSON object: valid UTF-8 throughout, one value,
+/// nothing but whitespace after it.
+fn json_ids(bytes: &[u8], fields: &[&str]) -> Result<Vec<(String, String)>, ()> {
+    std::str::from_utf8(bytes).map_err(drop)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let found = deserializer
+        .deserialize_map(FieldsVisitor { fields })
+        .map_err(drop)?;
+    deserializer.end().map_err(drop)?;
+    Ok(found)
+}
+
+/// The wanted fields of a form body (all occurrences).
+fn form_ids(bytes: &[u8], fields: &[&str]) -> Result<Vec<(String, String)>, ()> {
+    std::str::from_utf8(bytes).map_err(drop)?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes).map_err(drop)?;
+    Ok(pairs
+        .into_iter()
+        .filter(|(k, _)| fields.contains(&k.as_str()))
+        .collect())
+}
+
+/// Whether a body at least starts like a JSON value (then it is judged as JSON only).
+fn looks_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|b| matches!(b, b'{' | b'[' | b'"') || b.is_ascii_digit())
 }
 
 use serde::Deserializer as _;
@@ -139,6 +183,13 @@ pub(crate) enum Buffered<B> {
 }
 
 /// Reads `body` until its end or until more than `limit` bytes arrived.
+/// The body handed on after the layer gave up reading one (timeout): it fails at once.
+pub(crate) fn failed_body() -> crate::body::Body {
+    let mut replay = Replay::<http_body_util::Empty<Bytes>>::new(Bytes::new(), None, None);
+    replay.failed = true;
+    crate::body::Body::new(replay)
+}
+
 pub(crate) async fn buffer<B>(body: B, limit: usize) -> Buffered<Pin<Box<B>>>
 where
     B: HttpBody<Data = Bytes>,

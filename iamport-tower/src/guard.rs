@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::Extensions;
 
 use crate::certification::Certification;
-use crate::layer::Outcome;
+use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
 use crate::rejection::{Rejection, render};
 use crate::unique::reservation::UniqueSlot;
@@ -30,10 +30,11 @@ impl Certified {
         &self.0
     }
 
-    /// The verified certification from a request's extensions, if the layer produced one and
-    /// it is `certified`. Does not apply any other policy.
+    /// The verified certification from a request's extensions, if a guard already looked it
+    /// up (the `#[require_certified]` check at the top of a request-style handler does) and
+    /// it is `certified`. Never triggers a lookup and applies no other policy.
     pub fn from_extensions(extensions: &Extensions) -> Option<Self> {
-        match extensions.get::<Outcome>()? {
+        match extensions.get::<Verification>()?.get()? {
             Outcome::Verified(cert) if cert.certified => Some(Self(cert.clone())),
             _ => None,
         }
@@ -54,41 +55,67 @@ impl fmt::Debug for Certified {
     }
 }
 
-/// Applies `policy` to the outcome the layer stored. Fails closed: no outcome (no layer) is a
-/// 500 with an error log.
+/// What admission needs from a request's extensions, owned, so the check can run while the
+/// request itself waits in a future's state (`RequireCertified`).
+pub(crate) struct Admission {
+    verification: Option<Verification>,
+    slot: Option<UniqueSlot>,
+}
+
+impl Admission {
+    pub(crate) fn of(extensions: &Extensions) -> Self {
+        Self {
+            verification: extensions.get::<Verification>().cloned(),
+            slot: extensions.get::<UniqueSlot>().cloned(),
+        }
+    }
+
+    /// Applies `policy` to the request's verification, looking it up if nobody has yet.
+    /// Fails closed: no verification recorded (no layer) is a 500 with an error log; a
+    /// speculative request is refused before any lookup.
+    pub(crate) async fn admit(self, policy: &Policy) -> Result<Certified, Rejection> {
+        let Some(verification) = self.verification else {
+            tracing::error!(
+                "a handler guarded by #[require_certified], RequireCertifiedLayer or the \
+                 Certified extractor ran without CertificationLayer in front of it; add \
+                 `.layer(CertificationLayer::new(client))` around the guarded routes"
+            );
+            return Err(Rejection::LayerMissing);
+        };
+        if verification.is_speculative() {
+            return Err(Rejection::SpeculativeRequest);
+        }
+        match verification.outcome().await {
+            Outcome::Refused(rejection) => Err(rejection.clone()),
+            Outcome::Verified(cert) => {
+                policy.check(cert).map_err(Rejection::Policy)?;
+                if policy.is_unique() {
+                    let ci = cert
+                        .unique_key
+                        .as_deref()
+                        .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
+                    let Some(slot) = self.slot else {
+                        tracing::error!(
+                            "a `unique` policy found a verification but no unique slot; was the \
+                             Verification inserted by hand instead of by CertificationLayer?"
+                        );
+                        return Err(Rejection::LayerMissing);
+                    };
+                    // Reserved last, so a refused person never holds a reservation.
+                    slot.reserve(ci).await?;
+                }
+                Ok(Certified(cert.clone()))
+            }
+        }
+    }
+}
+
+/// Applies `policy` to the verification recorded in `extensions` (see [`Admission::admit`]).
 pub(crate) async fn admit(
     extensions: &Extensions,
     policy: &Policy,
 ) -> Result<Certified, Rejection> {
-    match extensions.get::<Outcome>() {
-        None => {
-            tracing::error!(
-                "a handler guarded by #[require_certified], RequireCertifiedLayer or the Certified \
-                 extractor ran without CertificationLayer in front of it; add \
-                 `.layer(CertificationLayer::new(client))` around the guarded routes"
-            );
-            Err(Rejection::LayerMissing)
-        }
-        Some(Outcome::Refused(rejection)) => Err(rejection.clone()),
-        Some(Outcome::Verified(cert)) => {
-            policy.check(cert).map_err(Rejection::Policy)?;
-            if policy.is_unique() {
-                let ci = cert
-                    .unique_key
-                    .as_deref()
-                    .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
-                let Some(slot) = extensions.get::<UniqueSlot>() else {
-                    tracing::error!(
-                        "a `unique` policy found a verification but no unique store; was the Outcome inserted by hand instead of by CertificationLayer?"
-                    );
-                    return Err(Rejection::LayerMissing);
-                };
-                // Reserved last, so a refused person never holds a reservation.
-                slot.reserve(ci).await?;
-            }
-            Ok(Certified(cert.clone()))
-        }
-    }
+    Admission::of(extensions).admit(policy).await
 }
 
 /// What a request-style handler (`async fn(Request<B>) -> R`) can return a rejection as:

@@ -113,7 +113,7 @@ pub use crate::certification::{Carrier, Certification, Gender};
 pub use crate::client::{IamportClient, ImpUid};
 pub use crate::error::Error;
 pub use crate::guard::{Certified, FromRejection};
-pub use crate::layer::{CertificationLayer, Outcome};
+pub use crate::layer::{CertificationLayer, Outcome, Verification};
 pub use crate::policy::Policy;
 pub use crate::rejection::Rejection;
 pub use crate::require::RequireCertifiedLayer;

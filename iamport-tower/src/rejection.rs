@@ -21,8 +21,16 @@ pub enum Rejection {
     MissingId,
     /// The id is malformed (never sent to PortOne). 400.
     InvalidId(InvalidId),
-    /// The JSON or form body holding the id could not be read. 400.
+    /// The query string names the id more than once. 400.
+    AmbiguousId,
+    /// The JSON or form body holding the id could not be read, names the id twice, or has
+    /// bytes after the JSON value. 400.
     MalformedBody,
+    /// The body holding the id did not arrive within the layer's body timeout. 408.
+    BodyTimeout,
+    /// A `HEAD`, `OPTIONS` or speculative (prefetch) request reached a guard: such requests
+    /// must have no side effects, so they are never admitted. 403.
+    SpeculativeRequest,
     /// The person cancelled the verification (`success=false` / `imp_success=false`). 400.
     Cancelled,
     /// The body is larger than the layer's extraction limit. 413.
@@ -52,9 +60,13 @@ impl Rejection {
     /// The HTTP status for this rejection.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingId | Self::InvalidId(_) | Self::MalformedBody | Self::Cancelled => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingId
+            | Self::InvalidId(_)
+            | Self::AmbiguousId
+            | Self::MalformedBody
+            | Self::Cancelled => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::SpeculativeRequest => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownId | Self::Policy(_) => StatusCode::FORBIDDEN,
             Self::AlreadyRegistered => StatusCode::CONFLICT,
@@ -70,7 +82,10 @@ impl Rejection {
         match self {
             Self::MissingId => "missing-verification-id",
             Self::InvalidId(_) => "invalid-verification-id",
+            Self::AmbiguousId => "ambiguous-verification-id",
             Self::MalformedBody => "malformed-body",
+            Self::BodyTimeout => "body-timeout",
+            Self::SpeculativeRequest => "speculative-request",
             Self::Cancelled => "verification-cancelled",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnknownId => "unknown-verification",
@@ -90,7 +105,10 @@ impl Rejection {
         match self {
             Self::MissingId => "No identity verification id in the request",
             Self::InvalidId(_) => "Malformed identity verification id",
+            Self::AmbiguousId => "More than one identity verification id",
             Self::MalformedBody => "Unreadable request body",
+            Self::BodyTimeout => "Request body too slow",
+            Self::SpeculativeRequest => "Not admitted without a real visit",
             Self::Cancelled => "Identity verification cancelled",
             Self::PayloadTooLarge { .. } => "Request body too large",
             Self::UnknownId => "Unknown identity verification",
@@ -110,7 +128,10 @@ impl Rejection {
         match self {
             Self::MissingId => "Send the identity verification id (`imp_uid`, or `identityVerificationId` for PortOne v2) in the query string or in a JSON or form body.".into(),
             Self::InvalidId(e) => sentence(&e.to_string()),
-            Self::MalformedBody => "The JSON or form body could not be parsed.".into(),
+            Self::AmbiguousId => "Send the identity verification id once.".into(),
+            Self::MalformedBody => "The JSON or form body could not be parsed, or it names the identity verification id more than once.".into(),
+            Self::BodyTimeout => "The request body did not arrive in time.".into(),
+            Self::SpeculativeRequest => "HEAD, OPTIONS and prefetch requests are never admitted here; open the page itself.".into(),
             Self::Cancelled => "The identity verification was cancelled before it completed.".into(),
             Self::PayloadTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
             Self::UnknownId => "No completed identity verification has this id.".into(),

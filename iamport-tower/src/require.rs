@@ -23,16 +23,17 @@ use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::guard::admit;
+use crate::guard::Admission;
 use crate::policy::Policy;
-use crate::rejection::render;
+use crate::rejection::{Rejection, render};
 
 /// Refuses requests whose verification does not meet a [`Policy`], with the same responses
 /// as `#[require_certified]`. Put [`CertificationLayer`](crate::CertificationLayer) outside
@@ -67,6 +68,23 @@ pub struct RequireCertified<S> {
     policy: Policy,
 }
 
+impl<S> RequireCertified<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S: fmt::Debug> fmt::Debug for RequireCertified<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireCertified")
@@ -76,19 +94,14 @@ impl<S: fmt::Debug> fmt::Debug for RequireCertified<S> {
     }
 }
 
-/// Response future of [`RequireCertified`].
-pub type RequireCertifiedFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
 impl<S, B, ResBody> Service<Request<B>> for RequireCertified<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-    ResBody: From<Bytes> + 'static,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = RequireCertifiedFuture<Response<ResBody>, S::Error>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -96,13 +109,82 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
+        let inner = mem::replace(&mut self.inner, clone);
         let policy = self.policy;
-        Box::pin(async move {
-            match admit(request.extensions(), &policy).await {
-                Ok(_) => inner.call(request).await,
-                Err(rejection) => Ok(render(&rejection, request.extensions()).map(ResBody::from)),
+        let admission = Admission::of(request.extensions());
+        ResponseFuture {
+            state: State::Checking {
+                check: Box::pin(async move { admission.admit(&policy).await.map(drop) }),
+                request: Some(request),
+                inner: Some(inner),
+            },
+        }
+    }
+}
+
+type Check = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send>>;
+
+pin_project! {
+    /// Response future of [`RequireCertified`]: the policy check (boxed: it may await the
+    /// lookup and the unique store), then the inner service's own future, unboxed.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Checking {
+            check: Check,
+            request: Option<Request<B>>,
+            inner: Option<S>,
+        },
+        Calling { #[pin] future: S::Future },
+    }
+}
+
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Checking {
+                    check,
+                    request,
+                    inner,
+                } => {
+                    let checked = ready!(check.as_mut().poll(cx));
+                    let request = request.take().expect("polled after completion");
+                    if let Err(rejection) = checked {
+                        let response = render(&rejection, request.extensions());
+                        return Poll::Ready(Ok(response.map(ResBody::from)));
+                    }
+                    let mut inner = inner.take().expect("polled after completion");
+                    let future = inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => return future.poll(cx),
             }
-        })
+        }
     }
 }

@@ -110,3 +110,33 @@ impl UniqueSlot {
         }
     }
 }
+
+/// The reservation a request may hold, from the layer's response future: settled by the
+/// response's status, or released in the background if the future is dropped first (client
+/// gone, timeout, panic in the handler).
+pub(crate) struct HeldReservation(Option<UniqueSlot>);
+
+impl HeldReservation {
+    pub(crate) fn new(slot: Option<UniqueSlot>) -> Self {
+        Self(slot)
+    }
+
+    pub(crate) fn hold(&mut self, slot: Option<UniqueSlot>) {
+        self.0 = slot;
+    }
+
+    /// Commits (`success`) or releases in a task of its own, so the commit completes even if
+    /// the client goes away while it runs. `None` when nothing is held.
+    pub(crate) fn settle(&mut self, success: bool) -> Option<tokio::task::JoinHandle<()>> {
+        let slot = self.0.take().filter(UniqueSlot::is_held)?;
+        Some(tokio::spawn(async move { slot.settle(success).await }))
+    }
+}
+
+impl Drop for HeldReservation {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.release_detached();
+        }
+    }
+}

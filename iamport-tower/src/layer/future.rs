@@ -1,0 +1,119 @@
+//! [`ResponseFuture`]: prepares the request, calls the inner service, then settles a
+//! `unique` reservation by the response's status.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::service::Prepared;
+use crate::unique::reservation::{HeldReservation, UniqueSlot};
+
+type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<UniqueSlot>)> + Send>>;
+
+pin_project! {
+    /// Response future of [`CertificationService`](super::CertificationService): reads the
+    /// body when the id is in it, calls the inner service, then settles a `unique`
+    /// reservation — commit on a 2xx response, release otherwise, and release too if this
+    /// future is dropped first.
+    pub struct ResponseFuture<S, R>
+    where
+        S: Service<R>,
+    {
+        #[pin]
+        state: State<S::Future, S::Response, S::Error, R>,
+        inner: Option<S>,
+        reservation: HeldReservation,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, T, E, R> {
+        Preparing { future: Preparing<R> },
+        Calling { #[pin] future: F },
+        Settling {
+            settle: tokio::task::JoinHandle<()>,
+            result: Option<Result<T, E>>,
+        },
+    }
+}
+
+impl<S: Service<R>, R> ResponseFuture<S, R> {
+    pub(super) fn new(mut inner: S, prepared: Prepared<R>) -> Self {
+        match prepared {
+            // No body to read: call right away, no allocation, no await.
+            Prepared::Ready(request, slot) => Self {
+                state: State::Calling {
+                    future: inner.call(request),
+                },
+                inner: None,
+                reservation: HeldReservation::new(slot),
+            },
+            Prepared::Reading(future) => Self {
+                state: State::Preparing { future },
+                inner: Some(inner),
+                reservation: HeldReservation::new(None),
+            },
+        }
+    }
+}
+
+impl<S, R> fmt::Debug for ResponseFuture<S, R>
+where
+    S: Service<R>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, R, ResBody> Future for ResponseFuture<S, R>
+where
+    S: Service<R, Response = Response<ResBody>>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Preparing { future } => {
+                    let (request, slot) = ready!(future.as_mut().poll(cx));
+                    this.reservation.hold(slot);
+                    let mut inner = this
+                        .inner
+                        .take()
+                        .expect("the inner service is kept until the body is read");
+                    let future = inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let success = matches!(&result, Ok(response) if response.status().is_success());
+                    let Some(settle) = this.reservation.settle(success) else {
+                        return Poll::Ready(result);
+                    };
+                    this.state.set(State::Settling {
+                        settle,
+                        result: Some(result),
+                    });
+                }
+                StateProj::Settling { settle, result } => {
+                    // A panic inside `settle` is already logged by the runtime; the response
+                    // stands either way.
+                    let _ = ready!(Pin::new(settle).poll(cx));
+                    return Poll::Ready(
+                        result
+                            .take()
+                            .expect("settling holds the result until it completes"),
+                    );
+                }
+            }
+        }
+    }
+}

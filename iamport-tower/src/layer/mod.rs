@@ -1,0 +1,309 @@
+//! `CertificationLayer`: finds the verification id of each request and records it as a lazy
+//! [`Verification`] in the request extensions; guards look it up only when they run.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Json, Router, routing::post};
+//! use iamport_tower::{CertificationLayer, Certified, require_certified};
+//!
+//! #[require_certified(max_birth_year = 1999)]
+//! async fn signup(cert: Certified) -> Json<bool> {
+//!     Json(cert.foreigner == Some(true))
+//! }
+//!
+//! # let emulator = iamport_mock::Emulator::start().await?;
+//! # let client = emulator.client();
+//! let app: Router = Router::new()
+//!     .route("/certifications", post(signup))
+//!     .layer(CertificationLayer::new(client));
+//! # Ok(()) }
+//! ```
+
+mod future;
+mod service;
+mod verification;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use tower_layer::Layer;
+
+pub use self::future::ResponseFuture;
+pub use self::service::CertificationService;
+pub use self::verification::{Outcome, Verification};
+use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
+use crate::secret::Secret;
+use crate::single_flight::SingleFlight;
+use crate::source::CertificationSource;
+use crate::unique::reservation::{UniqueConfig, UniqueSlot};
+use crate::unique::{MemoryStore, UniqueKeys, UniqueStore};
+
+/// The default limit on a body read to find the id: 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// The default time a body read to find the id may take to arrive: 10 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Finds the PortOne verification id of every request that passes through, and looks it up
+/// when — and only when — a guard asks.
+///
+/// For each request it
+/// 1. finds the id: the query string first (`?imp_uid=…`, the redirect flow; `success=false`
+///    or `imp_success=false` there means the person cancelled), else the body when it is JSON
+///    or `application/x-www-form-urlencoded` (the popup flow). Other bodies are never read.
+/// 2. reads such a body only up to the limit (default 64 KiB) and within the body timeout
+///    (default 10 s), and hands the inner service the exact same bytes, so the handler's own
+///    `Json`/`Form` extractors work. The id is parsed strictly, so the layer and the handler
+///    can never read two different ids: a repeated id field, trailing bytes after the JSON
+///    value, or invalid UTF-8 is a 400 `malformed-body`. A body labelled JSON that is not
+///    JSON but a form with exactly one id field (what PortOne's published jQuery snippet
+///    sends) is read as that form. A body declared or found to be larger than the limit is
+///    not read further (413); one that does not arrive in time is dropped (408).
+/// 3. records a [`Verification`] in the request extensions — and does **not** call PortOne.
+///    The first guard that asks (`#[require_certified]`,
+///    [`RequireCertifiedLayer`](crate::RequireCertifiedLayer), the
+///    [`Certified`](crate::Certified) extractor) triggers the lookup: the id's syntax is
+///    checked (a bad one is refused without any network call), then it is resolved through
+///    the [`CertificationSource`] — concurrent requests for one id share one upstream call.
+///
+/// The layer itself never refuses a request, and a request no guard looks at never reaches
+/// PortOne: the layer may sit in front of a whole router (404s, 405s, unguarded pages) at the
+/// cost of a look at the query string and `Content-Type`. `HEAD`, `OPTIONS` and speculative
+/// loads (`Sec-Purpose: prefetch`, `Purpose: prefetch`) are never admitted by a guard (403
+/// `speculative-request`, no lookup, no reservation), so a link preview or a prefetch cannot
+/// use up a person's signup.
+///
+/// The inner service receives `Request<iamport_tower::body::Body>`: the layer must be able to
+/// put back bytes it read, which hyper's `Incoming` cannot carry. A stack that only uses the
+/// redirect flow can keep its own body type with [`query_only`](CertificationLayer::query_only).
+pub struct CertificationLayer<M = ReadBodies> {
+    shared: Arc<Shared>,
+    mode: PhantomData<fn() -> M>,
+}
+
+/// Mode of [`CertificationLayer`] (the default): the id may come from the query string or a
+/// JSON/form body, and the inner service receives `Request<iamport_tower::body::Body>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadBodies;
+
+/// Mode of [`CertificationLayer::query_only`]: the id comes from the query string only (the
+/// redirect flow); bodies are never touched, so the inner service receives the request
+/// exactly as it came, body type included (`Request<hyper::body::Incoming>`, …).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryOnly;
+
+impl<M> Clone for CertificationLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            mode: PhantomData,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    source: Arc<dyn CertificationSource>,
+    body_limit: usize,
+    body_timeout: Duration,
+    renderer: Option<RejectionRenderer>,
+    unique: Arc<UniqueConfig>,
+    lookups: SingleFlight<Outcome>,
+}
+
+/// The default lease of a `unique` reservation: how long a handler may take before another
+/// request for the same person may try again.
+pub const DEFAULT_UNIQUE_LEASE: Duration = Duration::from_secs(60);
+
+impl<M> fmt::Debug for CertificationLayer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificationLayer")
+            .field("id_fields", &self.shared.source.id_fields())
+            .field("body_limit", &self.shared.body_limit)
+            .field("body_timeout", &self.shared.body_timeout)
+            .field("custom_rejections", &self.shared.renderer.is_some())
+            .field("mode", &std::any::type_name::<M>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificationLayer {
+    /// A layer resolving ids through `source` (usually an [`IamportClient`](crate::IamportClient)).
+    pub fn new(source: impl CertificationSource) -> Self {
+        Self::from_shared_source(Arc::new(source))
+    }
+
+    /// A layer over a source that is already shared.
+    pub fn from_shared_source(source: Arc<dyn CertificationSource>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                source,
+                body_limit: DEFAULT_BODY_LIMIT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                renderer: None,
+                unique: Arc::new(UniqueConfig {
+                    store: Arc::new(MemoryStore::new()),
+                    keys: UniqueKeys::random(),
+                    lease: DEFAULT_UNIQUE_LEASE,
+                }),
+                lookups: SingleFlight::new(),
+            }),
+            mode: PhantomData,
+        }
+    }
+
+    /// Looks for the id in the query string only and passes requests through unchanged,
+    /// body type included — for hyper or tower stacks whose handlers take
+    /// `Request<Incoming>` and use PortOne's redirect flow. JSON/form bodies are not read
+    /// (a popup flow POST without `?imp_uid=` is refused with 400 by the guard).
+    pub fn query_only(self) -> CertificationLayer<QueryOnly> {
+        CertificationLayer {
+            shared: self.shared,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<M> CertificationLayer<M> {
+    fn shared_mut(&mut self) -> &mut Shared {
+        // Configuration happens before the layer is cloned into services.
+        if Arc::get_mut(&mut self.shared).is_none() {
+            let s = &self.shared;
+            self.shared = Arc::new(Shared {
+                source: s.source.clone(),
+                body_limit: s.body_limit,
+                body_timeout: s.body_timeout,
+                renderer: s.renderer.clone(),
+                unique: s.unique.clone(),
+                lookups: SingleFlight::new(),
+            });
+        }
+        Arc::get_mut(&mut self.shared).expect("just made unique")
+    }
+
+    /// The most bytes of a JSON or form body read to find the id (default
+    /// [`DEFAULT_BODY_LIMIT`]).
+    #[must_use]
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.shared_mut().body_limit = bytes;
+        self
+    }
+
+    /// How long a JSON or form body read to find the id may take to arrive (default
+    /// [`DEFAULT_BODY_TIMEOUT`]). A body still incomplete then is dropped — its memory freed —
+    /// and guards answer 408 `body-timeout`; an unguarded inner service sees a body that
+    /// fails.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.shared_mut().body_timeout = timeout;
+        self
+    }
+
+    /// Where `unique = true` policies reserve people, and the secret that keys them
+    /// (HMAC-SHA256 of the CI; keep it stable and secret — see [`unique`](crate::unique)).
+    /// The default is a [`MemoryStore`] with a random secret: correct for one process.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn run(client: iamport_tower::IamportClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use iamport_tower::{CertificationLayer, unique::PostgresStore};
+    ///
+    /// let store = PostgresStore::new(&std::env::var("DATABASE_URL")?)?;
+    /// let layer = CertificationLayer::new(client)
+    ///     .unique_store(store, std::env::var("UNIQUE_KEY_SECRET")?);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn unique_store(mut self, store: impl UniqueStore, key_secret: impl Into<Secret>) -> Self {
+        let unique = Arc::make_mut(&mut self.shared_mut().unique);
+        unique.store = Arc::new(store);
+        unique.keys = UniqueKeys::new(&key_secret.into());
+        self
+    }
+
+    /// How long a `unique` reservation lasts if it is neither committed nor released — the
+    /// most a guarded handler may take (default [`DEFAULT_UNIQUE_LEASE`]).
+    #[must_use]
+    pub fn unique_lease(mut self, lease: Duration) -> Self {
+        Arc::make_mut(&mut self.shared_mut().unique).lease = lease;
+        self
+    }
+
+    /// Renders every rejection of the routes behind this layer with `handler` instead of the
+    /// default problem+json ([`Rejection::problem_response`]).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::Response;
+    /// use iamport_tower::{CertificationLayer, Rejection};
+    ///
+    /// # fn layer(client: iamport_tower::IamportClient) -> CertificationLayer {
+    /// CertificationLayer::new(client).on_rejection(|rejection: &Rejection| {
+    ///     let body = format!(r#"{{"ok":false,"error":"{}"}}"#, rejection.code());
+    ///     Response::builder()
+    ///         .status(rejection.status())
+    ///         .header("content-type", "application/json")
+    ///         .body(Bytes::from(body))
+    ///         .unwrap()
+    /// })
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_rejection<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        let handler: RejectionHandler = Arc::new(handler);
+        self.shared_mut().renderer = Some(RejectionRenderer(handler));
+        self
+    }
+}
+
+impl<S, M> Layer<S> for CertificationLayer<M> {
+    type Service = CertificationService<S, M>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CertificationService::new(inner, self.shared.clone())
+    }
+}
+
+impl Shared {
+    /// Puts what the layer found into the extensions: the lazy [`Verification`], the
+    /// rejection renderer, and a unique slot when there is an id to reserve by.
+    pub(crate) fn record(
+        self: &Arc<Self>,
+        extensions: &mut http::Extensions,
+        id: Result<String, Rejection>,
+        speculative: bool,
+    ) -> Option<UniqueSlot> {
+        let slot = (id.is_ok() && !speculative).then(|| {
+            let slot = UniqueSlot::new(self.unique.clone());
+            extensions.insert(slot.clone());
+            slot
+        });
+        extensions.insert(Verification::new(self.clone(), id, speculative));
+        if let Some(renderer) = &self.renderer {
+            extensions.insert(renderer.clone());
+        }
+        slot
+    }
+
+    /// Checks the id's syntax, then looks it up; concurrent lookups of one id share a call.
+    pub(crate) async fn resolve(&self, id: &str) -> Outcome {
+        if let Err(invalid) = self.source.validate_id(id) {
+            return Outcome::Refused(Rejection::InvalidId(invalid));
+        }
+        self.lookups
+            .run(id, || async {
+                match self.source.lookup(id).await {
+                    Ok(cert) => Outcome::Verified(Arc::new(cert)),
+                    Err(error) => Outcome::Refused(Rejection::from_lookup_error(&error)),
+                }
+            })
+            .await
+    }
+}

@@ -1,0 +1,226 @@
+//! [`CertificationService`]: finds the id of each request and records it, then calls the
+//! inner service through a [`ResponseFuture`].
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response};
+use http_body::Body as HttpBody;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::{QueryOnly, ReadBodies, Shared};
+use crate::body::Body;
+use crate::extract::{self, BodyFormat, Buffered, body_format, content_length};
+use crate::rejection::Rejection;
+use crate::unique::reservation::UniqueSlot;
+
+/// The service made by [`CertificationLayer`](super::CertificationLayer).
+pub struct CertificationService<S, M = ReadBodies> {
+    inner: S,
+    shared: Arc<Shared>,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<S, M> CertificationService<S, M> {
+    pub(super) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            shared,
+            mode: PhantomData,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The one body of both modes' `call`: take the ready service (leaving its clone, which
+    /// may not be ready, for the next call) and start the response future.
+    fn dispatch<R>(&mut self, prepared: Prepared<R>) -> ResponseFuture<S, R>
+    where
+        S: Service<R> + Clone,
+    {
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(inner, prepared)
+    }
+}
+
+impl<S: Clone, M> Clone for CertificationService<S, M> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for CertificationService<S, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificationService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request ready for the inner service (with the reservation slot it may fill), or the
+/// work of reading its body first.
+pub(crate) enum Prepared<R> {
+    Ready(R, Option<UniqueSlot>),
+    Reading(Pin<Box<dyn Future<Output = (R, Option<UniqueSlot>)> + Send>>),
+}
+
+impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, ReadBodies>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<Body>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        let (mut parts, body) = request.into_parts();
+        let speculative = is_speculative(&parts.method, &parts.headers);
+        let prepared = match (shared.id_from_query(&parts), body_format(&parts.headers)) {
+            (None, Some(format)) => Prepared::Reading(Box::pin(async move {
+                let (id, body) = shared.read_body(format, &parts.headers, body).await;
+                let slot = shared.record(&mut parts.extensions, id, speculative);
+                (Request::from_parts(parts, body), slot)
+            })),
+            (query, _) => {
+                let id = query.unwrap_or(Err(Rejection::MissingId));
+                let slot = shared.record(&mut parts.extensions, id, speculative);
+                Prepared::Ready(Request::from_parts(parts, Body::new(body)), slot)
+            }
+        };
+        self.dispatch(prepared)
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, QueryOnly>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Request<B>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let speculative = is_speculative(&parts.method, &parts.headers);
+        let id = self
+            .shared
+            .id_from_query(&parts)
+            .unwrap_or(Err(Rejection::MissingId));
+        let slot = self.shared.record(&mut parts.extensions, id, speculative);
+        self.dispatch(Prepared::Ready(Request::from_parts(parts, body), slot))
+    }
+}
+
+/// `HEAD`, `OPTIONS`, and loads a browser makes on speculation (`Sec-Purpose: prefetch`, or
+/// the older `Purpose: prefetch`): requests that must have no side effects, so no guard
+/// admits them.
+fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
+    *method == Method::HEAD
+        || *method == Method::OPTIONS
+        || ["sec-purpose", "purpose"].iter().any(|name| {
+            headers.get_all(*name).iter().any(|value| {
+                value.to_str().is_ok_and(|v| {
+                    v.split([';', ',', ' ']).any(|token| {
+                        token.eq_ignore_ascii_case("prefetch")
+                            || token.eq_ignore_ascii_case("prerender")
+                    })
+                })
+            })
+        })
+}
+
+impl Shared {
+    /// What the query string says, if it settles the matter.
+    fn id_from_query(&self, parts: &Parts) -> Option<Result<String, Rejection>> {
+        let source = &self.source;
+        extract::id_from_query(parts.uri.query(), source.id_fields(), |k, v| {
+            source.is_cancellation(k, v)
+        })
+    }
+
+    /// Reads a JSON or form body, within the limit and the timeout, for the id; returns the
+    /// body to hand on (the same bytes, or — after a timeout — one that fails).
+    async fn read_body<B>(
+        &self,
+        format: BodyFormat,
+        headers: &HeaderMap,
+        body: B,
+    ) -> (Result<String, Rejection>, Body)
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let too_large = Rejection::PayloadTooLarge {
+            limit: self.body_limit,
+        };
+        if content_length(headers).is_some_and(|len| len > self.body_limit as u64) {
+            return (Err(too_large), Body::new(body));
+        }
+        let read = extract::buffer(body, self.body_limit);
+        match tokio::time::timeout(self.body_timeout, read).await {
+            // The partial body is dropped with the read: nothing of it stays in memory.
+            Err(_elapsed) => (Err(Rejection::BodyTimeout), extract::failed_body()),
+            Ok(Buffered::Complete(replay, bytes)) => (
+                extract::id_from_body(format, &bytes, self.source.id_fields()),
+                Body::new(replay),
+            ),
+            Ok(Buffered::TooLarge(replay)) => (Err(too_large), Body::new(replay)),
+            Ok(Buffered::Failed(replay)) => (Err(Rejection::MalformedBody), Body::new(replay)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speculative_requests() {
+        let mut h = HeaderMap::new();
+        assert!(!is_speculative(&Method::GET, &h));
+        assert!(!is_speculative(&Method::POST, &h));
+        assert!(is_speculative(&Method::HEAD, &h));
+        assert!(is_speculative(&Method::OPTIONS, &h));
+        h.insert("sec-purpose", "prefetch;prerender".parse().unwrap());
+        assert!(is_speculative(&Method::GET, &h));
+        h.clear();
+        h.insert("purpose", "Prefetch".parse().unwrap());
+        assert!(is_speculative(&Method::GET, &h));
+        h.clear();
+        h.insert("sec-purpose", "something-else".parse().unwrap());
+        assert!(!is_speculative(&Method::GET, &h));
+    }
+}

@@ -1,0 +1,98 @@
+//! The per-request record the layer leaves in the extensions: the id it found (or why there
+//! is none) and, once something asks, the [`Outcome`] of looking it up.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use super::Shared;
+use crate::certification::Certification;
+use crate::rejection::Rejection;
+
+/// The looked-up verification of a request, as the policy checks see it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// PortOne returned this verification. Policies still decide whether it is enough
+    /// (`certified` may be false).
+    Verified(Arc<Certification>),
+    /// No verification could be had; a guarded handler is refused with this.
+    Refused(Rejection),
+}
+
+/// What [`CertificationLayer`](super::CertificationLayer) found in a request, in its
+/// extensions. The lookup is **lazy**: PortOne is asked only when something calls
+/// [`outcome`](Self::outcome) — the macro's guard, `RequireCertifiedLayer`, the `Certified`
+/// extractor — and at most once per request, however many ask. A request no guard looks at
+/// (an unguarded route, a 404, a 405, one refused by other middleware) costs no upstream call.
+#[derive(Clone)]
+pub struct Verification {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    id: Result<Box<str>, Rejection>,
+    speculative: bool,
+    outcome: OnceCell<Outcome>,
+}
+
+impl Verification {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: Result<String, Rejection>,
+        speculative: bool,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                id: id.map(String::into_boxed_str),
+                speculative,
+                outcome: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Looks the id up (the first call; later ones share its result) and returns the outcome.
+    pub async fn outcome(&self) -> &Outcome {
+        let inner = &*self.inner;
+        inner
+            .outcome
+            .get_or_init(|| async {
+                match &inner.id {
+                    Ok(id) => inner.shared.resolve(id).await,
+                    Err(rejection) => Outcome::Refused(rejection.clone()),
+                }
+            })
+            .await
+    }
+
+    /// The outcome if something already asked for it; never triggers a lookup.
+    pub fn get(&self) -> Option<&Outcome> {
+        self.inner.outcome.get()
+    }
+
+    /// Whether the request may not be admitted whatever its id: a `HEAD` or `OPTIONS`, or a
+    /// speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`). Guards refuse it
+    /// without a lookup.
+    pub fn is_speculative(&self) -> bool {
+        self.inner.speculative
+    }
+
+    /// Whether the request carried an id (well-formed or not) to look up.
+    pub(crate) fn has_id(&self) -> bool {
+        self.inner.id.is_ok()
+    }
+}
+
+impl fmt::Debug for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the id: in v2 the merchant chooses it and it may carry anything.
+        f.debug_struct("Verification")
+            .field("has_id", &self.has_id())
+            .field("speculative", &self.inner.speculative)
+            .field("resolved", &self.inner.outcome.initialized())
+            .finish()
+    }
+}
