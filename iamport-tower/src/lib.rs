@@ -33,14 +33,22 @@
 //!
 //! 1. [`CertificationLayer`] finds the verification id — `?imp_uid=` first (the redirect
 //!    flow; `success=false`/`imp_success=false` means cancelled), else a JSON or form body
-//!    (the popup flow), read up to 64 KiB and handed back byte for byte — checks its syntax,
-//!    looks it up through a [`CertificationSource`] ([`IamportClient`] by default; concurrent
-//!    requests for one id share one upstream call) and stores the [`Outcome`] in the request
-//!    extensions. The layer never refuses a request itself, so it can sit in front of a whole
-//!    router.
+//!    (the popup flow), read up to 64 KiB within 10 s, parsed strictly and handed back byte
+//!    for byte — and records it as a [`Verification`] in the request extensions. It does not
+//!    call PortOne, and it never refuses a request itself: it can sit in front of a whole
+//!    router, and a request no guard looks at (an unguarded page, a 404, a 405) costs no
+//!    upstream call.
 //! 2. The policy check — `#[require_certified(...)]`, [`RequireCertifiedLayer`], or the
-//!    [`Certified`] extractor — reads the outcome, applies the [`Policy`], and either admits
-//!    or answers a [`Rejection`] as `application/problem+json` (RFC 9457).
+//!    [`Certified`] extractor — asks for the [`Outcome`]: the first asker triggers the lookup
+//!    through a [`CertificationSource`] ([`IamportClient`] by default; the id's syntax is
+//!    checked first, and concurrent requests for one id share one upstream call), later
+//!    askers share its result. It applies the [`Policy`], and either admits or answers a
+//!    [`Rejection`] as `application/problem+json` (RFC 9457).
+//!
+//! Safe requests have no side effects: a guard never admits `HEAD`, `OPTIONS` or a
+//! speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`) — 403
+//! `speculative-request`, no lookup, no reservation — so a link preview, a crawler or a
+//! browser prefetch cannot use up a person's signup; the real `GET` afterwards works.
 //!
 //! Fail closed: whatever fails (PortOne down, malformed input, the layer missing), a guarded
 //! handler never runs for an unverified request.
@@ -49,9 +57,11 @@
 //!
 //! | case | status |
 //! |---|---|
-//! | no id; malformed id; unreadable body; verification cancelled | 400 |
+//! | no id; malformed id; the id given twice; unreadable body (bad JSON, the id field twice, trailing bytes, invalid UTF-8); verification cancelled | 400 |
+//! | a body that does not arrive within the body timeout (default 10 s) | 408 |
 //! | body over the extraction limit | 413 |
 //! | id unknown to PortOne; `certified == false`; policy not met | 403 |
+//! | `HEAD`, `OPTIONS`, `Sec-Purpose: prefetch` on a guarded route | 403 |
 //! | `unique` and the person already has an account (or one is being created) | 409 |
 //! | PortOne answered 5xx, garbage, or refused our credentials, after retries | 502 |
 //! | PortOne unreachable / timed out | 503 / 504 |
