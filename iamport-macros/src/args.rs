@@ -7,7 +7,7 @@ use syn::{Ident, Lit, LitInt, Token};
 use crate::duration::parse_seconds;
 
 const KEYS: &str =
-    "min_birth_year, max_birth_year, min_age, unique, fresh_within, foreigners, style";
+    "min_birth_year, max_birth_year, min_age, unique, bound, fresh_within, foreigners, style";
 
 /// A value and where it was written, for errors and for spans in the expansion.
 #[derive(Clone, Copy)]
@@ -35,6 +35,7 @@ pub(crate) struct PolicyArgs {
     pub(crate) max_birth_year: Option<Spanned<u16>>,
     pub(crate) min_age: Option<Spanned<u8>>,
     pub(crate) unique: Option<Spanned<bool>>,
+    pub(crate) bound: Option<Spanned<bool>>,
     pub(crate) fresh_within: Option<Spanned<u64>>,
     pub(crate) foreigners: Option<Spanned<bool>>,
 }
@@ -63,7 +64,7 @@ where
 fn example(key: &Ident) -> &'static str {
     match key.to_string().as_str() {
         "min_age" => "19",
-        "unique" => "true",
+        "unique" | "bound" => "true",
         "foreigners" => "false",
         "fresh_within" => "\"10m\"",
         _ => "1999",
@@ -180,6 +181,7 @@ impl Parse for PolicyArgs {
                     )?;
                 }
                 "unique" => set(&mut args.unique, &key, boolean(&lit, &key)?)?,
+                "bound" => set(&mut args.bound, &key, boolean(&lit, &key)?)?,
                 "foreigners" => set(&mut args.foreigners, &key, boolean(&lit, &key)?)?,
                 "fresh_within" => {
                     let Lit::Str(text) = &lit else {

@@ -102,6 +102,10 @@ fn policy_expr(args: &PolicyArgs) -> TokenStream {
         let value = u.value;
         steps.push(quote_spanned!(u.span=> let #p = ::iamport_tower::Policy::unique(#p, #value);));
     }
+    if let Some(b) = args.bound {
+        let value = b.value;
+        steps.push(quote_spanned!(b.span=> let #p = ::iamport_tower::Policy::bound(#p, #value);));
+    }
     if let Some(f) = args.foreigners {
         let value = f.value;
         steps.push(

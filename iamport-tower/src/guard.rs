@@ -88,6 +88,21 @@ impl Admission {
         match verification.outcome().await {
             Outcome::Refused(rejection) => Err(rejection.clone()),
             Outcome::Verified(cert) => {
+                // Bound first: someone replaying another person's id learns nothing about
+                // that person from which rule refused them.
+                if policy.is_bound() {
+                    match verification.is_bound(cert) {
+                        Ok(true) => {}
+                        Ok(false) => return Err(Rejection::UnboundVerification),
+                        Err(()) => {
+                            tracing::error!(
+                                "a `bound` policy runs behind a CertificationLayer without a \
+                                 binding; add `.binding(Binding::new(secret))` to the layer"
+                            );
+                            return Err(Rejection::LayerMissing);
+                        }
+                    }
+                }
                 policy.check(cert).map_err(Rejection::Policy)?;
                 if policy.is_unique() {
                     let ci = cert

@@ -82,6 +82,7 @@
 //! | [`source`] | the trait both clients implement | [`CertificationSource`] |
 //! | [`unique`] | one account per person: stores, keys, reservations | — |
 //! | [`korea`] | dates in Korea's calendar, Korean civil-law ages | — |
+//! | [`binding`] | replay-proof verifications: tickets tying a verification to a browser session | — |
 //! | [`body`] | the request body the layer hands on after reading one | — |
 //!
 //! Also at the root: [`Certification`] (one normalized verification; birth dates are civil
@@ -102,6 +103,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod binding;
 pub mod body;
 mod certification;
 pub mod client;
@@ -135,7 +137,7 @@ pub use crate::v2::PortOneClient;
 ///
 /// ```text
 /// #[require_certified(min_birth_year = Y, max_birth_year = Y, min_age = N,
-///                     unique = true, fresh_within = "10m", foreigners = false,
+///                     unique = true, bound = true, fresh_within = "10m", foreigners = false,
 ///                     style = axum | request)]
 /// ```
 /// Every key is optional; `certified == true` is always required. Mistakes — unknown or

@@ -35,6 +35,7 @@ pub const MAX_POLICY_YEAR: u16 = 2100;
 /// | `min_age(N)` | people at least N full years old today in Korea, by Korean civil law (the precise legal form of an age limit: `min_age(19)`) |
 /// | `unique(true)` | a person (by CI) only until one response of this route succeeded for them, ever (per unique store) |
 /// | `fresh_within(d)` | verifications completed no longer ago than `d` |
+/// | `bound(true)` | verifications started by the requesting browser session (see [`binding`](crate::binding)) |
 /// | `foreigners(false)` | no foreign nationals (PortOne reports nationality only under a foreigner contract; a person whose nationality was not reported is admitted) |
 ///
 /// Age rules need a birth date and freshness needs a completion time: a record without one is
@@ -46,6 +47,7 @@ pub struct Policy {
     min_age: u8,
     unique: bool,
     foreigners: bool,
+    bound: bool,
     fresh_within_secs: u64,
 }
 
@@ -64,6 +66,7 @@ impl Policy {
             min_age: 0,
             unique: false,
             foreigners: true,
+            bound: false,
             fresh_within_secs: 0,
         }
     }
@@ -122,6 +125,20 @@ impl Policy {
     pub const fn unique(mut self, unique: bool) -> Self {
         self.unique = unique;
         self
+    }
+
+    /// Only verifications started by the requesting browser session: the record's ticket
+    /// (v1 `merchant_uid`, v2 id) must be genuine, unexpired and minted for this request's
+    /// session (see [`binding`](crate::binding); the layer needs
+    /// [`CertificationLayer::binding`](crate::CertificationLayer::binding)).
+    pub const fn bound(mut self, bound: bool) -> Self {
+        self.bound = bound;
+        self
+    }
+
+    /// Whether this policy is `bound`.
+    pub const fn is_bound(&self) -> bool {
+        self.bound
     }
 
     /// Whether foreign nationals are admitted (default `true`).
@@ -212,6 +229,7 @@ impl fmt::Debug for Policy {
             d.field("fresh_within", &Duration::from_secs(self.fresh_within_secs));
         }
         d.field("unique", &self.unique)
+            .field("bound", &self.bound)
             .field("foreigners", &self.foreigners)
             .finish()
     }
@@ -272,8 +290,9 @@ pub(crate) mod encoding {
 
     const FLAG_UNIQUE: u128 = 1 << 40;
     const FLAG_FOREIGNERS: u128 = 1 << 41;
-    /// Bits 42..64 are unused and must be zero.
-    const UNUSED: u128 = ((1 << 64) - 1) & !((1 << 42) - 1);
+    const FLAG_BOUND: u128 = 1 << 42;
+    /// Bits 43..64 are unused and must be zero.
+    const UNUSED: u128 = ((1 << 64) - 1) & !((1 << 43) - 1);
 
     /// Packs `policy` (already validated by its builder).
     pub const fn encode(policy: Policy) -> u128 {
@@ -286,6 +305,7 @@ pub(crate) mod encoding {
             } else {
                 0
             }
+            | if policy.bound { FLAG_BOUND } else { 0 }
             | (policy.fresh_within_secs as u128) << 64
     }
 
@@ -320,6 +340,7 @@ pub(crate) mod encoding {
             min_age,
             unique: bits & FLAG_UNIQUE != 0,
             foreigners: bits & FLAG_FOREIGNERS != 0,
+            bound: bits & FLAG_BOUND != 0,
             fresh_within_secs: (bits >> 64) as u64,
         }
     }
@@ -353,6 +374,7 @@ mod tests {
             .min_age(19)
             .unique(true)
             .foreigners(false)
+            .bound(true)
             .fresh_within(Duration::from_secs(600));
         use encoding::{decode, encode};
         assert_eq!(decode(encode(P)), P);

@@ -42,6 +42,9 @@ pub enum Rejection {
     UnknownId,
     /// The verification did not succeed, or the person does not meet the route's policy. 403.
     Policy(PolicyViolation),
+    /// `bound` and the verification was not started by this browser session (no ticket, a
+    /// forged or expired one, or another session's). 403.
+    UnboundVerification,
     /// `unique` and the person already has an account, or one is being created. 409.
     AlreadyRegistered,
     /// PortOne answered 5xx, garbage, or refused our credentials. 502.
@@ -68,7 +71,7 @@ impl Rejection {
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::SpeculativeRequest => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownId | Self::Policy(_) => StatusCode::FORBIDDEN,
+            Self::UnknownId | Self::Policy(_) | Self::UnboundVerification => StatusCode::FORBIDDEN,
             Self::AlreadyRegistered => StatusCode::CONFLICT,
             Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +94,7 @@ impl Rejection {
             Self::UnknownId => "unknown-verification",
             Self::Policy(PolicyViolation::NotCertified) => "not-certified",
             Self::Policy(_) => "policy-not-met",
+            Self::UnboundVerification => "unbound-verification",
             Self::AlreadyRegistered => "already-registered",
             Self::UpstreamFailed => "upstream-failed",
             Self::UpstreamUnavailable => "upstream-unavailable",
@@ -114,6 +118,7 @@ impl Rejection {
             Self::UnknownId => "Unknown identity verification",
             Self::Policy(PolicyViolation::NotCertified) => "Identity verification not completed",
             Self::Policy(_) => "Verified person does not meet this route's requirements",
+            Self::UnboundVerification => "Identity verification not started here",
             Self::AlreadyRegistered => "This person already has an account",
             Self::UpstreamFailed => "Identity verification service failed",
             Self::UpstreamUnavailable => "Identity verification service unavailable",
@@ -136,6 +141,7 @@ impl Rejection {
             Self::PayloadTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
             Self::UnknownId => "No completed identity verification has this id.".into(),
             Self::Policy(v) => sentence(&v.to_string()),
+            Self::UnboundVerification => "This identity verification was not started in this browser session. Please verify again.".into(),
             Self::AlreadyRegistered => "An account already exists for this person, or is being created right now.".into(),
             Self::UpstreamFailed | Self::UpstreamUnavailable | Self::UpstreamTimeout => {
                 "The identity could not be checked right now. Please try again shortly.".into()

@@ -32,6 +32,12 @@ pub trait CertificationSource: Send + Sync + 'static {
         (key == "success" || key == "imp_success") && value.eq_ignore_ascii_case("false")
     }
 
+    /// The binding ticket a verification carries: the merchant-chosen id the page passed to
+    /// PortOne (see [`binding`](crate::binding)). Default: PortOne v1's `merchant_uid`.
+    fn binding_ticket<'c>(&self, cert: &'c Certification) -> Option<&'c str> {
+        cert.merchant_uid.as_deref()
+    }
+
     /// Checks an id's syntax before any network call.
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId>;
 
@@ -56,6 +62,10 @@ impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
 
     fn is_cancellation(&self, key: &str, value: &str) -> bool {
         (**self).is_cancellation(key, value)
+    }
+
+    fn binding_ticket<'c>(&self, cert: &'c Certification) -> Option<&'c str> {
+        (**self).binding_ticket(cert)
     }
 
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {

@@ -77,6 +77,17 @@ async function redirect(choice, shot) {
 try {
   await page.goto(appUrl);
   await page.screenshot({ path: join(shots, "00-home.png") });
+  // Binding is on by default: the page carries this session's ticket, and the browser got
+  // the HttpOnly session cookie (invisible to the page's script).
+  const ticket = await page.evaluate(() => {
+    const main = document.getElementById("signup");
+    return main.dataset.merchantUid || main.dataset.identityVerificationId || "";
+  });
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === "iamport_binding");
+  check("the page carries a binding ticket and an HttpOnly session cookie",
+    /^[A-Za-z0-9_-]{32}$/.test(ticket) && session && session.httpOnly && session.sameSite === "Lax",
+    JSON.stringify({ ticket, session }));
 
   let r = await popup(ADULT, "01-popup-adult-created");
   check("popup: an adult gets an account", r.kind === "created" && /Account created/.test(r.text), JSON.stringify(r));

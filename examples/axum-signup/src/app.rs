@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use iamport_tower::binding::Binding;
 use iamport_tower::{Certified, require_certified};
 use serde_json::{Value, json};
 
@@ -33,13 +34,16 @@ pub(crate) enum Sdk {
 #[derive(Clone, Debug)]
 pub(crate) struct App {
     sdk: Sdk,
+    /// `None`: PortOne's guide's unbound flow (`SIGNUP_BINDING=off`).
+    binding: Option<Binding>,
     next_account: Arc<AtomicU64>,
 }
 
 impl App {
-    pub(crate) fn new(sdk: Sdk) -> Self {
+    pub(crate) fn new(sdk: Sdk, binding: Option<Binding>) -> Self {
         Self {
             sdk,
+            binding,
             next_account: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -53,21 +57,39 @@ impl App {
 }
 
 pub(crate) fn router(app: App) -> Router {
+    let bound = app.binding.is_some();
+    let (popup, redirect) = if bound {
+        (post(signup_bound), get(signup_redirect_bound))
+    } else {
+        (post(signup), get(signup_redirect))
+    };
     Router::new()
         .route("/", get(index))
-        .route("/certifications", post(signup))
+        .route("/ticket", get(ticket))
+        .route("/certifications", popup)
         .route(
             "/certifications/redirect",
-            get(signup_redirect).route_layer(map_response(problem_as_page)),
+            redirect.route_layer(map_response(problem_as_page)),
         )
         .with_state(app)
 }
 
 /// The popup flow: the page POSTs `{"imp_uid": …}` once the verification finished.
-/// PortOne's guide's adult check ("born 1999 or before"), one account per person.
+/// PortOne's guide's adult check ("born 1999 or before"), one account per person, and the
+/// verification must have been started by this browser session.
+#[require_certified(max_birth_year = 1999, unique = true, bound = true)]
+async fn signup_bound(State(app): State<App>, person: Certified) -> (StatusCode, Json<Value>) {
+    account_created(&app, &person)
+}
+
+/// The same without binding (`SIGNUP_BINDING=off`): PortOne's guide as written.
 #[require_certified(max_birth_year = 1999, unique = true)]
 async fn signup(State(app): State<App>, person: Certified) -> (StatusCode, Json<Value>) {
-    let account_id = app.create_account(&person);
+    account_created(&app, &person)
+}
+
+fn account_created(app: &App, person: &Certified) -> (StatusCode, Json<Value>) {
+    let account_id = app.create_account(person);
     tracing::info!(%account_id, "account created");
     (
         StatusCode::CREATED,
@@ -78,9 +100,40 @@ async fn signup(State(app): State<App>, person: Certified) -> (StatusCode, Json<
 /// The redirect (mobile) flow: PortOne sends the browser to
 /// `/certifications/redirect?imp_uid=…&merchant_uid=…&success=…`. Same policy; the answer is
 /// a page, refusals included (see [`problem_as_page`]).
+#[require_certified(max_birth_year = 1999, unique = true, bound = true)]
+async fn signup_redirect_bound(
+    State(app): State<App>,
+    person: Certified,
+) -> (StatusCode, Html<String>) {
+    account_page(&app, &person)
+}
+
+/// The same without binding (`SIGNUP_BINDING=off`).
 #[require_certified(max_birth_year = 1999, unique = true)]
 async fn signup_redirect(State(app): State<App>, person: Certified) -> (StatusCode, Html<String>) {
-    let account_id = app.create_account(&person);
+    account_page(&app, &person)
+}
+
+/// A fresh ticket for another attempt from the same page (a second click after a cancel):
+/// PortOne v2 wants a new `identityVerificationId` per verification.
+async fn ticket(State(app): State<App>, headers: HeaderMap) -> Response {
+    let Some(binding) = &app.binding else {
+        return (StatusCode::NOT_FOUND, "binding is off").into_response();
+    };
+    let (ticket, cookie) = binding.mint(&headers).into_parts();
+    let mut response = (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "ticket": ticket })),
+    )
+        .into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn account_page(app: &App, person: &Certified) -> (StatusCode, Html<String>) {
+    let account_id = app.create_account(person);
     tracing::info!(%account_id, "account created");
     (
         StatusCode::CREATED,
@@ -99,6 +152,10 @@ fn words(problem_type: &str, status: u16) -> (&'static str, &'static str) {
         ("verification-cancelled", _) => (
             "cancelled",
             "인증이 취소되었습니다 — Verification cancelled",
+        ),
+        ("unbound-verification", _) => (
+            "unbound",
+            "이 브라우저에서 시작한 인증이 아닙니다 — Not verified in this browser",
         ),
         ("policy-not-met" | "not-certified" | "unknown-verification", _) => {
             ("refused", "가입할 수 없습니다 — Refused")
@@ -158,7 +215,15 @@ button.secondary{background:#5b6478}.outcome{margin-top:18px;padding:14px;border
 background:#eef1f6;min-height:1.4em}.outcome.created{background:#e3f6e8}.outcome.registered,\
 .outcome.refused{background:#fdecec}.outcome.cancelled{background:#fff6dd}small{color:#666}</style>";
 
-async fn index(State(app): State<App>) -> Html<String> {
+async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
+    // The ticket for this browser's next verification, and its session cookie if it has none.
+    let (ticket, cookie) = match &app.binding {
+        Some(binding) => {
+            let (ticket, cookie) = binding.mint(&headers).into_parts();
+            (Some(ticket), cookie)
+        }
+        None => (None, None),
+    };
     const EMULATED: &str =
         "PortOne is emulated: the verification window lets you pick a test person.";
     const REAL: &str = "Real PortOne: a real identity verification runs.";
@@ -188,11 +253,18 @@ async fn index(State(app): State<App>) -> Html<String> {
         ),
     };
     let api = config["api"].as_str().unwrap_or("v1").to_owned();
-    Html(format!(
+    // Exactly these attribute names: the page's script and the tests read them.
+    let ticket_attribute = match (&ticket, api.as_str()) {
+        (Some(t), "v2") => format!(r#" data-identity-verification-id="{}""#, escape(t)),
+        (Some(t), _) => format!(r#" data-merchant-uid="{}""#, escape(t)),
+        (None, _) => String::new(),
+    };
+    let bound = ticket.is_some();
+    let mut response = Html(format!(
         r#"<!doctype html><html lang="ko"><head><meta charset="utf-8"><title>본인인증 가입 데모</title>
 <meta name="viewport" content="width=device-width,initial-scale=1">{STYLE}
 <script src="{}"></script></head>
-<body><main>
+<body><main id="signup"{ticket_attribute} data-bound="{bound}">
 <h1>본인인증 가입 데모 — sign up with identity verification</h1>
 <p>Adults born in 1999 or earlier, one account per person. <small>{} PortOne API {api}.</small></p>
 <button id="popup">본인인증 후 가입 (popup)</button>
@@ -237,32 +309,43 @@ function cancelled(message) {{
   show("cancelled", "인증이 취소되었습니다 — Verification cancelled", message || "");
 }}
 const redirectUrl = location.origin + "/certifications/redirect";
+// Binding: the server minted this page's ticket (`data-merchant-uid` / v1,
+// `data-identity-verification-id` / v2); each further attempt gets a fresh one.
+const page = document.getElementById("signup");
+let nextTicket = page.dataset.merchantUid || page.dataset.identityVerificationId || null;
+async function takeTicket(fallback) {{
+  if (page.dataset.bound !== "true") return fallback();
+  const ticket = nextTicket || (await (await fetch("/ticket", {{ cache: "no-store" }})).json()).ticket;
+  nextTicket = null;
+  return ticket;
+}}
 if (CONFIG.api === "v2") {{
-  const newId = () => "identity-verification-" + Date.now() + "-" + Math.random().toString(16).slice(2);
+  const newId = () => takeTicket(() => "identity-verification-" + Date.now() + "-" + Math.random().toString(16).slice(2));
   document.getElementById("popup").addEventListener("click", async () => {{
     show("pending", "본인인증 중… — verifying", "");
     const rsp = await PortOne.requestIdentityVerification({{
-      storeId: CONFIG.storeId, channelKey: CONFIG.channelKey, identityVerificationId: newId(),
+      storeId: CONFIG.storeId, channelKey: CONFIG.channelKey, identityVerificationId: await newId(),
     }});
     if (rsp === undefined || rsp.code !== undefined) return cancelled(rsp && rsp.message);
     await signUp({{ identityVerificationId: rsp.identityVerificationId }});
   }});
-  document.getElementById("redirect").addEventListener("click", () => {{
+  document.getElementById("redirect").addEventListener("click", async () => {{
     PortOne.requestIdentityVerification({{
-      storeId: CONFIG.storeId, channelKey: CONFIG.channelKey, identityVerificationId: newId(), redirectUrl,
+      storeId: CONFIG.storeId, channelKey: CONFIG.channelKey, identityVerificationId: await newId(), redirectUrl,
     }});
   }});
 }} else {{
   IMP.init(CONFIG.merchantCode);
-  document.getElementById("popup").addEventListener("click", () => {{
+  const merchantUid = () => takeTicket(() => "signup_" + Date.now());
+  document.getElementById("popup").addEventListener("click", async () => {{
     show("pending", "본인인증 중… — verifying", "");
-    IMP.certification({{ merchant_uid: "signup_" + Date.now(), popup: true }}, async (rsp) => {{
+    IMP.certification({{ merchant_uid: await merchantUid(), popup: true }}, async (rsp) => {{
       if (!rsp.success) return cancelled(rsp.error_msg);
       await signUp({{ imp_uid: rsp.imp_uid, merchant_uid: rsp.merchant_uid }});
     }});
   }});
-  document.getElementById("redirect").addEventListener("click", () => {{
-    IMP.certification({{ merchant_uid: "signup_" + Date.now(), m_redirect_url: redirectUrl }}, () => {{}});
+  document.getElementById("redirect").addEventListener("click", async () => {{
+    IMP.certification({{ merchant_uid: await merchantUid(), m_redirect_url: redirectUrl }}, () => {{}});
   }});
 }}
 </script>
@@ -271,4 +354,13 @@ if (CONFIG.api === "v2") {{
         escape(note),
         config,
     ))
+    .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }

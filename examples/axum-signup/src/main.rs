@@ -14,6 +14,9 @@
 //! | `IAMPORT_API_URL` | PortOne's API base URL (e.g. an emulator elsewhere) |
 //! | `DATABASE_URL` / `REDIS_URL` | keep "one account per person" in PostgreSQL / Redis (else: memory) |
 //! | `UNIQUE_KEY_SECRET` | the secret keying CI hashes (a development default, with a warning) |
+//! | `SIGNUP_BINDING=off` | PortOne's guide's unbound flow: any id is accepted from anyone (for API clients that post a raw `imp_uid`); default: on, each verification bound to the browser session that started it |
+//! | `BINDING_SECRET` | the secret keying binding tickets (a development default, with a warning) |
+//! | `SIGNUP_TICKET_LIFETIME_SECS` | how long a binding ticket stays valid (default 1800) |
 //! | `PORT` | listen port (default 3000; 0 picks a free one) |
 
 mod app;
@@ -23,6 +26,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use iamport_mock::Emulator;
+use iamport_tower::binding::Binding;
 use iamport_tower::unique::{
     MemoryStore, PostgresStore, RedisStore, Reservation, UniqueKeys, UniqueStore,
 };
@@ -35,6 +39,9 @@ use crate::app::{App, Sdk};
 /// Used when `UNIQUE_KEY_SECRET` is unset. Never in production: anyone who knows it can test
 /// whether a given CI has an account.
 const DEVELOPMENT_SECRET: &str = "axum-signup-development-secret-do-not-use-in-production";
+
+/// Used when `BINDING_SECRET` is unset; the same warning applies.
+const DEVELOPMENT_BINDING_SECRET: &str = "axum-signup-development-binding-secret-not-for-prod";
 
 /// The sample person the demo registers at startup, so "already registered" can be tried.
 const ALREADY_REGISTERED: &str = "imp_100000000007";
@@ -171,8 +178,45 @@ async fn main() -> ExitCode {
         preregister(&emulator.client(), &*store, &UniqueKeys::new(&secret)).await;
     }
 
-    let layer = CertificationLayer::from_shared_source(source).unique_store(store, secret);
-    let router = app::router(App::new(sdk)).layer(layer);
+    // Replay-proof verifications: each one bound to the browser session that started it.
+    let binding = match env("SIGNUP_BINDING").as_deref() {
+        Some("off") => {
+            println!("Binding: off (SIGNUP_BINDING=off) — any verification id is accepted");
+            None
+        }
+        None | Some("on") => {
+            let secret = env("BINDING_SECRET").map(Secret::new).unwrap_or_else(|| {
+                tracing::warn!(
+                    "BINDING_SECRET is not set: using a DEVELOPMENT secret for binding tickets. \
+                     Set a long random BINDING_SECRET in production."
+                );
+                Secret::new(DEVELOPMENT_BINDING_SECRET)
+            });
+            println!(
+                "Binding: on — verifications are bound to the browser session that started them"
+            );
+            let lifetime = match env("SIGNUP_TICKET_LIFETIME_SECS").map(|s| s.parse::<u64>()) {
+                None => iamport_tower::binding::DEFAULT_TICKET_LIFETIME,
+                Some(Ok(secs)) => std::time::Duration::from_secs(secs),
+                Some(Err(_)) => {
+                    return fail("SIGNUP_TICKET_LIFETIME_SECS must be a number of seconds");
+                }
+            };
+            // The demo serves plain http on loopback: a `Secure` cookie would not come back.
+            Some(Binding::new(secret).secure_cookie(false).lifetime(lifetime))
+        }
+        Some(other) => {
+            return fail(format!(
+                "SIGNUP_BINDING must be `on` or `off`, not {other:?}"
+            ));
+        }
+    };
+
+    let mut layer = CertificationLayer::from_shared_source(source).unique_store(store, secret);
+    if let Some(binding) = &binding {
+        layer = layer.binding(binding.clone());
+    }
+    let router = app::router(App::new(sdk, binding)).layer(layer);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {

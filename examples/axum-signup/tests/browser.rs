@@ -64,7 +64,7 @@ fn signup_in_a_real_browser() {
             output.status.success(),
             "the {api} browser run failed:\n{stdout}"
         );
-        assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+        assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
         assert!(screenshots.join("01-popup-adult-created.png").exists());
     }
 }

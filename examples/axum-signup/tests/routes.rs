@@ -24,7 +24,8 @@ async fn post_json(http: &reqwest::Client, url: &str, body: Value) -> (u16, Valu
 
 #[tokio::test]
 async fn the_guides_routes_work_end_to_end() {
-    let demo = support::start_demo(&[]);
+    // Raw ids, as an API client following PortOne's guide posts them: the unbound flow.
+    let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
     let http = reqwest::Client::new();
 
     let home = http
@@ -116,7 +117,7 @@ async fn the_guides_routes_work_end_to_end() {
 
 #[tokio::test]
 async fn the_same_flows_with_portone_v2() {
-    let demo = support::start_demo(&[("PORTONE_API", "v2")]);
+    let demo = support::start_demo(&[("PORTONE_API", "v2"), ("SIGNUP_BINDING", "off")]);
     let http = reqwest::Client::new();
     let home = http
         .get(&demo.url)

@@ -36,6 +36,7 @@ use tower_layer::Layer;
 pub use self::future::ResponseFuture;
 pub use self::service::CertificationService;
 pub use self::verification::{Outcome, Verification};
+use crate::binding::Binding;
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::secret::Secret;
 use crate::single_flight::SingleFlight;
@@ -110,6 +111,7 @@ pub(crate) struct Shared {
     source: Arc<dyn CertificationSource>,
     body_limit: usize,
     body_timeout: Duration,
+    binding: Option<Binding>,
     renderer: Option<RejectionRenderer>,
     unique: Arc<UniqueConfig>,
     lookups: SingleFlight<Outcome>,
@@ -125,6 +127,7 @@ impl<M> fmt::Debug for CertificationLayer<M> {
             .field("id_fields", &self.shared.source.id_fields())
             .field("body_limit", &self.shared.body_limit)
             .field("body_timeout", &self.shared.body_timeout)
+            .field("binding", &self.shared.binding)
             .field("custom_rejections", &self.shared.renderer.is_some())
             .field("mode", &std::any::type_name::<M>())
             .finish_non_exhaustive()
@@ -144,6 +147,7 @@ impl CertificationLayer {
                 source,
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
+                binding: None,
                 renderer: None,
                 unique: Arc::new(UniqueConfig {
                     store: Arc::new(MemoryStore::new()),
@@ -177,6 +181,7 @@ impl<M> CertificationLayer<M> {
                 source: s.source.clone(),
                 body_limit: s.body_limit,
                 body_timeout: s.body_timeout,
+                binding: s.binding.clone(),
                 renderer: s.renderer.clone(),
                 unique: s.unique.clone(),
                 lookups: SingleFlight::new(),
@@ -200,6 +205,16 @@ impl<M> CertificationLayer<M> {
     #[must_use]
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.shared_mut().body_timeout = timeout;
+        self
+    }
+
+    /// Checks `bound = true` policies with these tickets: the layer records each request's
+    /// session key (the binding cookie, or the application's session id) so a guard can tell
+    /// whether the verification's ticket was minted for this session. See [`binding`](crate::binding).
+    /// Without it, a `bound` route refuses everything with 500 and an error log.
+    #[must_use]
+    pub fn binding(mut self, binding: Binding) -> Self {
+        self.shared_mut().binding = Some(binding);
         self
     }
 
@@ -276,20 +291,39 @@ impl Shared {
     /// rejection renderer, and a unique slot when there is an id to reserve by.
     pub(crate) fn record(
         self: &Arc<Self>,
-        extensions: &mut http::Extensions,
+        parts: &mut http::request::Parts,
         id: Result<String, Rejection>,
         speculative: bool,
     ) -> Option<UniqueSlot> {
+        let session = match (&self.binding, &id) {
+            (Some(binding), Ok(_)) => binding.session_of(parts),
+            _ => None,
+        };
+        let extensions = &mut parts.extensions;
         let slot = (id.is_ok() && !speculative).then(|| {
             let slot = UniqueSlot::new(self.unique.clone());
             extensions.insert(slot.clone());
             slot
         });
-        extensions.insert(Verification::new(self.clone(), id, speculative));
+        extensions.insert(Verification::new(self.clone(), id, speculative, session));
         if let Some(renderer) = &self.renderer {
             extensions.insert(renderer.clone());
         }
         slot
+    }
+
+    /// Whether `cert`'s ticket was minted for `session` by this layer's binding.
+    /// `Err(())` when no binding is configured.
+    pub(crate) fn is_bound(
+        &self,
+        cert: &crate::Certification,
+        session: Option<&str>,
+    ) -> Result<bool, ()> {
+        let binding = self.binding.as_ref().ok_or(())?;
+        Ok(match (self.source.binding_ticket(cert), session) {
+            (Some(ticket), Some(session)) => binding.verify(ticket, session),
+            _ => false,
+        })
     }
 
     /// Checks the id's syntax, then looks it up; concurrent lookups of one id share a call.

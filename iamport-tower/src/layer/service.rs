@@ -107,12 +107,12 @@ where
         let prepared = match (shared.id_from_query(&parts), body_format(&parts.headers)) {
             (None, Some(format)) => Prepared::Reading(Box::pin(async move {
                 let (id, body) = shared.read_body(format, &parts.headers, body).await;
-                let slot = shared.record(&mut parts.extensions, id, speculative);
+                let slot = shared.record(&mut parts, id, speculative);
                 (Request::from_parts(parts, body), slot)
             })),
             (query, _) => {
                 let id = query.unwrap_or(Err(Rejection::MissingId));
-                let slot = shared.record(&mut parts.extensions, id, speculative);
+                let slot = shared.record(&mut parts, id, speculative);
                 Prepared::Ready(Request::from_parts(parts, Body::new(body)), slot)
             }
         };
@@ -139,7 +139,7 @@ where
             .shared
             .id_from_query(&parts)
             .unwrap_or(Err(Rejection::MissingId));
-        let slot = self.shared.record(&mut parts.extensions, id, speculative);
+        let slot = self.shared.record(&mut parts, id, speculative);
         self.dispatch(Prepared::Ready(Request::from_parts(parts, body), slot))
     }
 }

@@ -35,6 +35,8 @@ struct Inner {
     shared: Arc<Shared>,
     id: Result<Box<str>, Rejection>,
     speculative: bool,
+    /// The request's binding session key (only recorded when the layer has a binding).
+    session: Option<Box<str>>,
     outcome: OnceCell<Outcome>,
 }
 
@@ -43,12 +45,14 @@ impl Verification {
         shared: Arc<Shared>,
         id: Result<String, Rejection>,
         speculative: bool,
+        session: Option<Box<str>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared,
                 id: id.map(String::into_boxed_str),
                 speculative,
+                session,
                 outcome: OnceCell::new(),
             }),
         }
@@ -80,6 +84,14 @@ impl Verification {
         self.inner.speculative
     }
 
+    /// Whether `cert` was started by this request's browser session (its ticket is genuine,
+    /// unexpired and minted for the session). `Err(())` when the layer has no binding.
+    pub(crate) fn is_bound(&self, cert: &Certification) -> Result<bool, ()> {
+        self.inner
+            .shared
+            .is_bound(cert, self.inner.session.as_deref())
+    }
+
     /// Whether the request carried an id (well-formed or not) to look up.
     pub(crate) fn has_id(&self) -> bool {
         self.inner.id.is_ok()
@@ -92,6 +104,7 @@ impl fmt::Debug for Verification {
         f.debug_struct("Verification")
             .field("has_id", &self.has_id())
             .field("speculative", &self.inner.speculative)
+            .field("has_session", &self.inner.session.is_some())
             .field("resolved", &self.inner.outcome.initialized())
             .finish()
     }

@@ -162,6 +162,11 @@ impl CertificationSource for PortOneClient {
         key == "code"
     }
 
+    /// In v2 the merchant chooses the verification's id itself: the ticket *is* the id.
+    fn binding_ticket<'c>(&self, cert: &'c Certification) -> Option<&'c str> {
+        Some(&cert.id)
+    }
+
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
         IdentityVerificationId::parse(raw).map(drop)
     }

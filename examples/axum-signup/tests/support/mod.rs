@@ -5,8 +5,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The demo process; killed on drop.
+#[allow(dead_code)] // each test binary uses a part of it
 pub struct Demo {
     pub url: String,
+    /// The built-in emulator's URL, as the demo printed it.
+    pub emulator: String,
     child: Child,
 }
 
@@ -45,15 +48,23 @@ pub fn start_demo(extra: &[(&str, &str)]) -> Demo {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut emulator = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("built-in PortOne emulator") {
+                emulator = line.rsplit(" at ").next().unwrap_or("").trim().to_owned();
+            }
             if let Some(url) = line.strip_prefix("axum-signup listening on ") {
-                let _ = tx.send(url.trim().to_owned());
+                let _ = tx.send((url.trim().to_owned(), emulator.clone()));
             }
         }
     });
     let started = Instant::now();
-    let url = rx
+    let (url, emulator) = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("axum-signup did not start within {:?}", started.elapsed()));
-    Demo { url, child }
+    Demo {
+        url,
+        emulator,
+        child,
+    }
 }

@@ -39,7 +39,7 @@ struct Handlers;
 
 impl Handlers {
     /// On an associated function (axum style; the hidden guard goes first, or after `self`).
-    #[require_certified(unique = true)]
+    #[require_certified(unique = true, bound = true)]
     async fn signup(cert: Certified) -> String {
         cert.id.clone()
     }

@@ -1,0 +1,246 @@
+//! Replay-proof verifications through the demo's real routes: a cookie-keeping browser
+//! stand-in gets a ticket from the page, "verifies" at the emulator exactly as the browser SDK
+//! stand-in does (`POST /certify`, redirect mode), and submits the result — and attackers
+//! replay, swap and forge.
+
+mod support;
+
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+
+const ADULT: &str = "imp_100000000001";
+
+/// A browser: its own cookie (the binding session), what the page gave it.
+struct Browser {
+    http: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        }
+    }
+
+    /// Opens the page: keeps the session cookie it sets, returns the ticket it carries.
+    async fn open_page(&mut self, demo: &support::Demo, attribute: &str) -> String {
+        let response = self
+            .with_cookie(self.http.get(&demo.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        if let Some(set) = response.headers().get("set-cookie") {
+            let set = set.to_str().unwrap();
+            assert!(
+                set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+                "{set}"
+            );
+            self.cookie = Some(set.split(';').next().unwrap().to_owned());
+        }
+        let html = response.text().await.unwrap();
+        let needle = format!(r#"{attribute}=""#);
+        let start = html
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no {attribute} in the page"))
+            + needle.len();
+        let end = start + html[start..].find('"').unwrap();
+        html[start..end].to_owned()
+    }
+
+    /// Submits a popup-flow body to `/certifications`.
+    async fn submit(&self, demo: &support::Demo, body: Value) -> (u16, Value) {
+        let response = self
+            .with_cookie(self.http.post(format!("{}/certifications", demo.url)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or_default(),
+        )
+    }
+
+    /// Follows a redirect-flow return URL.
+    async fn land(&self, url: &str) -> u16 {
+        self.with_cookie(self.http.get(url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// Completes a verification of the sample `person` at the emulator with `ticket` as the
+/// merchant-chosen id, as the SDK stand-in's page does; returns the redirect URL PortOne sends
+/// the browser back to.
+async fn verify_at_portone(demo: &support::Demo, api: &str, person: &str, ticket: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let redirect_url = format!("{}/certifications/redirect", demo.url);
+    let mut form = vec![
+        ("person", person),
+        ("mode", "redirect"),
+        ("redirect_url", redirect_url.as_str()),
+        ("api", api),
+    ];
+    if api == "v2" {
+        form.push(("identity_verification_id", ticket));
+    } else {
+        form.push(("merchant_uid", ticket));
+    }
+    let response = http
+        .post(format!("{}/certify", demo.emulator))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        303,
+        "the emulator completed the verification"
+    );
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// The id in a return URL (`imp_uid` or `identityVerificationId`).
+fn id_in(url: &str, field: &str) -> String {
+    let query = url.split_once('?').unwrap().1;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+    pairs.into_iter().find(|(k, _)| k == field).unwrap().1
+}
+
+fn problem_type(body: &Value) -> &str {
+    body["type"].as_str().unwrap_or_default()
+}
+
+async fn replay_attempts_are_refused(api: &str) {
+    let (attribute, field) = if api == "v2" {
+        ("data-identity-verification-id", "identityVerificationId")
+    } else {
+        ("data-merchant-uid", "imp_uid")
+    };
+    let demo = support::start_demo(&[("PORTONE_API", api)]);
+    let unbound = "urn:iamport-tower:problem:unbound-verification";
+
+    // A raw id without a ticket (the sample person's record carries none of ours).
+    let mut a = Browser::new();
+    let ticket_a = a.open_page(&demo, attribute).await;
+    let raw = json!({ field: ADULT });
+    let (status, body) = a.submit(&demo, raw).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (403, unbound),
+        "raw id: {body}"
+    );
+
+    // A verifies with A's ticket; B (another browser) submits A's id: refused.
+    let return_url = verify_at_portone(&demo, api, ADULT, &ticket_a).await;
+    let id_a = id_in(&return_url, field);
+    let mut b = Browser::new();
+    let _ = b.open_page(&demo, attribute).await;
+    let (status, body) = b.submit(&demo, json!({ field: id_a })).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (403, unbound),
+        "A's id with B's cookie"
+    );
+    // The same through the redirect route, with B's cookie.
+    assert_eq!(
+        b.land(&return_url).await,
+        403,
+        "A's return URL in B's browser"
+    );
+    // And with no cookie at all.
+    let (status, _) = Browser::new().submit(&demo, json!({ field: id_a })).await;
+    assert_eq!(status, 403, "A's id without a session");
+
+    // A ticket minted for session C, verified, then submitted by C with C's cookie: fine for
+    // C — but D, holding C's ticket text and its own cookie, is refused.
+    let mut c = Browser::new();
+    let ticket_c = c.open_page(&demo, attribute).await;
+    let mut d = Browser::new();
+    let _ = d.open_page(&demo, attribute).await;
+    let id_c = id_in(
+        &verify_at_portone(&demo, api, "imp_100000000006", &ticket_c).await,
+        field,
+    );
+    let (status, _) = d.submit(&demo, json!({ field: id_c })).await;
+    assert_eq!(status, 403, "C's ticket in session D");
+
+    // A forged ticket: one character of a genuine one changed.
+    let mut forged = ticket_a.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let id_forged = id_in(
+        &verify_at_portone(&demo, api, "imp_100000000006", &forged).await,
+        field,
+    );
+    let (status, body) = a.submit(&demo, json!({ field: id_forged })).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (403, unbound),
+        "forged ticket"
+    );
+    // The refusal never says which part failed.
+    assert!(!body.to_string().contains("expired") && !body.to_string().contains("cookie"));
+
+    // A, with its own ticket and cookie, signs up — once.
+    let (status, body) = a.submit(&demo, json!({ field: id_a })).await;
+    assert_eq!(status, 201, "A's own verification: {body}");
+    let (status, _) = a.submit(&demo, json!({ field: id_a })).await;
+    assert_eq!(status, 409);
+
+    // C signs up through the redirect flow in C's own browser.
+    let mut e = Browser::new();
+    let ticket_e = e.open_page(&demo, attribute).await;
+    let return_url = verify_at_portone(&demo, api, "imp_100000000003", &ticket_e).await;
+    assert_eq!(e.land(&return_url).await, 201, "redirect flow, own session");
+    drop(c);
+}
+
+#[tokio::test]
+async fn v1_verifications_are_bound_to_the_browser_that_started_them() {
+    replay_attempts_are_refused("v1").await;
+}
+
+#[tokio::test]
+async fn v2_verifications_are_bound_to_the_browser_that_started_them() {
+    replay_attempts_are_refused("v2").await;
+}
+
+#[tokio::test]
+async fn an_expired_ticket_is_refused() {
+    // Tickets that expire at once: a verification completed with one is refused even in the
+    // session that minted it.
+    let demo = support::start_demo(&[("SIGNUP_TICKET_LIFETIME_SECS", "0")]);
+    let mut a = Browser::new();
+    let ticket = a.open_page(&demo, "data-merchant-uid").await;
+    let id = id_in(
+        &verify_at_portone(&demo, "v1", ADULT, &ticket).await,
+        "imp_uid",
+    );
+    // Expiry has one-second resolution: wait past it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = a.submit(&demo, json!({ "imp_uid": id })).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (403, "urn:iamport-tower:problem:unbound-verification")
+    );
+}
