@@ -133,10 +133,10 @@ impl Document {
                 return;
             }
         }
-        if let Some(allowed) = schema["enum"].as_array() {
-            if !allowed.contains(value) {
-                errors.push(format!("{at}: {value} is not one of the enum's values"));
-            }
+        if let Some(allowed) = schema["enum"].as_array()
+            && !allowed.contains(value)
+        {
+            errors.push(format!("{at}: {value} is not one of the enum's values"));
         }
         if let (Some(format), Some(text)) = (schema["format"].as_str(), value.as_str()) {
             let ok = match format {

@@ -104,44 +104,42 @@ async fn method_not_allowed() -> Response {
 }
 
 /// `Authorization: PortOne <secret>` or `Bearer <access token>`; the scheme is
-/// case-insensitive (RFC 9110 §11.1), as PortOne's own spec spells it `portone`.
-fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Response> {
-    let unauthorized = || {
+/// case-insensitive (RFC 9110 §11.1), as PortOne's own spec spells it `portone`. `Some` is
+/// the refusal.
+fn refuse_unauthorized(state: &State, headers: &HeaderMap) -> Option<Response> {
+    let accepted = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .is_some_and(|(scheme, credentials)| {
+            let credentials = credentials.trim();
+            if scheme.eq_ignore_ascii_case("portone") {
+                credentials == state.v2_secret
+            } else if scheme.eq_ignore_ascii_case("bearer") {
+                state.accept_v2_access_token(credentials)
+            } else {
+                false
+            }
+        });
+    (!accepted).then(|| {
         error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "인증 정보가 올바르지 않습니다.",
         )
-    };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
-    let (scheme, credentials) = value.trim().split_once(' ').ok_or_else(unauthorized)?;
-    let credentials = credentials.trim();
-    let accepted = if scheme.eq_ignore_ascii_case("portone") {
-        credentials == state.v2_secret
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        state.accept_v2_access_token(credentials)
-    } else {
-        false
-    };
-    if accepted {
-        Ok(())
-    } else {
-        Err(unauthorized())
-    }
+    })
 }
 
 /// A `storeId` the secret may not access is `FORBIDDEN` (when the emulator has a store).
-fn check_store(state: &State, store_id: Option<&str>) -> Result<(), Response> {
+/// `Some` is the refusal.
+fn refuse_store(state: &State, store_id: Option<&str>) -> Option<Response> {
     match (&state.v2_store_id, store_id) {
-        (Some(own), Some(asked)) if own != asked => Err(error(
+        (Some(own), Some(asked)) if own != asked => Some(error(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
             "요청이 거절되었습니다.",
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -299,13 +297,13 @@ async fn identity_verification(
     {
         return faulted;
     }
-    if let Err(refused) = authorize(&state, &headers) {
+    if let Some(refused) = refuse_unauthorized(&state, &headers) {
         return refused;
     }
     let Some(query) = parse_query::<StoreQuery>(query.as_deref()) else {
         return invalid_request("요청된 입력 정보가 유효하지 않습니다.");
     };
-    if let Err(refused) = check_store(&state, query.store_id.as_deref()) {
+    if let Some(refused) = refuse_store(&state, query.store_id.as_deref()) {
         return refused;
     }
     if id.is_empty() || id.len() > 256 {
@@ -324,7 +322,7 @@ async fn unserved(
     Path((id, _action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
+    if let Some(refused) = refuse_unauthorized(&state, &headers) {
         return refused;
     }
     if record(&state, &id).is_none() {
@@ -386,7 +384,7 @@ async fn list(
     if let Some(faulted) = begin(&state, Endpoint::ListIdentityVerifications, None, &abort).await {
         return faulted;
     }
-    if let Err(refused) = authorize(&state, &headers) {
+    if let Some(refused) = refuse_unauthorized(&state, &headers) {
         return refused;
     }
     let Some(query) = parse_query::<ListQuery>(query.as_deref()) else {
@@ -400,7 +398,7 @@ async fn list(
         },
     };
     let filter = body.filter.unwrap_or_default();
-    if let Err(refused) = check_store(&state, filter.store_id.as_deref()) {
+    if let Some(refused) = refuse_store(&state, filter.store_id.as_deref()) {
         return refused;
     }
     let (number, size) = body
@@ -470,12 +468,11 @@ async fn list(
     .into_response()
 }
 
-/// A JSON body's string field, or `INVALID_REQUEST`.
-fn body_field(body: &[u8], field: &str) -> Result<String, Response> {
+/// A JSON body's string field.
+fn body_field(body: &[u8], field: &str) -> Option<String> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get(field)?.as_str().map(str::to_owned))
-        .ok_or_else(|| invalid_request(&format!("{field}가 필요합니다.")))
 }
 
 /// `POST /login/api-secret {"apiSecret"}` → `{accessToken, refreshToken}`.
@@ -487,9 +484,8 @@ async fn login(
     if let Some(faulted) = begin(&state, Endpoint::LoginApiSecret, None, &abort).await {
         return faulted;
     }
-    let secret = match body_field(&body, "apiSecret") {
-        Ok(secret) => secret,
-        Err(invalid) => return invalid,
+    let Some(secret) = body_field(&body, "apiSecret") else {
+        return invalid_request("apiSecret가 필요합니다.");
     };
     if secret != state.v2_secret {
         return error(
@@ -511,9 +507,8 @@ async fn refresh(
     if let Some(faulted) = begin(&state, Endpoint::RefreshToken, None, &abort).await {
         return faulted;
     }
-    let token = match body_field(&body, "refreshToken") {
-        Ok(token) => token,
-        Err(invalid) => return invalid,
+    let Some(token) = body_field(&body, "refreshToken") else {
+        return invalid_request("refreshToken이 필요합니다.");
     };
     match state.refresh_v2_tokens(&token) {
         Some((access, refresh)) => {
