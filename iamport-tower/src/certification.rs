@@ -12,8 +12,8 @@ use jiff::civil::Date;
 /// are `None` when PortOne did not send them: phone and carrier need a carrier contract,
 /// gender is often missing with `inicis_unified`, nationality needs the foreigner contract.
 ///
-/// `Debug` masks name, phone, birth date, CI and DI, so logging a `Certification` by mistake
-/// leaks nothing personal.
+/// `Debug` masks name, phone, birth date, CI, DI, the merchant's customer id and custom data,
+/// so logging a `Certification` by mistake leaks nothing personal.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Certification {

@@ -392,12 +392,13 @@ impl Transport {
                 Attempt::TooLarge => false,
             };
             if retry_wanted && self.budget.withdraw() {
-                match &attempt {
+                match attempt {
                     Attempt::Answer(answer) => {
                         tracing::debug!(status = %answer.status, retry, "PortOne answered 5xx; retrying");
                     }
                     Attempt::Failed(error) => {
-                        tracing::debug!(error = %error.without_url_ref(), retry, "PortOne connection failed; retrying");
+                        // Without the URL: it holds the verification id.
+                        tracing::debug!(error = %error.without_url(), retry, "PortOne connection failed; retrying");
                     }
                     Attempt::TooLarge => {}
                 }
@@ -430,21 +431,6 @@ impl Transport {
                 Attempt::Failed(error) => Err(Error::Unavailable(Box::new(error.without_url()))),
             };
         }
-    }
-}
-
-/// Without the URL, which holds the verification id: errors are logged.
-trait WithoutUrlRef {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrlRef for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut shown = self.to_string();
-        if let Some(url) = self.url() {
-            shown = shown.replace(url.as_str(), "<url>");
-        }
-        shown
     }
 }
 
