@@ -418,6 +418,8 @@ async fn the_v2_emulator_keeps_what_the_browser_passed_and_tells_versions_apart(
     let cancelled = browser_verification(&emulator, "iv-b3", &[], None).await;
     assert_eq!(cancelled["code"], "IDENTITY_VERIFICATION_CANCELLED");
     assert_eq!(cancelled["transactionType"], "IDENTITY_VERIFICATION");
+    assert!(cancelled["pgCode"].is_string() && cancelled["pgMessage"].is_string());
+    assert!(cancelled["identityVerificationTxId"].is_string());
     assert!(
         !client
             .identity_verification(&id("iv-b3"))

@@ -10,8 +10,8 @@
 //!   with the merchant's own `identityVerificationId` (and optional `customer.id`,
 //!   `customData`, `channelKey`; `storeId` and `bypass` are accepted and ignored); a Promise
 //!   of the browser SDK's `IdentityVerificationResponse` — `transactionType`,
-//!   `identityVerificationId`, `identityVerificationTxId`, plus `code`/`message` when
-//!   cancelled — or a redirect to `redirectUrl` with the same fields. Opening the window
+//!   `identityVerificationId`, `identityVerificationTxId`, plus `code`, `message`, `pgCode`
+//!   and `pgMessage` when cancelled — or a redirect to `redirectUrl` with the same fields. Opening the window
 //!   records a `READY` verification, as PortOne does.
 //! - `GET /certify`: the verification page: pick a test person, or cancel.
 //! - `POST /certify`: records a fresh verification of the chosen person (a new `imp_uid`,
@@ -359,9 +359,17 @@ fn complete_v2(state: &State, done: Completion) -> Response {
         "identityVerificationTxId": tx_id,
     });
     if let Some((code, message)) = cancelled {
-        pairs.extend([("code", code), ("message", message)]);
+        let (pg_code, pg_message) = (super::v2::CANCEL_PG_CODE, super::v2::CANCEL_PG_MESSAGE);
+        pairs.extend([
+            ("code", code),
+            ("message", message),
+            ("pgCode", pg_code),
+            ("pgMessage", pg_message),
+        ]);
         response["code"] = Value::from(code);
         response["message"] = Value::from(message);
+        response["pgCode"] = Value::from(pg_code);
+        response["pgMessage"] = Value::from(pg_message);
     }
     report(
         done.flow.mode.as_deref(),

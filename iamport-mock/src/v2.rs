@@ -57,6 +57,11 @@ pub(crate) fn is_v2_path(path: &str) -> bool {
         .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
 }
 
+/// The PG's code and message for a verification the person cancelled (the emulator's own).
+pub(crate) const CANCEL_PG_CODE: &str = "USER_CANCEL";
+/// See [`CANCEL_PG_CODE`].
+pub(crate) const CANCEL_PG_MESSAGE: &str = "사용자가 본인인증을 취소하였습니다";
+
 pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({ "type": kind, "message": message }))).into_response()
 }
@@ -261,7 +266,11 @@ fn pending(id: &str, status: PendingStatus, meta: Option<&V2Meta>, now: i64) -> 
     });
     common(&mut body, id, meta, requested_at, requested_at.max(now));
     if status == PendingStatus::Failed {
-        body["failure"] = json!({ "reason": "사용자가 본인인증을 취소하였습니다." });
+        body["failure"] = json!({
+            "reason": "사용자가 본인인증을 취소하였습니다.",
+            "pgCode": CANCEL_PG_CODE,
+            "pgMessage": CANCEL_PG_MESSAGE,
+        });
     }
     body
 }
