@@ -446,3 +446,34 @@ async fn the_retry_budget_caps_retries_across_calls() {
     assert!((40..=44).contains(&calls), "{calls}");
     // Without a budget the same policy would have sent 240.
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_layer_a_token_outage_costs_one_fetch_for_50_requests() {
+    let emulator = Emulator::start().await.unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("imp_2000000000{i:02}")).collect();
+    for id in &ids {
+        emulator.add_person(iamport_mock::person(id, "동시다발", "1990-01-01"));
+    }
+    #[iamport_tower::require_certified(min_age = 19)]
+    async fn adults(_person: Certified) -> &'static str {
+        "ok"
+    }
+    let app = Router::new()
+        .route("/signup", axum::routing::get(adults))
+        .layer(CertificationLayer::new(emulator.client()));
+    let app = serve_axum(app).await;
+    emulator.fail_next(Endpoint::GetToken, 10_000, StatusCode::GATEWAY_TIMEOUT);
+    let http = reqwest::Client::new();
+    let requests = ids.iter().map(|id| {
+        let request = http.get(format!("{}/signup?imp_uid={id}", app.url));
+        async move { status(request).await }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 502), "{statuses:?}");
+    let calls = emulator.calls(Endpoint::GetToken);
+    iamport_e2e::notice(&format!(
+        "token outage behind the layer: 50 concurrent requests (50 ids) -> {calls} getToken calls, all 502"
+    ));
+    assert!((1..=3).contains(&calls), "{calls}");
+    assert_eq!(emulator.calls(Endpoint::GetCertification), 0);
+}
