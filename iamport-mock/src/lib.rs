@@ -183,7 +183,10 @@ impl Emulator {
         self.state.set_latency(latency);
     }
 
-    /// The next `times` requests to `endpoint` get `status` with PortOne's error envelope.
+    /// The next `times` requests to `endpoint` get `status` with PortOne's error body for that
+    /// API: v1's envelope `{code, message, response}` on v1 endpoints, v2's `{type, message}`
+    /// on v2 ones (`type` from the status: `INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN`,
+    /// `IDENTITY_VERIFICATION_NOT_FOUND`, `INTERNAL_SERVER_ERROR` for 5xx).
     pub fn fail_next(&self, endpoint: Endpoint, times: u32, status: StatusCode) {
         self.state
             .queue_fault(endpoint, FaultKind::Status(status), times);
