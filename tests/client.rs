@@ -237,21 +237,80 @@ async fn bad_credentials_are_a_typed_error_that_hides_the_secret() {
 #[tokio::test]
 async fn garbage_answers_are_malformed() {
     let emulator = Emulator::start().await.unwrap();
-    let client = emulator.client();
+    // No back-off after a failed token fetch: each call below fetches for itself.
+    let client = emulator
+        .client_builder()
+        .token_retry_after(Duration::ZERO)
+        .build()
+        .unwrap();
     emulator.garbage_next(Endpoint::GetToken, 1);
     assert!(matches!(
         client.certification(&id(ADULT)).await,
         Err(Error::Malformed(_))
     ));
+    assert_eq!(
+        emulator.calls(Endpoint::GetToken),
+        1,
+        "garbage is not retried"
+    );
+    assert_eq!(emulator.calls_for(ADULT), 0);
     emulator.garbage_next(Endpoint::GetCertification, 1);
     assert!(matches!(
         client.certification(&id(ADULT)).await,
         Err(Error::Malformed(_))
     ));
-    // A record whose fields have the wrong types.
-    emulator.add_person(json!({"imp_uid": "imp_5", "certified": "yes", "name": 7}));
-    let error = client.certification(&id("imp_5")).await.unwrap_err();
-    assert!(matches!(error, Error::Malformed(_)), "{error:?}");
+    assert_eq!(emulator.calls(Endpoint::GetToken), 2);
+    assert_eq!(emulator.calls_for(ADULT), 1, "the garbage was served");
+    assert!(client.certification(&id(ADULT)).await.unwrap().certified);
+}
+
+#[tokio::test]
+async fn fields_of_the_wrong_type_are_unknown_with_a_warning_naming_them() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.client();
+    emulator.add_person(json!({
+        "imp_uid": "imp_5", "certified": "yes", "name": 7, "birthday": "2001-02-30",
+        "birth": 631119600, "unique_key": "CI-VALUE-OF-A-PERSON", "phone": 1012345678
+    }));
+    let (logs, _guard) = Captured::install();
+    let cert = client.certification(&id("imp_5")).await.unwrap();
+    assert!(!cert.certified, "an unreadable `certified` is not `true`");
+    assert_eq!((cert.name, cert.phone), (None, None));
+    // The unreadable `birthday` falls back to `birth` (1990-01-01 in Korea).
+    assert_eq!(cert.birth_date.map(|d| d.year()), Some(1990));
+    assert_eq!(cert.unique_key.as_deref(), Some("CI-VALUE-OF-A-PERSON"));
+    let text = strip_ansi(&logs.text());
+    for field in ["certified", "name", "birthday", "phone"] {
+        assert!(
+            text.contains(&format!("field={field} ")),
+            "no WARN names `{field}`: {text}"
+        );
+    }
+    assert!(text.contains("WARN"), "{text}");
+    for value in ["2001-02-30", "1012345678", "CI-VALUE", "yes"] {
+        assert!(
+            !text.contains(value),
+            "{value} leaked into the logs: {text}"
+        );
+    }
+}
+
+/// The log text without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[tokio::test]

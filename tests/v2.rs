@@ -317,3 +317,254 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
         .json(&json!({"identityVerificationId": "imp_100000000003"}));
     assert_eq!(status(refused_post).await, 502);
 }
+
+/// Runs the v2 browser SDK stand-in's flow over HTTP (open the page, pick a person) and
+/// returns what `requestIdentityVerification` resolves with.
+async fn browser_verification(
+    emulator: &Emulator,
+    id: &str,
+    extra: &[(&str, &str)],
+    person: Option<&str>,
+) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let mut flow = vec![
+        ("api", "v2"),
+        ("identity_verification_id", id),
+        ("mode", "iframe"),
+    ];
+    flow.extend_from_slice(extra);
+    let page = http
+        .get(format!("{}/certify", emulator.url()))
+        .query(&flow)
+        .send()
+        .await
+        .unwrap();
+    assert!(page.status().is_success());
+    match person {
+        Some(person) => flow.push(("person", person)),
+        None => flow.push(("cancel", "1")),
+    }
+    let done = http
+        .post(format!("{}/certify", emulator.url()))
+        .form(&flow)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = done
+        .find("response: ")
+        .expect("the page posts the response")
+        + 10;
+    let end = done[start..].find("}, \"*\")").unwrap() + start;
+    serde_json::from_str(&done[start..end]).unwrap()
+}
+
+#[tokio::test]
+async fn the_v2_emulator_keeps_what_the_browser_passed_and_tells_versions_apart() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator.v2_client();
+    // Opening the window makes a READY verification.
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{}/certify", emulator.url()))
+        .query(&[("api", "v2"), ("identity_verification_id", "iv-opened")])
+        .send()
+        .await
+        .unwrap();
+    assert!(page.status().is_success());
+    let opened = client
+        .identity_verification(&id("iv-opened"))
+        .await
+        .unwrap();
+    assert!(!opened.certified);
+
+    let result = browser_verification(
+        &emulator,
+        "iv-b1",
+        &[
+            ("customer_id", "customer-77"),
+            ("custom_data", r#"{"plan":"pro"}"#),
+            ("channel_key", "channel-key-demo"),
+        ],
+        Some(ADULT),
+    )
+    .await;
+    // Every field of the browser SDK's IdentityVerificationResponse.
+    assert_eq!(result["transactionType"], "IDENTITY_VERIFICATION");
+    assert_eq!(result["identityVerificationId"], "iv-b1");
+    assert!(
+        result["identityVerificationTxId"]
+            .as_str()
+            .is_some_and(|t| t.len() == 36)
+    );
+    assert!(result.get("code").is_none());
+    let b1 = client.identity_verification(&id("iv-b1")).await.unwrap();
+    assert!(b1.certified);
+    assert_eq!(b1.customer_id.as_deref(), Some("customer-77"));
+    assert_eq!(b1.custom_data.as_deref(), Some(r#"{"plan":"pro"}"#));
+    assert_eq!(b1.channel_key.as_deref(), Some("channel-key-demo"));
+
+    // A second verification of the same person is a new transaction with the same CI.
+    browser_verification(&emulator, "iv-b2", &[], Some(ADULT)).await;
+    let b2 = client.identity_verification(&id("iv-b2")).await.unwrap();
+    let template = client.identity_verification(&id(ADULT)).await.unwrap();
+    assert_eq!(b2.unique_key, b1.unique_key);
+    assert_ne!(b2.pg_tid, b1.pg_tid);
+    assert_ne!(b1.pg_tid, template.pg_tid);
+    assert_eq!(b2.customer_id, None, "no customer.id passed: none invented");
+
+    let cancelled = browser_verification(&emulator, "iv-b3", &[], None).await;
+    assert_eq!(cancelled["code"], "IDENTITY_VERIFICATION_CANCELLED");
+    assert_eq!(cancelled["transactionType"], "IDENTITY_VERIFICATION");
+    assert!(cancelled["pgCode"].is_string() && cancelled["pgMessage"].is_string());
+    assert!(cancelled["identityVerificationTxId"].is_string());
+    assert!(
+        !client
+            .identity_verification(&id("iv-b3"))
+            .await
+            .unwrap()
+            .certified
+    );
+
+    // Raw wire: versions, isForeigner, verifiedCustomer.id.
+    let raw = |path: String| {
+        http.get(format!("{}/identity-verifications/{path}", emulator.url()))
+            .header("Authorization", format!("PortOne {TEST_V2_SECRET}"))
+            .send()
+    };
+    let v2_born: serde_json::Value = raw("iv-b1".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(v2_born["version"], "V2");
+    assert_eq!(v2_born["verifiedCustomer"]["id"], "customer-77");
+    let v1_born: serde_json::Value = raw(ADULT.into()).await.unwrap().json().await.unwrap();
+    assert_eq!(v1_born["version"], "V1");
+    assert!(
+        v1_born["verifiedCustomer"].get("id").is_none(),
+        "merchant_uid is not the customer's id"
+    );
+    let minimal: serde_json::Value = raw(MINIMAL.into()).await.unwrap().json().await.unwrap();
+    assert!(
+        minimal["verifiedCustomer"].get("isForeigner").is_none(),
+        "no foreigner contract: unknown, not false"
+    );
+    let c = client.identity_verification(&id(MINIMAL)).await.unwrap();
+    assert_eq!(c.foreigner, None);
+}
+
+#[tokio::test]
+async fn v2_authentication_schemes_stores_and_error_shapes() {
+    let emulator = Emulator::builder()
+        .v2_store_id("store-a")
+        .start()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/identity-verifications/{ADULT}", emulator.url());
+    let status_of = |auth: String, query: &'static [(&'static str, &'static str)]| {
+        http.get(&url)
+            .header("Authorization", auth)
+            .query(query)
+            .send()
+    };
+    for scheme in ["PortOne", "portone", "PORTONE"] {
+        let response = status_of(format!("{scheme} {TEST_V2_SECRET}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let own = status_of(
+        format!("PortOne {TEST_V2_SECRET}"),
+        &[("storeId", "store-a")],
+    );
+    assert_eq!(own.await.unwrap().status(), 200);
+    let other = status_of(
+        format!("PortOne {TEST_V2_SECRET}"),
+        &[("storeId", "store-b")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 403);
+    let body: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(body["type"], "FORBIDDEN");
+    // The client's store id goes out as `storeId`.
+    let wrong_store = emulator
+        .v2_client_builder()
+        .store_id("store-b")
+        .build()
+        .unwrap();
+    let error = wrong_store
+        .identity_verification(&id(ADULT))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::UpstreamStatus { status, ref message }
+            if status == StatusCode::FORBIDDEN && message.as_deref().is_some_and(|m| m.starts_with("FORBIDDEN"))),
+        "{error:?}"
+    );
+    let right_store = emulator
+        .v2_client_builder()
+        .store_id("store-a")
+        .build()
+        .unwrap();
+    assert!(right_store.identity_verification(&id(ADULT)).await.is_ok());
+
+    // Bearer tokens from the API-secret login.
+    let tokens: serde_json::Value = http
+        .post(format!("{}/login/api-secret", emulator.url()))
+        .json(&json!({ "apiSecret": TEST_V2_SECRET }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["accessToken"].as_str().unwrap();
+    let bearer = status_of(format!("bearer {access}"), &[]).await.unwrap();
+    assert_eq!(bearer.status(), 200);
+    let forged = status_of("Bearer not-a-token".into(), &[]).await.unwrap();
+    assert_eq!(forged.status(), 401);
+
+    // Injected faults and unserved paths answer in v2's shape; v1's stay v1's.
+    emulator.fail_next(
+        Endpoint::GetIdentityVerification,
+        1,
+        StatusCode::UNAUTHORIZED,
+    );
+    let faulted = status_of(format!("PortOne {TEST_V2_SECRET}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(faulted.status(), 401);
+    let body: serde_json::Value = faulted.json().await.unwrap();
+    assert_eq!(body["type"], "UNAUTHORIZED", "{body}");
+    assert!(body.get("code").is_none(), "{body}");
+    for path in [
+        "/identity-verifications/x/send",
+        "/identity-verifications/x/confirm",
+        "/identity-verifications/x/resend",
+        "/login/unknown",
+    ] {
+        let body: serde_json::Value = http
+            .post(format!("{}{path}", emulator.url()))
+            .header("Authorization", format!("PortOne {TEST_V2_SECRET}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            body["type"].is_string() && body.get("code").is_none(),
+            "{path}: {body}"
+        );
+    }
+    let v1: serde_json::Value = http
+        .get(format!("{}/payments/imp_1", emulator.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1["code"], -1, "{v1}");
+}

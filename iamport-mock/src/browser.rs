@@ -7,9 +7,12 @@
 //!   `m_redirect_url` (and `popup` not `true`) it navigates there instead and PortOne's
 //!   redirect flow follows: `m_redirect_url?imp_uid=…&merchant_uid=…&success=true|false`.
 //! - `GET /sdk/portone-v2.js`: the v2 SDK, `PortOne.requestIdentityVerification(params)`,
-//!   with the merchant's own `identityVerificationId`; a Promise of `{identityVerificationId}`
-//!   (plus `code`/`message` when cancelled), or a redirect to `redirectUrl` with the same
-//!   fields.
+//!   with the merchant's own `identityVerificationId` (and optional `customer.id`,
+//!   `customData`, `channelKey`; `storeId` and `bypass` are accepted and ignored); a Promise
+//!   of the browser SDK's `IdentityVerificationResponse` — `transactionType`,
+//!   `identityVerificationId`, `identityVerificationTxId`, plus `code`, `message`, `pgCode`
+//!   and `pgMessage` when cancelled — or a redirect to `redirectUrl` with the same fields. Opening the window
+//!   records a `READY` verification, as PortOne does.
 //! - `GET /certify`: the verification page: pick a test person, or cancel.
 //! - `POST /certify`: records a fresh verification of the chosen person (a new `imp_uid`,
 //!   the same CI) and reports it back to the page or the redirect URL.
@@ -25,7 +28,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::state::State;
+use super::state::{State, V2Meta};
 
 type Shared = Arc<State>;
 
@@ -106,15 +109,25 @@ const SDK_V1: &str = r#"
   };
 "#;
 
-/// v2: `PortOne.requestIdentityVerification({ identityVerificationId, redirectUrl, … })`: a
-/// Promise of `{ identityVerificationId }`, or `{ identityVerificationId, code, message }`
-/// when cancelled; with `redirectUrl` the browser goes there instead, with the same fields in
-/// the query string.
+/// v2: `PortOne.requestIdentityVerification({ identityVerificationId, redirectUrl, customer,
+/// customData, channelKey, … })`: a Promise of `{ transactionType, identityVerificationId,
+/// identityVerificationTxId }`, plus `code` and `message` when cancelled; with `redirectUrl`
+/// the browser goes there instead, with the same fields in the query string.
 const SDK_V2: &str = r#"
   window.PortOne = {
     requestIdentityVerification: function (params) {
       params = params || {};
-      var q = { api: "v2", identity_verification_id: params.identityVerificationId };
+      var customData = params.customData;
+      if (customData !== undefined && customData !== null && typeof customData !== "string") {
+        customData = JSON.stringify(customData);
+      }
+      var q = {
+        api: "v2",
+        identity_verification_id: params.identityVerificationId,
+        customer_id: params.customer && params.customer.id,
+        custom_data: customData,
+        channel_key: params.channelKey
+      };
       if (params.redirectUrl) {
         q.mode = "redirect";
         q.redirect_url = params.redirectUrl;
@@ -161,6 +174,23 @@ struct Flow {
     redirect_url: Option<String>,
     api: Option<String>,
     identity_verification_id: Option<String>,
+    customer_id: Option<String>,
+    custom_data: Option<String>,
+    channel_key: Option<String>,
+}
+
+impl Flow {
+    /// What the v2 API keeps of the browser call.
+    fn v2_meta(&self, now: i64) -> V2Meta {
+        V2Meta {
+            version: "V2",
+            customer_id: self.customer_id.clone().filter(|v| !v.is_empty()),
+            custom_data: self.custom_data.clone(),
+            channel_key: self.channel_key.clone().filter(|v| !v.is_empty()),
+            tx_id: super::state::new_tx_id(),
+            requested_at: now,
+        }
+    }
 }
 
 fn hidden_fields(flow: &Flow) -> String {
@@ -171,6 +201,9 @@ fn hidden_fields(flow: &Flow) -> String {
         ("redirect_url", &flow.redirect_url),
         ("api", &flow.api),
         ("identity_verification_id", &flow.identity_verification_id),
+        ("customer_id", &flow.customer_id),
+        ("custom_data", &flow.custom_data),
+        ("channel_key", &flow.channel_key),
     ] {
         if let Some(value) = value {
             fields.push_str(&format!(
@@ -198,6 +231,14 @@ fn describe(person: &Value) -> String {
 }
 
 async fn page(AxumState(state): AxumState<Shared>, Query(flow): Query<Flow>) -> Html<String> {
+    if flow.api.as_deref() == Some("v2")
+        && let Some(id) = flow
+            .identity_verification_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+    {
+        state.request_v2(id, flow.v2_meta(state.now()));
+    }
     let hidden = hidden_fields(&flow);
     let mut people = String::new();
     for (id, label, person) in state.templates() {
@@ -234,11 +275,8 @@ button.cancel{{background:#fff;color:#a00;border-color:#e0b4b4;text-align:center
 
 #[derive(Deserialize)]
 struct Completion {
-    merchant_uid: Option<String>,
-    mode: Option<String>,
-    redirect_url: Option<String>,
-    api: Option<String>,
-    identity_verification_id: Option<String>,
+    #[serde(flatten)]
+    flow: Flow,
     person: Option<String>,
     cancel: Option<String>,
 }
@@ -280,47 +318,72 @@ fn report(
 
 /// v2: the merchant chose the id; a cancellation leaves a FAILED verification under it.
 fn complete_v2(state: &State, done: Completion) -> Response {
-    let Some(id) = done.identity_verification_id.filter(|id| !id.is_empty()) else {
+    let Some(id) = done
+        .flow
+        .identity_verification_id
+        .clone()
+        .filter(|id| !id.is_empty())
+    else {
         return (
             StatusCode::BAD_REQUEST,
             "identityVerificationId is required",
         )
             .into_response();
     };
+    let meta = done.flow.v2_meta(state.now());
     let verified = match (&done.cancel, &done.person) {
-        (None, Some(person)) => state.verify_as(person, None, Some(&id)),
+        (None, Some(person)) => state.verify_as(person, None, Some((&id, meta.clone()))),
         _ => None,
     };
-    let (pairs, response) = if verified.is_some() {
-        (
-            vec![("identityVerificationId", id.as_str())],
-            json!({ "identityVerificationId": id }),
-        )
+    let cancelled = if verified.is_some() {
+        None
     } else if done.cancel.is_some() {
+        state.request_v2(&id, meta.clone());
         state.set_pending(&id, super::state::PendingStatus::Failed);
-        let (code, message) = (
+        Some((
             "IDENTITY_VERIFICATION_CANCELLED",
             "사용자가 본인인증을 취소하였습니다",
-        );
-        (
-            vec![
-                ("identityVerificationId", id.as_str()),
-                ("code", code),
-                ("message", message),
-            ],
-            json!({ "identityVerificationId": id, "code": code, "message": message }),
-        )
+        ))
     } else {
         return (StatusCode::BAD_REQUEST, "unknown test person").into_response();
     };
-    report(done.mode.as_deref(), done.redirect_url, &pairs, &response)
+    let tx_id = state.v2_meta(&id).map_or(meta.tx_id, |m| m.tx_id);
+    let mut pairs = vec![
+        ("transactionType", "IDENTITY_VERIFICATION"),
+        ("identityVerificationId", id.as_str()),
+        ("identityVerificationTxId", tx_id.as_str()),
+    ];
+    let mut response = json!({
+        "transactionType": "IDENTITY_VERIFICATION",
+        "identityVerificationId": id,
+        "identityVerificationTxId": tx_id,
+    });
+    if let Some((code, message)) = cancelled {
+        let (pg_code, pg_message) = (super::v2::CANCEL_PG_CODE, super::v2::CANCEL_PG_MESSAGE);
+        pairs.extend([
+            ("code", code),
+            ("message", message),
+            ("pgCode", pg_code),
+            ("pgMessage", pg_message),
+        ]);
+        response["code"] = Value::from(code);
+        response["message"] = Value::from(message);
+        response["pgCode"] = Value::from(pg_code);
+        response["pgMessage"] = Value::from(pg_message);
+    }
+    report(
+        done.flow.mode.as_deref(),
+        done.flow.redirect_url.clone(),
+        &pairs,
+        &response,
+    )
 }
 
 async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completion>) -> Response {
-    if done.api.as_deref() == Some("v2") {
+    if done.flow.api.as_deref() == Some("v2") {
         return complete_v2(&state, done);
     }
-    let merchant_uid = done.merchant_uid.clone();
+    let merchant_uid = done.flow.merchant_uid.clone();
     let verified = match (&done.cancel, &done.person) {
         (None, Some(person)) => state.verify_as(person, merchant_uid.as_deref(), None),
         _ => None,
@@ -349,5 +412,10 @@ async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completi
         "merchant_uid": merchant_uid,
         "error_msg": error_msg,
     });
-    report(done.mode.as_deref(), done.redirect_url, &pairs, &response)
+    report(
+        done.flow.mode.as_deref(),
+        done.flow.redirect_url,
+        &pairs,
+        &response,
+    )
 }

@@ -26,9 +26,13 @@
 //!   message for an unknown id. `DELETE` removes the person.
 //!
 //! - v2 `GET /identity-verifications/{id}` with `Authorization: PortOne <secret>`
-//!   ([`TEST_V2_SECRET`] by default): every person by its id, `VERIFIED` (or `FAILED` when
-//!   not certified), plus `READY`/`FAILED` ones from [`Emulator::set_pending`]; PortOne's
-//!   error bodies (`UNAUTHORIZED`, `IDENTITY_VERIFICATION_NOT_FOUND`, `INVALID_REQUEST`).
+//!   ([`TEST_V2_SECRET`] by default; the scheme case-insensitive) or `Bearer <token>` from
+//!   `POST /login/api-secret` (and `/token/refresh`): every person by its id, `VERIFIED` (or
+//!   `FAILED` when not certified), plus `READY`/`FAILED` ones from [`Emulator::set_pending`]
+//!   and the v2 browser SDK stand-in; the list `GET /identity-verifications` (filter, sort,
+//!   page); PortOne's error bodies (`INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN` for
+//!   another store, `IDENTITY_VERIFICATION_NOT_FOUND`) on every v2 path, faults included.
+//!   Unknown paths answer in the shape of the API they sit under.
 //!
 //! Faults for tests: [`set_latency`](Emulator::set_latency),
 //! [`fail_next`](Emulator::fail_next), [`drop_next`](Emulator::drop_next),
@@ -179,7 +183,10 @@ impl Emulator {
         self.state.set_latency(latency);
     }
 
-    /// The next `times` requests to `endpoint` get `status` with PortOne's error envelope.
+    /// The next `times` requests to `endpoint` get `status` with PortOne's error body for that
+    /// API: v1's envelope `{code, message, response}` on v1 endpoints, v2's `{type, message}`
+    /// on v2 ones (`type` from the status: `INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN`,
+    /// `IDENTITY_VERIFICATION_NOT_FOUND`, `INTERNAL_SERVER_ERROR` for 5xx).
     pub fn fail_next(&self, endpoint: Endpoint, times: u32, status: StatusCode) {
         self.state
             .queue_fault(endpoint, FaultKind::Status(status), times);
@@ -240,6 +247,7 @@ pub struct EmulatorBuilder {
     key: String,
     secret: String,
     v2_secret: String,
+    v2_store_id: Option<String>,
     persons: Vec<(Option<String>, Value)>,
     rules: TokenRules,
 }
@@ -251,6 +259,7 @@ impl Default for EmulatorBuilder {
             key: TEST_KEY.into(),
             secret: TEST_SECRET.into(),
             v2_secret: TEST_V2_SECRET.into(),
+            v2_store_id: None,
             persons: labeled_sample_persons()
                 .into_iter()
                 .map(|(label, p)| (Some(label.to_owned()), p))
@@ -277,6 +286,14 @@ impl EmulatorBuilder {
     /// The accepted v2 API secret (default [`TEST_V2_SECRET`]).
     pub fn v2_secret(mut self, secret: impl Into<String>) -> Self {
         self.v2_secret = secret.into();
+        self
+    }
+
+    /// The store the v2 secret belongs to: a request naming another `storeId` (query string,
+    /// or the list's filter) is `403 FORBIDDEN`, as PortOne answers for a store the secret
+    /// may not access. Default: none (every `storeId` is accepted).
+    pub fn v2_store_id(mut self, store_id: impl Into<String>) -> Self {
+        self.v2_store_id = Some(store_id.into());
         self
     }
 
@@ -344,13 +361,21 @@ impl EmulatorBuilder {
             self.key,
             self.secret,
             self.v2_secret,
+            self.v2_store_id,
             self.persons,
             self.rules,
         ));
         let router = v1::routes()
             .merge(v2::routes())
             .merge(browser::routes())
-            .fallback(|| async { v1::envelope_error(StatusCode::NOT_FOUND, "Not Found") })
+            .fallback(|uri: http::Uri| async move {
+                // Unknown paths answer in the shape of the API they sit under.
+                if v2::is_v2_path(uri.path()) {
+                    v2::unknown_path()
+                } else {
+                    v1::envelope_error(StatusCode::NOT_FOUND, "Not Found")
+                }
+            })
             .with_state(state.clone());
         let task = tokio::spawn(server::serve(listener, router));
         Ok(Emulator { addr, state, task })

@@ -12,13 +12,14 @@ use std::time::Duration;
 use iamport_mock::{Emulator, TEST_KEY, TEST_SECRET, TEST_V2_SECRET};
 
 const USAGE: &str = "usage: iamport-mock [--listen ADDR] [--persons FILE] [--no-sample-persons]
-                    [--token-lifetime SECONDS] [--v2-secret SECRET]
+                    [--token-lifetime SECONDS] [--v2-secret SECRET] [--v2-store-id ID]
 
   --listen ADDR          address to serve on (default 127.0.0.1:8080)
   --persons FILE         JSON array of v1 certification objects to serve (added to the samples)
   --no-sample-persons    start without the built-in sample persons
   --token-lifetime SECS  access token lifetime (default 1800)
-  --v2-secret SECRET     v2 API secret to accept (default: the emulator's test secret)";
+  --v2-secret SECRET     v2 API secret to accept (default: the emulator's test secret)
+  --v2-store-id ID       the v2 secret's store: another storeId is 403 FORBIDDEN";
 
 struct Args {
     listen: SocketAddr,
@@ -26,6 +27,7 @@ struct Args {
     samples: bool,
     token_lifetime: Option<u64>,
     v2_secret: Option<String>,
+    v2_store_id: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +37,7 @@ fn parse_args() -> Result<Args, String> {
         samples: true,
         token_lifetime: None,
         v2_secret: None,
+        v2_store_id: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
                     })?);
             }
             "--v2-secret" => args.v2_secret = Some(value("--v2-secret")?),
+            "--v2-store-id" => args.v2_store_id = Some(value("--v2-store-id")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -89,6 +93,9 @@ async fn main() -> ExitCode {
     if let Some(secret) = &args.v2_secret {
         builder = builder.v2_secret(secret.clone());
     }
+    if let Some(store) = &args.v2_store_id {
+        builder = builder.v2_store_id(store.clone());
+    }
     if let Some(path) = &args.persons {
         builder = match builder.persons_file(path) {
             Ok(builder) => builder,
@@ -114,6 +121,9 @@ async fn main() -> ExitCode {
         args.v2_secret.as_deref().unwrap_or(TEST_V2_SECRET),
         emulator.url()
     );
+    if let Some(store) = &args.v2_store_id {
+        println!("  PORTONE_STORE_ID={store}  (v2)");
+    }
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS

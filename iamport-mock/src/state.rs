@@ -1,6 +1,6 @@
 //! The emulator's shared state: persons, the issued token, faults and call counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -19,6 +19,40 @@ pub enum Endpoint {
     DeleteCertification,
     /// v2 `GET /identity-verifications/{identityVerificationId}`.
     GetIdentityVerification,
+    /// v2 `GET /identity-verifications` (the list).
+    ListIdentityVerifications,
+    /// v2 `POST /login/api-secret`.
+    LoginApiSecret,
+    /// v2 `POST /token/refresh`.
+    RefreshToken,
+}
+
+impl Endpoint {
+    /// Whether this is a v2 endpoint (errors in v2's `{type, message}` shape).
+    pub(crate) fn is_v2(self) -> bool {
+        !matches!(
+            self,
+            Self::GetToken | Self::GetCertification | Self::DeleteCertification
+        )
+    }
+}
+
+/// What the v2 API knows of a verification beyond the v1 record: who asked, how, and what
+/// the merchant attached.
+#[derive(Debug, Clone)]
+pub(crate) struct V2Meta {
+    /// `V1` for records born in the v1 flow (every sample person), `V2` for the v2 SDK's.
+    pub(crate) version: &'static str,
+    /// `customer.id` as the browser passed it.
+    pub(crate) customer_id: Option<String>,
+    /// `customData` as the browser passed it (a string).
+    pub(crate) custom_data: Option<String>,
+    /// The channel the browser asked for (`channelKey`).
+    pub(crate) channel_key: Option<String>,
+    /// The browser SDK's `identityVerificationTxId`.
+    pub(crate) tx_id: String,
+    /// When the verification was requested (Unix seconds).
+    pub(crate) requested_at: i64,
 }
 
 /// A v2 identity verification that has not (or not successfully) completed.
@@ -88,6 +122,12 @@ struct Inner {
     calls: HashMap<Endpoint, u64>,
     calls_by_id: HashMap<String, u64>,
     rejected_tokens: u64,
+    /// v2 facts by verification id; a record without is a v1-born one.
+    v2_meta: HashMap<String, V2Meta>,
+    /// v2 access tokens issued by `POST /login/api-secret` and `/token/refresh`.
+    v2_access_tokens: HashSet<String>,
+    /// v2 refresh tokens, each usable once.
+    v2_refresh_tokens: HashSet<String>,
 }
 
 /// Shared by the HTTP handlers and the [`Emulator`](super::Emulator) handle.
@@ -96,6 +136,8 @@ pub(crate) struct State {
     pub(crate) key: String,
     pub(crate) secret: String,
     pub(crate) v2_secret: String,
+    /// The store the v2 secret belongs to; another `storeId` is `FORBIDDEN`.
+    pub(crate) v2_store_id: Option<String>,
     inner: Mutex<Inner>,
 }
 
@@ -104,6 +146,7 @@ impl State {
         key: String,
         secret: String,
         v2_secret: String,
+        v2_store_id: Option<String>,
         persons: Vec<(Option<String>, Value)>,
         rules: TokenRules,
     ) -> Self {
@@ -118,6 +161,7 @@ impl State {
             key,
             secret,
             v2_secret,
+            v2_store_id,
             inner: Mutex::new(inner),
         }
     }
@@ -201,9 +245,77 @@ impl State {
     }
 
     pub(crate) fn set_pending(&self, id: &str, status: PendingStatus) {
+        let now = self.now();
         let mut inner = self.lock();
         inner.persons.remove(id);
         inner.pending.insert(id.to_owned(), status);
+        inner
+            .v2_meta
+            .entry(id.to_owned())
+            .or_insert_with(|| V2Meta {
+                version: "V2",
+                customer_id: None,
+                custom_data: None,
+                channel_key: None,
+                tx_id: new_tx_id(),
+                requested_at: now,
+            });
+    }
+
+    /// Opens a v2 verification (`READY`) with what the browser SDK was given, unless `id`
+    /// already names one.
+    pub(crate) fn request_v2(&self, id: &str, meta: V2Meta) {
+        let mut inner = self.lock();
+        if inner.persons.contains_key(id) || inner.pending.contains_key(id) {
+            return;
+        }
+        inner.pending.insert(id.to_owned(), PendingStatus::Ready);
+        inner.v2_meta.insert(id.to_owned(), meta);
+    }
+
+    pub(crate) fn v2_meta(&self, id: &str) -> Option<V2Meta> {
+        self.lock().v2_meta.get(id).cloned()
+    }
+
+    /// Every v2 verification: `(id, record or pending status, meta)`, for the list endpoint.
+    pub(crate) fn all_v2(&self) -> Vec<(String, Result<Value, PendingStatus>, Option<V2Meta>)> {
+        let inner = self.lock();
+        let persons = inner
+            .persons
+            .iter()
+            .map(|(id, p)| (id.clone(), Ok(p.clone())));
+        let pending = inner
+            .pending
+            .iter()
+            .map(|(id, status)| (id.clone(), Err(*status)));
+        persons
+            .chain(pending)
+            .map(|(id, record)| {
+                let meta = inner.v2_meta.get(&id).cloned();
+                (id, record, meta)
+            })
+            .collect()
+    }
+
+    /// Issues a v2 access and refresh token pair.
+    pub(crate) fn issue_v2_tokens(&self) -> (String, String) {
+        let (access, refresh) = (random_token(), random_token());
+        let mut inner = self.lock();
+        inner.v2_access_tokens.insert(access.clone());
+        inner.v2_refresh_tokens.insert(refresh.clone());
+        (access, refresh)
+    }
+
+    /// Uses up `refresh` and issues a new pair; `None` for an unknown refresh token.
+    pub(crate) fn refresh_v2_tokens(&self, refresh: &str) -> Option<(String, String)> {
+        if !self.lock().v2_refresh_tokens.remove(refresh) {
+            return None;
+        }
+        Some(self.issue_v2_tokens())
+    }
+
+    pub(crate) fn accept_v2_access_token(&self, token: &str) -> bool {
+        self.lock().v2_access_tokens.contains(token)
     }
 
     pub(crate) fn remove_person(&self, id: &str) -> Option<Value> {
@@ -228,19 +340,31 @@ impl State {
 
     /// Records a new verification of the person `template`: a copy under `id` (v2: the
     /// merchant's) or a fresh `imp_…` id, completed now. `None` for an unknown template.
+    ///
+    /// Each verification is a transaction of its own: a new `pg_tid` (v2 `pgTxId`). A v2 one
+    /// keeps the meta its `READY` record got from the browser SDK, or gets `meta`.
     pub(crate) fn verify_as(
         &self,
         template: &str,
         merchant_uid: Option<&str>,
-        id: Option<&str>,
+        v2: Option<(&str, V2Meta)>,
     ) -> Option<String> {
+        let now = self.now();
         let mut inner = self.lock();
         let mut person = inner.persons.get(template)?.clone();
-        let id = id.map_or_else(new_imp_uid, str::to_owned);
+        let id = v2
+            .as_ref()
+            .map_or_else(new_imp_uid, |(id, _)| (*id).to_owned());
         inner.pending.remove(&id);
         person["imp_uid"] = Value::from(id.clone());
         person["merchant_uid"] = merchant_uid.map_or(Value::Null, Value::from);
-        person["certified_at"] = Value::from(jiff::Timestamp::now().as_second());
+        person["certified_at"] = Value::from(now);
+        person["pg_tid"] = Value::from(new_pg_tid());
+        if let Some((_, meta)) = v2 {
+            inner.v2_meta.entry(id.clone()).or_insert(meta);
+        } else {
+            inner.v2_meta.remove(&id);
+        }
         inner.persons.insert(id.clone(), person);
         Some(id)
     }
@@ -313,6 +437,28 @@ fn insert_template(inner: &mut Inner, label: Option<String>, person: Value) {
         inner.templates.push((id.clone(), label));
         inner.persons.insert(id, person);
     }
+}
+
+/// A PG transaction id: 20 digits.
+fn new_pg_tid() -> String {
+    format!(
+        "{:010}{:010}",
+        fastrand::u64(1_000_000_000..10_000_000_000),
+        fastrand::u64(0..10_000_000_000)
+    )
+}
+
+/// A browser SDK `identityVerificationTxId`: a UUID-shaped random string.
+pub(crate) fn new_tx_id() -> String {
+    let hex = random_token();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// 40 hex digits, like PortOne's tokens.

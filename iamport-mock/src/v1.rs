@@ -52,6 +52,7 @@ pub(crate) async fn begin(
         tokio::time::sleep(latency).await;
     }
     match fault? {
+        FaultKind::Status(status) if endpoint.is_v2() => Some(super::v2::error_for_status(status)),
         FaultKind::Status(status) => Some(envelope_error(
             status,
             status.canonical_reason().unwrap_or("error"),

@@ -12,8 +12,8 @@ use jiff::civil::Date;
 /// are `None` when PortOne did not send them: phone and carrier need a carrier contract,
 /// gender is often missing with `inicis_unified`, nationality needs the foreigner contract.
 ///
-/// `Debug` masks name, phone, birth date, CI and DI, so logging a `Certification` by mistake
-/// leaks nothing personal.
+/// `Debug` masks name, phone, birth date, CI, DI, the merchant's customer id and custom data,
+/// so logging a `Certification` by mistake leaks nothing personal.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Certification {
@@ -48,6 +48,14 @@ pub struct Certification {
     pub unique_in_site: Option<String>,
     /// URL of the page where the verification ran.
     pub origin: Option<String>,
+    /// v2: the merchant's own id for the customer, as the browser passed it in
+    /// `customer.id` (`verifiedCustomer.id`). Masked in `Debug`.
+    pub customer_id: Option<String>,
+    /// v2: the merchant's `customData` string, round-tripped verbatim from the browser call.
+    /// Masked in `Debug` (it may hold anything).
+    pub custom_data: Option<String>,
+    /// v2: the key of the channel (PG contract) that ran the verification (`channel.key`).
+    pub channel_key: Option<String>,
 }
 
 impl Certification {
@@ -71,6 +79,9 @@ impl Certification {
             unique_key: None,
             unique_in_site: None,
             origin: None,
+            customer_id: None,
+            custom_data: None,
+            channel_key: None,
         }
     }
 }
@@ -102,6 +113,9 @@ impl fmt::Debug for Certification {
             .field("unique_key", &Masked(self.unique_key.is_some()))
             .field("unique_in_site", &Masked(self.unique_in_site.is_some()))
             .field("origin", &self.origin)
+            .field("customer_id", &Masked(self.customer_id.is_some()))
+            .field("custom_data", &Masked(self.custom_data.is_some()))
+            .field("channel_key", &self.channel_key)
             .finish()
     }
 }
@@ -178,8 +192,18 @@ mod tests {
         c.birth_date = Some(jiff::civil::date(1990, 1, 1));
         c.unique_key = Some("CI-SECRET-VALUE".into());
         c.unique_in_site = Some("DI-SECRET-VALUE".into());
+        c.customer_id = Some("customer-7".into());
+        c.custom_data = Some(r#"{"coupon":"SECRET"}"#.into());
         let shown = format!("{c:?} {c:#?}");
-        for secret in ["홍길동", "01012345678", "1990", "CI-SECRET", "DI-SECRET"] {
+        for secret in [
+            "홍길동",
+            "01012345678",
+            "1990",
+            "CI-SECRET",
+            "DI-SECRET",
+            "customer-7",
+            "coupon",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("imp_123456789012"));

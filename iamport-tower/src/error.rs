@@ -63,7 +63,42 @@ fn message_suffix(message: &Option<String>) -> String {
     }
 }
 
+/// The message of an error shared with waiters that did not run the call themselves.
+#[derive(Debug)]
+struct Shared(String);
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Shared {}
+
 impl Error {
+    /// An equal error for another caller (one failed token fetch answers all its waiters).
+    /// A boxed source keeps its message.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::InvalidId(e) => Self::InvalidId(e.clone()),
+            Self::NotFound => Self::NotFound,
+            Self::BadCredentials => Self::BadCredentials,
+            Self::Unauthorized => Self::Unauthorized,
+            Self::UpstreamStatus { status, message } => Self::UpstreamStatus {
+                status: *status,
+                message: message.clone(),
+            },
+            Self::Api { code, message } => Self::Api {
+                code: *code,
+                message: message.clone(),
+            },
+            Self::Timeout(d) => Self::Timeout(*d),
+            Self::Unavailable(source) => Self::Unavailable(Box::new(Shared(source.to_string()))),
+            Self::Malformed(m) => Self::Malformed(m.clone()),
+            Self::Config(m) => Self::Config(m.clone()),
+        }
+    }
+
     /// Describes a JSON decoding failure without quoting the input (which may hold personal
     /// data: serde_json's own message repeats the offending value).
     pub(crate) fn malformed_json(err: &serde_json::Error) -> Self {

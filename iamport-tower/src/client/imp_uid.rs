@@ -114,6 +114,10 @@ pub enum InvalidId {
         /// Byte offset of the first offending character.
         index: usize,
     },
+    /// `.` or `..`: a path segment URL parsers resolve as "here" / "up", even
+    /// percent-encoded, so the request would reach another endpoint.
+    #[error("the verification id is `.` or `..`, which cannot be a URL path segment")]
+    DotSegment,
 }
 
 #[cfg(test)]

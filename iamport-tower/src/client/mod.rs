@@ -12,9 +12,11 @@
 //! # Ok(()) }
 //! ```
 
-mod retry;
+mod fields;
+mod imp_uid;
 mod token;
-pub(crate) mod wire;
+mod transport;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,13 +26,14 @@ use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-mod imp_uid;
-
+pub(crate) use self::fields::{Record, unreadable};
 pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
-pub use self::retry::RetryPolicy;
-pub(crate) use self::retry::{Answer, Transport, TransportOptions};
 use self::token::{IssuedToken, TokenCache};
-use self::wire::{Envelope, TokenResponse, V1Certification, error_message};
+pub(crate) use self::transport::{
+    Answer, Idempotency, Transport, TransportOptions, env_var, transport_setters,
+};
+pub use self::transport::{DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
+use self::wire::{TokenResponse, error_message};
 use crate::certification::Certification;
 use crate::error::Error;
 
@@ -40,33 +43,41 @@ use crate::secret::Secret;
 pub const DEFAULT_API_URL: &str = "https://api.iamport.kr";
 
 /// Characters escaped in a path segment: everything but RFC 3986's unreserved characters.
-pub(crate) const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 
-/// `value` as exactly one percent-encoded URL path segment.
-pub(crate) fn path_segment(value: &str) -> String {
-    let encoded = utf8_percent_encode(value, PATH_SEGMENT).to_string();
-    // "." and ".." are unreserved yet still mean something in a path.
-    match encoded.as_str() {
-        "." => "%2E".into(),
-        ".." => "%2E%2E".into(),
-        _ => encoded,
+/// `value` as exactly one percent-encoded URL path segment. `.` and `..` cannot be one (URL
+/// parsers resolve them as dot segments even percent-encoded), so ids refuse them before they
+/// get here ([`InvalidId::DotSegment`]); this refuses them again rather than send them.
+pub(crate) fn path_segment(value: &str) -> Result<String, Error> {
+    match value {
+        "" => return Err(Error::InvalidId(InvalidId::Empty)),
+        "." | ".." => return Err(Error::InvalidId(InvalidId::DotSegment)),
+        _ => {}
     }
+    Ok(utf8_percent_encode(value, PATH_SEGMENT).to_string())
 }
 
 /// The PortOne v1 REST client. Cheap to clone (one shared connection pool and token cache).
 ///
 /// - **Token:** `POST /users/getToken` once per token lifetime. The token is renewed ahead of
 ///   expiry, computed from PortOne's own `now`/`expired_at` rather than the local clock, and
-///   however many requests need a token at once, only one fetches it. A 401 on a lookup drops
+///   however many requests need a token at once, only one fetches it. When that fetch fails,
+///   every request that waited for it gets its error, and for a short back-off (default 1 s,
+///   [`token_retry_after`](IamportClientBuilder::token_retry_after)) so does every new one: a
+///   token outage costs one fetch per back-off, not one per request. A 401 on a lookup drops
 ///   the token, fetches a new one and retries once.
 /// - **Time:** a connect timeout (default 3 s) and a bound on the whole call, token and
 ///   retries included (default 10 s) → [`Error::Timeout`].
 /// - **Retries:** see [`RetryPolicy`] (default: 2 retries with jittered backoff, on connection
-///   errors and 5xx only).
+///   errors and 5xx only, for lookups and token requests; a `DELETE` only when the
+///   connection failed before it was sent) and [`RetryBudget`] (across calls).
+/// - **Answers:** at most [`max_body_size`](IamportClientBuilder::max_body_size) bytes are
+///   read (default 1 MiB); a record for another id than the one asked for is refused
+///   ([`Error::Malformed`]); a field that cannot be read is unknown, with a WARN naming it.
 #[derive(Clone)]
 pub struct IamportClient {
     inner: Arc<Inner>,
@@ -74,7 +85,6 @@ pub struct IamportClient {
 
 struct Inner {
     transport: Transport,
-    base_url: String,
     key: String,
     secret: Secret,
     tokens: TokenCache,
@@ -83,11 +93,9 @@ struct Inner {
 impl fmt::Debug for IamportClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IamportClient")
-            .field("base_url", &self.inner.base_url)
             .field("key", &self.inner.key)
             .field("secret", &self.inner.secret)
-            .field("timeout", &self.inner.transport.timeout)
-            .field("retry", &self.inner.transport.retry)
+            .field("transport", &self.inner.transport)
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +119,7 @@ impl IamportClient {
 
     /// The base URL this client talks to.
     pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+        &self.inner.transport.base_url
     }
 
     /// `GET /certifications/{imp_uid}`: the verification result.
@@ -124,6 +132,10 @@ impl IamportClient {
 
     /// `DELETE /certifications/{imp_uid}`: removes the record at PortOne (do this once you
     /// stored what you need, to keep less personal data around) and returns it.
+    ///
+    /// Not retried once the request may have reached PortOne (a lost answer would make the
+    /// retry a `NotFound` for a delete that succeeded): after a 5xx or a dropped connection
+    /// the error is returned, and [`Error::NotFound`] from a later call means it is gone.
     pub async fn delete_certification(&self, imp_uid: &ImpUid) -> Result<Certification, Error> {
         self.inner
             .transport
@@ -136,11 +148,15 @@ impl IamportClient {
         method: Method,
         imp_uid: &ImpUid,
     ) -> Result<Certification, Error> {
-        let url = format!(
-            "{}/certifications/{}",
-            self.inner.base_url,
-            path_segment(imp_uid.as_str())
-        );
+        let url = self.inner.transport.url(&format!(
+            "/certifications/{}",
+            path_segment(imp_uid.as_str())?
+        ));
+        let idempotency = if method == Method::GET {
+            Idempotency::Idempotent
+        } else {
+            Idempotency::NotIdempotent
+        };
         let mut refreshed = false;
         loop {
             let token = self.token().await?;
@@ -150,15 +166,14 @@ impl IamportClient {
             let Answer { status, body } = self
                 .inner
                 .transport
-                .send(|http| {
+                .send(idempotency, |http| {
                     http.request(method.clone(), &url)
                         .header(AUTHORIZATION, auth.clone())
                 })
                 .await?;
             match status {
                 StatusCode::OK => {
-                    return Envelope::<V1Certification>::decode_success(&body)?
-                        .into_certification();
+                    return wire::certification(&wire::decode_success(&body)?, imp_uid.as_str());
                 }
                 StatusCode::UNAUTHORIZED if !refreshed => {
                     tracing::debug!("PortOne refused the cached access token; refreshing once");
@@ -182,20 +197,23 @@ impl IamportClient {
     }
 
     async fn fetch_token(&self) -> Result<IssuedToken, Error> {
-        let url = format!("{}/users/getToken", self.inner.base_url);
+        let url = self.inner.transport.url("/users/getToken");
         let credentials = serde_json::json!({
             "imp_key": self.inner.key,
             "imp_secret": self.inner.secret.expose(),
         });
         let requested_at = tokio::time::Instant::now();
+        // PortOne answers a repeated getToken with the same token: safe to retry.
         let Answer { status, body } = self
             .inner
             .transport
-            .send(|http| http.post(&url).json(&credentials))
+            .send(Idempotency::Idempotent, |http| {
+                http.post(&url).json(&credentials)
+            })
             .await?;
         match status {
             StatusCode::OK => {
-                let token = Envelope::<TokenResponse>::decode_success(&body)?;
+                let token = TokenResponse::decode(&body)?;
                 tracing::debug!("fetched a PortOne access token");
                 Ok(IssuedToken {
                     value: Secret::new(token.access_token),
@@ -213,14 +231,16 @@ impl IamportClient {
     }
 }
 
-/// Configures an [`IamportClient`]. Every setting has a documented default.
+/// Configures an [`IamportClient`]. Every setting has a documented default. The transport
+/// settings (URL, timeouts, retries, body limit) are the same methods, with the same
+/// defaults, as on [`PortOneClientBuilder`](crate::v2::PortOneClientBuilder).
 #[must_use]
 pub struct IamportClientBuilder {
     key: Option<String>,
     secret: Option<Secret>,
-    base_url: String,
     transport: TransportOptions,
     renew_before: Duration,
+    token_retry_after: Duration,
 }
 
 impl Default for IamportClientBuilder {
@@ -228,9 +248,9 @@ impl Default for IamportClientBuilder {
         Self {
             key: None,
             secret: None,
-            base_url: DEFAULT_API_URL.into(),
-            transport: TransportOptions::default(),
+            transport: TransportOptions::new(DEFAULT_API_URL),
             renew_before: Duration::from_secs(60),
+            token_retry_after: Duration::from_secs(1),
         }
     }
 }
@@ -240,14 +260,16 @@ impl fmt::Debug for IamportClientBuilder {
         f.debug_struct("IamportClientBuilder")
             .field("key", &self.key)
             .field("secret", &self.secret)
-            .field("base_url", &self.base_url)
             .field("transport", &self.transport)
             .field("renew_before", &self.renew_before)
-            .finish_non_exhaustive()
+            .field("token_retry_after", &self.token_retry_after)
+            .finish()
     }
 }
 
 impl IamportClientBuilder {
+    transport_setters!();
+
     /// The REST API key (`imp_key`).
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
@@ -260,57 +282,33 @@ impl IamportClientBuilder {
         self
     }
 
-    /// The API base URL (default [`DEFAULT_API_URL`]); e.g. the emulator's.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// Reads `IMP_KEY`, `IMP_SECRET` and `IAMPORT_API_URL` (each only if set).
+    /// Reads `IMP_KEY`, `IMP_SECRET` and `IAMPORT_API_URL`, each only if set and not blank;
+    /// a value that is not UTF-8 is an [`Error::Config`].
     pub fn from_env(mut self) -> Result<Self, Error> {
-        fn var(name: &str) -> Result<Option<String>, Error> {
-            match std::env::var(name) {
-                Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
-                Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    Err(Error::Config(format!("{name} is not valid UTF-8")))
-                }
-            }
-        }
-        if let Some(key) = var("IMP_KEY")? {
+        if let Some(key) = env_var("IMP_KEY")? {
             self.key = Some(key);
         }
-        if let Some(secret) = var("IMP_SECRET")? {
+        if let Some(secret) = env_var("IMP_SECRET")? {
             self.secret = Some(Secret::new(secret));
         }
-        if let Some(url) = var("IAMPORT_API_URL")? {
-            self.base_url = url;
+        if let Some(url) = env_var("IAMPORT_API_URL")? {
+            self.transport.base_url = url;
         }
         Ok(self)
-    }
-
-    /// Time allowed to open a TCP/TLS connection (default 3 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.transport.connect_timeout = timeout;
-        self
-    }
-
-    /// Bound on one whole call — token, lookup and every retry (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.transport.timeout = timeout;
-        self
-    }
-
-    /// Retry policy (default [`RetryPolicy::default`]).
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.transport.retry = retry;
-        self
     }
 
     /// How long before its expiry a token is renewed (default 60 s — PortOne extends a token
     /// asked for in its last minute; capped at half the token's lifetime).
     pub fn renew_before(mut self, ahead: Duration) -> Self {
         self.renew_before = ahead;
+        self
+    }
+
+    /// After a failed token fetch, how long every caller gets that failure instead of
+    /// fetching again (default 1 s; zero still shares one failed fetch among the callers
+    /// that waited for it).
+    pub fn token_retry_after(mut self, back_off: Duration) -> Self {
+        self.token_retry_after = back_off;
         self
     }
 
@@ -324,33 +322,15 @@ impl IamportClientBuilder {
             .secret
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::Config("the API secret (IMP_SECRET) is not set".into()))?;
-        let base_url = normalize_base_url(&self.base_url)?;
-        let transport = self.transport.build()?;
         Ok(IamportClient {
             inner: Arc::new(Inner {
-                transport,
-                base_url,
+                transport: self.transport.build()?,
                 key,
                 secret,
-                tokens: TokenCache::new(self.renew_before),
+                tokens: TokenCache::new(self.renew_before, self.token_retry_after),
             }),
         })
     }
-}
-
-/// Checks an API base URL and drops a trailing slash.
-pub(crate) fn normalize_base_url(url: &str) -> Result<String, Error> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| Error::Config(format!("the API URL is not a valid URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
-        return Err(Error::Config("the API URL must be an http(s) URL".into()));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(Error::Config(
-            "the API URL must not have a query or fragment".into(),
-        ));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -359,10 +339,17 @@ mod tests {
 
     #[test]
     fn segments_are_encoded() {
-        assert_eq!(path_segment("imp_1/../x"), "imp_1%2F..%2Fx");
-        assert_eq!(path_segment(".."), "%2E%2E");
-        assert_eq!(path_segment("a b?#%"), "a%20b%3F%23%25");
-        assert_eq!(path_segment("order-1.2_x~"), "order-1.2_x~");
+        let segment = |s| path_segment(s).unwrap();
+        assert_eq!(segment("imp_1/../x"), "imp_1%2F..%2Fx");
+        assert_eq!(segment("a b?#%"), "a%20b%3F%23%25");
+        assert_eq!(segment("order-1.2_x~"), "order-1.2_x~");
+        assert_eq!(segment("..."), "...");
+        for dots in [".", ".."] {
+            assert!(matches!(
+                path_segment(dots),
+                Err(Error::InvalidId(InvalidId::DotSegment))
+            ));
+        }
     }
 
     #[test]

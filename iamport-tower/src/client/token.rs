@@ -30,27 +30,53 @@ struct CachedToken {
 
 /// Caches the token against the *server's* notion of its lifetime (`expired_at - now`),
 /// mapped onto the local monotonic clock, so a skewed local wall clock changes nothing.
+///
+/// One fetch at a time, and its outcome is shared: callers that waited for a fetch that
+/// failed get a copy of that failure instead of fetching again, and for `retry_after` after a
+/// failure every caller gets it at once. A token outage therefore costs one fetch (with its
+/// own transport retries) per `retry_after`, however many requests arrive.
 pub(crate) struct TokenCache {
-    slot: Mutex<Option<CachedToken>>,
+    slot: Mutex<Slot>,
     /// Held by the one caller fetching a token; the others wait on it (single flight).
     refresh: tokio::sync::Mutex<()>,
     renew_before: Duration,
+    retry_after: Duration,
+}
+
+#[derive(Default)]
+struct Slot {
+    token: Option<CachedToken>,
+    /// The last fetch's failure, while no token was fetched since.
+    failure: Option<Failure>,
+    /// Counts finished fetches, successful or not.
+    fetches: u64,
+}
+
+struct Failure {
+    error: Error,
+    at: Instant,
+    /// `Slot::fetches` once this failure was recorded.
+    fetch: u64,
 }
 
 impl TokenCache {
-    pub(crate) fn new(renew_before: Duration) -> Self {
+    pub(crate) fn new(renew_before: Duration, retry_after: Duration) -> Self {
         Self {
-            slot: Mutex::new(None),
+            slot: Mutex::new(Slot::default()),
             refresh: tokio::sync::Mutex::new(()),
             renew_before,
+            retry_after,
         }
     }
 
-    fn current(&self) -> Option<CachedToken> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    }
+
+    fn current(&self) -> Option<CachedToken> {
+        self.lock().token.clone()
     }
 
     /// A valid token: the cached one, or one fetched by `fetch` (called at most once, and by
@@ -73,8 +99,11 @@ impl TokenCache {
                 if let Some(fresh) = self.current().filter(|t| Instant::now() < t.renew_at) {
                     return Ok(fresh.value);
                 }
-                return match fetch().await {
-                    Ok(issued) => Ok(self.store(issued)),
+                if self.recent_failure(u64::MAX).is_some() {
+                    return Ok(token.value);
+                }
+                return match self.fetch_and_record(fetch).await {
+                    Ok(value) => Ok(value),
                     Err(error) => {
                         tracing::warn!(%error, "renewing the PortOne access token failed; using the current one until it expires");
                         Ok(token.value)
@@ -82,14 +111,55 @@ impl TokenCache {
                 };
             }
         }
+        let seen = self.lock().fetches;
+        if let Some(error) = self.recent_failure(seen) {
+            return Err(error);
+        }
         let _guard = self.refresh.lock().await;
         if let Some(fresh) = self.current().filter(|t| Instant::now() < t.renew_at) {
             return Ok(fresh.value);
         }
-        Ok(self.store(fetch().await?))
+        // A fetch that finished while this caller waited failed: share its failure.
+        if let Some(error) = self.recent_failure(seen) {
+            return Err(error);
+        }
+        self.fetch_and_record(fetch).await
     }
 
-    fn store(&self, issued: IssuedToken) -> Secret {
+    /// A copy of the last failure when it is within `retry_after`, or when it comes from a
+    /// fetch that finished after the caller saw `seen` fetches.
+    fn recent_failure(&self, seen: u64) -> Option<Error> {
+        let slot = self.lock();
+        let failure = slot.failure.as_ref()?;
+        (failure.fetch > seen || failure.at.elapsed() < self.retry_after)
+            .then(|| failure.error.duplicate())
+    }
+
+    async fn fetch_and_record<F, Fut>(&self, fetch: F) -> Result<Secret, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<IssuedToken, Error>>,
+    {
+        let outcome = fetch().await;
+        let mut slot = self.lock();
+        slot.fetches += 1;
+        match outcome {
+            Ok(issued) => {
+                slot.failure = None;
+                Ok(self.store(&mut slot, issued))
+            }
+            Err(error) => {
+                slot.failure = Some(Failure {
+                    error: error.duplicate(),
+                    at: Instant::now(),
+                    fetch: slot.fetches,
+                });
+                Err(error)
+            }
+        }
+    }
+
+    fn store(&self, slot: &mut Slot, issued: IssuedToken) -> Secret {
         // `now` is the server clock truncated to the second, so the true remaining life is
         // up to a second shorter than `expired_at - now`: count on the shorter one.
         let remaining = issued.server_expired_at - issued.server_now - 1;
@@ -98,31 +168,86 @@ impl TokenCache {
         // so a token that comes back with little life left does not cause a refresh storm.
         let margin = self.renew_before.min(lifetime / 2);
         let expires_at = issued.requested_at + lifetime;
-        let token = CachedToken {
-            value: issued.value.clone(),
-            renew_at: expires_at - margin,
-            expires_at,
-        };
         tracing::debug!(
             lifetime_secs = lifetime.as_secs(),
             "cached a PortOne access token"
         );
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+        slot.token = Some(CachedToken {
+            value: issued.value.clone(),
+            renew_at: expires_at - margin,
+            expires_at,
+        });
         issued.value
     }
 
     /// Forgets `rejected` (PortOne answered 401 with it). A newer token that another caller
     /// already fetched is kept.
     pub(crate) fn invalidate(&self, rejected: &Secret) {
-        let mut slot = self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.as_ref().is_some_and(|t| &t.value == rejected) {
-            *slot = None;
+        let mut slot = self.lock();
+        if slot.token.as_ref().is_some_and(|t| &t.value == rejected) {
+            slot.token = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn issued() -> IssuedToken {
+        IssuedToken {
+            value: Secret::new("token".to_owned()),
+            server_now: 0,
+            server_expired_at: 1800,
+            requested_at: Instant::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn waiters_share_one_failed_fetch_and_back_off() {
+        let cache = Arc::new(TokenCache::new(
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        ));
+        let fetches = Arc::new(AtomicU32::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (cache, fetches, mut released) = (cache.clone(), fetches.clone(), released.clone());
+            tasks.spawn(async move {
+                cache
+                    .get(|| async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        let _ = released.wait_for(|r| *r).await;
+                        Err::<IssuedToken, _>(Error::Unavailable("down".into()))
+                    })
+                    .await
+            });
+        }
+        // Let every task reach the cache, then let the one fetch fail.
+        tokio::task::yield_now().await;
+        release.send(true).unwrap();
+        while let Some(outcome) = tasks.join_next().await {
+            assert!(matches!(outcome.unwrap(), Err(Error::Unavailable(_))));
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "one fetch for 50 waiters"
+        );
+
+        // Within the back-off, nobody fetches.
+        let again = cache
+            .get(|| async { panic!("fetched during the back-off") })
+            .await;
+        assert!(matches!(again, Err(Error::Unavailable(_))));
+
+        // After it, the next caller fetches again, and a success clears the failure.
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(cache.get(|| async { Ok(issued()) }).await.is_ok());
+        assert!(cache.get(|| async { panic!("cached") }).await.is_ok());
     }
 }

@@ -8,9 +8,10 @@ use crate::client::InvalidId;
 pub const MAX_IDENTITY_VERIFICATION_ID_LEN: usize = 256;
 
 /// A PortOne v2 `identityVerificationId`. The merchant chooses it, so almost any string is
-/// valid: it must be non-empty, at most [`MAX_IDENTITY_VERIFICATION_ID_LEN`] bytes and free of
-/// control characters. It always goes out as one percent-encoded path segment, so `/`, `?`
-/// or `..` in it cannot reach another endpoint.
+/// valid: it must be non-empty, at most [`MAX_IDENTITY_VERIFICATION_ID_LEN`] bytes, free of
+/// control characters, and not `.` or `..` (which URL parsers resolve as dot segments even
+/// percent-encoded). It always goes out as one percent-encoded path segment, so `/`, `?` or
+/// `..` inside it cannot reach another endpoint.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct IdentityVerificationId(Box<str>);
 
@@ -25,6 +26,9 @@ impl IdentityVerificationId {
                 len: value.len(),
                 max: MAX_IDENTITY_VERIFICATION_ID_LEN,
             });
+        }
+        if value == "." || value == ".." {
+            return Err(InvalidId::DotSegment);
         }
         if let Some((index, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
             return Err(InvalidId::ForbiddenCharacter { index });
@@ -74,6 +78,13 @@ mod tests {
             assert!(IdentityVerificationId::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(IdentityVerificationId::parse(""), Err(InvalidId::Empty));
+        for dots in [".", ".."] {
+            assert_eq!(
+                IdentityVerificationId::parse(dots),
+                Err(InvalidId::DotSegment)
+            );
+        }
+        assert!(IdentityVerificationId::parse("...").is_ok());
         assert_eq!(
             IdentityVerificationId::parse("a\nb"),
             Err(InvalidId::ForbiddenCharacter { index: 1 })

@@ -22,17 +22,16 @@ mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 use http::header::AUTHORIZATION;
 
 pub use self::id::{IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN};
-use self::wire::{ErrorBody, IdentityVerification};
+use self::wire::ErrorBody;
 use crate::certification::Certification;
 use crate::client::InvalidId;
 use crate::client::{
-    Answer, RetryPolicy, Transport, TransportOptions, normalize_base_url, path_segment,
+    Answer, Idempotency, Transport, TransportOptions, env_var, path_segment, transport_setters,
 };
 use crate::error::Error;
 use crate::secret::Secret;
@@ -41,9 +40,11 @@ use crate::source::{BoxFuture, CertificationSource};
 /// PortOne's production v2 API.
 pub const DEFAULT_V2_API_URL: &str = "https://api.portone.io";
 
-/// The PortOne v2 client. Cheap to clone. Timeouts and retries as for
-/// [`IamportClient`](crate::IamportClient): connect 3 s, whole call 10 s, 2 jittered retries
-/// on connection errors and 5xx, none on 4xx.
+/// The PortOne v2 client. Cheap to clone. The same transport as
+/// [`IamportClient`](crate::IamportClient) — connect 3 s, whole call 10 s, 2 jittered retries
+/// on connection errors and 5xx (none on 4xx) within a [`RetryBudget`](crate::client::RetryBudget),
+/// answers capped at 1 MiB — and the same tolerant reading: a field that cannot be read is
+/// unknown (WARN naming it), a record for another id is refused.
 #[derive(Clone)]
 pub struct PortOneClient {
     inner: Arc<Inner>,
@@ -51,7 +52,6 @@ pub struct PortOneClient {
 
 struct Inner {
     transport: Transport,
-    base_url: String,
     authorization: Secret,
     store_id: Option<String>,
 }
@@ -59,9 +59,9 @@ struct Inner {
 impl fmt::Debug for PortOneClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PortOneClient")
-            .field("base_url", &self.inner.base_url)
             .field("secret", &self.inner.authorization)
             .field("store_id", &self.inner.store_id)
+            .field("transport", &self.inner.transport)
             .finish_non_exhaustive()
     }
 }
@@ -80,23 +80,12 @@ impl PortOneClient {
     /// A client from `PORTONE_API_SECRET` (required), `PORTONE_STORE_ID` and
     /// `PORTONE_API_URL` (optional; default [`DEFAULT_V2_API_URL`]).
     pub fn from_env() -> Result<Self, Error> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let mut builder = Self::builder();
-        if let Some(secret) = var("PORTONE_API_SECRET") {
-            builder = builder.secret(secret.trim().to_owned());
-        }
-        if let Some(store) = var("PORTONE_STORE_ID") {
-            builder = builder.store_id(store.trim());
-        }
-        if let Some(url) = var("PORTONE_API_URL") {
-            builder = builder.base_url(url.trim());
-        }
-        builder.build()
+        Self::builder().from_env()?.build()
     }
 
     /// The base URL this client talks to.
     pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+        &self.inner.transport.base_url
     }
 
     /// `GET /identity-verifications/{id}`: `VERIFIED` gives a certified
@@ -110,11 +99,10 @@ impl PortOneClient {
     }
 
     async fn fetch(&self, id: &IdentityVerificationId) -> Result<Certification, Error> {
-        let url = format!(
-            "{}/identity-verifications/{}",
-            self.inner.base_url,
-            path_segment(id.as_str())
-        );
+        let url = self.inner.transport.url(&format!(
+            "/identity-verifications/{}",
+            path_segment(id.as_str())?
+        ));
         let mut auth =
             http::HeaderValue::from_str(&format!("PortOne {}", self.inner.authorization.expose()))
                 .map_err(|_| Error::Config("the API secret is not a valid header value".into()))?;
@@ -122,7 +110,7 @@ impl PortOneClient {
         let Answer { status, body } = self
             .inner
             .transport
-            .send(|http| {
+            .send(Idempotency::Idempotent, |http| {
                 let request = http.get(&url).header(AUTHORIZATION, auth.clone());
                 match &self.inner.store_id {
                     Some(store) => request.query(&[("storeId", store)]),
@@ -131,16 +119,13 @@ impl PortOneClient {
             })
             .await?;
         if status == StatusCode::OK {
-            return serde_json::from_slice::<IdentityVerification>(&body)
-                .map_err(|e| Error::malformed_json(&e))?
-                .into_certification(id.as_str());
+            return wire::certification(&body, id.as_str());
         }
         let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-        let kind = error.as_ref().and_then(|e| e.kind.as_deref());
-        match (status, kind) {
-            (StatusCode::NOT_FOUND, _) => Err(Error::NotFound),
-            (StatusCode::UNAUTHORIZED, _) => Err(Error::BadCredentials),
-            (status, _) => Err(Error::UpstreamStatus {
+        match status {
+            StatusCode::NOT_FOUND => Err(Error::NotFound),
+            StatusCode::UNAUTHORIZED => Err(Error::BadCredentials),
+            status => Err(Error::UpstreamStatus {
                 status,
                 message: error.and_then(|e| match (e.kind, e.message) {
                     (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
@@ -179,12 +164,13 @@ impl CertificationSource for PortOneClient {
     }
 }
 
-/// Configures a [`PortOneClient`].
+/// Configures a [`PortOneClient`]. The transport settings (URL, timeouts, retries, body
+/// limit) are the same methods, with the same defaults, as on
+/// [`IamportClientBuilder`](crate::client::IamportClientBuilder).
 #[must_use]
 pub struct PortOneClientBuilder {
     secret: Option<Secret>,
     store_id: Option<String>,
-    base_url: String,
     transport: TransportOptions,
 }
 
@@ -193,8 +179,7 @@ impl Default for PortOneClientBuilder {
         Self {
             secret: None,
             store_id: None,
-            base_url: DEFAULT_V2_API_URL.into(),
-            transport: TransportOptions::default(),
+            transport: TransportOptions::new(DEFAULT_V2_API_URL),
         }
     }
 }
@@ -204,12 +189,14 @@ impl fmt::Debug for PortOneClientBuilder {
         f.debug_struct("PortOneClientBuilder")
             .field("secret", &self.secret)
             .field("store_id", &self.store_id)
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
+            .field("transport", &self.transport)
+            .finish()
     }
 }
 
 impl PortOneClientBuilder {
+    transport_setters!();
+
     /// The v2 API secret (sent as `Authorization: PortOne <secret>`).
     pub fn secret(mut self, secret: impl Into<Secret>) -> Self {
         self.secret = Some(secret.into());
@@ -222,28 +209,20 @@ impl PortOneClientBuilder {
         self
     }
 
-    /// The API base URL (default [`DEFAULT_V2_API_URL`]); e.g. the emulator's.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// Time allowed to open a connection (default 3 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.transport.connect_timeout = timeout;
-        self
-    }
-
-    /// Bound on one whole call, retries included (default 10 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.transport.timeout = timeout;
-        self
-    }
-
-    /// Retry policy (default [`RetryPolicy::default`]).
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.transport.retry = retry;
-        self
+    /// Reads `PORTONE_API_SECRET`, `PORTONE_STORE_ID` and `PORTONE_API_URL`, each only if set
+    /// and not blank; a value that is not UTF-8 is an [`Error::Config`] (as for
+    /// [`IamportClientBuilder::from_env`](crate::client::IamportClientBuilder::from_env)).
+    pub fn from_env(mut self) -> Result<Self, Error> {
+        if let Some(secret) = env_var("PORTONE_API_SECRET")? {
+            self.secret = Some(Secret::new(secret));
+        }
+        if let Some(store) = env_var("PORTONE_STORE_ID")? {
+            self.store_id = Some(store);
+        }
+        if let Some(url) = env_var("PORTONE_API_URL")? {
+            self.transport.base_url = url;
+        }
+        Ok(self)
     }
 
     /// Builds the client; fails when the secret is missing or the URL is not http(s).
@@ -251,12 +230,9 @@ impl PortOneClientBuilder {
         let secret = self.secret.filter(|s| !s.is_empty()).ok_or_else(|| {
             Error::Config("the v2 API secret (PORTONE_API_SECRET) is not set".into())
         })?;
-        let base_url = normalize_base_url(&self.base_url)?;
-        let transport = self.transport.build()?;
         Ok(PortOneClient {
             inner: Arc::new(Inner {
-                transport,
-                base_url,
+                transport: self.transport.build()?,
                 authorization: secret,
                 store_id: self.store_id,
             }),

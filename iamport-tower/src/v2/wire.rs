@@ -1,49 +1,12 @@
-//! PortOne v2 wire shapes: the identity verification (tagged by `status`) and error bodies.
+//! PortOne v2 wire shapes: the identity verification (tagged by `status`) and error bodies,
+//! read field by field (see the v1 client's tolerant reader).
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::certification::{Carrier, Certification, Gender};
+use crate::client::Record;
 use crate::error::Error;
-
-/// `GET /identity-verifications/{id}` → an object tagged by `status`. Unknown statuses
-/// (PortOne may add some) decode as not verified. No `Debug`: it holds personal data.
-#[derive(Deserialize)]
-#[serde(tag = "status")]
-pub(crate) enum IdentityVerification {
-    #[serde(rename = "VERIFIED", rename_all = "camelCase")]
-    Verified {
-        id: String,
-        verified_customer: Box<VerifiedCustomer>,
-        verified_at: Option<String>,
-        pg_tx_id: Option<String>,
-        channel: Option<Channel>,
-    },
-    #[serde(rename = "READY")]
-    Ready { id: String },
-    #[serde(rename = "FAILED")]
-    Failed { id: String },
-    #[serde(other)]
-    Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct VerifiedCustomer {
-    name: String,
-    operator: Option<String>,
-    phone_number: Option<String>,
-    birth_date: Option<String>,
-    gender: Option<String>,
-    is_foreigner: Option<bool>,
-    ci: Option<String>,
-    di: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Channel {
-    pg_provider: Option<String>,
-}
 
 /// `{"type": "IDENTITY_VERIFICATION_NOT_FOUND", "message": "…"}`
 #[derive(Deserialize)]
@@ -53,63 +16,74 @@ pub(crate) struct ErrorBody {
     pub(crate) message: Option<String>,
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.is_empty())
-}
-
-impl IdentityVerification {
-    /// The normalized certification; `requested_id` names records of unknown status.
-    pub(crate) fn into_certification(self, requested_id: &str) -> Result<Certification, Error> {
-        match self {
-            Self::Verified {
-                id,
-                verified_customer: c,
-                verified_at,
-                pg_tx_id,
-                channel,
-            } => {
-                let mut cert = Certification::new(id, true);
-                cert.name = Some(c.name).filter(|n| !n.is_empty());
-                cert.carrier = non_empty(c.operator).map(|o| Carrier::from_wire(&o));
-                cert.phone = non_empty(c.phone_number);
-                cert.birth_date = match non_empty(c.birth_date) {
-                    Some(text) => Some(text.parse().map_err(|_| {
-                        Error::Malformed("`birthDate` is not a yyyy-MM-dd date".into())
-                    })?),
-                    None => None,
-                };
-                cert.gender = c.gender.as_deref().and_then(Gender::from_wire);
-                cert.foreigner = c.is_foreigner;
-                cert.unique_key = non_empty(c.ci);
-                cert.unique_in_site = non_empty(c.di);
-                cert.pg_tid = non_empty(pg_tx_id);
-                cert.pg_provider = channel
-                    .and_then(|c| non_empty(c.pg_provider))
-                    .map(|p| p.to_ascii_lowercase());
-                cert.certified_at = match non_empty(verified_at) {
-                    Some(text) => Some(text.parse().map_err(|_| {
-                        Error::Malformed("`verifiedAt` is not an RFC 3339 timestamp".into())
-                    })?),
-                    None => None,
-                };
-                Ok(cert)
-            }
-            Self::Ready { id } | Self::Failed { id } => Ok(Certification::new(id, false)),
-            Self::Unknown => Ok(Certification::new(requested_id, false)),
+/// `GET /identity-verifications/{id}` → the normalized certification. `VERIFIED` is
+/// certified; `READY`, `FAILED` and statuses this version does not know are not. A field that
+/// cannot be read is unknown (with a WARN naming it); the record must carry the id asked for.
+pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certification, Error> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Error::malformed_json(&e))?;
+    let Value::Object(fields) = value else {
+        return Err(Error::Malformed("the answer is not a JSON object".into()));
+    };
+    let r = Record::new(&fields);
+    let status = r.string("status");
+    let verified = status.as_deref() == Some("VERIFIED");
+    match r.string("id") {
+        Some(id) if id == requested => {}
+        // Unknown or unfinished: not certified whatever it says; only a claim of
+        // `VERIFIED` needs the id to prove it is the record asked for.
+        None if !verified => {}
+        received => {
+            tracing::error!(
+                requested,
+                received = received.as_deref().unwrap_or("<none>"),
+                "PortOne answered an identity-verification lookup with a record for another id; refusing it"
+            );
+            return Err(Error::Malformed(
+                "the record's `id` is not the id that was asked for".into(),
+            ));
         }
     }
+    let mut cert = Certification::new(requested, verified);
+    cert.custom_data = r.string("customData");
+    if let Some(channel) = r.object("channel", "channel.") {
+        cert.pg_provider = channel.string("pgProvider").map(|p| p.to_ascii_lowercase());
+        cert.channel_key = channel.string("key");
+    }
+    cert.pg_tid = r.string("pgTxId");
+    if !verified {
+        return Ok(cert);
+    }
+    cert.certified_at = r.timestamp("verifiedAt");
+    if let Some(c) = r.object("verifiedCustomer", "verifiedCustomer.") {
+        cert.customer_id = c.string("id");
+        cert.name = c.string("name");
+        cert.carrier = c.string("operator").map(|o| Carrier::from_wire(&o));
+        cert.phone = c.string("phoneNumber");
+        cert.birth_date = c.date("birthDate");
+        cert.gender = c.string("gender").as_deref().and_then(Gender::from_wire);
+        cert.foreigner = c.bool("isForeigner");
+        cert.unique_key = c.string("ci");
+        cert.unique_in_site = c.string("di");
+    } else {
+        crate::client::unreadable("", "verifiedCustomer", "an object");
+    }
+    Ok(cert)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn decode_as(json: &str, requested: &str) -> Certification {
+        certification(json.as_bytes(), requested).unwrap()
+    }
+
     fn decode(json: &str) -> Certification {
-        serde_json::from_str::<IdentityVerification>(json)
-            .map_err(|e| e.to_string())
-            .unwrap()
-            .into_certification("req")
-            .unwrap()
+        let id = serde_json::from_str::<Value>(json).unwrap()["id"]
+            .as_str()
+            .unwrap_or("req")
+            .to_owned();
+        decode_as(json, &id)
     }
 
     #[test]
@@ -119,7 +93,7 @@ mod tests {
             "name":"n","pgProvider":"DANAL","pgMerchantId":"m"},"verifiedCustomer":{"id":"cust",
             "name":"홍길동","operator":"LGU_MVNO","phoneNumber":"01000000000","birthDate":"2000-01-01",
             "gender":"OTHER","isForeigner":false,"ci":"CI","di":"DI","futureField":1},
-            "customData":"{}","requestedAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-01T00:00:01Z",
+            "customData":"{\"plan\":1}","requestedAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-01T00:00:01Z",
             "statusChangedAt":"2024-01-01T00:00:01Z","verifiedAt":"2024-01-01T09:00:01+09:00",
             "pgTxId":"tx","pgRawResponse":"{}","version":"V2","brandNew":[1,2]}"#,
         );
@@ -131,6 +105,10 @@ mod tests {
         assert_eq!(c.certified_at.unwrap().as_second(), 1_704_067_201);
         assert_eq!(c.pg_provider.as_deref(), Some("danal"));
         assert_eq!(c.foreigner, Some(false));
+        assert_eq!(c.customer_id.as_deref(), Some("cust"));
+        assert_eq!(c.custom_data.as_deref(), Some(r#"{"plan":1}"#));
+        assert_eq!(c.channel_key.as_deref(), Some("k"));
+        assert_eq!(c.pg_tid.as_deref(), Some("tx"));
     }
 
     #[test]
@@ -147,7 +125,7 @@ mod tests {
         );
         assert!(!decode(r#"{"status":"READY","id":"iv-3","requestedCustomer":{}}"#).certified);
         assert!(!decode(r#"{"status":"FAILED","id":"iv-4","failure":{"reason":"x"}}"#).certified);
-        let unknown = decode(r#"{"status":"EXPIRED_SOMEDAY","id":"iv-5"}"#);
+        let unknown = decode_as(r#"{"status":"EXPIRED_SOMEDAY"}"#, "req");
         assert!(!unknown.certified);
         assert_eq!(unknown.id, "req");
         // New enum values inside do not break decoding either.
@@ -157,5 +135,43 @@ mod tests {
         );
         assert_eq!(odd.carrier, Some(Carrier::Other("NEW_TELECOM".into())));
         assert_eq!(odd.gender, None);
+    }
+
+    #[test]
+    fn unreadable_fields_are_unknown_not_fatal() {
+        let c = decode(
+            r#"{"status":"VERIFIED","id":"iv-7","verifiedAt":"2024-01-01T00:00:01.1234567891Z",
+            "verifiedCustomer":{"name":5,"birthDate":"01/02/2000","isForeigner":"N","ci":"CI"},
+            "channel":"not an object","customData":{"not":"a string"}}"#,
+        );
+        assert!(c.certified);
+        assert_eq!(c.certified_at.unwrap().as_second(), 1_704_067_201);
+        assert_eq!((c.name, c.birth_date, c.foreigner), (None, None, None));
+        assert_eq!(c.unique_key.as_deref(), Some("CI"));
+        assert_eq!((c.pg_provider, c.custom_data), (None, None));
+        let c = decode(r#"{"status":"VERIFIED","id":"iv-8","verifiedAt":"soon"}"#);
+        assert!(c.certified);
+        assert_eq!((c.certified_at, c.unique_key), (None, None));
+    }
+
+    #[test]
+    fn another_records_id_is_refused() {
+        for json in [
+            r#"{"status":"VERIFIED","id":"iv-other","verifiedCustomer":{"name":"a"}}"#,
+            r#"{"status":"VERIFIED","verifiedCustomer":{"name":"a"}}"#,
+            r#"{"status":"READY","id":"iv-other"}"#,
+        ] {
+            assert!(
+                matches!(
+                    certification(json.as_bytes(), "iv-1"),
+                    Err(Error::Malformed(_))
+                ),
+                "{json}"
+            );
+        }
+        assert!(matches!(
+            certification(b"[]", "iv-1"),
+            Err(Error::Malformed(_))
+        ));
     }
 }

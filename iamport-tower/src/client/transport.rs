@@ -1,0 +1,502 @@
+//! The HTTP side both PortOne clients share: one pooled client, a bound on each whole call, a
+//! cap on every response body, and retries that are bounded per call *and* across calls.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use tokio::time::Instant;
+
+use crate::error::Error;
+
+/// How often and how patiently to retry a failed call.
+///
+/// Retries happen on connection errors (refused, reset, dropped mid-response) and on 5xx
+/// answers, never on 4xx, and only for requests that are safe to repeat: a lookup or a token
+/// request is retried, `DELETE /certifications/{imp_uid}` only when the connection failed
+/// before the request could be sent (a lost answer would turn a successful delete into a
+/// `NotFound` on the retry). The wait before retry *n* is a random duration between zero and
+/// `min(max_backoff, base_backoff * 2^n)` ("full jitter"), so a fleet of clients does not
+/// retry in lock step. Across calls, retries also draw on a [`RetryBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (default 2: three attempts at most).
+    pub max_retries: u32,
+    /// Backoff before the first retry (default 50 ms).
+    pub base_backoff: Duration,
+    /// Upper bound of any single backoff (default 1 s).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub const NONE: Self = Self {
+        max_retries: 0,
+        base_backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+    };
+
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_backoff
+            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
+            .min(self.max_backoff);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// A cap on retries across all calls of one client, so an outage cannot multiply the traffic
+/// sent to PortOne: over any 10-second window, retries may add at most `ratio` times the
+/// calls made in that window, plus a floor of `min_per_second` retries per second (so a
+/// quiet client still retries). When the budget is spent, a failed attempt is final.
+///
+/// The default allows 20 % extra traffic plus 10 retries a second — the same shape as
+/// finagle's and `tower::retry::budget::TpsBudget`'s defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    ratio: f64,
+    min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            min_per_second: 10,
+        }
+    }
+}
+
+impl RetryBudget {
+    /// A budget of `ratio` extra requests per call (clamped to `0.0..=1000.0`) plus
+    /// `min_per_second` retries a second.
+    pub fn new(ratio: f64, min_per_second: u32) -> Self {
+        Self {
+            ratio: if ratio.is_finite() {
+                ratio.clamp(0.0, 1000.0)
+            } else {
+                0.0
+            },
+            min_per_second,
+        }
+    }
+}
+
+/// The live account of a [`RetryBudget`]: calls and retries in the current and the previous
+/// 10-second window.
+struct BudgetAccount {
+    budget: RetryBudget,
+    state: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    started: Option<Instant>,
+    index: u64,
+    calls: [u64; 2],
+    retries: [u64; 2],
+}
+
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+impl BudgetAccount {
+    fn new(budget: RetryBudget) -> Self {
+        Self {
+            budget,
+            state: Mutex::new(Windows::default()),
+        }
+    }
+
+    fn with_windows<T>(&self, f: impl FnOnce(&mut Windows) -> T) -> T {
+        let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let started = *w.started.get_or_insert(now);
+        let index = (now - started).as_secs() / BUDGET_WINDOW.as_secs();
+        match index.saturating_sub(w.index) {
+            0 => {}
+            1 => {
+                w.calls = [w.calls[1], 0];
+                w.retries = [w.retries[1], 0];
+            }
+            _ => {
+                w.calls = [0, 0];
+                w.retries = [0, 0];
+            }
+        }
+        w.index = index;
+        f(&mut w)
+    }
+
+    /// A call starts: it earns `ratio` of a retry.
+    fn deposit(&self) {
+        self.with_windows(|w| w.calls[1] += 1);
+    }
+
+    /// Takes one retry from the budget; `false` when none is left.
+    fn withdraw(&self) -> bool {
+        let budget = self.budget;
+        self.with_windows(|w| {
+            let calls = (w.calls[0] + w.calls[1]) as f64;
+            let floor = f64::from(budget.min_per_second) * BUDGET_WINDOW.as_secs_f64();
+            let allowed = floor + budget.ratio * calls;
+            if ((w.retries[0] + w.retries[1]) as f64) < allowed {
+                w.retries[1] += 1;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// Whether repeating a request could do something twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    /// Safe to send again whatever happened to the first attempt (GET, getToken).
+    Idempotent,
+    /// Retried only when the first attempt certainly never reached the server (DELETE).
+    NotIdempotent,
+}
+
+/// A response that came back: status and the whole body (at most the configured cap).
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
+}
+
+/// The default cap on an upstream response body: 1 MiB (a certification is about 1 KiB).
+pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
+
+/// The transport settings both client builders share, with their documented defaults.
+pub(crate) struct TransportOptions {
+    pub(crate) base_url: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) budget: RetryBudget,
+    pub(crate) max_body_size: usize,
+}
+
+impl fmt::Debug for TransportOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportOptions")
+            .field("base_url", &self.base_url)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("max_body_size", &self.max_body_size)
+            .finish()
+    }
+}
+
+impl TransportOptions {
+    pub(crate) fn new(default_url: &str) -> Self {
+        Self {
+            base_url: default_url.into(),
+            connect_timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            budget: RetryBudget::default(),
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+
+    /// Checks the URL and builds the one pooled HTTP client (rustls, HTTP/1.1).
+    pub(crate) fn build(self) -> Result<Transport, Error> {
+        let base_url = normalize_base_url(&self.base_url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Transport {
+            http,
+            base_url,
+            timeout: self.timeout,
+            retry: self.retry,
+            budget: Arc::new(BudgetAccount::new(self.budget)),
+            max_body_size: self.max_body_size,
+        })
+    }
+}
+
+/// Checks an API base URL and drops a trailing slash.
+fn normalize_base_url(url: &str) -> Result<String, Error> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::Config(format!("the API URL is not a valid URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
+        return Err(Error::Config("the API URL must be an http(s) URL".into()));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(Error::Config(
+            "the API URL must not have a query or fragment".into(),
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// An environment variable: `None` when unset or blank, trimmed, an error when not UTF-8.
+/// Both clients' `from_env` read their variables through this.
+pub(crate) fn env_var(name: &str) -> Result<Option<String>, Error> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::Config(format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
+/// The builder methods both client builders share, word for word: one shape, one source.
+/// The builder must have a `transport: TransportOptions` field.
+macro_rules! transport_setters {
+    () => {
+        /// The API base URL (default: PortOne's production API for this version); e.g. the
+        /// emulator's.
+        pub fn base_url(mut self, url: impl Into<String>) -> Self {
+            self.transport.base_url = url.into();
+            self
+        }
+
+        /// Time allowed to open a TCP/TLS connection (default 3 s).
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.transport.connect_timeout = timeout;
+            self
+        }
+
+        /// Bound on one whole call — token, lookup and every retry (default 10 s).
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.transport.timeout = timeout;
+            self
+        }
+
+        /// Retry policy per call (default [`RetryPolicy::default`](crate::client::RetryPolicy)).
+        pub fn retry(mut self, retry: $crate::client::RetryPolicy) -> Self {
+            self.transport.retry = retry;
+            self
+        }
+
+        /// Retry budget across calls (default
+        /// [`RetryBudget::default`](crate::client::RetryBudget)).
+        pub fn retry_budget(mut self, budget: $crate::client::RetryBudget) -> Self {
+            self.transport.budget = budget;
+            self
+        }
+
+        /// The largest response body read from PortOne, in bytes (default
+        /// [`DEFAULT_MAX_BODY_SIZE`](crate::client::DEFAULT_MAX_BODY_SIZE), 1 MiB). A larger
+        /// answer is [`Error::Malformed`](crate::Error::Malformed) (the layer's 502) and is not
+        /// read further.
+        pub fn max_body_size(mut self, bytes: usize) -> Self {
+            self.transport.max_body_size = bytes;
+            self
+        }
+    };
+}
+pub(crate) use transport_setters;
+
+/// The built transport: see the module docs.
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    pub(crate) base_url: String,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    budget: Arc<BudgetAccount>,
+    max_body_size: usize,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget.budget)
+            .field("max_body_size", &self.max_body_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt produced, before the retry decision.
+enum Attempt {
+    Answer(Answer),
+    Failed(reqwest::Error),
+    TooLarge,
+}
+
+fn is_retryable(error: &reqwest::Error, idempotency: Idempotency) -> bool {
+    match idempotency {
+        // Refused, reset, or the connection closed before a whole response arrived.
+        Idempotency::Idempotent => error.is_connect() || error.is_request() || error.is_body(),
+        // Only when no byte of the request can have reached the server.
+        Idempotency::NotIdempotent => error.is_connect(),
+    }
+}
+
+impl Transport {
+    /// `base_url` + `path` (which starts with `/`).
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Runs one whole call (token, lookup, retries) within the timeout.
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(self.timeout)),
+            Ok(result) => result,
+        }
+    }
+
+    /// Sends the request `build` makes, retrying per the policy and the budget. The caller
+    /// bounds the total time (see [`bounded`](Self::bounded)).
+    pub(crate) async fn send(
+        &self,
+        idempotency: Idempotency,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, Error> {
+        self.budget.deposit();
+        let mut retry = 0;
+        loop {
+            let attempt = match build(&self.http).send().await {
+                Ok(response) => match read_capped(response, self.max_body_size).await {
+                    Ok(Some(answer)) => Attempt::Answer(answer),
+                    Ok(None) => Attempt::TooLarge,
+                    Err(error) => Attempt::Failed(error),
+                },
+                Err(error) => Attempt::Failed(error),
+            };
+            let may_retry = retry < self.retry.max_retries;
+            let retry_wanted = match &attempt {
+                Attempt::Answer(answer) => {
+                    answer.status.is_server_error()
+                        && idempotency == Idempotency::Idempotent
+                        && may_retry
+                }
+                Attempt::Failed(error) => is_retryable(error, idempotency) && may_retry,
+                Attempt::TooLarge => false,
+            };
+            if retry_wanted && self.budget.withdraw() {
+                match attempt {
+                    Attempt::Answer(answer) => {
+                        tracing::debug!(status = %answer.status, retry, "PortOne answered 5xx; retrying");
+                    }
+                    Attempt::Failed(error) => {
+                        // Without the URL: it holds the verification id.
+                        tracing::debug!(error = %error.without_url(), retry, "PortOne connection failed; retrying");
+                    }
+                    Attempt::TooLarge => {}
+                }
+                tokio::time::sleep(self.retry.backoff(retry)).await;
+                retry += 1;
+                continue;
+            }
+            if retry_wanted {
+                tracing::warn!(
+                    retry,
+                    "the PortOne retry budget is spent; not retrying this failure"
+                );
+            }
+            return match attempt {
+                Attempt::Answer(answer) => Ok(answer),
+                Attempt::TooLarge => {
+                    tracing::warn!(
+                        limit = self.max_body_size,
+                        "PortOne's answer is larger than the body size limit; not reading it"
+                    );
+                    Err(Error::Malformed(format!(
+                        "the response body is larger than the {}-byte limit",
+                        self.max_body_size
+                    )))
+                }
+                Attempt::Failed(error) if error.is_timeout() => Err(Error::Timeout(Duration::ZERO)),
+                Attempt::Failed(error) if error.is_decode() => Err(Error::Malformed(
+                    "the response body could not be read".into(),
+                )),
+                Attempt::Failed(error) => Err(Error::Unavailable(Box::new(error.without_url()))),
+            };
+        }
+    }
+}
+
+/// The whole body, or `None` as soon as it is known to exceed `limit` bytes (announced by
+/// `Content-Length` or counted while reading): the rest is never read, so a huge answer costs
+/// at most `limit` bytes of memory.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Answer>, reqwest::Error> {
+    let status = response.status();
+    if response
+        .content_length()
+        .is_some_and(|announced| announced > limit as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Answer {
+        status,
+        body: body.freeze(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+        };
+        for retry in 0..40 {
+            assert!(policy.backoff(retry) <= Duration::from_millis(300));
+        }
+        assert!(policy.backoff(0) <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_budget_caps_retries_across_calls() {
+        let account = BudgetAccount::new(RetryBudget::new(0.5, 1));
+        // Floor: 1 retry/s over a 10 s window = 10 retries with no calls at all.
+        let floor = (0..100).filter(|_| account.withdraw()).count();
+        assert_eq!(floor, 10);
+        // 40 calls earn 20 more.
+        for _ in 0..40 {
+            account.deposit();
+        }
+        assert_eq!((0..100).filter(|_| account.withdraw()).count(), 20);
+        // Two windows later the account is fresh again.
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert_eq!((0..100).filter(|_| account.withdraw()).count(), 10);
+    }
+
+    #[test]
+    fn budget_ratio_is_clamped() {
+        assert_eq!(RetryBudget::new(f64::NAN, 0).ratio, 0.0);
+        assert_eq!(RetryBudget::new(-1.0, 0).ratio, 0.0);
+    }
+}
