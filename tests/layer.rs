@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use iamport_e2e::{Captured, Served, post_chunked, serve_axum, serve_hyper, status};
+use iamport_e2e::{Captured, World, post_chunked, serve_axum, serve_hyper, status};
 use iamport_mock::{Emulator, Endpoint, person};
 use iamport_tower::body::Body;
 use iamport_tower::{
@@ -127,53 +127,8 @@ fn router(client: IamportClient) -> Router {
         .layer(CertificationLayer::new(client).body_limit(1024))
 }
 
-struct World {
-    emulator: Emulator,
-    app: Served,
-    http: reqwest::Client,
-}
-
 async fn world() -> World {
-    let emulator = Emulator::start().await.unwrap();
-    // Generous: a loaded CI machine must not turn a slow answer into a 504.
-    let client = emulator
-        .client_builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let app = serve_axum(router(client)).await;
-    World {
-        emulator,
-        app,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl World {
-    async fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.app.url))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-
-    async fn post_json(&self, path: &str, body: Value) -> (u16, String) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.app.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-
-    fn upstream_calls(&self) -> u64 {
-        self.emulator.calls(Endpoint::GetToken) + self.emulator.calls(Endpoint::GetCertification)
-    }
+    World::start(router).await
 }
 
 fn problem(body: &str) -> Value {

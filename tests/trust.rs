@@ -8,8 +8,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use iamport_e2e::{Served, serve_axum};
-use iamport_mock::{Emulator, Endpoint};
+use iamport_e2e::World;
 use iamport_tower::{CertificationLayer, Certified, IamportClient, require_certified};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,40 +41,8 @@ fn router(client: IamportClient) -> Router {
         .layer(CertificationLayer::new(client).body_timeout(BODY_TIMEOUT))
 }
 
-struct World {
-    emulator: Emulator,
-    app: Served,
-    http: reqwest::Client,
-}
-
 async fn world() -> World {
-    let emulator = Emulator::start().await.unwrap();
-    let client = emulator
-        .client_builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let app = serve_axum(router(client)).await;
-    World {
-        emulator,
-        app,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl World {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.app.url)
-    }
-
-    fn lookups(&self) -> u64 {
-        self.emulator.calls(Endpoint::GetCertification)
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String) {
-        let response = request.send().await.unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
+    World::start(router).await
 }
 
 fn problem_type(body: &str) -> String {

@@ -39,14 +39,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/certify", get(page).post(complete))
 }
 
-/// Minimal HTML escaping for text and attribute values.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::html::escape;
 
 fn own_origin(headers: &HeaderMap) -> String {
     let host = headers

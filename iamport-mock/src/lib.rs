@@ -40,6 +40,7 @@
 //! counters per endpoint and per id.
 
 mod browser;
+pub mod html;
 mod persons;
 mod server;
 mod state;

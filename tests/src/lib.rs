@@ -199,3 +199,70 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// The usual end-to-end setup: the emulator (sample persons), an axum app made from a client
+/// pointed at it, and an HTTP client.
+#[derive(Debug)]
+pub struct World {
+    /// The PortOne emulator.
+    pub emulator: iamport_mock::Emulator,
+    /// The app under test.
+    pub app: Served,
+    /// A plain client for requests to the app.
+    pub http: reqwest::Client,
+}
+
+impl World {
+    /// Starts the emulator and serves `router(client)`. The client's timeout is generous: a
+    /// loaded CI machine must not turn a slow answer into a 504.
+    pub async fn start(router: impl FnOnce(iamport_tower::IamportClient) -> axum::Router) -> Self {
+        let emulator = iamport_mock::Emulator::start().await.expect("emulator");
+        let client = emulator
+            .client_builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .expect("client");
+        let app = serve_axum(router(client)).await;
+        Self {
+            emulator,
+            app,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The app's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.app.url)
+    }
+
+    /// Sends `request`; the status and the body text.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String) {
+        let response = request.send().await.expect("the app answers");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("a body"),
+        )
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    /// Certification lookups the emulator has served.
+    pub fn lookups(&self) -> u64 {
+        self.emulator
+            .calls(iamport_mock::Endpoint::GetCertification)
+    }
+
+    /// Token and certification calls the emulator has served.
+    pub fn upstream_calls(&self) -> u64 {
+        use iamport_mock::Endpoint;
+        self.emulator.calls(Endpoint::GetToken) + self.emulator.calls(Endpoint::GetCertification)
+    }
+}

@@ -9,6 +9,7 @@ use axum::middleware::map_response;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use iamport_mock::html::escape;
 use iamport_tower::binding::Binding;
 use iamport_tower::{Certified, require_certified};
 use serde_json::{Value, json};
@@ -186,13 +187,6 @@ async fn problem_as_page(response: Response) -> Response {
     let (kind, headline) = words(problem["type"].as_str().unwrap_or(""), status.as_u16());
     let detail = problem["detail"].as_str().unwrap_or("");
     (status, Html(result_page(kind, headline, detail))).into_response()
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn result_page(kind: &str, headline: &str, detail: &str) -> String {
