@@ -57,3 +57,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! `PROPTEST_CASES=100000 cargo test -p iamport-macros --lib` runs these longer.
+    use proptest::prelude::*;
+
+    use super::parse_seconds;
+
+    proptest! {
+        /// Any sequence of number+unit parts sums exactly (or is refused as too long, or as
+        /// zero); the parser never panics on any text.
+        #[test]
+        fn parts_sum_exactly(parts in prop::collection::vec((0u64..100_000, prop::sample::select(vec!['s', 'm', 'h', 'd'])), 1..5), raw in any::<String>()) {
+            let text: String = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+            let unit = |u: char| match u { 's' => 1u128, 'm' => 60, 'h' => 3600, _ => 86_400 };
+            let total: u128 = parts.iter().map(|(n, u)| u128::from(*n) * unit(*u)).sum();
+            match parse_seconds(&text) {
+                Ok(seconds) => prop_assert_eq!(u128::from(seconds), total),
+                Err(_) => prop_assert!(total == 0 || total > u128::from(u64::MAX)),
+            }
+            let _ = parse_seconds(&raw);
+        }
+    }
+}

@@ -124,6 +124,9 @@ pub mod source;
 pub mod unique;
 pub mod v2;
 
+#[cfg(test)]
+mod proptests;
+
 pub use crate::certification::{Carrier, Certification, Gender};
 pub use crate::client::{IamportClient, ImpUid};
 pub use crate::error::Error;
