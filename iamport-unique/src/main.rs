@@ -140,16 +140,16 @@ fn parse_args() -> Result<Options, Failure> {
                 std::process::exit(0);
             }
             Long("store") => {
-                options.store = Some(parser.value().map_err(bad)?.string().map_err(bad)?)
+                options.store = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
             }
             Long("table") => {
-                options.table = Some(parser.value().map_err(bad)?.string().map_err(bad)?)
+                options.table = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
             }
             Long("prefix") => {
-                options.prefix = Some(parser.value().map_err(bad)?.string().map_err(bad)?)
+                options.prefix = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
             }
             Long("scope") => {
-                options.scope = Some(parser.value().map_err(bad)?.string().map_err(bad)?)
+                options.scope = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
             }
             Long("keys") => options.keys = true,
             Long("cooldown") => {

@@ -86,7 +86,7 @@ enum Backend {
         connection: OnceCell<ConnectionManager>,
     },
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         connection: OnceCell<ClusterConnection>,
     },
 }
@@ -413,7 +413,7 @@ impl RedisStore {
 /// `prefix{hex}`, whose hash tag is the person's hex key, so each operation is one atomic
 /// command or script on the one node that owns the person's slot. The client follows
 /// `MOVED`/`ASK` redirections and reconnects; every call is bounded by
-/// [`timeout`](Self::timeout) (default 2 s).
+/// the timeout given to [`with_timeout`](Self::with_timeout) (default 2 s).
 pub struct RedisClusterStore {
     core: Core,
 }
@@ -453,7 +453,7 @@ impl RedisClusterStore {
             .build()
             .map_err(|e| StoreError::new(format!("invalid Redis Cluster nodes: {e}")))?;
         let mut core = Core::new(Backend::Cluster {
-            client,
+            client: Box::new(client),
             connection: OnceCell::new(),
         });
         core.timeout = timeout;
