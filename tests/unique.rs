@@ -781,24 +781,30 @@ async fn stalled_store_is_503_and_leaves_nothing(
     assert!(store.release(&other, token).await.unwrap());
     let released_before = iamport_tower::unique::counters().abandoned_released;
 
+    // 30 signups of the person during the stall (more than the PostgreSQL pool's 16
+    // connections): every one is answered 503, none hangs, the handler never runs.
     proxy.freeze();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
     let started = std::time::Instant::now();
-    let response = http
-        .post(format!("{}/certifications", server.url))
-        .json(&json!({"imp_uid": ADULT}))
-        .send()
-        .await
-        .expect("an answer, not a hang");
+    let statuses = futures_util::future::join_all((0..30).map(|_| {
+        http.post(format!("{}/certifications", server.url))
+            .json(&json!({"imp_uid": ADULT}))
+            .send()
+    }))
+    .await;
     let elapsed = started.elapsed();
+    let statuses: Vec<u16> = statuses
+        .into_iter()
+        .map(|r| r.expect("an answer, not a hang").status().as_u16())
+        .collect();
     notice(&format!(
-        "{name}: stalled store answered {} in {elapsed:?} (bound {bound:?})",
-        response.status()
+        "{name}: 30 signups on a stalled store answered {:?} in {elapsed:?} (bound {bound:?})",
+        statuses.iter().collect::<std::collections::BTreeSet<_>>()
     ));
-    assert_eq!(response.status(), 503, "{name}");
+    assert!(statuses.iter().all(|s| *s == 503), "{name}: {statuses:?}");
     assert!(
         proxy.bytes_held() > 0,
         "{name}: the stall held real traffic"
@@ -950,6 +956,7 @@ async fn a_commit_that_fails_once_is_retried_and_keeps_one_account() {
         .expect("the retry commits");
     assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Committed);
     assert!(iamport_tower::unique::counters().commit_retries > retries_before);
+    assert!(iamport_tower::unique::counters().commits_recovered > 0);
     assert_eq!(post_signup(&http, &server.url).await, 409);
     assert_eq!(accounts.created.load(Ordering::SeqCst), 1);
 }
@@ -1022,4 +1029,235 @@ async fn certified_exposes_the_person_key_for_a_unique_constraint() {
         .await
         .unwrap();
     assert_eq!(std::str::from_utf8(&body).unwrap(), key.to_hex());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_postgres_on_a_cold_pool_is_503_then_recovers() {
+    let Some(url) = database_url("a_stalled_postgres_on_a_cold_pool_is_503_then_recovers") else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let table = unique_name("iamport_cold");
+    let store = PostgresStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    let emulator = Emulator::start().await.unwrap();
+    let accounts = Accounts::default();
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(store, SECRET)
+        .unique_timeout(Duration::from_millis(800));
+    let server = serve_axum(app(layer, accounts.clone())).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // No connection yet: the pool connects through the stalled proxy.
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    let status = post_signup(&http, &server.url).await;
+    notice(&format!(
+        "postgres (cold pool): stalled store answered {status} in {:?}",
+        started.elapsed()
+    ));
+    assert_eq!(status, 503);
+    assert!(proxy.bytes_held() > 0, "the connection's startup was held");
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 0);
+    proxy.thaw();
+    assert_eq!(post_signup(&http, &server.url).await, 201);
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    drop_table(&url, &table).await;
+}
+
+#[derive(Clone)]
+struct Stalling {
+    proxy: Arc<FreezableProxy>,
+    accounts: Accounts,
+}
+
+/// Creates the account, then stalls the store (once) before the layer commits.
+#[require_certified(max_birth_year = 1999, unique = true)]
+async fn signup_then_stall(State(s): State<Stalling>) -> StatusCode {
+    s.accounts.created.fetch_add(1, Ordering::SeqCst);
+    if take_one(&s.accounts.slow_first) {
+        s.proxy.freeze();
+    }
+    StatusCode::CREATED
+}
+
+/// The store stalls between the handler's success and the commit: the response is the
+/// handler's 201 within the bound, and once the store answers the commit holds — one
+/// account, later signups 409, no failed commit.
+async fn commit_through_a_stall(
+    name: &str,
+    proxy: Arc<FreezableProxy>,
+    store: Arc<dyn UniqueStore>,
+) {
+    let _one_at_a_time = FAULTS.lock().await;
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    // Warm: connection, table and statements/scripts ready, so the stalled commit is sent.
+    let other = UniqueKeys::random().key_for("CI-WARM-UP");
+    let token = ReservationToken::random();
+    assert_eq!(
+        store
+            .reserve(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert!(
+        store
+            .renew(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(store.commit(&other, token).await.unwrap());
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Free);
+
+    let before = iamport_tower::unique::counters();
+    let accounts = Accounts::default();
+    accounts.slow_first.store(1, Ordering::SeqCst);
+    let state = Stalling {
+        proxy: proxy.clone(),
+        accounts: accounts.clone(),
+    };
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(store.clone(), SECRET)
+        .unique_timeout(Duration::from_millis(800));
+    let server = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup_then_stall))
+            .with_state(state)
+            .layer(layer),
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = post_signup(&http, &server.url).await;
+    notice(&format!(
+        "{name}: signup whose commit stalled answered {status} in {:?}",
+        started.elapsed()
+    ));
+    assert_eq!(status, 201, "{name}: the account exists");
+    assert!(proxy.bytes_held() > 0, "{name}: the commit was stalled");
+    proxy.thaw();
+    eventually(Duration::from_secs(30), "the commit holds", async || {
+        store.status(&key).await.ok() == Some(KeyStatus::Committed)
+    })
+    .await;
+    assert_eq!(post_signup(&http, &server.url).await, 409, "{name}");
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 1, "{name}");
+    // The background retry concludes that the commit held; nothing was given up.
+    eventually(Duration::from_secs(30), "the retry concludes", async || {
+        iamport_tower::unique::counters().commits_recovered > before.commits_recovered
+    })
+    .await;
+    assert_eq!(
+        iamport_tower::unique::counters().commits_failed,
+        before.commits_failed,
+        "{name}: no commit given up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_stalled_on_postgres_holds_once_it_answers() {
+    let Some(url) = database_url("a_commit_stalled_on_postgres_holds_once_it_answers") else {
+        return;
+    };
+    let proxy = Arc::new(FreezableProxy::start(address_of(&url)).await);
+    let table = unique_name("iamport_commit_stall");
+    let store = PostgresStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    commit_through_a_stall("postgres", proxy, Arc::new(store)).await;
+    drop_table(&url, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_stalled_on_redis_holds_once_it_answers() {
+    let Some(url) = redis_url("a_commit_stalled_on_redis_holds_once_it_answers") else {
+        return;
+    };
+    let proxy = Arc::new(FreezableProxy::start(address_of(&url)).await);
+    let prefix = format!("{}:", unique_name("iamport-commit-stall"));
+    let store = RedisStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .prefix(prefix.clone());
+    commit_through_a_stall("redis", proxy, Arc::new(store)).await;
+    delete_prefix(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purges_ended_leases_and_cooldowns_only() {
+    let Some(url) = database_url("postgres_purges_ended_leases_and_cooldowns_only") else {
+        return;
+    };
+    let table = unique_name("iamport_purge");
+    let store = PostgresStore::new(&url).unwrap().table(&table).unwrap();
+    let keys = UniqueKeys::random();
+    let (ended, live, committed, cooled, cooling) = (
+        keys.key_for("ended"),
+        keys.key_for("live"),
+        keys.key_for("committed"),
+        keys.key_for("cooled"),
+        keys.key_for("cooling"),
+    );
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        store
+            .reserve(&ended, ReservationToken::random(), short)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        store
+            .reserve(&live, ReservationToken::random(), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert!(store.register(&committed).await.unwrap());
+    assert!(
+        !store
+            .forget(&cooled, Some(SystemTime::now() + short))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .forget(&cooling, Some(SystemTime::now() + Duration::from_secs(600)))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.purge_expired(Duration::ZERO).await.unwrap(), 2);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 3,
+        "the live reservation, the account and the running cooldown stay"
+    );
+    assert_eq!(store.status(&live).await.unwrap(), KeyStatus::Reserved);
+    assert_eq!(
+        store.status(&committed).await.unwrap(),
+        KeyStatus::Committed
+    );
+    assert!(matches!(
+        store.status(&cooling).await.unwrap(),
+        KeyStatus::CoolingDown { .. }
+    ));
+    drop_table(&url, &table).await;
 }

@@ -492,16 +492,19 @@ pub struct UniqueCounters {
     pub abandoned_released: u64,
     /// Commit attempts after the first one (a 2xx whose commit failed at first).
     pub commit_retries: u64,
+    /// Commits that failed at first and then held: committed on a retry, or found committed
+    /// (an attempt that timed out on our side landed).
+    pub commits_recovered: u64,
     /// Commits given up after [`COMMIT_ATTEMPTS`] attempts: the person may register again once
     /// the lease ends, unless the app keeps the key under a `UNIQUE` constraint. Alert on it.
     pub commits_failed: u64,
 }
 
-#[derive(Default)]
 struct Counters {
     store_errors: AtomicU64,
     abandoned_released: AtomicU64,
     commit_retries: AtomicU64,
+    commits_recovered: AtomicU64,
     commits_failed: AtomicU64,
 }
 
@@ -509,6 +512,7 @@ static COUNTERS: Counters = Counters {
     store_errors: AtomicU64::new(0),
     abandoned_released: AtomicU64::new(0),
     commit_retries: AtomicU64::new(0),
+    commits_recovered: AtomicU64::new(0),
     commits_failed: AtomicU64::new(0),
 };
 
@@ -519,6 +523,7 @@ pub fn counters() -> UniqueCounters {
         store_errors: c.store_errors.load(Ordering::Relaxed),
         abandoned_released: c.abandoned_released.load(Ordering::Relaxed),
         commit_retries: c.commit_retries.load(Ordering::Relaxed),
+        commits_recovered: c.commits_recovered.load(Ordering::Relaxed),
         commits_failed: c.commits_failed.load(Ordering::Relaxed),
     }
 }

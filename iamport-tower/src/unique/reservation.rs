@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{
-    Counters, Reservation, ReservationToken, StoreError, UniqueKey, UniqueKeys, UniqueStore, count,
+    Counters, KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey, UniqueKeys,
+    UniqueStore, count,
 };
 use crate::rejection::Rejection;
 
@@ -146,7 +147,7 @@ impl UniqueSlot {
         }
         match config.bounded(config.store.commit(&key, token)).await {
             Ok(true) => {}
-            Ok(false) => lease_lost(&key),
+            Ok(false) => lease_lost(config, &key).await,
             Err(error) => {
                 tracing::warn!(%error, key = %key.prefix(), "could not commit a unique reservation after a successful response; retrying in the background");
                 let config = config.clone();
@@ -176,7 +177,14 @@ fn spawn(task: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-fn lease_lost(key: &UniqueKey) {
+/// The token no longer holds the key. Fine if the key is committed all the same (an earlier
+/// attempt that timed out on our side landed, or an import); otherwise the lease ended first.
+async fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
+    if let Ok(KeyStatus::Committed) = config.bounded(config.store.status(key)).await {
+        count(|c: &Counters| &c.commits_recovered);
+        tracing::info!(key = %key.prefix(), "the unique reservation is committed (an earlier attempt landed)");
+        return;
+    }
     count(|c: &Counters| &c.commits_failed);
     tracing::error!(
         key = %key.prefix(),
@@ -195,15 +203,17 @@ async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationT
             .bounded(config.store.renew(&key, token, config.lease))
             .await
         {
-            // The store answered: our reservation is gone (lease ended, or forgotten).
-            return lease_lost(&key);
+            // The store answered: our reservation is gone — committed by an earlier attempt,
+            // or lost (lease ended, forgotten).
+            return lease_lost(config, &key).await;
         }
         match config.bounded(config.store.commit(&key, token)).await {
             Ok(true) => {
+                count(|c: &Counters| &c.commits_recovered);
                 tracing::info!(key = %key.prefix(), retry, "committed a unique reservation on a retry");
                 return;
             }
-            Ok(false) => return lease_lost(&key),
+            Ok(false) => return lease_lost(config, &key).await,
             Err(error) => {
                 tracing::warn!(%error, key = %key.prefix(), retry, "unique commit retry failed");
             }

@@ -257,8 +257,10 @@ impl PostgresStore {
         }
     }
 
-    async fn client(&self) -> Result<Object, StoreError> {
-        let client = self.pool.get().await.map_err(StoreError::new)?;
+    /// A pooled connection (the table created on first use), held as in flight.
+    async fn client(&self) -> Result<InFlight, StoreError> {
+        let in_flight = InFlight(Some(self.pool.get().await.map_err(StoreError::new)?));
+        let client = in_flight.0.as_ref().expect("just set");
         if self.create_table {
             self.ready
                 .get_or_try_init(|| async {
@@ -272,7 +274,7 @@ impl PostgresStore {
                 })
                 .await?;
         }
-        Ok(client)
+        Ok(in_flight)
     }
 
     /// Runs one statement within the timeout. A connection whose statement did not finish —
@@ -285,10 +287,9 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let deadline = Instant::now() + self.timeout;
-        let client = tokio::time::timeout_at(deadline, self.client())
+        let in_flight = tokio::time::timeout_at(deadline, self.client())
             .await
             .map_err(|_| StoreError::timed_out(self.timeout))??;
-        let in_flight = InFlight(Some(client));
         let client = in_flight.0.as_ref().expect("just set");
         let run = async {
             let statement = client.prepare_cached(sql).await?;
