@@ -265,6 +265,7 @@ async fn lifecycle_on_redis() {
     let prefix = format!("{}:", unique_name("iamport-cli"));
     let store = RedisStore::new(&url).unwrap().prefix(prefix.clone());
     lifecycle("redis", &url, &["--prefix", &prefix], Arc::new(store)).await;
+    delete_prefix(&[url], &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,6 +294,31 @@ async fn lifecycle_on_a_redis_cluster() {
         Arc::new(store),
     )
     .await;
+    let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    delete_prefix(&nodes, &prefix).await;
+}
+
+/// Deletes the test's keys on each of `nodes` (each master of a cluster holds its own).
+async fn delete_prefix(nodes: &[String], prefix: &str) {
+    for node in nodes {
+        let Ok(client) = redis::Client::open(node.as_str()) else {
+            continue;
+        };
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        for key in keys {
+            let _: Result<i64, _> = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await;
+        }
+    }
 }
 
 async fn drop_table(url: &str, table: &str) {
