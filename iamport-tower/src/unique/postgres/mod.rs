@@ -33,6 +33,12 @@ const PURGE_BATCH: i64 = 10_000;
 /// - `commit` / `renew` / `release` are one `UPDATE` / `DELETE … WHERE key = $1 AND token =
 ///   $2`; `register` and `forget` are one statement each, batched with `unnest` for many keys
 ///   (the `iamport-unique` command). A cooldown is a row held by no token until its date.
+/// - Leases are not worth a disk flush: `reserve`, `renew` and `release` commit without
+///   waiting for the WAL (`synchronous_commit = off` for that one statement's transaction),
+///   `commit`, `register` and `forget` wait for it. After a database crash, reservations
+///   from its last moments may be gone; a signup whose reservation vanished fails its
+///   commit (an ERROR log and [`UniqueCounters::commits_failed`](super::UniqueCounters)),
+///   which the `UNIQUE` constraint pattern of the [module docs](super) covers.
 /// - Each call is one round trip on a pooled connection (prepared statements are cached per
 ///   connection), bounded by [`timeout`](Self::timeout) (default 2 s) including the wait
 ///   for a connection. A connection whose call timed out is dropped from the pool, never
@@ -101,20 +107,27 @@ fn quoted_table(name: &str) -> Result<String, StoreError> {
         .join("."))
 }
 
+/// Joined into the statements that only move leases (reserve, renew, release): their
+/// transaction commits without waiting for the WAL flush (`SET LOCAL synchronous_commit =
+/// off`, in the same single statement). Visibility and atomicity are unchanged; only a
+/// database crash can lose the last moments' leases, which are temporary anyway. Commits,
+/// imports and forgets stay durable.
+const FAST: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS fast";
+
 fn statements(t: &str) -> Statements {
     // A cooldown is a row with `committed = false`, no token ('') and `lease_until` = its end.
     let live = "(committed OR lease_until > now())";
     Statements {
         reserve: format!(
             "INSERT INTO {t} AS u (key, token, committed, lease_until) \
-             VALUES ($1, $2, false, now() + $3::float8 * interval '1 second') \
+             SELECT $1, $2, false, now() + $3::float8 * interval '1 second' FROM {FAST} \
              ON CONFLICT (key) DO UPDATE \
                SET token = EXCLUDED.token, lease_until = EXCLUDED.lease_until, reserved_at = now() \
                WHERE u.committed = false AND u.lease_until <= now() \
              RETURNING 1"
         ),
         renew: format!(
-            "UPDATE {t} SET lease_until = now() + $3::float8 * interval '1 second' \
+            "UPDATE {t} SET lease_until = now() + $3::float8 * interval '1 second' FROM {FAST} \
              WHERE key = $1 AND token = $2 AND committed = false RETURNING 1"
         ),
         commit: format!(
@@ -122,7 +135,8 @@ fn statements(t: &str) -> Statements {
              WHERE key = $1 AND token = $2 AND committed = false RETURNING 1"
         ),
         release: format!(
-            "DELETE FROM {t} WHERE key = $1 AND token = $2 AND committed = false RETURNING 1"
+            "DELETE FROM {t} USING {FAST} \
+             WHERE key = $1 AND token = $2 AND committed = false RETURNING 1"
         ),
         register: format!(
             "INSERT INTO {t} AS u (key, token, committed, lease_until, committed_at) \
