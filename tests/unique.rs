@@ -1261,3 +1261,110 @@ async fn postgres_purges_ended_leases_and_cooldowns_only() {
     ));
     drop_table(&url, &table).await;
 }
+
+/// The app's own guard, as the `unique` module documents it: the account row keeps
+/// `Certified::unique_key` under a `UNIQUE` constraint.
+#[derive(Clone)]
+struct Users {
+    db: Arc<tokio_postgres::Client>,
+    table: String,
+}
+
+#[require_certified(max_birth_year = 1999, unique = true)]
+async fn signup_with_key_column(
+    State(users): State<Users>,
+    cert: iamport_tower::Certified,
+) -> StatusCode {
+    let Some(key) = cert.unique_key() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let insert = format!("INSERT INTO \"{}\" (person_key) VALUES ($1)", users.table);
+    match users.db.execute(&insert, &[&key.to_hex()]).await {
+        Ok(_) => StatusCode::CREATED,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            StatusCode::CONFLICT
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A process killed between its handler's success and the commit leaves an account row and
+/// a reservation that ends with its lease; the store then admits the person again, and the
+/// users table's `UNIQUE` constraint on the key is what refuses the second account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column() {
+    let Some(url) =
+        database_url("a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column")
+    else {
+        return;
+    };
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let users_table = unique_name("iamport_users");
+    db.batch_execute(&format!(
+        "CREATE TABLE \"{users_table}\" (id serial PRIMARY KEY, person_key CHAR(64) NOT NULL UNIQUE)"
+    ))
+    .await
+    .unwrap();
+    let store_table = unique_name("iamport_crash");
+    let store = Arc::new(
+        PostgresStore::new(&url)
+            .unwrap()
+            .table(&store_table)
+            .unwrap(),
+    );
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+
+    // What the crashed process left: its reservation (lease 300 ms) and the account row.
+    let crashed = ReservationToken::random();
+    assert_eq!(
+        store
+            .reserve(&key, crashed, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    db.execute(
+        &format!("INSERT INTO \"{users_table}\" (person_key) VALUES ($1)"),
+        &[&key.to_hex()],
+    )
+    .await
+    .unwrap();
+    let users = Users {
+        db: Arc::new(db),
+        table: users_table.clone(),
+    };
+    let server = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup_with_key_column))
+            .with_state(users.clone())
+            .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // While the dead process's lease runs, the store refuses the person.
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    // Once it ends, the store admits them again — the users table refuses the second account.
+    eventually(
+        Duration::from_secs(10),
+        "the crashed lease ends",
+        async || store.status(&key).await.ok() == Some(KeyStatus::Free),
+    )
+    .await;
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    let rows: i64 = users
+        .db
+        .query_one(&format!("SELECT count(*) FROM \"{users_table}\""), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "one account");
+    let _ = users
+        .db
+        .batch_execute(&format!("DROP TABLE \"{users_table}\""))
+        .await;
+    drop_table(&url, &store_table).await;
+}

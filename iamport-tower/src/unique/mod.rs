@@ -53,6 +53,12 @@
 //! ALTER TABLE users ADD COLUMN person_key CHAR(64) UNIQUE;
 //! ```
 //!
+//! When that constraint refuses a signup the store had admitted, answer 409 yourself (the
+//! reservation is then released), and you may heal the store with
+//! [`UniqueStore::register`] of the key, so the next attempt is refused before your handler.
+//! `tests/unique.rs` (`a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column`)
+//! plays this through.
+//!
 //! # Lifecycle
 //!
 //! [`UniqueStore::register`] imports people who already have accounts (the `iamport-unique
