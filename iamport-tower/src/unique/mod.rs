@@ -22,8 +22,8 @@
 //! # Faults
 //!
 //! - **Every store call is bounded** ([`DEFAULT_STORE_TIMEOUT`], 2 s, configurable with
-//!   `CertificationLayer::unique_timeout`; the PostgreSQL and Redis stores bound their own
-//!   calls too). A store that does not answer in time makes admission a 503
+//!   [`CertificationLayer::unique_timeout`](crate::CertificationLayer::unique_timeout); the
+//!   PostgreSQL and Redis stores bound their own calls too). A store that does not answer in time makes admission a 503
 //!   (`store-unavailable`) — never a hang, and the handler does not run.
 //! - **A reserve that timed out leaves nothing behind.** The reservation token is chosen
 //!   before the call, so when a timed-out `reserve` is executed by the store later, the
