@@ -754,7 +754,7 @@ async fn eventually(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> 
 /// store answers again is released by its token, and the person can then sign up.
 async fn stalled_store_is_503_and_leaves_nothing(
     name: &str,
-    proxy: &FreezableProxy,
+    proxies: &[&FreezableProxy],
     store: Arc<dyn UniqueStore>,
 ) {
     let _one_at_a_time = FAULTS.lock().await;
@@ -783,7 +783,7 @@ async fn stalled_store_is_503_and_leaves_nothing(
 
     // 30 signups of the person during the stall (more than the PostgreSQL pool's 16
     // connections): every one is answered 503, none hangs, the handler never runs.
-    proxy.freeze();
+    proxies.iter().for_each(|p| p.freeze());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -805,17 +805,15 @@ async fn stalled_store_is_503_and_leaves_nothing(
         statuses.iter().collect::<std::collections::BTreeSet<_>>()
     ));
     assert!(statuses.iter().all(|s| *s == 503), "{name}: {statuses:?}");
-    assert!(
-        proxy.bytes_held() > 0,
-        "{name}: the stall held real traffic"
-    );
+    let held: usize = proxies.iter().map(|p| p.bytes_held()).sum();
+    assert!(held > 0, "{name}: the stall held real traffic");
     assert_eq!(
         accounts.created.load(Ordering::SeqCst),
         0,
         "{name}: nothing admitted"
     );
 
-    proxy.thaw();
+    proxies.iter().for_each(|p| p.thaw());
     // The stalled `reserve` lands now; the layer releases it by its token.
     eventually(
         Duration::from_secs(30),
@@ -844,7 +842,7 @@ async fn a_stalled_postgres_is_503_and_leaves_nothing_reserved() {
         .unwrap()
         .table(&table)
         .unwrap();
-    stalled_store_is_503_and_leaves_nothing("postgres", &proxy, Arc::new(store)).await;
+    stalled_store_is_503_and_leaves_nothing("postgres", &[&proxy], Arc::new(store)).await;
     drop_table(&url, &table).await;
 }
 
@@ -858,8 +856,43 @@ async fn a_stalled_redis_is_503_and_leaves_nothing_reserved() {
     let store = RedisStore::new(&with_address(&url, proxy.addr))
         .unwrap()
         .prefix(prefix.clone());
-    stalled_store_is_503_and_leaves_nothing("redis", &proxy, Arc::new(store)).await;
+    stalled_store_is_503_and_leaves_nothing("redis", &[&proxy], Arc::new(store)).await;
     delete_prefix(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_cluster_is_503_and_leaves_nothing_reserved() {
+    let Some(urls) =
+        redis_cluster_urls("a_stalled_redis_cluster_is_503_and_leaves_nothing_reserved")
+    else {
+        return;
+    };
+    // One proxy per master; the client reaches each node the cluster advertises through it.
+    let mut proxies = Vec::new();
+    let mut map = std::collections::HashMap::new();
+    for url in &urls {
+        let node = address_of(url);
+        let proxy = FreezableProxy::start(node).await;
+        map.insert(
+            redis::cluster::NodeAddress::new(node.ip().to_string(), node.port()),
+            redis::cluster::NodeAddress::new(proxy.addr.ip().to_string(), proxy.addr.port()),
+        );
+        proxies.push(proxy);
+    }
+    let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+        .node_address_map(map)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let prefix = format!("{}:", unique_name("iamport-stall"));
+    let store =
+        RedisClusterStore::from_client(client, Duration::from_secs(2)).prefix(prefix.clone());
+    let proxies: Vec<&FreezableProxy> = proxies.iter().collect();
+    stalled_store_is_503_and_leaves_nothing("redis cluster", &proxies, Arc::new(store)).await;
+    for url in &urls {
+        delete_prefix(url, &prefix).await;
+    }
 }
 
 /// A store whose first `failures` commits fail (as a commit lost to a stall would), and which

@@ -452,12 +452,18 @@ impl RedisClusterStore {
             .retries(2)
             .build()
             .map_err(|e| StoreError::new(format!("invalid Redis Cluster nodes: {e}")))?;
+        Ok(Self::from_client(client, timeout))
+    }
+
+    /// A store over a cluster client you built (TLS, credentials, address maps, read
+    /// routing…); every call is bounded by `timeout`.
+    pub fn from_client(client: ClusterClient, timeout: Duration) -> Self {
         let mut core = Core::new(Backend::Cluster {
             client: Box::new(client),
             connection: OnceCell::new(),
         });
         core.timeout = timeout;
-        Ok(Self { core })
+        Self { core }
     }
 
     /// Uses `prefix` for every key. It must not contain `{` or `}` (they would change the
