@@ -393,3 +393,32 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("30d").ok(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("12h").ok(),
+            Some(Duration::from_secs(12 * 3_600))
+        );
+        assert_eq!(
+            parse_duration("90m").ok(),
+            Some(Duration::from_secs(90 * 60))
+        );
+        assert_eq!(parse_duration("45s").ok(), Some(Duration::from_secs(45)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        for bad in ["", "d", "30", "30 d", "30w", "-1d", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
