@@ -6,18 +6,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use iamport_e2e::{database_url, redis_url, serve_axum, unique_name};
+use iamport_e2e::{
+    FreezableProxy, address_of, database_url, notice, redis_cluster_urls, redis_url, serve_axum,
+    unique_name, with_address,
+};
 use iamport_mock::Emulator;
 use iamport_tower::body::Body;
 use iamport_tower::unique::MemoryStore;
 use iamport_tower::unique::{
-    PostgresStore, RedisStore, Reservation, ReservationToken, UniqueKeys, UniqueStore,
+    KeyStatus, PostgresStore, RedisClusterStore, RedisStore, Reservation, ReservationToken,
+    StoreError, UniqueKey, UniqueKeys, UniqueStore,
 };
 use iamport_tower::{CertificationLayer, IamportClient, Secret, require_certified};
 use serde_json::json;
@@ -28,73 +32,190 @@ const SECRET: &str = "test-unique-key-secret-0123456789";
 
 // ---- the conformance suite ------------------------------------------------------------------
 
-async fn reserve(
-    store: &dyn UniqueStore,
-    key: &iamport_tower::unique::UniqueKey,
-    lease: Duration,
-) -> Reservation {
-    store.reserve(key, lease).await.expect("store answers")
+async fn reserve(store: &dyn UniqueStore, key: &UniqueKey, lease: Duration) -> Reservation {
+    store
+        .reserve(key, ReservationToken::random(), lease)
+        .await
+        .expect("store answers")
 }
 
-fn reserved(r: Reservation) -> ReservationToken {
-    match r {
-        Reservation::Reserved(token) => token,
-        Reservation::Taken => panic!("expected Reserved, got Taken"),
-    }
+/// Reserves `key` with a fresh token, which it returns; panics if the key is taken.
+async fn reserved(store: &dyn UniqueStore, key: &UniqueKey, lease: Duration) -> ReservationToken {
+    let token = ReservationToken::random();
+    let outcome = store
+        .reserve(key, token, lease)
+        .await
+        .expect("store answers");
+    assert_eq!(outcome, Reservation::Reserved, "{key:?} should be free");
+    token
+}
+
+async fn status(store: &dyn UniqueStore, key: &UniqueKey) -> KeyStatus {
+    store.status(key).await.expect("store answers")
 }
 
 async fn conformance(store: Arc<dyn UniqueStore>) {
     let keys = UniqueKeys::new(&Secret::new(unique_name("conformance")));
     let long = Duration::from_secs(30);
+    let store = &*store;
 
-    // Reserve twice → taken.
+    // Reserve twice → taken, even with the holder's own token.
     let a = keys.key_for("CI-A");
-    let t = reserved(reserve(&*store, &a, long).await);
-    assert_eq!(reserve(&*store, &a, long).await, Reservation::Taken);
+    assert_eq!(status(store, &a).await, KeyStatus::Free);
+    let t = reserved(store, &a, long).await;
+    assert_eq!(status(store, &a).await, KeyStatus::Reserved);
+    assert_eq!(reserve(store, &a, long).await, Reservation::Taken);
+    assert_eq!(
+        store.reserve(&a, t, long).await.unwrap(),
+        Reservation::Taken
+    );
 
     // A wrong token changes nothing.
     let wrong = ReservationToken::random();
     assert!(!store.release(&a, wrong).await.unwrap());
     assert!(!store.commit(&a, wrong).await.unwrap());
-    assert_eq!(reserve(&*store, &a, long).await, Reservation::Taken);
+    assert!(!store.renew(&a, wrong, long).await.unwrap());
+    assert_eq!(reserve(store, &a, long).await, Reservation::Taken);
 
     // Release → reservable again; the old token is dead.
     assert!(store.release(&a, t).await.unwrap());
-    let t2 = reserved(reserve(&*store, &a, long).await);
+    assert_eq!(status(store, &a).await, KeyStatus::Free);
+    let t2 = reserved(store, &a, long).await;
     assert!(!store.commit(&a, t).await.unwrap());
 
     // Commit → taken forever: neither the lease, nor a release, nor a second commit frees it.
     assert!(store.commit(&a, t2).await.unwrap());
+    assert_eq!(status(store, &a).await, KeyStatus::Committed);
     assert!(!store.release(&a, t2).await.unwrap());
     assert!(!store.commit(&a, t2).await.unwrap());
+    assert!(!store.renew(&a, t2, long).await.unwrap());
     assert_eq!(
-        reserve(&*store, &a, Duration::from_millis(1)).await,
+        reserve(store, &a, Duration::from_millis(1)).await,
         Reservation::Taken
     );
 
     // Lease expiry → reservable; the expired holder can neither commit nor release.
     let b = keys.key_for("CI-B");
-    let expired = reserved(reserve(&*store, &b, Duration::from_millis(300)).await);
-    assert_eq!(reserve(&*store, &b, long).await, Reservation::Taken);
+    let expired = reserved(store, &b, Duration::from_millis(300)).await;
+    assert_eq!(reserve(store, &b, long).await, Reservation::Taken);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let fresh = reserved(reserve(&*store, &b, long).await);
+    assert_eq!(status(store, &b).await, KeyStatus::Free);
+    let fresh = reserved(store, &b, long).await;
     assert!(!store.commit(&b, expired).await.unwrap());
     assert!(!store.release(&b, expired).await.unwrap());
     assert!(store.commit(&b, fresh).await.unwrap());
 
+    // Renew → the lease runs from now: a short lease renewed long outlives its first end.
+    let c = keys.key_for("CI-C");
+    let short = reserved(store, &c, Duration::from_millis(300)).await;
+    assert!(store.renew(&c, short, long).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(reserve(store, &c, long).await, Reservation::Taken);
+    assert!(store.commit(&c, short).await.unwrap());
+
     // 200 concurrent reservations of one key → exactly one.
     let d = keys.key_for("CI-D");
-    let attempts = (0..200).map(|_| {
-        let store = store.clone();
-        let d = d.clone();
-        tokio::spawn(async move { store.reserve(&d, long).await.unwrap() })
-    });
+    let attempts = (0..200).map(|_| reserve(store, &d, long));
     let results = futures_util::future::join_all(attempts).await;
     let winners = results
-        .into_iter()
-        .filter(|r| matches!(r.as_ref().unwrap(), Reservation::Reserved(_)))
+        .iter()
+        .filter(|r| **r == Reservation::Reserved)
         .count();
     assert_eq!(winners, 1);
+
+    // Register: a person who already has an account is taken; registering twice says so;
+    // registering over a signup in progress wins over it.
+    let e = keys.key_for("CI-E");
+    assert!(store.register(&e).await.unwrap());
+    assert_eq!(status(store, &e).await, KeyStatus::Committed);
+    assert_eq!(reserve(store, &e, long).await, Reservation::Taken);
+    assert!(!store.register(&e).await.unwrap());
+    let f = keys.key_for("CI-F");
+    let in_flight = reserved(store, &f, long).await;
+    assert!(store.register(&f).await.unwrap());
+    assert!(!store.commit(&f, in_flight).await.unwrap());
+    assert!(!store.release(&f, in_flight).await.unwrap());
+    assert_eq!(status(store, &f).await, KeyStatus::Committed);
+
+    // Forget: a deleted account frees the person at once; forgetting a free key says so.
+    assert!(store.forget(&e, None).await.unwrap());
+    assert_eq!(status(store, &e).await, KeyStatus::Free);
+    assert!(!store.forget(&e, None).await.unwrap());
+    let again = reserved(store, &e, long).await;
+    assert!(store.commit(&e, again).await.unwrap());
+    // Forgetting a signup in progress removes it: its holder cannot commit.
+    let g = keys.key_for("CI-G");
+    let doomed = reserved(store, &g, long).await;
+    assert!(store.forget(&g, None).await.unwrap());
+    assert!(!store.commit(&g, doomed).await.unwrap());
+    assert_eq!(status(store, &g).await, KeyStatus::Free);
+
+    // Forget with a cooldown: taken until the date, then free by itself.
+    let until = SystemTime::now() + Duration::from_millis(800);
+    assert!(store.forget(&e, Some(until)).await.unwrap());
+    match status(store, &e).await {
+        KeyStatus::CoolingDown { until: reported } => {
+            let drift = reported
+                .duration_since(until)
+                .unwrap_or_else(|e| e.duration());
+            assert!(drift < Duration::from_secs(1), "cooldown end {drift:?} off");
+        }
+        other => panic!("expected a cooldown, got {other:?}"),
+    }
+    assert_eq!(reserve(store, &e, long).await, Reservation::Taken);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(status(store, &e).await, KeyStatus::Free);
+    let after = reserved(store, &e, long).await;
+    assert!(store.commit(&e, after).await.unwrap());
+    // A cooldown that already ended frees at once; a cooldown over a free key takes it.
+    let past = SystemTime::now() - Duration::from_secs(60);
+    assert!(store.forget(&e, Some(past)).await.unwrap());
+    assert_eq!(status(store, &e).await, KeyStatus::Free);
+    let h = keys.key_for("CI-H");
+    let later = SystemTime::now() + Duration::from_secs(600);
+    assert!(!store.forget(&h, Some(later)).await.unwrap());
+    assert!(matches!(
+        status(store, &h).await,
+        KeyStatus::CoolingDown { .. }
+    ));
+    assert!(
+        store.register(&h).await.unwrap(),
+        "an import overrides a cooldown"
+    );
+
+    // Scopes: the same person is a different key in another scope of the same store.
+    let signup = keys.key_in(Some("signup"), "CI-A");
+    let vote = keys.key_in(Some("vote"), "CI-A");
+    assert_eq!(status(store, &signup).await, KeyStatus::Free);
+    let s = reserved(store, &signup, long).await;
+    assert!(store.commit(&signup, s).await.unwrap());
+    assert_eq!(status(store, &signup).await, KeyStatus::Committed);
+    assert_eq!(reserve(store, &vote, long).await, Reservation::Reserved);
+    assert_eq!(status(store, &a).await, KeyStatus::Committed);
+
+    // Batches: duplicates count once; what was already committed is not new.
+    let many: Vec<UniqueKey> = (0..1000)
+        .map(|i| keys.key_for(&format!("CI-BATCH-{i}")))
+        .collect();
+    let mut with_duplicates = many.clone();
+    with_duplicates.extend_from_slice(&many[..10]);
+    with_duplicates.push(a.clone());
+    assert_eq!(store.register_all(&with_duplicates).await.unwrap(), 1000);
+    assert_eq!(store.register_all(&many[..100]).await.unwrap(), 0);
+    assert_eq!(status(store, &many[999]).await, KeyStatus::Committed);
+    assert_eq!(store.forget_all(&many[..500], None).await.unwrap(), 500);
+    assert_eq!(status(store, &many[0]).await, KeyStatus::Free);
+    assert_eq!(status(store, &many[500]).await, KeyStatus::Committed);
+    let later = SystemTime::now() + Duration::from_secs(600);
+    assert_eq!(
+        store.forget_all(&many[400..], Some(later)).await.unwrap(),
+        500
+    );
+    assert!(matches!(
+        status(store, &many[999]).await,
+        KeyStatus::CoolingDown { .. }
+    ));
+    assert_eq!(reserve(store, &many[450], long).await, Reservation::Taken);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +276,106 @@ async fn redis_store_conformance() {
     ))
     .await;
     delete_prefix(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_conformance() {
+    let Some(urls) = redis_cluster_urls("redis_cluster_store_conformance") else {
+        return;
+    };
+    let prefix = format!("{}:", unique_name("iamport-conformance"));
+    let store = RedisClusterStore::new(urls.iter().map(String::as_str))
+        .unwrap()
+        .prefix(prefix.clone());
+    conformance(Arc::new(store)).await;
+    // The batch keys spread over every master: the hash tag is the person, not the prefix.
+    let mut masters_used = 0;
+    for url in &urls {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        masters_used += usize::from(!keys.is_empty());
+        for key in keys {
+            let _: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(masters_used, urls.len(), "keys should live on every master");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_follows_libpq_sslmode() {
+    let Some(url) = database_url("postgres_tls_follows_libpq_sslmode") else {
+        return;
+    };
+    let (plain, _) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .map(|(client, connection)| (client, tokio::spawn(connection)))
+        .unwrap();
+    let ssl_on: String = plain.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl_on != "on" {
+        notice("SKIPPED postgres_tls_follows_libpq_sslmode: the server has ssl = off");
+        return;
+    }
+    let table = unique_name("iamport_tls");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // (sslmode + root, host, connects?)
+    let root = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let mut cases = vec![("sslmode=require".to_owned(), None, true)];
+    if std::path::Path::new(root).exists() {
+        cases.extend([
+            (format!("sslmode=verify-ca&sslrootcert={root}"), None, true),
+            (
+                format!("sslmode=verify-full&sslrootcert={root}"),
+                Some("localhost"),
+                true,
+            ),
+            // The snakeoil certificate names `localhost`, not 127.0.0.1.
+            (
+                format!("sslmode=verify-full&sslrootcert={root}"),
+                Some("127.0.0.1"),
+                false,
+            ),
+        ]);
+    }
+    // The Mozilla roots do not vouch for a self-signed certificate.
+    cases.push(("sslmode=verify-ca".to_owned(), None, false));
+    for (i, (params, host, connects)) in cases.into_iter().enumerate() {
+        let app = format!("iamport_tls_{}_{i}", std::process::id());
+        let mut target = format!("{url}{sep}{params}&application_name={app}");
+        if let Some(host) = host {
+            let port = address_of(&url).port();
+            target = target.replacen(&address_of(&url).to_string(), &format!("{host}:{port}"), 1);
+        }
+        let store = PostgresStore::new(&target).unwrap().table(&table).unwrap();
+        let key = UniqueKeys::random().key_for("CI-TLS");
+        let result = store.status(&key).await;
+        assert_eq!(
+            result.is_ok(),
+            connects,
+            "{params} via {host:?}: {result:?}"
+        );
+        if connects {
+            let encrypted: bool = plain
+                .query_one(
+                    "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                     WHERE a.application_name = $1",
+                    &[&app],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(encrypted, "{params}: the store's connection is encrypted");
+        }
+    }
+    drop_table(&url, &table).await;
 }
 
 // ---- end to end -------------------------------------------------------------------------------
@@ -479,4 +700,704 @@ async fn request_style_handlers_reserve_and_commit_too() {
     assert_eq!(second.status(), 409);
     // Unused import guard for the client type in this file.
     let _ = std::marker::PhantomData::<IamportClient>;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signups_through_two_instances_sharing_a_redis_cluster() {
+    let Some(urls) =
+        redis_cluster_urls("concurrent_signups_through_two_instances_sharing_a_redis_cluster")
+    else {
+        return;
+    };
+    let prefix = format!("{}:", unique_name("iamport-e2e"));
+    let (u, p) = (urls.clone(), prefix.clone());
+    two_instances_one_person(move || {
+        let store = RedisClusterStore::new(u.iter().map(String::as_str))
+            .unwrap()
+            .prefix(p.clone());
+        Box::new(move |layer: CertificationLayer| layer.unique_store(store, SECRET))
+    })
+    .await;
+    for url in &urls {
+        delete_prefix(url, &prefix).await;
+    }
+}
+
+// ---- faults -----------------------------------------------------------------------------------
+
+/// The fault tests read process-wide counters: one at a time.
+static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The store key of the emulator's adult test person under `SECRET`.
+async fn adult_key(emulator: &Emulator) -> UniqueKey {
+    let cert = emulator
+        .client()
+        .certification(&ADULT.parse().unwrap())
+        .await
+        .unwrap();
+    UniqueKeys::new(&Secret::new(SECRET)).key_for(cert.unique_key.as_deref().unwrap())
+}
+
+/// Waits (at most `limit`) until `done` holds, checking every 20 ms.
+async fn eventually(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    tokio::time::timeout(limit, async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not within {limit:?}: {what}"));
+}
+
+/// A stalled store (a proxy that stops forwarding, sockets open): the signup is a 503 within
+/// the bound and the handler never runs; the reservation the stalled call makes once the
+/// store answers again is released by its token, and the person can then sign up.
+async fn stalled_store_is_503_and_leaves_nothing(
+    name: &str,
+    proxies: &[&FreezableProxy],
+    store: Arc<dyn UniqueStore>,
+) {
+    let _one_at_a_time = FAULTS.lock().await;
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    let bound = Duration::from_millis(800);
+    let accounts = Accounts::default();
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(store.clone(), SECRET)
+        .unique_timeout(bound);
+    let server = serve_axum(app(layer, accounts.clone())).await;
+    // Warm: a pooled connection, the table and the prepared statements exist before the
+    // stall, so the stalled `reserve` is sent whole and can land later.
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Free, "{name}");
+    let other = UniqueKeys::random().key_for("CI-WARM-UP");
+    let token = ReservationToken::random();
+    assert_eq!(
+        store
+            .reserve(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert!(store.release(&other, token).await.unwrap());
+    let released_before = iamport_tower::unique::counters().abandoned_released;
+
+    // 30 signups of the person during the stall (more than the PostgreSQL pool's 16
+    // connections): every one is answered 503, none hangs, the handler never runs.
+    proxies.iter().for_each(|p| p.freeze());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let statuses = futures_util::future::join_all((0..30).map(|_| {
+        http.post(format!("{}/certifications", server.url))
+            .json(&json!({"imp_uid": ADULT}))
+            .send()
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let statuses: Vec<u16> = statuses
+        .into_iter()
+        .map(|r| r.expect("an answer, not a hang").status().as_u16())
+        .collect();
+    notice(&format!(
+        "{name}: 30 signups on a stalled store answered {:?} in {elapsed:?} (bound {bound:?})",
+        statuses.iter().collect::<std::collections::BTreeSet<_>>()
+    ));
+    assert!(statuses.iter().all(|s| *s == 503), "{name}: {statuses:?}");
+    let held: usize = proxies.iter().map(|p| p.bytes_held()).sum();
+    assert!(held > 0, "{name}: the stall held real traffic");
+    assert_eq!(
+        accounts.created.load(Ordering::SeqCst),
+        0,
+        "{name}: nothing admitted"
+    );
+
+    proxies.iter().for_each(|p| p.thaw());
+    // The stalled `reserve` lands now; the layer releases it by its token.
+    eventually(
+        Duration::from_secs(30),
+        "the stray reservation is released",
+        async || iamport_tower::unique::counters().abandoned_released > released_before,
+    )
+    .await;
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Free, "{name}");
+    assert_eq!(
+        post_signup(&http, &server.url).await,
+        201,
+        "{name}: signs up after the stall"
+    );
+    assert_eq!(post_signup(&http, &server.url).await, 409, "{name}");
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 1, "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_postgres_is_503_and_leaves_nothing_reserved() {
+    let Some(url) = database_url("a_stalled_postgres_is_503_and_leaves_nothing_reserved") else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let table = unique_name("iamport_stall");
+    let store = PostgresStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    stalled_store_is_503_and_leaves_nothing("postgres", &[&proxy], Arc::new(store)).await;
+    drop_table(&url, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_503_and_leaves_nothing_reserved() {
+    let Some(url) = redis_url("a_stalled_redis_is_503_and_leaves_nothing_reserved") else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let prefix = format!("{}:", unique_name("iamport-stall"));
+    let store = RedisStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .prefix(prefix.clone());
+    stalled_store_is_503_and_leaves_nothing("redis", &[&proxy], Arc::new(store)).await;
+    delete_prefix(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_cluster_is_503_and_leaves_nothing_reserved() {
+    let Some(urls) =
+        redis_cluster_urls("a_stalled_redis_cluster_is_503_and_leaves_nothing_reserved")
+    else {
+        return;
+    };
+    // One proxy per master; the client reaches each node the cluster advertises through it.
+    let mut proxies = Vec::new();
+    let mut map = std::collections::HashMap::new();
+    for url in &urls {
+        let node = address_of(url);
+        let proxy = FreezableProxy::start(node).await;
+        map.insert(
+            redis::cluster::NodeAddress::new(node.ip().to_string(), node.port()),
+            redis::cluster::NodeAddress::new(proxy.addr.ip().to_string(), proxy.addr.port()),
+        );
+        proxies.push(proxy);
+    }
+    let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+        .node_address_map(map)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let prefix = format!("{}:", unique_name("iamport-stall"));
+    let store =
+        RedisClusterStore::from_client(client, Duration::from_secs(2)).prefix(prefix.clone());
+    let proxies: Vec<&FreezableProxy> = proxies.iter().collect();
+    stalled_store_is_503_and_leaves_nothing("redis cluster", &proxies, Arc::new(store)).await;
+    for url in &urls {
+        delete_prefix(url, &prefix).await;
+    }
+}
+
+/// A store whose first `failures` commits fail (as a commit lost to a stall would), and which
+/// signals each successful commit.
+struct FailingCommits {
+    inner: MemoryStore,
+    failures: AtomicUsize,
+    committed: tokio::sync::Notify,
+}
+
+impl UniqueStore for FailingCommits {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        token: ReservationToken,
+        lease: Duration,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<Reservation, StoreError>> {
+        self.inner.reserve(key, token, lease)
+    }
+    fn renew<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        token: ReservationToken,
+        lease: Duration,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.renew(key, token, lease)
+    }
+    fn commit<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        token: ReservationToken,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if take_one(&self.failures) {
+                return Err(StoreError::new("injected commit failure"));
+            }
+            let done = self.inner.commit(key, token).await?;
+            self.committed.notify_one();
+            Ok(done)
+        })
+    }
+    fn release<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        token: ReservationToken,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.release(key, token)
+    }
+    fn register<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.register(key)
+    }
+    fn forget<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+        until: Option<SystemTime>,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.forget(key, until)
+    }
+    fn status<'a>(
+        &'a self,
+        key: &'a UniqueKey,
+    ) -> iamport_tower::source::BoxFuture<'a, Result<KeyStatus, StoreError>> {
+        self.inner.status(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_once_is_retried_and_keeps_one_account() {
+    let _one_at_a_time = FAULTS.lock().await;
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    let store = Arc::new(FailingCommits {
+        inner: MemoryStore::new(),
+        failures: AtomicUsize::new(1),
+        committed: tokio::sync::Notify::new(),
+    });
+    let retries_before = iamport_tower::unique::counters().commit_retries;
+    let accounts = Accounts::default();
+    let layer = CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET);
+    let server = serve_axum(app(layer, accounts.clone())).await;
+    let http = reqwest::Client::new();
+
+    assert_eq!(post_signup(&http, &server.url).await, 201);
+    assert_eq!(
+        store.failures.load(Ordering::SeqCst),
+        0,
+        "the first commit failed"
+    );
+    tokio::time::timeout(Duration::from_secs(20), store.committed.notified())
+        .await
+        .expect("the retry commits");
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Committed);
+    assert!(iamport_tower::unique::counters().commit_retries > retries_before);
+    assert!(iamport_tower::unique::counters().commits_recovered > 0);
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_that_keeps_failing_is_an_error_log_and_a_counter_without_personal_data() {
+    let _one_at_a_time = FAULTS.lock().await;
+    let (logs, _guard) = iamport_e2e::Captured::install();
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    let store = Arc::new(FailingCommits {
+        inner: MemoryStore::new(),
+        failures: AtomicUsize::new(usize::MAX),
+        committed: tokio::sync::Notify::new(),
+    });
+    let failed_before = iamport_tower::unique::counters().commits_failed;
+    let layer = CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET);
+    let service = app(layer, Accounts::default());
+    let response = service
+        .oneshot(signup_request("/certifications"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        201,
+        "the account exists: the response says so"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the commit is given up",
+        async || iamport_tower::unique::counters().commits_failed > failed_before,
+    )
+    .await;
+    // Kept until the lease ends: nobody else gets the person meanwhile.
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Reserved);
+    let text = logs.text();
+    let given_up = text
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("gave up committing"))
+        .unwrap_or_else(|| panic!("an ERROR line: {text}"));
+    assert!(given_up.contains(&key.prefix()), "{given_up}");
+    assert!(!text.contains(&key.to_hex()), "never the whole key");
+    let cert = emulator
+        .client()
+        .certification(&ADULT.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !text.contains(cert.unique_key.as_deref().unwrap()),
+        "never the CI"
+    );
+}
+
+#[require_certified(unique = true)]
+async fn signup_keeping_the_key(cert: iamport_tower::Certified) -> (StatusCode, String) {
+    let key = cert.unique_key().map(|k| k.to_hex()).unwrap_or_default();
+    (StatusCode::CREATED, key)
+}
+
+#[tokio::test]
+async fn certified_exposes_the_person_key_for_a_unique_constraint() {
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    let service = Router::new()
+        .route("/", post(signup_keeping_the_key))
+        .layer(CertificationLayer::new(emulator.client()).unique_store(MemoryStore::new(), SECRET));
+    let response = service.oneshot(signup_request("/")).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(std::str::from_utf8(&body).unwrap(), key.to_hex());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_postgres_on_a_cold_pool_is_503_then_recovers() {
+    let Some(url) = database_url("a_stalled_postgres_on_a_cold_pool_is_503_then_recovers") else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let table = unique_name("iamport_cold");
+    let store = PostgresStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    let emulator = Emulator::start().await.unwrap();
+    let accounts = Accounts::default();
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(store, SECRET)
+        .unique_timeout(Duration::from_millis(800));
+    let server = serve_axum(app(layer, accounts.clone())).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // No connection yet: the pool connects through the stalled proxy.
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    let status = post_signup(&http, &server.url).await;
+    notice(&format!(
+        "postgres (cold pool): stalled store answered {status} in {:?}",
+        started.elapsed()
+    ));
+    assert_eq!(status, 503);
+    assert!(proxy.bytes_held() > 0, "the connection's startup was held");
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 0);
+    proxy.thaw();
+    assert_eq!(post_signup(&http, &server.url).await, 201);
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    drop_table(&url, &table).await;
+}
+
+#[derive(Clone)]
+struct Stalling {
+    proxy: Arc<FreezableProxy>,
+    accounts: Accounts,
+}
+
+/// Creates the account, then stalls the store (once) before the layer commits.
+#[require_certified(max_birth_year = 1999, unique = true)]
+async fn signup_then_stall(State(s): State<Stalling>) -> StatusCode {
+    s.accounts.created.fetch_add(1, Ordering::SeqCst);
+    if take_one(&s.accounts.slow_first) {
+        s.proxy.freeze();
+    }
+    StatusCode::CREATED
+}
+
+/// The store stalls between the handler's success and the commit: the response is the
+/// handler's 201 within the bound, and once the store answers the commit holds — one
+/// account, later signups 409, no failed commit.
+async fn commit_through_a_stall(
+    name: &str,
+    proxy: Arc<FreezableProxy>,
+    store: Arc<dyn UniqueStore>,
+) {
+    let _one_at_a_time = FAULTS.lock().await;
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    // Warm: connection, table and statements/scripts ready, so the stalled commit is sent.
+    let other = UniqueKeys::random().key_for("CI-WARM-UP");
+    let token = ReservationToken::random();
+    assert_eq!(
+        store
+            .reserve(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert!(
+        store
+            .renew(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(store.commit(&other, token).await.unwrap());
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Free);
+
+    let before = iamport_tower::unique::counters();
+    let accounts = Accounts::default();
+    accounts.slow_first.store(1, Ordering::SeqCst);
+    let state = Stalling {
+        proxy: proxy.clone(),
+        accounts: accounts.clone(),
+    };
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(store.clone(), SECRET)
+        .unique_timeout(Duration::from_millis(800));
+    let server = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup_then_stall))
+            .with_state(state)
+            .layer(layer),
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = post_signup(&http, &server.url).await;
+    notice(&format!(
+        "{name}: signup whose commit stalled answered {status} in {:?}",
+        started.elapsed()
+    ));
+    assert_eq!(status, 201, "{name}: the account exists");
+    assert!(proxy.bytes_held() > 0, "{name}: the commit was stalled");
+    proxy.thaw();
+    eventually(Duration::from_secs(30), "the commit holds", async || {
+        store.status(&key).await.ok() == Some(KeyStatus::Committed)
+    })
+    .await;
+    assert_eq!(post_signup(&http, &server.url).await, 409, "{name}");
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 1, "{name}");
+    // The background retry concludes that the commit held; nothing was given up.
+    eventually(Duration::from_secs(30), "the retry concludes", async || {
+        iamport_tower::unique::counters().commits_recovered > before.commits_recovered
+    })
+    .await;
+    assert_eq!(
+        iamport_tower::unique::counters().commits_failed,
+        before.commits_failed,
+        "{name}: no commit given up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_stalled_on_postgres_holds_once_it_answers() {
+    let Some(url) = database_url("a_commit_stalled_on_postgres_holds_once_it_answers") else {
+        return;
+    };
+    let proxy = Arc::new(FreezableProxy::start(address_of(&url)).await);
+    let table = unique_name("iamport_commit_stall");
+    let store = PostgresStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    commit_through_a_stall("postgres", proxy, Arc::new(store)).await;
+    drop_table(&url, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_stalled_on_redis_holds_once_it_answers() {
+    let Some(url) = redis_url("a_commit_stalled_on_redis_holds_once_it_answers") else {
+        return;
+    };
+    let proxy = Arc::new(FreezableProxy::start(address_of(&url)).await);
+    let prefix = format!("{}:", unique_name("iamport-commit-stall"));
+    let store = RedisStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .prefix(prefix.clone());
+    commit_through_a_stall("redis", proxy, Arc::new(store)).await;
+    delete_prefix(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purges_ended_leases_and_cooldowns_only() {
+    let Some(url) = database_url("postgres_purges_ended_leases_and_cooldowns_only") else {
+        return;
+    };
+    let table = unique_name("iamport_purge");
+    let store = PostgresStore::new(&url).unwrap().table(&table).unwrap();
+    let keys = UniqueKeys::random();
+    let (ended, live, committed, cooled, cooling) = (
+        keys.key_for("ended"),
+        keys.key_for("live"),
+        keys.key_for("committed"),
+        keys.key_for("cooled"),
+        keys.key_for("cooling"),
+    );
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        store
+            .reserve(&ended, ReservationToken::random(), short)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        store
+            .reserve(&live, ReservationToken::random(), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert!(store.register(&committed).await.unwrap());
+    assert!(
+        !store
+            .forget(&cooled, Some(SystemTime::now() + short))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .forget(&cooling, Some(SystemTime::now() + Duration::from_secs(600)))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.purge_expired(Duration::ZERO).await.unwrap(), 2);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 3,
+        "the live reservation, the account and the running cooldown stay"
+    );
+    assert_eq!(store.status(&live).await.unwrap(), KeyStatus::Reserved);
+    assert_eq!(
+        store.status(&committed).await.unwrap(),
+        KeyStatus::Committed
+    );
+    assert!(matches!(
+        store.status(&cooling).await.unwrap(),
+        KeyStatus::CoolingDown { .. }
+    ));
+    drop_table(&url, &table).await;
+}
+
+/// The app's own guard, as the `unique` module documents it: the account row keeps
+/// `Certified::unique_key` under a `UNIQUE` constraint.
+#[derive(Clone)]
+struct Users {
+    db: Arc<tokio_postgres::Client>,
+    table: String,
+}
+
+#[require_certified(max_birth_year = 1999, unique = true)]
+async fn signup_with_key_column(
+    State(users): State<Users>,
+    cert: iamport_tower::Certified,
+) -> StatusCode {
+    let Some(key) = cert.unique_key() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let insert = format!("INSERT INTO \"{}\" (person_key) VALUES ($1)", users.table);
+    match users.db.execute(&insert, &[&key.to_hex()]).await {
+        Ok(_) => StatusCode::CREATED,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            StatusCode::CONFLICT
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A process killed between its handler's success and the commit leaves an account row and
+/// a reservation that ends with its lease; the store then admits the person again, and the
+/// users table's `UNIQUE` constraint on the key is what refuses the second account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column() {
+    let Some(url) =
+        database_url("a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column")
+    else {
+        return;
+    };
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let users_table = unique_name("iamport_users");
+    db.batch_execute(&format!(
+        "CREATE TABLE \"{users_table}\" (id serial PRIMARY KEY, person_key CHAR(64) NOT NULL UNIQUE)"
+    ))
+    .await
+    .unwrap();
+    let store_table = unique_name("iamport_crash");
+    let store = Arc::new(
+        PostgresStore::new(&url)
+            .unwrap()
+            .table(&store_table)
+            .unwrap(),
+    );
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+
+    // What the crashed process left: its reservation (lease 300 ms) and the account row.
+    let crashed = ReservationToken::random();
+    assert_eq!(
+        store
+            .reserve(&key, crashed, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    db.execute(
+        &format!("INSERT INTO \"{users_table}\" (person_key) VALUES ($1)"),
+        &[&key.to_hex()],
+    )
+    .await
+    .unwrap();
+    let users = Users {
+        db: Arc::new(db),
+        table: users_table.clone(),
+    };
+    let server = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup_with_key_column))
+            .with_state(users.clone())
+            .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // While the dead process's lease runs, the store refuses the person.
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    // Once it ends, the store admits them again — the users table refuses the second account.
+    eventually(
+        Duration::from_secs(10),
+        "the crashed lease ends",
+        async || store.status(&key).await.ok() == Some(KeyStatus::Free),
+    )
+    .await;
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+    let rows: i64 = users
+        .db
+        .query_one(&format!("SELECT count(*) FROM \"{users_table}\""), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "one account");
+    let _ = users
+        .db
+        .batch_execute(&format!("DROP TABLE \"{users_table}\""))
+        .await;
+    drop_table(&url, &store_table).await;
 }

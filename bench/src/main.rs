@@ -13,6 +13,11 @@
 //! gives the median over rounds of throughput and latency, the ratio to `plain`, and upstream
 //! calls per request counted by the emulator. Each request names a different person, so the
 //! single-flight deduplication of concurrent lookups of one id does not flatter `guarded`.
+//!
+//! With `unique = true` the same guarded route becomes a signup: `unique-memory` always, and
+//! `unique-postgres` / `unique-redis` when `DATABASE_URL` / `REDIS_URL` are set. Every person
+//! has their own CI, each admission reserves and each 200 commits the person's key; between
+//! rounds the keys are forgotten, so every measured request is a first signup.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,10 +28,23 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
-use iamport_tower::{CertificationLayer, Certified, require_certified};
+use iamport_tower::unique::{PostgresStore, RedisStore, UniqueKey, UniqueKeys, UniqueStore};
+use iamport_tower::{CertificationLayer, Certified, Secret, require_certified};
 use serde::Deserialize;
 
-const PERSONS: usize = 20_000;
+/// Enough that no round of the fastest signup scenario names a person twice.
+const PERSONS: usize = 60_000;
+const UNIQUE_SECRET: &str = "bench-unique-key-secret-0123456789";
+
+fn ci(n: usize) -> String {
+    format!("BENCH-CI-{n:080}")
+}
+
+#[require_certified(max_birth_year = 1999, unique = true)]
+async fn signup(person: Certified) -> (StatusCode, String) {
+    let year = person.birth_date.map(|d| d.year()).unwrap_or_default();
+    (StatusCode::OK, format!("signed up, born {year}"))
+}
 
 #[require_certified(max_birth_year = 1999)]
 async fn guarded(person: Certified) -> (StatusCode, String) {
@@ -221,11 +239,13 @@ async fn main() {
         };
         // Adults only on the measured path (every 10th would be a minor: excluded below).
         let _ = birthday;
-        emulator.add_person(person(
+        let mut record = person(
             &format!("imp_{:012}", 300_000_000_000 + n as u64),
             "부하시험",
             "1990-01-01",
-        ));
+        );
+        record["unique_key"] = serde_json::Value::String(ci(n));
+        emulator.add_person(record);
     }
     let http = reqwest::Client::new();
     let token: Arc<str> = fetch_token(&http, &emulator.url())
@@ -237,7 +257,27 @@ async fn main() {
         base: emulator.url(),
         token,
     };
-    let app = Router::new()
+    let mut stores: Vec<(&str, Arc<dyn UniqueStore>)> = vec![(
+        "unique-memory",
+        Arc::new(iamport_tower::unique::MemoryStore::new()),
+    )];
+    let table = format!("iamport_bench_{}", std::process::id());
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let store = PostgresStore::new(&url)
+            .expect("DATABASE_URL")
+            .table(&table)
+            .expect("table");
+        stores.push(("unique-postgres", Arc::new(store)));
+    }
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let store = RedisStore::new(&url)
+            .expect("REDIS_URL")
+            .prefix(format!("{table}:"));
+        stores.push(("unique-redis", Arc::new(store)));
+    }
+    let keys = UniqueKeys::new(&Secret::new(UNIQUE_SECRET));
+    let all_keys: Vec<UniqueKey> = (0..PERSONS).map(|n| keys.key_for(&ci(n))).collect();
+    let mut app = Router::new()
         .route(
             "/guarded",
             get(guarded).layer(CertificationLayer::new(emulator.client())),
@@ -250,13 +290,29 @@ async fn main() {
         .route(
             "/unguarded",
             get(|| async { "ok" }).layer(CertificationLayer::new(emulator.client())),
-        )
-        .with_state(upstream);
+        );
+    for (name, store) in &stores {
+        app = app.route(
+            &format!("/{name}"),
+            get(signup).layer(
+                CertificationLayer::new(emulator.client())
+                    .unique_store(store.clone(), UNIQUE_SECRET),
+            ),
+        );
+    }
+    let app = app.with_state(upstream);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let scenarios = ["plain", "guarded", "guide", "bare", "unguarded"];
+    let mut scenarios = vec!["plain", "guarded", "guide", "bare", "unguarded"];
+    scenarios.extend(stores.iter().map(|(name, _)| *name));
+    let store_of = |scenario: &str| {
+        stores
+            .iter()
+            .find(|(name, _)| *name == scenario)
+            .map(|(_, store)| store.clone())
+    };
     let next = Arc::new(AtomicUsize::new(0));
     println!(
         "machine: {} cores; rounds {}, {} s each, {} connections, {} persons",
@@ -269,8 +325,11 @@ async fn main() {
     for &latency in &o.latencies_ms {
         emulator.set_latency(Duration::from_millis(latency));
         // Warm-up: connections, the guarded client's token.
-        for s in scenarios {
+        for &s in &scenarios {
             drive(&format!("{base}/{s}"), o.connections, 0.3, &next).await;
+            if let Some(store) = store_of(s) {
+                store.forget_all(&all_keys, None).await.expect("forget");
+            }
         }
         let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
         for _ in 0..o.rounds {
@@ -279,6 +338,10 @@ async fn main() {
                 let (requests, errors, elapsed, mut latencies) =
                     drive(&format!("{base}/{s}"), o.connections, o.seconds, &next).await;
                 latencies.sort_unstable();
+                if let Some(store) = store_of(s) {
+                    // Outside the measured window: everyone may sign up again.
+                    store.forget_all(&all_keys, None).await.expect("forget");
+                }
                 samples[i].push(Sample {
                     requests,
                     errors,
@@ -340,5 +403,16 @@ async fn main() {
             "\nunguarded route behind the layer vs without it (bare): {:.3}×",
             rps_of(4) / rps_of(3)
         );
+    }
+    if let Ok(url) = std::env::var("DATABASE_URL")
+        && let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+    {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+            .await;
+    }
+    if let Some(store) = store_of("unique-redis") {
+        let _ = store.forget_all(&all_keys, None).await;
     }
 }

@@ -13,6 +13,7 @@ use crate::certification::Certification;
 use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
 use crate::rejection::{Rejection, render};
+use crate::unique::UniqueKey;
 use crate::unique::reservation::UniqueSlot;
 
 /// The verified person, as a handler argument (axum extractor) or read from a request's
@@ -22,9 +23,25 @@ use crate::unique::reservation::UniqueSlot;
 /// layer's rejection; `Option<Certified>` never refuses. Under `#[require_certified(...)]`
 /// the policy has already been applied when it runs.
 #[derive(Clone)]
-pub struct Certified(Arc<Certification>);
+pub struct Certified(Arc<Certification>, Option<UniqueKey>);
 
 impl Certified {
+    fn new(cert: Arc<Certification>, extensions: &Extensions) -> Self {
+        let key = extensions.get::<UniqueSlot>().and_then(UniqueSlot::key);
+        Self(cert, key)
+    }
+
+    /// The person's key in the unique store (HMAC-SHA256 of the CI under your secret; no
+    /// personal data), once a `unique` policy admitted this request; `None` otherwise.
+    ///
+    /// Keep it on the account's row under a `UNIQUE` constraint, written in the transaction
+    /// that creates the account (`key.to_hex()`, 64 characters): then even a crash between
+    /// your handler's success and the store's commit cannot give one person two accounts.
+    /// See [`unique`](crate::unique#the-belt-and-braces-the-key-under-a-unique-constraint).
+    pub fn unique_key(&self) -> Option<&UniqueKey> {
+        self.1.as_ref()
+    }
+
     /// The certification shared with the request.
     pub fn certification(&self) -> &Arc<Certification> {
         &self.0
@@ -35,7 +52,7 @@ impl Certified {
     /// it is `certified`. Never triggers a lookup and applies no other policy.
     pub fn from_extensions(extensions: &Extensions) -> Option<Self> {
         match extensions.get::<Verification>()?.get()? {
-            Outcome::Verified(cert) if cert.certified => Some(Self(cert.clone())),
+            Outcome::Verified(cert) if cert.certified => Some(Self::new(cert.clone(), extensions)),
             _ => None,
         }
     }
@@ -51,7 +68,10 @@ impl Deref for Certified {
 
 impl fmt::Debug for Certified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Certified").field(&self.0).finish()
+        f.debug_tuple("Certified")
+            .field(&self.0)
+            .field(&self.1)
+            .finish()
     }
 }
 
@@ -109,7 +129,7 @@ impl Admission {
                         .unique_key
                         .as_deref()
                         .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
-                    let Some(slot) = self.slot else {
+                    let Some(slot) = &self.slot else {
                         tracing::error!(
                             "a `unique` policy found a verification but no unique slot; was the \
                              Verification inserted by hand instead of by CertificationLayer?"
@@ -117,9 +137,10 @@ impl Admission {
                         return Err(Rejection::LayerMissing);
                     };
                     // Reserved last, so a refused person never holds a reservation.
-                    slot.reserve(ci).await?;
+                    slot.reserve(None, ci).await?;
                 }
-                Ok(Certified(cert.clone()))
+                let key = self.slot.as_ref().and_then(UniqueSlot::key);
+                Ok(Certified(cert.clone(), key))
             }
         }
     }

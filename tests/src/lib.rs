@@ -266,3 +266,142 @@ impl World {
         self.emulator.calls(Endpoint::GetToken) + self.emulator.calls(Endpoint::GetCertification)
     }
 }
+
+/// `REDIS_CLUSTER_URLS` (comma-separated node URLs, as `.ci/redis-cluster` prints), or a
+/// printed skip notice naming the test.
+pub fn redis_cluster_urls(test: &str) -> Option<Vec<String>> {
+    match std::env::var("REDIS_CLUSTER_URLS") {
+        Ok(value) if !value.is_empty() => {
+            Some(value.split(',').map(|s| s.trim().to_owned()).collect())
+        }
+        _ => {
+            notice(&format!(
+                "SKIPPED {test}: REDIS_CLUSTER_URLS is not set (start one with `eval \"$(.ci/redis-cluster)\"`)"
+            ));
+            None
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr` (for pointing a store at a [`FreezableProxy`]).
+pub fn with_address(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"));
+    format!("{scheme}://{}{addr}{tail}", user.unwrap_or_default())
+}
+
+/// The `host:port` of a URL, resolved.
+pub fn address_of(url: &str) -> SocketAddr {
+    use std::net::ToSocketAddrs as _;
+    let rest = url.split_once("://").expect("a URL with a scheme").1;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port
+        .to_socket_addrs()
+        .expect("a resolvable host:port")
+        .next()
+        .expect("an address")
+}
+
+/// A TCP proxy on a loopback port in front of `upstream` that can stop forwarding — a
+/// stalled database or a network partition, with every socket still open. While frozen it
+/// keeps accepting and reading, but holds what it read until [`thaw`](Self::thaw); then
+/// everything held is delivered in order.
+#[derive(Debug)]
+pub struct FreezableProxy {
+    /// Where to connect instead of the upstream.
+    pub addr: SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Let held connections go.
+        let _ = self.frozen.send(false);
+    }
+}
+
+impl FreezableProxy {
+    /// Starts forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, counter) = (frozen.clone(), held.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (tx, counter) = (tx.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let up = pump(client_read, server_write, tx.subscribe(), counter.clone());
+                    let down = pump(server_read, client_write, tx.subscribe(), counter);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Self {
+            addr,
+            frozen,
+            held,
+            task,
+        }
+    }
+
+    /// Stops forwarding (reads go on, and are held).
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Delivers what was held and forwards again.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+
+    /// Bytes read while frozen so far: proof that the freeze stopped real traffic.
+    pub fn bytes_held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk read while frozen until thawed; on end of input
+/// shuts `to`'s write side (the other direction keeps going).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if *frozen.borrow_and_update() {
+            held.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            if frozen.wait_for(|f| !*f).await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}

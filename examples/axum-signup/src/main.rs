@@ -27,9 +27,7 @@ use std::sync::Arc;
 
 use iamport_mock::Emulator;
 use iamport_tower::binding::Binding;
-use iamport_tower::unique::{
-    MemoryStore, PostgresStore, RedisStore, Reservation, UniqueKeys, UniqueStore,
-};
+use iamport_tower::unique::{MemoryStore, PostgresStore, RedisStore, UniqueKeys, UniqueStore};
 use iamport_tower::{
     CertificationLayer, CertificationSource, IamportClient, PortOneClient, Secret,
 };
@@ -245,7 +243,7 @@ async fn main() -> ExitCode {
 }
 
 /// Registers the emulator's "already registered" sample person, as if they had signed up
-/// before: reserve and commit their key, exactly what a successful signup does.
+/// before: register their key, as `iamport-unique import` does for existing accounts.
 async fn preregister(client: &IamportClient, store: &dyn UniqueStore, keys: &UniqueKeys) {
     let Ok(id) = ALREADY_REGISTERED.parse() else {
         return;
@@ -256,15 +254,7 @@ async fn preregister(client: &IamportClient, store: &dyn UniqueStore, keys: &Uni
     let Some(ci) = cert.unique_key.as_deref() else {
         return;
     };
-    let key = keys.key_for(ci);
-    match store
-        .reserve(&key, std::time::Duration::from_secs(10))
-        .await
-    {
-        Ok(Reservation::Reserved(token)) => {
-            let _ = store.commit(&key, token).await;
-        }
-        Ok(Reservation::Taken) => {}
-        Err(error) => tracing::warn!(%error, "could not pre-register the sample person"),
+    if let Err(error) = store.register(&keys.key_for(ci)).await {
+        tracing::warn!(%error, "could not pre-register the sample person");
     }
 }

@@ -153,6 +153,7 @@ impl CertificationLayer {
                     store: Arc::new(MemoryStore::new()),
                     keys: UniqueKeys::random(),
                     lease: DEFAULT_UNIQUE_LEASE,
+                    timeout: crate::unique::DEFAULT_STORE_TIMEOUT,
                 }),
                 lookups: SingleFlight::new(),
             }),
@@ -245,6 +246,15 @@ impl<M> CertificationLayer<M> {
     #[must_use]
     pub fn unique_lease(mut self, lease: Duration) -> Self {
         Arc::make_mut(&mut self.shared_mut().unique).lease = lease;
+        self
+    }
+
+    /// The most one unique store call may take (default
+    /// [`DEFAULT_STORE_TIMEOUT`](crate::unique::DEFAULT_STORE_TIMEOUT)): past it admission is
+    /// a 503, and a commit is retried in the background (see [`unique`](crate::unique)).
+    #[must_use]
+    pub fn unique_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.shared_mut().unique).timeout = timeout;
         self
     }
 

@@ -1,11 +1,28 @@
 //! The per-request link between admission (which reserves) and the layer's response future
-//! (which commits or releases).
+//! (which commits or releases), with the fault handling described in [`unique`](super).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{Reservation, ReservationToken, UniqueKey, UniqueKeys, UniqueStore};
+use super::{
+    Counters, KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey, UniqueKeys,
+    UniqueStore, count,
+};
 use crate::rejection::Rejection;
+
+/// The default bound of every unique store call made by the layer.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times a commit after a successful response is attempted before giving up.
+pub const COMMIT_ATTEMPTS: u32 = 5;
+
+/// How many times a reservation whose `reserve` failed is released before giving up (it then
+/// ends with its lease).
+const RELEASE_ATTEMPTS: u32 = 8;
+
+/// The first pause between retries; doubled each time, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the layer was configured with.
 #[derive(Clone)]
@@ -13,18 +30,45 @@ pub(crate) struct UniqueConfig {
     pub(crate) store: Arc<dyn UniqueStore>,
     pub(crate) keys: UniqueKeys,
     pub(crate) lease: Duration,
+    pub(crate) timeout: Duration,
 }
 
-struct Held {
-    key: UniqueKey,
-    token: ReservationToken,
+impl UniqueConfig {
+    /// Runs one store call within the configured bound.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::timed_out(self.timeout)),
+        };
+        if result.is_err() {
+            count(|c: &Counters| &c.store_errors);
+        }
+        result
+    }
+}
+
+fn backoff(retry: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << retry.min(10))
+        .min(MAX_BACKOFF)
+}
+
+#[derive(Default)]
+struct State {
+    /// The reservation this request holds, until settled.
+    held: Option<(UniqueKey, ReservationToken)>,
+    /// The key reserved for this request (kept after settling, for `Certified::unique_key`).
+    key: Option<UniqueKey>,
 }
 
 /// Shared by the request (as an extension) and the layer's response future.
 #[derive(Clone)]
 pub(crate) struct UniqueSlot {
     config: Arc<UniqueConfig>,
-    held: Arc<Mutex<Option<Held>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl std::fmt::Debug for UniqueSlot {
@@ -37,60 +81,78 @@ impl UniqueSlot {
     pub(crate) fn new(config: Arc<UniqueConfig>) -> Self {
         Self {
             config,
-            held: Arc::new(Mutex::new(None)),
+            state: Arc::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reserves the person with this CI for this request (once, however many guards ask).
-    pub(crate) async fn reserve(&self, ci: &str) -> Result<(), Rejection> {
-        if self.lock().is_some() {
+    /// Reserves the person with this CI in `scope` (`None`: the default scope) for this
+    /// request (once, however many guards ask).
+    ///
+    /// The token is chosen before the call: if the store fails or does not answer in time
+    /// (503), a background task releases whatever the call may still do later.
+    pub(crate) async fn reserve(&self, scope: Option<&str>, ci: &str) -> Result<(), Rejection> {
+        if self.lock().held.is_some() {
             return Ok(());
         }
-        let key = self.config.keys.key_for(ci);
-        match self.config.store.reserve(&key, self.config.lease).await {
-            Ok(Reservation::Reserved(token)) => {
-                *self.lock() = Some(Held { key, token });
+        let key = self.config.keys.key_in(scope, ci);
+        let token = ReservationToken::random();
+        let store = &self.config.store;
+        match self
+            .config
+            .bounded(store.reserve(&key, token, self.config.lease))
+            .await
+        {
+            Ok(Reservation::Reserved) => {
+                let mut state = self.lock();
+                state.held = Some((key.clone(), token));
+                state.key = Some(key);
                 Ok(())
             }
             Ok(Reservation::Taken) => Err(Rejection::AlreadyRegistered),
             Err(error) => {
                 tracing::warn!(%error, "unique store unavailable; refusing the request (503)");
+                release_abandoned(self.config.clone(), key, token);
                 Err(Rejection::StoreUnavailable)
             }
         }
     }
 
-    /// Whether this request holds a reservation that still needs settling.
-    pub(crate) fn is_held(&self) -> bool {
-        self.lock().is_some()
+    /// The person's store key, once a `unique` guard reserved it for this request.
+    pub(crate) fn key(&self) -> Option<UniqueKey> {
+        self.lock().key.clone()
     }
 
-    /// Commits (`success`) or releases the reservation, if one is held.
+    /// Whether this request holds a reservation that still needs settling.
+    pub(crate) fn is_held(&self) -> bool {
+        self.lock().held.is_some()
+    }
+
+    /// Commits (`success`) or releases the reservation, if one is held. Returns after one
+    /// attempt (bounded by the store timeout); retries continue in the background.
     pub(crate) async fn settle(&self, success: bool) {
-        let Some(Held { key, token }) = self.lock().take() else {
+        let Some((key, token)) = self.lock().held.take() else {
             return;
         };
-        let store = &self.config.store;
-        if success {
-            match store.commit(&key, token).await {
-                Ok(true) => {}
-                Ok(false) => tracing::error!(
-                    ?key,
-                    "the reservation's lease ended before the handler succeeded; raise \
-                     `unique_lease` above your handler's worst-case time"
-                ),
-                Err(error) => tracing::error!(
-                    %error, ?key,
-                    "could not commit a unique reservation after a successful response; the \
-                     person may register again once the lease ends"
-                ),
+        let config = &self.config;
+        if !success {
+            if let Err(error) = config.bounded(config.store.release(&key, token)).await {
+                tracing::warn!(%error, key = %key.prefix(), "could not release a unique reservation; retrying in the background");
+                release_abandoned(config.clone(), key, token);
             }
-        } else if let Err(error) = store.release(&key, token).await {
-            tracing::warn!(%error, ?key, "could not release a unique reservation; it ends with its lease");
+            return;
+        }
+        match config.bounded(config.store.commit(&key, token)).await {
+            Ok(true) => {}
+            Ok(false) => lease_lost(config, &key).await,
+            Err(error) => {
+                tracing::warn!(%error, key = %key.prefix(), "could not commit a unique reservation after a successful response; retrying in the background");
+                let config = config.clone();
+                spawn(async move { retry_commit(&config, key, token).await });
+            }
         }
     }
 
@@ -100,15 +162,99 @@ impl UniqueSlot {
             return;
         }
         let slot = self.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { slot.settle(false).await });
+        spawn(async move { slot.settle(false).await });
+    }
+}
+
+fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(task);
+        }
+        Err(_) => tracing::warn!(
+            "no tokio runtime to settle a unique reservation; it ends with its lease"
+        ),
+    }
+}
+
+/// The token no longer holds the key. Fine if the key is committed all the same (an earlier
+/// attempt that timed out on our side landed, or an import); otherwise the lease ended first.
+async fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
+    if let Ok(KeyStatus::Committed) = config.bounded(config.store.status(key)).await {
+        count(|c: &Counters| &c.commits_recovered);
+        tracing::info!(key = %key.prefix(), "the unique reservation is committed (an earlier attempt landed)");
+        return;
+    }
+    count(|c: &Counters| &c.commits_failed);
+    tracing::error!(
+        key = %key.prefix(),
+        "the reservation's lease ended before the handler's success was committed; the person \
+         may register again. Raise `unique_lease` above your handler's worst-case time"
+    );
+}
+
+/// Retries a commit after a successful response, renewing the lease before each attempt so
+/// the person stays reserved meanwhile.
+async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationToken) {
+    for retry in 1..COMMIT_ATTEMPTS {
+        tokio::time::sleep(backoff(retry - 1)).await;
+        count(|c: &Counters| &c.commit_retries);
+        if let Ok(false) = config
+            .bounded(config.store.renew(&key, token, config.lease))
+            .await
+        {
+            // The store answered: our reservation is gone — committed by an earlier attempt,
+            // or lost (lease ended, forgotten).
+            return lease_lost(config, &key).await;
+        }
+        match config.bounded(config.store.commit(&key, token)).await {
+            Ok(true) => {
+                count(|c: &Counters| &c.commits_recovered);
+                tracing::info!(key = %key.prefix(), retry, "committed a unique reservation on a retry");
+                return;
             }
-            Err(_) => tracing::warn!(
-                "no tokio runtime to release a unique reservation; it ends with its lease"
-            ),
+            Ok(false) => return lease_lost(config, &key).await,
+            Err(error) => {
+                tracing::warn!(%error, key = %key.prefix(), retry, "unique commit retry failed");
+            }
         }
     }
+    count(|c: &Counters| &c.commits_failed);
+    tracing::error!(
+        key = %key.prefix(),
+        attempts = COMMIT_ATTEMPTS,
+        "gave up committing a unique reservation after a successful response; it ends with \
+         its lease and the person may then register again unless the app keeps the key under \
+         a UNIQUE constraint"
+    );
+}
+
+/// Releases, in the background, a reservation that a failed or timed-out call may have made
+/// (or failed to release): retries until it released it, or until the store answered three
+/// times, with growing pauses, that the token holds nothing — a call sent on a connection
+/// that was given up may still land after the first answers.
+fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: ReservationToken) {
+    spawn(async move {
+        let mut answered_empty = 0;
+        for retry in 0..RELEASE_ATTEMPTS {
+            tokio::time::sleep(backoff(retry)).await;
+            match config.bounded(config.store.release(&key, token)).await {
+                Ok(true) => {
+                    count(|c: &Counters| &c.abandoned_released);
+                    tracing::info!(key = %key.prefix(), "released a reservation left by a failed store call");
+                    return;
+                }
+                Ok(false) => {
+                    answered_empty += 1;
+                    if answered_empty == 3 {
+                        return;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        tracing::warn!(key = %key.prefix(), "could not release a reservation left by a failed store call; it ends with its lease");
+    });
 }
 
 /// The reservation a request may hold, from the layer's response future: settled by the
