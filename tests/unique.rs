@@ -1401,3 +1401,53 @@ async fn a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column()
         .await;
     drop_table(&url, &store_table).await;
 }
+
+#[require_certified(unique = "newsletter")]
+async fn newsletter_keeping_the_key(cert: iamport_tower::Certified) -> (StatusCode, String) {
+    let key = cert.unique_key().map(|k| k.to_hex()).unwrap_or_default();
+    (StatusCode::CREATED, key)
+}
+
+#[tokio::test]
+async fn named_scopes_are_separate_keyspaces() {
+    let emulator = Emulator::start().await.unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let app = Router::new()
+        .route("/signup", post(signup_keeping_the_key))
+        .route("/newsletter", post(newsletter_keeping_the_key))
+        .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET));
+    let served = serve_axum(app).await;
+    let http = reqwest::Client::new();
+    let send = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", served.url);
+        async move {
+            let response = http
+                .post(url)
+                .json(&json!({"imp_uid": ADULT}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    // The same person, once in each keyspace.
+    let (status, default_key) = send("/signup").await;
+    assert_eq!(status, 201);
+    let (status, scoped_key) = send("/newsletter").await;
+    assert_eq!(status, 201, "another scope admits the person again");
+    assert_eq!(send("/signup").await.0, 409);
+    assert_eq!(send("/newsletter").await.0, 409);
+    // The keys are the documented derivations: HMAC(secret, CI) and
+    // HMAC(secret, 0 || scope || 0 || CI).
+    let keys = UniqueKeys::new(&Secret::new(SECRET));
+    let cert = emulator
+        .client()
+        .certification(&ADULT.parse().unwrap())
+        .await
+        .unwrap();
+    let ci = cert.unique_key.as_deref().unwrap();
+    assert_eq!(default_key, keys.key_for(ci).to_hex());
+    assert_eq!(scoped_key, keys.key_in(Some("newsletter"), ci).to_hex());
+    assert_ne!(default_key, scoped_key);
+}

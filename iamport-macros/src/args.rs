@@ -16,6 +16,13 @@ pub(crate) struct Spanned<T> {
     pub(crate) span: Span,
 }
 
+/// `unique = true | false | "scope"`.
+#[derive(Clone)]
+pub(crate) enum Unique {
+    Flag(bool),
+    Scope(String),
+}
+
 /// How the handler is guarded (see `expand`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Style {
@@ -34,7 +41,7 @@ pub(crate) struct PolicyArgs {
     pub(crate) min_birth_year: Option<Spanned<u16>>,
     pub(crate) max_birth_year: Option<Spanned<u16>>,
     pub(crate) min_age: Option<Spanned<u8>>,
-    pub(crate) unique: Option<Spanned<bool>>,
+    pub(crate) unique: Option<Spanned<Unique>>,
     pub(crate) bound: Option<Spanned<bool>>,
     pub(crate) fresh_within: Option<Spanned<u64>>,
     pub(crate) foreigners: Option<Spanned<bool>>,
@@ -180,7 +187,28 @@ impl Parse for PolicyArgs {
                         },
                     )?;
                 }
-                "unique" => set(&mut args.unique, &key, boolean(&lit, &key)?)?,
+                "unique" => {
+                    let value = match &lit {
+                        Lit::Str(scope) => Spanned {
+                            value: Unique::Scope(scope.value()),
+                            span: scope.span(),
+                        },
+                        Lit::Bool(_) => {
+                            let flag = boolean(&lit, &key)?;
+                            Spanned {
+                                value: Unique::Flag(flag.value),
+                                span: flag.span,
+                            }
+                        }
+                        other => {
+                            return Err(syn::Error::new(
+                                other.span(),
+                                "`unique` expects `true`, `false` or a keyspace name, e.g. `unique = \"signup\"`",
+                            ));
+                        }
+                    };
+                    set(&mut args.unique, &key, value)?;
+                }
                 "bound" => set(&mut args.bound, &key, boolean(&lit, &key)?)?,
                 "foreigners" => set(&mut args.foreigners, &key, boolean(&lit, &key)?)?,
                 "fresh_within" => {

@@ -17,7 +17,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat, Type, parse_quote};
 
-use crate::args::{PolicyArgs, Style};
+use crate::args::{PolicyArgs, Style, Unique};
 
 pub(crate) fn require_certified(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let args: PolicyArgs = syn::parse2(attr)?;
@@ -64,7 +64,10 @@ pub(crate) fn require_certified(attr: TokenStream, item: TokenStream) -> syn::Re
         }
         None => {
             let guard: FnArg = parse_quote!(
-                _: ::iamport_tower::__private::Guard<{ ::iamport_tower::__private::encode(#policy) }>
+                _: ::iamport_tower::__private::Guard<
+                    { ::iamport_tower::__private::encode(#policy) },
+                    { ::iamport_tower::__private::encode_scope(#policy) },
+                >
             );
             let at = usize::from(matches!(
                 function.sig.inputs.first(),
@@ -98,9 +101,16 @@ fn policy_expr(args: &PolicyArgs) -> TokenStream {
         let lit = spanned_literal(Literal::u8_unsuffixed(a.value), a.span);
         steps.push(quote_spanned!(a.span=> let #p = ::iamport_tower::Policy::min_age(#p, #lit);));
     }
-    if let Some(u) = args.unique {
-        let value = u.value;
-        steps.push(quote_spanned!(u.span=> let #p = ::iamport_tower::Policy::unique(#p, #value);));
+    if let Some(u) = &args.unique {
+        steps.push(match &u.value {
+            Unique::Flag(value) => {
+                quote_spanned!(u.span=> let #p = ::iamport_tower::Policy::unique(#p, #value);)
+            }
+            Unique::Scope(scope) => {
+                let lit = syn::LitStr::new(scope, u.span);
+                quote_spanned!(u.span=> let #p = ::iamport_tower::Policy::unique_in(#p, #lit);)
+            }
+        });
     }
     if let Some(b) = args.bound {
         let value = b.value;

@@ -137,7 +137,7 @@ impl Admission {
                         return Err(Rejection::LayerMissing);
                     };
                     // Reserved last, so a refused person never holds a reservation.
-                    slot.reserve(None, ci).await?;
+                    slot.reserve(policy.unique_scope(), ci).await?;
                 }
                 let key = self.slot.as_ref().and_then(UniqueSlot::key);
                 Ok(Certified(cert.clone(), key))
@@ -224,7 +224,7 @@ mod axum {
 
     use super::{Certified, admit};
     use crate::policy::Policy;
-    use crate::policy::encoding::decode;
+    use crate::policy::encoding::decode_scoped;
     use crate::rejection::{Rejection, render};
 
     fn into_axum(response: http::Response<Bytes>) -> Response {
@@ -269,13 +269,15 @@ mod axum {
     /// policy travels as a const generic (see `policy::encoding`).
     #[doc(hidden)]
     #[derive(Debug)]
-    pub struct Guard<const POLICY: u128>(());
+    pub struct Guard<const POLICY: u128, const SCOPE: u128 = 0>(());
 
-    impl<S: Send + Sync, const POLICY: u128> FromRequestParts<S> for Guard<POLICY> {
+    impl<S: Send + Sync, const POLICY: u128, const SCOPE: u128> FromRequestParts<S>
+        for Guard<POLICY, SCOPE>
+    {
         type Rejection = Response;
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
-            let policy = const { decode(POLICY) };
+            let policy = const { decode_scoped(POLICY, SCOPE) };
             match admit(&parts.extensions, &policy).await {
                 Ok(_) => Ok(Self(())),
                 Err(rejection) => Err(into_axum(render(&rejection, &parts.extensions))),

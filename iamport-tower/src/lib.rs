@@ -206,6 +206,6 @@ pub mod __private {
     #[cfg(feature = "axum")]
     pub use crate::guard::Guard;
     pub use crate::guard::{RequestParam, admit_request};
-    pub use crate::policy::encoding::{decode, encode};
+    pub use crate::policy::encoding::{encode, encode_scope};
     pub use core::time::Duration;
 }

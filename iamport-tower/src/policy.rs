@@ -49,7 +49,12 @@ pub struct Policy {
     foreigners: bool,
     bound: bool,
     fresh_within_secs: u64,
+    /// The `unique` keyspace's name, NUL-padded (all zero: the default keyspace).
+    scope: [u8; MAX_SCOPE_LEN],
 }
+
+/// The longest name of a `unique` keyspace (`unique = "signup"`), in bytes.
+pub const MAX_SCOPE_LEN: usize = 16;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -68,6 +73,7 @@ impl Policy {
             foreigners: true,
             bound: false,
             fresh_within_secs: 0,
+            scope: [0; MAX_SCOPE_LEN],
         }
     }
 
@@ -160,6 +166,46 @@ impl Policy {
         self
     }
 
+    /// One account per person *within the keyspace `scope`* (`unique = "signup"` in the
+    /// macro): routes naming different scopes admit the same person once each; `unique(true)`
+    /// is the default keyspace. A scope is 1–16 bytes of lowercase ASCII letters, digits, `_`
+    /// and `-`; stores keep it only inside the key's HMAC (see
+    /// [`UniqueKeys::key_in`](crate::unique::UniqueKeys::key_in)).
+    ///
+    /// # Panics
+    /// On an empty, longer or otherwise malformed name (at compile time in a `const`).
+    pub const fn unique_in(mut self, scope: &str) -> Self {
+        let bytes = scope.as_bytes();
+        assert!(
+            !bytes.is_empty() && bytes.len() <= MAX_SCOPE_LEN,
+            "a unique scope is 1 to 16 bytes long"
+        );
+        let mut packed = [0u8; MAX_SCOPE_LEN];
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            assert!(
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-',
+                "a unique scope is made of lowercase ASCII letters, digits, `_` and `-`"
+            );
+            packed[i] = b;
+            i += 1;
+        }
+        self.unique = true;
+        self.scope = packed;
+        self
+    }
+
+    /// The `unique` keyspace's name; `None` for the default keyspace.
+    pub fn unique_scope(&self) -> Option<&str> {
+        let len = self
+            .scope
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(MAX_SCOPE_LEN);
+        (len > 0).then(|| std::str::from_utf8(&self.scope[..len]).expect("checked ASCII"))
+    }
+
     /// Whether this policy is `unique`.
     pub const fn is_unique(&self) -> bool {
         self.unique
@@ -227,6 +273,9 @@ impl fmt::Debug for Policy {
         }
         if self.fresh_within_secs != 0 {
             d.field("fresh_within", &Duration::from_secs(self.fresh_within_secs));
+        }
+        if let Some(scope) = self.unique_scope() {
+            d.field("unique_scope", &scope);
         }
         d.field("unique", &self.unique)
             .field("bound", &self.bound)
@@ -313,11 +362,47 @@ pub(crate) mod encoding {
         y == 0 || (y >= MIN_POLICY_YEAR && y <= MAX_POLICY_YEAR)
     }
 
+    /// Packs `policy`'s `unique` scope (a second const generic argument: a name does not fit
+    /// beside the rules in one `u128`).
+    pub const fn encode_scope(policy: Policy) -> u128 {
+        u128::from_le_bytes(policy.scope)
+    }
+
+    /// Unpacks [`encode`]'s and [`encode_scope`]'s output, re-checking every rule the builder
+    /// checks.
+    ///
+    /// # Panics
+    /// On bits no builder could have produced (at compile time: it runs in a `const`).
+    pub(crate) const fn decode_scoped(bits: u128, scope: u128) -> Policy {
+        let mut policy = decode(bits);
+        if scope != 0 {
+            let bytes = scope.to_le_bytes();
+            let mut len = 0;
+            while len < bytes.len() && bytes[len] != 0 {
+                len += 1;
+            }
+            let mut i = len;
+            while i < bytes.len() {
+                assert!(bytes[i] == 0, "not an encoded iamport_tower::Policy scope");
+                i += 1;
+            }
+            let Ok(name) = core::str::from_utf8(bytes.split_at(len).0) else {
+                panic!("not an encoded iamport_tower::Policy scope");
+            };
+            assert!(
+                policy.unique,
+                "not an encoded iamport_tower::Policy: a scope without unique"
+            );
+            policy = policy.unique_in(name);
+        }
+        policy
+    }
+
     /// Unpacks [`encode`]'s output, re-checking every rule the builder checks.
     ///
     /// # Panics
     /// On bits no builder could have produced (at compile time: it runs in a `const`).
-    pub const fn decode(bits: u128) -> Policy {
+    pub(crate) const fn decode(bits: u128) -> Policy {
         assert!(bits & UNUSED == 0, "not an encoded iamport_tower::Policy");
         let min_birth_year = bits as u16;
         let max_birth_year = (bits >> 16) as u16;
@@ -341,6 +426,7 @@ pub(crate) mod encoding {
             unique: bits & FLAG_UNIQUE != 0,
             foreigners: bits & FLAG_FOREIGNERS != 0,
             bound: bits & FLAG_BOUND != 0,
+            scope: [0; super::MAX_SCOPE_LEN],
             fresh_within_secs: (bits >> 64) as u64,
         }
     }
@@ -376,9 +462,18 @@ mod tests {
             .foreigners(false)
             .bound(true)
             .fresh_within(Duration::from_secs(600));
-        use encoding::{decode, encode};
+        use encoding::{decode, decode_scoped, encode, encode_scope};
         assert_eq!(decode(encode(P)), P);
         assert_eq!(decode(encode(Policy::new())), Policy::new());
+        const S: Policy = Policy::new().min_age(19).unique_in("signup");
+        assert_eq!(decode_scoped(encode(S), encode_scope(S)), S);
+        assert_eq!(S.unique_scope(), Some("signup"));
+        assert!(S.is_unique());
+        assert_eq!(Policy::new().unique(true).unique_scope(), None);
+        assert_eq!(
+            Policy::new().unique_in("a-scope_0123456").unique_scope(),
+            Some("a-scope_0123456")
+        );
     }
 
     #[test]

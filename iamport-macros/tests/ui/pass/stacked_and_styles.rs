@@ -52,6 +52,12 @@ impl Handlers {
     }
 }
 
+/// A named `unique` keyspace.
+#[require_certified(unique = "newsletter", max_birth_year = 2007)]
+async fn scoped(cert: Certified) -> String {
+    cert.id.clone()
+}
+
 /// Generic over the state, with a where clause.
 #[require_certified(max_birth_year = 1999)]
 async fn generic<S>(State(_): State<S>) -> &'static str
@@ -69,6 +75,7 @@ fn main() {
         .route("/whole", get(whole_request))
         .route("/signup", get(Handlers::signup))
         .route("/generic", get(generic::<AppState>))
+        .route("/scoped", get(scoped))
         .with_state(AppState);
     assert_send(renamed(Incoming::new(Body::empty())));
     assert_send(Handlers.handle(Incoming::new(Body::empty())));
