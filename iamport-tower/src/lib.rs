@@ -95,6 +95,19 @@
 //! [`unique`] stores. The PortOne emulator is the separate `iamport-mock` crate, a
 //! dev-dependency: production builds never contain it.
 //!
+//! # Other crates' types in this API
+//!
+//! Only where they are the point, and then behind the feature that brings them: `http` and
+//! `http-body` (requests, responses, bodies), `tower-layer`/`tower-service` (the middleware),
+//! `jiff` 0.2 for dates (`Certification::birth_date` is a `jiff::civil::Date` — a calendar
+//! date in Korea, which is what an age rule needs; `certified_at` a `jiff::Timestamp`; the
+//! [`korea`] functions; [`Policy::check_at`]) — add `jiff` to your own dependencies to name
+//! those types; methods such as `.year()` need nothing. Behind features: `axum-core`
+//! (`axum`), `deadpool_postgres::Pool` in `PostgresStore::from_pool` (`postgres`, to share
+//! your pool) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
+//! (`redis`, for TLS or auth settings of your own). `reqwest` is an implementation detail:
+//! no public signature names it.
+//!
 //! Secrets live in [`Secret`], whose `Debug` and `Display` are redacted. No log line of this
 //! crate prints a secret, a token, or a person's name, phone, birth date, CI or DI; rejection
 //! bodies state the rule, never the person's data or PortOne's answer.
