@@ -51,8 +51,15 @@ use crate::secret::Secret;
 /// The default lifetime of a ticket: 30 minutes to complete a verification.
 pub const DEFAULT_TICKET_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-/// The default name of the session cookie [`Binding::mint`] sets.
-pub const DEFAULT_COOKIE_NAME: &str = "iamport_binding";
+/// The default name of the session cookie [`Binding::mint`] sets when it is `Secure` (the
+/// default). The `__Host-` prefix makes browsers refuse the cookie unless it is `Secure`,
+/// host-only and `Path=/`: a sibling subdomain cannot plant ("toss") a session of its choice
+/// into a person's browser and so have their verification bound to the attacker's session.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-iamport_binding";
+
+/// The default name when the cookie is not `Secure` (plain `http://` development servers,
+/// where the `__Host-` prefix is not allowed).
+pub const DEFAULT_INSECURE_COOKIE_NAME: &str = "iamport_binding";
 
 /// The length of a ticket in characters.
 pub const TICKET_LEN: usize = 32;
@@ -75,7 +82,8 @@ pub type SessionKeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 pub struct Binding {
     mac: Hmac<Sha256>,
     lifetime: Duration,
-    cookie_name: Arc<str>,
+    /// `None`: the default for the `secure` setting.
+    cookie_name: Option<Arc<str>>,
     secure: bool,
     session_key: Option<SessionKeyFn>,
 }
@@ -84,7 +92,7 @@ impl fmt::Debug for Binding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Binding")
             .field("lifetime", &self.lifetime)
-            .field("cookie_name", &self.cookie_name)
+            .field("cookie_name", &self.name())
             .field("secure", &self.secure)
             .field("app_session_key", &self.session_key.is_some())
             .finish_non_exhaustive()
@@ -125,7 +133,7 @@ impl Binding {
             mac: Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
                 .expect("HMAC takes keys of any length"),
             lifetime: DEFAULT_TICKET_LIFETIME,
-            cookie_name: DEFAULT_COOKIE_NAME.into(),
+            cookie_name: None,
             secure: true,
             session_key: None,
         }
@@ -147,11 +155,21 @@ impl Binding {
         self
     }
 
-    /// The session cookie's name (default [`DEFAULT_COOKIE_NAME`]).
+    /// The session cookie's name (default [`DEFAULT_COOKIE_NAME`], or
+    /// [`DEFAULT_INSECURE_COOKIE_NAME`] without `Secure`). Keep a `__Host-` prefix in
+    /// production.
     #[must_use]
     pub fn cookie_name(mut self, name: &str) -> Self {
-        self.cookie_name = name.into();
+        self.cookie_name = Some(name.into());
         self
+    }
+
+    fn name(&self) -> &str {
+        match &self.cookie_name {
+            Some(name) => name,
+            None if self.secure => DEFAULT_COOKIE_NAME,
+            None => DEFAULT_INSECURE_COOKIE_NAME,
+        }
     }
 
     /// Binds to the application's own session instead of a cookie of ours: `key` reads the
@@ -178,10 +196,7 @@ impl Binding {
             };
         }
         let session = URL_SAFE_NO_PAD.encode(random::<16>());
-        let mut cookie = format!(
-            "{}={session}; Path=/; HttpOnly; SameSite=Lax",
-            self.cookie_name
-        );
+        let mut cookie = format!("{}={session}; Path=/; HttpOnly; SameSite=Lax", self.name());
         if self.secure {
             cookie.push_str("; Secure");
         }
@@ -235,7 +250,7 @@ impl Binding {
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == &*self.cookie_name)
+            .find(|(name, _)| *name == self.name())
             .map(|(_, value)| value)
             .filter(|value| {
                 value.len() == SESSION_KEY_LEN
@@ -373,7 +388,7 @@ mod tests {
         let b = binding();
         let minted = b.mint(&HeaderMap::new());
         let cookie = minted.set_cookie().unwrap().to_str().unwrap().to_owned();
-        assert!(cookie.starts_with("iamport_binding="));
+        assert!(cookie.starts_with("__Host-iamport_binding="), "{cookie}");
         assert!(
             cookie.contains("HttpOnly")
                 && cookie.contains("SameSite=Lax")
@@ -391,19 +406,13 @@ mod tests {
         assert!(b.verify(again.ticket(), session));
         assert!(b.verify(minted.ticket(), session));
         // A malformed cookie value is not a session.
-        headers.insert(COOKIE, "iamport_binding=short".parse().unwrap());
+        headers.insert(COOKIE, "__Host-iamport_binding=short".parse().unwrap());
         assert!(b.mint(&headers).set_cookie().is_some());
         let insecure = Binding::new("x")
             .secure_cookie(false)
             .mint(&HeaderMap::new());
-        assert!(
-            !insecure
-                .set_cookie()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .contains("Secure")
-        );
+        let insecure = insecure.set_cookie().unwrap().to_str().unwrap();
+        assert!(!insecure.contains("Secure") && insecure.starts_with("iamport_binding="));
     }
 
     #[test]
