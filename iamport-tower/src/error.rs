@@ -99,6 +99,17 @@ impl Error {
         }
     }
 
+    /// The HTTP status PortOne answered with, when its answer is what failed (for logs).
+    pub(crate) fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::NotFound => Some(404),
+            Self::BadCredentials | Self::Unauthorized => Some(401),
+            Self::UpstreamStatus { status, .. } => Some(status.as_u16()),
+            Self::Api { .. } => Some(200),
+            _ => None,
+        }
+    }
+
     /// Describes a JSON decoding failure without quoting the input (which may hold personal
     /// data: serde_json's own message repeats the offending value).
     pub(crate) fn malformed_json(err: &serde_json::Error) -> Self {
