@@ -51,8 +51,9 @@ pub enum Error {
     /// PortOne answered something this crate cannot read.
     #[error("PortOne sent an unreadable response: {0}")]
     Malformed(String),
-    /// The client is not configured correctly.
-    #[error("invalid PortOne client configuration: {0}")]
+    /// A client or a secret is not configured correctly (the message names the setting or
+    /// environment variable).
+    #[error("invalid configuration: {0}")]
     Config(String),
 }
 

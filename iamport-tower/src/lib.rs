@@ -149,7 +149,7 @@ pub use crate::layer::{CertificationLayer, Outcome, Verification};
 pub use crate::policy::Policy;
 pub use crate::rejection::{Language, Rejection};
 pub use crate::require::RequireCertifiedLayer;
-pub use crate::secret::Secret;
+pub use crate::secret::{MIN_KEY_SECRET_LEN, Secret};
 pub use crate::source::CertificationSource;
 pub use crate::v2::PortOneClient;
 
