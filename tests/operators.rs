@@ -379,6 +379,13 @@ fn metrics_have_the_agreed_names_and_labels() {
         };
         assert_eq!(get(&format!("/adults?imp_uid={ADULT}")).await, 200);
         assert_eq!(get(&format!("/adults?imp_uid={MINOR}")).await, 403);
+        // One account per person: reserve, commit; then the second attempt finds it taken.
+        for want in [201, 409] {
+            let signup = http
+                .post(format!("{}/certifications", app.url))
+                .json(&json!({ "imp_uid": ADULT }));
+            assert_eq!(signup.send().await.unwrap().status().as_u16(), want);
+        }
         assert_eq!(get(&format!("/adults?imp_uid={UNKNOWN}")).await, 403);
         assert_eq!(get("/adults?imp_uid=imp_x.y").await, 400);
         emulator.fail_next(
@@ -402,7 +409,7 @@ fn metrics_have_the_agreed_names_and_labels() {
     let text = lines.join("\n");
     for want in [
         // A minor is verified (and then refused by the policy).
-        r#"iamport_lookups_total{result="verified",source="v1"} 3"#,
+        r#"iamport_lookups_total{result="verified",source="v1"} 5"#,
         r#"iamport_lookups_total{result="not_found",source="v1"} 1"#,
         r#"iamport_lookups_total{result="invalid_id",source="v1"} 1"#,
         r#"iamport_lookups_total{result="failed",source="v1"} 1"#,
@@ -412,8 +419,14 @@ fn metrics_have_the_agreed_names_and_labels() {
         r#"iamport_rejections_total{kind="unknown-verification"} 1"#,
         r#"iamport_rejections_total{kind="invalid-verification-id"} 1"#,
         r#"iamport_rejections_total{kind="upstream-failed"} 1"#,
+        r#"iamport_rejections_total{kind="already-registered"} 1"#,
+        r#"iamport_unique_operations_total{op="reserve",result="reserved"} 1"#,
+        r#"iamport_unique_operations_total{op="commit",result="ok"} 1"#,
+        r#"iamport_unique_operations_total{op="reserve",result="taken"} 1"#,
+        r#"iamport_unique_operation_duration_seconds{op="reserve"} 2 observations"#,
+        r#"iamport_unique_operation_duration_seconds{op="commit"} 1 observations"#,
         r#"iamport_upstream_request_duration_seconds{endpoint="get_token",status="200"} 1 observations"#,
-        r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="200"} 3 observations"#,
+        r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="200"} 5 observations"#,
         r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="404"} 1 observations"#,
         r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="503"} 1 observations"#,
     ] {

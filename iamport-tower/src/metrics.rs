@@ -11,7 +11,7 @@
 //! | [`iamport_upstream_request_duration_seconds`](UPSTREAM_REQUEST_DURATION_SECONDS) | histogram | `endpoint` (`get_token`, `get_certification`, `delete_certification`, `get_identity_verification`), `status` (the HTTP status, or `error` when no answer came, `cancelled` when the call was abandoned — its whole-call timeout, or the request went away) |
 //! | [`iamport_token_fetches_total`](TOKEN_FETCHES_TOTAL) | counter | `result` (`ok`, `error`) |
 //! | [`iamport_rejections_total`](REJECTIONS_TOTAL) | counter | `kind` ([`Rejection::code`](crate::Rejection::code)) |
-//! | [`iamport_unique_operations_total`](UNIQUE_OPERATIONS_TOTAL) | counter | `op`, `result` |
+//! | [`iamport_unique_operations_total`](UNIQUE_OPERATIONS_TOTAL) | counter | `op` (`reserve`, `commit`, `release`, `renew`, `status`), `result` (`reserved`, `taken`; `ok`; `not_held` when the reservation's token no longer held the key; `error`, `timeout`) |
 //! | [`iamport_unique_operation_duration_seconds`](UNIQUE_OPERATION_DURATION_SECONDS) | histogram | `op` |
 //! | [`iamport_lookup_dedup_total`](LOOKUP_DEDUP_TOTAL) | counter | `effect` (`joined`: a request that shared a lookup already in flight instead of calling PortOne) |
 //! | [`iamport_lookup_cache_total`](LOOKUP_CACHE_TOTAL) | counter | `effect` (`hit`, `miss`, `negative_hit`) |
@@ -43,7 +43,8 @@ pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "iamport_upstream_request_du
 pub const TOKEN_FETCHES_TOTAL: &str = "iamport_token_fetches_total";
 /// Refused requests, by `kind`.
 pub const REJECTIONS_TOTAL: &str = "iamport_rejections_total";
-/// Unique-store operations (`op`: `reserve`, `commit`, `release`, …), by `result`.
+/// Unique-store calls the layer makes (`op`: `reserve`, `commit`, `release`, `renew`,
+/// `status`), by `result`.
 pub const UNIQUE_OPERATIONS_TOTAL: &str = "iamport_unique_operations_total";
 /// Time of each unique-store operation, by `op`.
 pub const UNIQUE_OPERATION_DURATION_SECONDS: &str = "iamport_unique_operation_duration_seconds";
@@ -201,7 +202,6 @@ pub(crate) fn rejection(kind: &'static str) {
 }
 
 /// One unique-store operation `op` ended with `result` after `elapsed`.
-#[allow(dead_code)] // the unique reservation's store calls
 pub(crate) fn unique_operation(op: &'static str, result: &'static str, elapsed: Duration) {
     counter!(UNIQUE_OPERATIONS_TOTAL, "op" => op, "result" => result).increment(1);
     histogram!(UNIQUE_OPERATION_DURATION_SECONDS, "op" => op).record(elapsed);
