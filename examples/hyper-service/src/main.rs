@@ -45,9 +45,21 @@ async fn adults_only(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
 const SAMPLES: &[(&str, &str, u16)] = &[
     ("imp_uid=imp_100000000001", "an adult, born 1990", 200),
     ("imp_uid=imp_100000000002", "a minor, born 2012", 403),
-    ("imp_uid=imp_100000000005", "a verification not completed", 403),
-    ("imp_uid=imp_999999999999", "an id PortOne does not know", 403),
-    ("imp_uid=imp_100000000001&success=false", "a cancelled verification", 400),
+    (
+        "imp_uid=imp_100000000005",
+        "a verification not completed",
+        403,
+    ),
+    (
+        "imp_uid=imp_999999999999",
+        "an id PortOne does not know",
+        403,
+    ),
+    (
+        "imp_uid=imp_100000000001&success=false",
+        "a cancelled verification",
+        400,
+    ),
     ("", "no id at all", 400),
 ];
 
@@ -103,7 +115,9 @@ async fn main() -> ExitCode {
             eprintln!("hyper-service: {error}");
             return ExitCode::FAILURE;
         }
-        Err(error) => tracing::warn!(%error, "PortOne is not answering yet; the first request will try again"),
+        Err(error) => {
+            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again")
+        }
     }
     #[cfg(feature = "emulator")]
     let on_emulator = std::env::var_os("IMP_KEY").is_none();
@@ -172,8 +186,14 @@ fn print_samples(url: &str) {
         } else {
             format!("{url}/?{query}")
         };
-        println!("  curl -i '{target}'{:pad$}  # {what} → {status}", "", pad = width - target.len());
+        println!(
+            "  curl -i '{target}'{:pad$}  # {what} → {status}",
+            "",
+            pad = width - target.len()
+        );
     }
     let minor = format!("{url}/?{}", SAMPLES[1].0);
-    println!("  curl -i -H 'Accept-Language: ko-KR,ko;q=0.9' '{minor}'  # the same refusal in Korean → 403");
+    println!(
+        "  curl -i -H 'Accept-Language: ko-KR,ko;q=0.9' '{minor}'  # the same refusal in Korean → 403"
+    );
 }

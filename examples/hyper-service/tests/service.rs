@@ -53,7 +53,13 @@ async fn adults_in_minors_out() {
     assert!(curls.len() >= 6, "sample curl lines: {curls:?}");
     for line in &curls {
         let (command, expected) = line.split_once('#').unwrap();
-        let want: u16 = expected.rsplit("→ ").next().unwrap().trim().parse().unwrap();
+        let want: u16 = expected
+            .rsplit("→ ")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let quoted: Vec<&str> = command.split('\'').skip(1).step_by(2).collect();
         let target = quoted.last().unwrap();
         assert!(target.starts_with(&url), "{line}");
@@ -107,8 +113,7 @@ async fn adults_in_minors_out() {
     assert_eq!(body_only.status(), 400);
     let problem: serde_json::Value = body_only.json().await.unwrap();
     assert_eq!(
-        problem["detail"],
-        "Send the identity verification id (`imp_uid`) in the query string.",
+        problem["detail"], "Send the identity verification id (`imp_uid`) in the query string.",
         "query_only: the query string only"
     );
     let post_with_query = http
