@@ -214,6 +214,12 @@ pub use crate::v2::PortOneClient;
 /// ```
 pub use iamport_macros::require_certified;
 
+/// The README's Rust blocks, compiled by the normal test run (`cargo test --workspace
+/// --all-features`) as doc-tests; the headline snippet needs the `postgres` feature.
+#[cfg(all(doctest, feature = "axum", feature = "postgres"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// What the macro's generated code names; not a public API.
 #[doc(hidden)]
 pub mod __private {

@@ -190,7 +190,7 @@ async fn main() -> ExitCode {
         Ok(()) => {}
         Err(error @ (Error::BadCredentials | Error::Config(_))) => return fail(error),
         Err(error) => {
-            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again")
+            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again");
         }
     }
     if emulator.is_some() {

@@ -116,7 +116,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         Err(error) => {
-            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again")
+            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again");
         }
     }
     #[cfg(feature = "emulator")]
