@@ -58,25 +58,56 @@ const SDK_COMMON: &str = r#"
       .map(function (k) { return encodeURIComponent(k) + "=" + encodeURIComponent(params[k]); })
       .join("&");
   }
-  function openOverlay(q, done) {
+  // The verification window: an overlay with the page in an <iframe>. Escape, the close
+  // button or a click outside it closes it as a cancellation (what closing PortOne's window
+  // does); the page reports back through postMessage.
+  function openOverlay(q, done, cancelled) {
     var overlay = document.createElement("div");
     overlay.id = "imp-certification-overlay";
     overlay.style.cssText = "position:fixed;inset:0;background:rgba(0,0,0,.45);display:flex;" +
       "align-items:center;justify-content:center;z-index:2147483647";
+    var box = document.createElement("div");
+    box.style.cssText = "position:relative";
     var frame = document.createElement("iframe");
     frame.id = "imp-certification-frame";
     frame.title = "PortOne identity verification (emulator)";
     frame.src = BASE + "/certify?" + query(q);
-    frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff";
-    overlay.appendChild(frame);
+    frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff;display:block";
+    var close = document.createElement("button");
+    close.id = "imp-certification-close";
+    close.type = "button";
+    close.setAttribute("aria-label", "닫기 — close");
+    close.title = "닫기 — close (Esc)";
+    close.textContent = "\u00d7";
+    close.style.cssText = "position:absolute;top:-14px;right:-14px;width:32px;height:32px;border-radius:16px;" +
+      "border:0;background:#fff;color:#333;font-size:20px;line-height:32px;cursor:pointer;" +
+      "box-shadow:0 1px 6px rgba(0,0,0,.3);padding:0";
+    box.appendChild(frame);
+    box.appendChild(close);
+    overlay.appendChild(box);
     document.body.appendChild(overlay);
+    var finished = false;
+    function finish(response) {
+      if (finished) return;
+      finished = true;
+      window.removeEventListener("message", onMessage);
+      document.removeEventListener("keydown", onKey, true);
+      overlay.remove();
+      done(response);
+    }
     function onMessage(event) {
       if (event.origin !== BASE || !event.data || event.data.source !== "iamport-emulator") return;
-      window.removeEventListener("message", onMessage);
-      overlay.remove();
-      done(event.data.response);
+      if (event.data.type === "close") return finish(cancelled());
+      finish(event.data.response);
     }
+    function onKey(event) {
+      if (event.key === "Escape") { event.preventDefault(); finish(cancelled()); }
+    }
+    close.addEventListener("click", function () { finish(cancelled()); });
+    overlay.addEventListener("click", function (event) { if (event.target === overlay) finish(cancelled()); });
     window.addEventListener("message", onMessage);
+    document.addEventListener("keydown", onKey, true);
+    close.focus();
   }
 "#;
 
@@ -97,6 +128,9 @@ const SDK_V1: &str = r#"
       q.mode = "iframe";
       openOverlay(q, function (response) {
         if (typeof callback === "function") callback(response);
+      }, function () {
+        return { success: false, imp_uid: null, merchant_uid: q.merchant_uid,
+                 error_msg: "사용자가 본인인증을 취소하였습니다" };
       });
     }
   };
@@ -128,7 +162,14 @@ const SDK_V2: &str = r#"
         return new Promise(function () {});
       }
       q.mode = "iframe";
-      return new Promise(function (resolve) { openOverlay(q, resolve); });
+      return new Promise(function (resolve) {
+        openOverlay(q, resolve, function () {
+          return { transactionType: "IDENTITY_VERIFICATION",
+                   identityVerificationId: params.identityVerificationId,
+                   code: "IDENTITY_VERIFICATION_CANCELLED",
+                   message: "사용자가 본인인증을 취소하였습니다" };
+        });
+      });
     }
   };
 "#;
@@ -262,6 +303,14 @@ button.cancel{{background:#fff;color:#a00;border-color:#e0b4b4;text-align:center
 {people}
 <form method="post" action="/certify">{hidden}<input type="hidden" name="cancel" value="1">
 <button type="submit" class="cancel" id="cancel">인증 취소 — cancel</button></form>
+<script>
+// Escape closes the window, as it does where the SDK opened it (focus may be in here).
+document.addEventListener("keydown", function (event) {{
+  if (event.key === "Escape" && window.parent !== window) {{
+    window.parent.postMessage({{ source: "iamport-emulator", type: "close" }}, "*");
+  }}
+}});
+</script>
 </body></html>"#
     ))
 }

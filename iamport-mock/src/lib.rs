@@ -40,6 +40,7 @@
 //! counters per endpoint and per id.
 
 mod browser;
+mod guide;
 pub mod html;
 mod persons;
 mod server;
@@ -57,7 +58,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use self::persons::{labeled_sample_persons, person, sample_persons};
+pub use self::persons::{SAMPLE_GUIDE, labeled_sample_persons, person, sample_persons};
 pub use self::state::{Endpoint, PendingStatus};
 use self::state::{FaultKind, State, TokenRules};
 use iamport_tower::IamportClient;
@@ -174,6 +175,15 @@ impl Emulator {
         self.state.rejected_tokens()
     }
 
+    /// What an app needs to use this emulator — the variables for v1 and v2
+    /// (`IMP_KEY`, `IMP_SECRET`, `IAMPORT_API_URL`, `IMP_CODE`, `PORTONE_API_SECRET`,
+    /// `PORTONE_API_URL`, `PORTONE_STORE_ID`, `PORTONE_CHANNEL_KEY`), the browser SDK
+    /// stand-ins and the sample people — as the `iamport-mock` binary prints it. `GET /`
+    /// serves the same as a page.
+    pub fn banner(&self) -> String {
+        guide::banner(&self.state, &self.url())
+    }
+
     /// Zeroes every counter.
     pub fn reset_counters(&self) {
         self.state.reset_counters();
@@ -238,6 +248,18 @@ fn token_rules(lifetime: Duration, extend_window: Duration, extend_by: Duration)
         extend_window: secs(extend_window),
         extend_by: secs(extend_by),
     }
+}
+
+/// `GET /`: what an app needs, as a page (the URL from the request's `Host`).
+async fn index(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    headers: http::HeaderMap,
+) -> axum::response::Html<String> {
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    axum::response::Html(guide::index_page(&state, &format!("http://{host}")))
 }
 
 /// Configures an [`Emulator`].
@@ -369,6 +391,7 @@ impl EmulatorBuilder {
         let router = v1::routes()
             .merge(v2::routes())
             .merge(browser::routes())
+            .route("/", axum::routing::get(index))
             .fallback(|uri: http::Uri| async move {
                 // Unknown paths answer in the shape of the API they sit under.
                 if v2::is_v2_path(uri.path()) {

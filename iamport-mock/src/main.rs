@@ -3,23 +3,43 @@
 //! ```text
 //! cargo run -p iamport-mock -- \
 //!     --listen 127.0.0.1:8080 --persons persons.json
+//! cargo run -p iamport-mock -- --help     # flags, credentials, sample people
 //! ```
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use iamport_mock::{Emulator, TEST_KEY, TEST_SECRET, TEST_V2_SECRET};
+use iamport_mock::{Emulator, SAMPLE_GUIDE, TEST_KEY, TEST_SECRET, TEST_V2_SECRET};
 
 const USAGE: &str = "usage: iamport-mock [--listen ADDR] [--persons FILE] [--no-sample-persons]
-                    [--token-lifetime SECONDS] [--v2-secret SECRET] [--v2-store-id ID]
+                    [--token-lifetime SECONDS] [--v2-secret SECRET] [--v2-store-id ID]";
 
-  --listen ADDR          address to serve on (default 127.0.0.1:8080)
+const FLAGS: &str = "  --listen ADDR          address to serve on (default 127.0.0.1:8080)
   --persons FILE         JSON array of v1 certification objects to serve (added to the samples)
   --no-sample-persons    start without the built-in sample persons
   --token-lifetime SECS  access token lifetime (default 1800)
   --v2-secret SECRET     v2 API secret to accept (default: the emulator's test secret)
-  --v2-store-id ID       the v2 secret's store: another storeId is 403 FORBIDDEN";
+  --v2-store-id ID       the v2 secret's store: another storeId is 403 FORBIDDEN
+  -h, --help             this help";
+
+/// `--help`: what it serves, the flags, the credentials it accepts, the sample people.
+fn help() -> String {
+    let mut out = format!(
+        "iamport-mock: a PortOne emulator — v1 and v2 identity-verification APIs, browser SDK \
+         stand-ins and their verification window — for tests and demos. No real person is involved.\n\n\
+         {USAGE}\n\n{FLAGS}\n\n\
+         Credentials it accepts:\n  \
+         v1  IMP_KEY={TEST_KEY}\n      IMP_SECRET={TEST_SECRET}\n  \
+         v2  PORTONE_API_SECRET={TEST_V2_SECRET} (or --v2-secret), any PORTONE_STORE_ID unless --v2-store-id\n\n\
+         Once it listens it prints every variable an app needs (v1 and v2), and GET / serves the same page.\n\n\
+         Sample people (imp_uid; v2 takes the same ids as identityVerificationId):\n"
+    );
+    for (id, shows) in SAMPLE_GUIDE {
+        out.push_str(&format!("  {id}  {shows}\n"));
+    }
+    out
+}
 
 struct Args {
     listen: SocketAddr,
@@ -60,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--v2-secret" => args.v2_secret = Some(value("--v2-secret")?),
             "--v2-store-id" => args.v2_store_id = Some(value("--v2-store-id")?),
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -71,11 +91,14 @@ fn parse_args() -> Result<Args, String> {
 async fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
+        Err(message) if message == "help" => {
+            print!("{}", help());
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("iamport-mock: {message}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!(
+                "iamport-mock: {message}\n{USAGE}\n(--help lists the flags, credentials and sample people)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -112,18 +135,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("PortOne emulator listening on {}", emulator.url());
-    println!("  IMP_KEY={TEST_KEY}");
-    println!("  IMP_SECRET={TEST_SECRET}");
-    println!("  IAMPORT_API_URL={}", emulator.url());
-    println!(
-        "  PORTONE_API_SECRET={}  PORTONE_API_URL={}  (v2)",
-        args.v2_secret.as_deref().unwrap_or(TEST_V2_SECRET),
-        emulator.url()
-    );
-    if let Some(store) = &args.v2_store_id {
-        println!("  PORTONE_STORE_ID={store}  (v2)");
-    }
+    println!("{}", emulator.banner());
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS

@@ -81,6 +81,39 @@ pub fn sample_persons() -> Vec<Value> {
         .collect()
 }
 
+/// What each sample person demonstrates, by `imp_uid` (the same ids work as v2
+/// `identityVerificationId`s): the `--help` text, the banner and the index page list them.
+pub const SAMPLE_GUIDE: &[(&str, &str)] = &[
+    (
+        "imp_100000000001",
+        "an adult (김성인, born 1990-01-01): admitted by every age rule",
+    ),
+    (
+        "imp_100000000002",
+        "a minor (이청소, born 2012-05-05): refused by `min_age = 19` and `max_birth_year = 1999` (403)",
+    ),
+    (
+        "imp_100000000003",
+        "a foreign national (John Smith, born 1988): refused by `foreigners = false`, admitted otherwise",
+    ),
+    (
+        "imp_100000000004",
+        "an old record with only `birth` (박정월, 2000-01-01 in Korea, 1999-12-31 in UTC): refused by `max_birth_year = 1999`",
+    ),
+    (
+        "imp_100000000005",
+        "a verification that did not complete (`certified: false`): refused (403 not-certified)",
+    ),
+    (
+        "imp_100000000006",
+        "a minimal contract (정최소, born 1985): no phone, carrier, gender or nationality; admitted",
+    ),
+    (
+        "imp_100000000007",
+        "an adult (한가입, born 1985) the axum-signup demo registers at startup: 409 already-registered there",
+    ),
+];
+
 /// [`sample_persons`] with the labels the verification page shows.
 pub fn labeled_sample_persons() -> Vec<(&'static str, Value)> {
     let adult = person("imp_100000000001", "김성인", "1990-01-01");

@@ -51,8 +51,9 @@ pub enum Error {
     /// PortOne answered something this crate cannot read.
     #[error("PortOne sent an unreadable response: {0}")]
     Malformed(String),
-    /// The client is not configured correctly.
-    #[error("invalid PortOne client configuration: {0}")]
+    /// A client or a secret is not configured correctly (the message names the setting or
+    /// environment variable).
+    #[error("invalid configuration: {0}")]
     Config(String),
 }
 
@@ -96,6 +97,17 @@ impl Error {
             Self::Unavailable(source) => Self::Unavailable(Box::new(Shared(source.to_string()))),
             Self::Malformed(m) => Self::Malformed(m.clone()),
             Self::Config(m) => Self::Config(m.clone()),
+        }
+    }
+
+    /// The HTTP status PortOne answered with, when its answer is what failed (for logs).
+    pub(crate) fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::NotFound => Some(404),
+            Self::BadCredentials | Self::Unauthorized => Some(401),
+            Self::UpstreamStatus { status, .. } => Some(status.as_u16()),
+            Self::Api { .. } => Some(200),
+            _ => None,
         }
     }
 

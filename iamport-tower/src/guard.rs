@@ -12,7 +12,7 @@ use http::Extensions;
 use crate::certification::Certification;
 use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
-use crate::rejection::{Rejection, render};
+use crate::rejection::{Rejection, refuse};
 use crate::unique::UniqueKey;
 use crate::unique::reservation::UniqueSlot;
 
@@ -207,7 +207,7 @@ pub async fn admit_request(
 ) -> Result<Certified, http::Response<Bytes>> {
     admit(extensions, policy)
         .await
-        .map_err(|rejection| render(&rejection, extensions))
+        .map_err(|rejection| refuse(&rejection, extensions))
 }
 
 #[cfg(feature = "axum")]
@@ -225,7 +225,7 @@ mod axum {
     use super::{Certified, admit};
     use crate::policy::Policy;
     use crate::policy::encoding::decode_scoped;
-    use crate::rejection::{Rejection, render};
+    use crate::rejection::{Rejection, refuse};
 
     fn into_axum(response: http::Response<Bytes>) -> Response {
         response.map(Body::from)
@@ -237,7 +237,7 @@ mod axum {
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
             admit(&parts.extensions, &Policy::new())
                 .await
-                .map_err(|rejection| into_axum(render(&rejection, &parts.extensions)))
+                .map_err(|rejection| into_axum(refuse(&rejection, &parts.extensions)))
         }
     }
 
@@ -250,7 +250,7 @@ mod axum {
         ) -> Result<Option<Self>, Response> {
             match admit(&parts.extensions, &Policy::new()).await {
                 Ok(certified) => Ok(Some(certified)),
-                Err(Rejection::LayerMissing) => Err(into_axum(render(
+                Err(Rejection::LayerMissing) => Err(into_axum(refuse(
                     &Rejection::LayerMissing,
                     &parts.extensions,
                 ))),
@@ -280,7 +280,7 @@ mod axum {
             let policy = const { decode_scoped(POLICY, SCOPE) };
             match admit(&parts.extensions, &policy).await {
                 Ok(_) => Ok(Self(())),
-                Err(rejection) => Err(into_axum(render(&rejection, &parts.extensions))),
+                Err(rejection) => Err(into_axum(refuse(&rejection, &parts.extensions))),
             }
         }
     }

@@ -128,6 +128,7 @@ mod extract;
 mod guard;
 pub mod korea;
 pub mod layer;
+pub mod metrics;
 pub mod policy;
 pub mod rejection;
 pub mod require;
@@ -146,9 +147,9 @@ pub use crate::error::Error;
 pub use crate::guard::{Certified, FromRejection};
 pub use crate::layer::{CertificationLayer, Outcome, Verification};
 pub use crate::policy::Policy;
-pub use crate::rejection::Rejection;
+pub use crate::rejection::{Language, Rejection};
 pub use crate::require::RequireCertifiedLayer;
-pub use crate::secret::Secret;
+pub use crate::secret::{MIN_KEY_SECRET_LEN, Secret};
 pub use crate::source::CertificationSource;
 pub use crate::v2::PortOneClient;
 
@@ -212,6 +213,12 @@ pub use crate::v2::PortOneClient;
 /// # Ok(()) }
 /// ```
 pub use iamport_macros::require_certified;
+
+/// The README's Rust blocks, compiled by the normal test run (`cargo test --workspace
+/// --all-features`) as doc-tests; the headline snippet needs the `postgres` feature.
+#[cfg(all(doctest, feature = "axum", feature = "postgres"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 /// What the macro's generated code names; not a public API.
 #[doc(hidden)]

@@ -33,7 +33,7 @@ use tower_service::Service;
 
 use crate::guard::Admission;
 use crate::policy::Policy;
-use crate::rejection::{Rejection, render};
+use crate::rejection::{Rejection, refuse};
 
 /// Refuses requests whose verification does not meet a [`Policy`], with the same responses
 /// as `#[require_certified]`. Put [`CertificationLayer`](crate::CertificationLayer) outside
@@ -163,7 +163,7 @@ where
                     let checked = ready!(check.as_mut().poll(cx));
                     let request = request.take().expect("polled after completion");
                     if let Err(rejection) = checked {
-                        let response = render(&rejection, request.extensions());
+                        let response = refuse(&rejection, request.extensions());
                         return Poll::Ready(Ok(response.map(ResBody::from)));
                     }
                     let mut inner = inner.take().expect("polled after completion");

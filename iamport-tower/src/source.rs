@@ -43,9 +43,32 @@ pub trait CertificationSource: Send + Sync + 'static {
 
     /// Fetches the verification for an id that passed [`validate_id`](Self::validate_id).
     fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>>;
+
+    /// A short name for logs and metrics (the `source` label of `iamport_lookups_total`):
+    /// `"v1"` for [`IamportClient`], `"v2"` for [`PortOneClient`](crate::PortOneClient).
+    /// Default: `"custom"`.
+    fn label(&self) -> &'static str {
+        "custom"
+    }
+
+    /// Gets ready to answer the first request at full speed — for [`IamportClient`], fetches
+    /// the access token now, so the first lookup costs one round trip, not two. Call it once
+    /// at startup; the token is then shared by every lookup until it is renewed. Default:
+    /// nothing to do.
+    fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl CertificationSource for IamportClient {
+    fn label(&self) -> &'static str {
+        "v1"
+    }
+
+    fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(IamportClient::warm_up(self))
+    }
+
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
         ImpUid::parse(raw).map(drop)
     }
@@ -74,5 +97,13 @@ impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
 
     fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
         (**self).lookup(id)
+    }
+
+    fn label(&self) -> &'static str {
+        (**self).label()
+    }
+
+    fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
+        (**self).warm_up()
     }
 }

@@ -169,6 +169,7 @@ impl Captured {
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
         (captured, tracing::subscriber::set_default(subscriber))

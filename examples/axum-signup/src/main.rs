@@ -13,14 +13,20 @@
 //! | `IMP_CODE` | merchant code for the browser SDK (`IMP.init`), with real credentials |
 //! | `IAMPORT_API_URL` | PortOne's API base URL (e.g. an emulator elsewhere) |
 //! | `DATABASE_URL` / `REDIS_URL` | keep "one account per person" in PostgreSQL / Redis (else: memory) |
-//! | `UNIQUE_KEY_SECRET` | the secret keying CI hashes (a development default, with a warning) |
+//! | `UNIQUE_KEY_SECRET` | the secret keying CI hashes, at least 32 bytes (`openssl rand -hex 32`); on the emulator (development mode) a development default, with a warning, and a shorter one is only warned about |
 //! | `SIGNUP_BINDING=off` | PortOne's guide's unbound flow: any id is accepted from anyone (for API clients that post a raw `imp_uid`); default: on, each verification bound to the browser session that started it |
-//! | `BINDING_SECRET` | the secret keying binding tickets (a development default, with a warning) |
+//! | `BINDING_SECRET` | the secret keying binding tickets; the same rules as `UNIQUE_KEY_SECRET` |
 //! | `SIGNUP_TICKET_LIFETIME_SECS` | how long a binding ticket stays valid (default 1800) |
 //! | `PORT` | listen port (default 3000; 0 picks a free one) |
+//! | `RUST_LOG` | log filter (default `info`: startup, token fetches, every refusal with its kind and route) |
+//!
+//! `GET /metrics` serves the library's `iamport_*` metrics in Prometheus' text format.
 
 mod app;
+mod pages;
+mod prometheus;
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,7 +35,7 @@ use iamport_mock::Emulator;
 use iamport_tower::binding::Binding;
 use iamport_tower::unique::{MemoryStore, PostgresStore, RedisStore, UniqueKeys, UniqueStore};
 use iamport_tower::{
-    CertificationLayer, CertificationSource, IamportClient, PortOneClient, Secret,
+    CertificationLayer, CertificationSource, Error, IamportClient, PortOneClient, Secret,
 };
 
 use crate::app::{App, Sdk};
@@ -59,7 +65,16 @@ async fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Colours for a person at a terminal; plain lines for a file or a log collector.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
+    let metrics = match prometheus::install() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "GET /metrics is off");
+            None
+        }
+    };
 
     let port: u16 = match env("PORT").map(|p| p.parse()) {
         None => 3000,
@@ -162,18 +177,24 @@ async fn main() -> ExitCode {
         println!("Unique store: in memory (set DATABASE_URL or REDIS_URL to share it)");
         Arc::new(MemoryStore::new())
     };
-    let secret = env("UNIQUE_KEY_SECRET")
-        .map(Secret::new)
-        .unwrap_or_else(|| {
-            tracing::warn!(
-                "UNIQUE_KEY_SECRET is not set: using a DEVELOPMENT secret to hash CIs. \
-             Set a long random UNIQUE_KEY_SECRET before real people sign up."
-            );
-            Secret::new(DEVELOPMENT_SECRET)
-        });
+    // Development mode: on the built-in emulator, where no real person signs up.
+    let development = emulator.is_some();
+    let secret = match key_secret("UNIQUE_KEY_SECRET", DEVELOPMENT_SECRET, development) {
+        Ok(secret) => secret,
+        Err(error) => return fail(error),
+    };
 
-    if let Some(emulator) = &emulator {
-        preregister(&emulator.client(), &*store, &UniqueKeys::new(&secret)).await;
+    // The access token, once, before the first request (v1; v2 needs none): the first
+    // signup costs one round trip to PortOne, not two. Wrong credentials stop the demo here.
+    match source.warm_up().await {
+        Ok(()) => {}
+        Err(error @ (Error::BadCredentials | Error::Config(_))) => return fail(error),
+        Err(error) => {
+            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again");
+        }
+    }
+    if emulator.is_some() {
+        preregister(&*source, &*store, &UniqueKeys::new(&secret)).await;
     }
 
     // Replay-proof verifications: each one bound to the browser session that started it.
@@ -183,13 +204,11 @@ async fn main() -> ExitCode {
             None
         }
         None | Some("on") => {
-            let secret = env("BINDING_SECRET").map(Secret::new).unwrap_or_else(|| {
-                tracing::warn!(
-                    "BINDING_SECRET is not set: using a DEVELOPMENT secret for binding tickets. \
-                     Set a long random BINDING_SECRET in production."
-                );
-                Secret::new(DEVELOPMENT_BINDING_SECRET)
-            });
+            let secret = match key_secret("BINDING_SECRET", DEVELOPMENT_BINDING_SECRET, development)
+            {
+                Ok(secret) => secret,
+                Err(error) => return fail(error),
+            };
             println!(
                 "Binding: on — verifications are bound to the browser session that started them"
             );
@@ -214,7 +233,7 @@ async fn main() -> ExitCode {
     if let Some(binding) = &binding {
         layer = layer.binding(binding.clone());
     }
-    let router = app::router(App::new(sdk, binding)).layer(layer);
+    let router = app::router(App::new(sdk, binding, metrics), layer);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -242,13 +261,37 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A key secret from `name`: at least 32 bytes. In development mode (the emulator) a
+/// missing one falls back to `development_default` and a short one is accepted, each with a
+/// warning; otherwise either stops the demo with a message saying how to make one.
+fn key_secret(name: &str, development_default: &str, development: bool) -> Result<Secret, Error> {
+    match Secret::key_from_env(name) {
+        Ok(secret) => Ok(secret),
+        Err(error) if !development => Err(error),
+        Err(error) => match Secret::from_env(name) {
+            // Set, but shorter than 32 bytes.
+            Ok(short) => {
+                tracing::warn!(
+                    "{error}. Accepted in development mode (the built-in emulator) only"
+                );
+                Ok(short)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "{name} is not set: using a DEVELOPMENT secret (development mode, the built-in \
+                     emulator). Make one with `openssl rand -hex 32` before real people sign up"
+                );
+                Ok(Secret::new(development_default))
+            }
+        },
+    }
+}
+
 /// Registers the emulator's "already registered" sample person, as if they had signed up
-/// before: register their key, as `iamport-unique import` does for existing accounts.
-async fn preregister(client: &IamportClient, store: &dyn UniqueStore, keys: &UniqueKeys) {
-    let Ok(id) = ALREADY_REGISTERED.parse() else {
-        return;
-    };
-    let Ok(cert) = client.certification(&id).await else {
+/// before: register their key, as `iamport-unique import` does for existing accounts. Looks
+/// the person up through the layer's own source, so it shares the layer's token.
+async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueStore, keys: &UniqueKeys) {
+    let Ok(cert) = source.lookup(ALREADY_REGISTERED).await else {
         return;
     };
     let Some(ci) = cert.unique_key.as_deref() else {

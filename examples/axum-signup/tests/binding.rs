@@ -74,9 +74,18 @@ impl Browser {
         )
     }
 
-    /// Follows a redirect-flow return URL.
+    /// Follows a redirect-flow return URL to its result page (Post/Redirect/Get): the
+    /// status the result page answers with, which is the signup's.
     async fn land(&self, url: &str) -> u16 {
-        self.with_cookie(self.http.get(url))
+        let response = self.with_cookie(self.http.get(url)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            303,
+            "the redirect flow answers with a redirect"
+        );
+        let location = response.headers()["location"].to_str().unwrap();
+        let origin = &url[..url.find("/certifications").unwrap()];
+        self.with_cookie(self.http.get(format!("{origin}{location}")))
             .send()
             .await
             .unwrap()

@@ -1,6 +1,8 @@
 //! The demo in a real headless Chromium: `e2e/browser.mjs` (playwright-core) clicks through
-//! both of PortOne's flows, with the v1 and the v2 API, and saves screenshots to
-//! `target/screenshots/axum-signup-{v1,v2}`.
+//! both of PortOne's flows, with the v1 and the v2 API, in English and in Korean, and saves
+//! screenshots to `target/screenshots/axum-signup-{v1,v2}`: the pages in both languages, a
+//! success with the masked name, refusals, the emulator window closed with Escape and with its
+//! close button.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and `npm ci --prefix
 //! examples/axum-signup/e2e`; without them it prints a skip notice — unless
@@ -64,7 +66,20 @@ fn signup_in_a_real_browser() {
             output.status.success(),
             "the {api} browser run failed:\n{stdout}"
         );
-        assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
-        assert!(screenshots.join("01-popup-adult-created.png").exists());
+        assert!(stdout.contains("19 passed, 0 failed"), "{stdout}");
+        for shot in [
+            "00-home-en",
+            "05a-verification-window",
+            "01-popup-adult-created-en",
+            "04-popup-minor-refused-en",
+            "06-redirect-created-en",
+            "10-home-ko",
+            "11-popup-created-ko",
+            "12-popup-minor-refused-ko",
+            "14-redirect-minor-refused-ko",
+        ] {
+            let path = screenshots.join(format!("{shot}.png"));
+            assert!(path.exists(), "no screenshot {}", path.display());
+        }
     }
 }

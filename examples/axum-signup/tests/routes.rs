@@ -46,8 +46,11 @@ async fn the_guides_routes_work_end_to_end() {
     let (status, body) = post_json(&http, &demo.url, json!({"imp_uid": ADULT})).await;
     assert_eq!(status, 201, "{body}");
     assert!(body["account_id"].as_str().unwrap().starts_with("acct_"));
+    // The person sees themselves masked, as Korean sites show it: never the full name, the
+    // phone or the CI.
+    assert_eq!(body["person"], json!({"name": "김*인", "birth_year": 1990}));
     let shown = body.to_string();
-    for personal in ["김성인", "1990", "01012345678"] {
+    for personal in ["김성인", "01012345678", "1990-01-01"] {
         assert!(!shown.contains(personal), "{shown}");
     }
     assert_eq!(
@@ -102,6 +105,7 @@ async fn the_guides_routes_work_end_to_end() {
     assert_eq!(status, 201);
     assert!(content_type.starts_with("text/html"));
     assert!(html.contains("Account created"));
+    assert!(html.contains("Welcome, J**n S***h (born 1988)"), "{html}");
     let (status, content_type, html) = page(format!("imp_uid={FOREIGNER}&success=true")).await;
     assert_eq!((status, content_type.starts_with("text/html")), (409, true));
     assert!(html.contains("Already registered"));
@@ -170,4 +174,171 @@ async fn the_same_flows_with_portone_v2() {
         .unwrap();
     assert_eq!(cancelled.status(), 400);
     assert!(cancelled.text().await.unwrap().contains("cancelled"));
+}
+
+/// The redirect flow is Post/Redirect/Get: PortOne's redirect is answered with a `303` to a
+/// result page; reloading that page (or coming Back to it) shows the outcome again, with the
+/// outcome's own status, and signs nobody up twice.
+#[tokio::test]
+async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
+    let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = demo.url.clone();
+    // The browser comes back from PortOne with its own Accept-Language.
+    let arrive = |query: &str, language: &'static str| {
+        let url = format!("{base}/certifications/redirect?{query}");
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let response = http
+                .get(url)
+                .header("accept-language", language)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 303, "PortOne's redirect gets a redirect");
+            assert_eq!(response.headers()["cache-control"], "no-store");
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            assert!(
+                location.starts_with("/certifications/result/"),
+                "{location}"
+            );
+            format!("{base}{location}")
+        }
+    };
+    let open = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+
+    let korean = "ko-KR,ko;q=0.9";
+    let created = arrive(&format!("imp_uid={ADULT}&success=true"), korean).await;
+    let (status, html) = open(created.clone()).await;
+    assert_eq!(status, 201);
+    assert!(html.contains(r#"lang="ko""#) && html.contains("가입이 완료되었습니다"));
+    assert!(html.contains("김*인님(1990년생), 환영합니다."), "{html}");
+    assert!(!html.contains("김성인"));
+    // Reload: the same page, no second signup (that would be 409).
+    for _ in 0..2 {
+        let (status, again) = open(created.clone()).await;
+        assert_eq!((status, &again), (201, &html));
+    }
+    let english = arrive(&format!("imp_uid={FOREIGNER}&success=true"), "en").await;
+    let (status, html) = open(english).await;
+    assert_eq!(status, 201);
+    assert!(html.contains("Welcome, J**n S***h (born 1988). Your account id is acct_000002."));
+
+    // Refusals and cancellations keep their 4xx on the result page, in the browser's
+    // language.
+    let refused = arrive(&format!("imp_uid={MINOR}&success=true"), korean).await;
+    let (status, html) = open(refused.clone()).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("가입할 수 없습니다"));
+    assert!(
+        html.contains("1999년 또는 그 이전에 태어난 분만 이용할 수 있습니다."),
+        "{html}"
+    );
+    assert_eq!(open(refused).await.0, 403, "reloaded");
+    let again = arrive(&format!("imp_uid={ADULT}&success=true"), "en").await;
+    let (status, html) = open(again).await;
+    assert_eq!(status, 409);
+    assert!(html.contains("Already registered"));
+    let cancelled = arrive(&format!("imp_uid={ADULT}&success=false"), "en").await;
+    let (status, html) = open(cancelled).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("The identity verification was cancelled before it completed."));
+    let cancelled = arrive(&format!("imp_uid={ADULT}&success=false"), korean).await;
+    let (status, html) = open(cancelled).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("본인인증이 완료되기 전에 취소되었습니다."));
+
+    // An unknown result id: 404, nothing else.
+    let (status, _) = open(format!("{}/certifications/result/nope", demo.url)).await;
+    assert_eq!(status, 404);
+}
+
+/// The index page follows the browser's language; the cancel sentence is the library's, in
+/// both flows.
+#[tokio::test]
+async fn the_page_follows_the_browsers_language() {
+    let demo = support::start_demo(&[]);
+    let http = reqwest::Client::new();
+    let page = |language: &'static str| {
+        let request = http.get(&demo.url).header("accept-language", language);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let ko = page("ko-KR,ko;q=0.9,en-US;q=0.8").await;
+    assert!(ko.contains(r#"<html lang="ko">"#));
+    assert!(ko.contains("본인인증 후 가입하기"));
+    assert!(ko.contains("본인인증이 완료되기 전에 취소되었습니다."));
+    assert!(!ko.contains("Sign up with identity verification"));
+    let en = page("en-US,en;q=0.9,ko;q=0.5").await;
+    assert!(en.contains(r#"<html lang="en">"#));
+    assert!(en.contains("Sign up with identity verification"));
+    assert!(en.contains("The identity verification was cancelled before it completed."));
+    assert!(!en.contains("본인인증 후 가입하기"));
+}
+
+/// `GET /metrics` after one admitted and one refused signup: the counters, with the agreed
+/// names and labels — and one token fetch, at startup.
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_format() {
+    let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let response = http
+            .get(format!("{}/metrics", demo.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        response.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert!(
+        before.contains(r#"iamport_token_fetches_total{result="ok"} 1"#),
+        "the token is fetched at startup: {before}"
+    );
+    assert_eq!(
+        post_json(&http, &demo.url, json!({"imp_uid": ADULT}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        post_json(&http, &demo.url, json!({"imp_uid": MINOR}))
+            .await
+            .0,
+        403
+    );
+    let text = scrape().await;
+    for want in [
+        r#"iamport_lookups_total{source="v1",result="verified"} 2"#,
+        r#"iamport_rejections_total{kind="policy-not-met"} 1"#,
+        r#"iamport_token_fetches_total{result="ok"} 1"#,
+        r#"iamport_unique_operations_total{op="reserve",result="reserved"} 1"#,
+        r#"iamport_unique_operations_total{op="commit",result="ok"} 1"#,
+        r#"iamport_upstream_request_duration_seconds_bucket{endpoint="get_certification",status="200",le="0.005"}"#,
+        r#"iamport_upstream_request_duration_seconds_count{endpoint="get_token",status="200"} 1"#,
+        r#"iamport_unique_operation_duration_seconds_count{op="reserve"} 1"#,
+        "# HELP iamport_lookups_total ",
+        "# TYPE iamport_upstream_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(want), "missing {want}:\n{text}");
+    }
+    for personal in ["김성인", "이청소", ADULT, MINOR] {
+        assert!(!text.contains(personal), "{personal} in the metrics");
+    }
 }

@@ -2,12 +2,11 @@
 //!
 //! ```text
 //! cargo run -p hyper-service      # http://127.0.0.1:3001 (PORT overrides; 0 = any free port)
-//! curl 'http://127.0.0.1:3001/?imp_uid=imp_100000000001'   # an adult: 200
-//! curl 'http://127.0.0.1:3001/?imp_uid=imp_100000000002'   # a minor: 403 problem+json
 //! ```
 //!
 //! Without `IMP_KEY`/`IMP_SECRET` it runs against the built-in PortOne emulator (the default
-//! `emulator` feature). `cargo build -p hyper-service --no-default-features` builds it
+//! `emulator` feature) and prints the emulator's sample ids as ready-to-paste `curl` lines,
+//! each with the status it gets. `cargo build -p hyper-service --no-default-features` builds it
 //! without the emulator and without axum anywhere in the tree: the production shape.
 //!
 //! The handler takes hyper's own `Request<Incoming>`: the layer runs in `query_only` mode
@@ -16,6 +15,7 @@
 //! `Request<iamport_tower::body::Body>` — the layer then reads the body and hands the same bytes on.
 
 use std::convert::Infallible;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -40,8 +40,38 @@ async fn adults_only(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
         .unwrap_or_default())
 }
 
+/// The emulator's sample people worth trying here: query, what it shows, the status.
+#[cfg(feature = "emulator")]
+const SAMPLES: &[(&str, &str, u16)] = &[
+    ("imp_uid=imp_100000000001", "an adult, born 1990", 200),
+    ("imp_uid=imp_100000000002", "a minor, born 2012", 403),
+    (
+        "imp_uid=imp_100000000005",
+        "a verification not completed",
+        403,
+    ),
+    (
+        "imp_uid=imp_999999999999",
+        "an id PortOne does not know",
+        403,
+    ),
+    (
+        "imp_uid=imp_100000000001&success=false",
+        "a cancelled verification",
+        400,
+    ),
+    ("", "no id at all", 400),
+];
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Plain lines (no colour codes) when the output is a file or a pipe.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     #[cfg(feature = "emulator")]
     let emulator;
     let client = if std::env::var_os("IMP_KEY").is_some() {
@@ -78,6 +108,20 @@ async fn main() -> ExitCode {
         }
     };
 
+    // The access token, once, before the first request: it costs one round trip, not two.
+    match client.warm_up().await {
+        Ok(()) => {}
+        Err(error @ iamport_tower::Error::BadCredentials) => {
+            eprintln!("hyper-service: {error}");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again");
+        }
+    }
+    #[cfg(feature = "emulator")]
+    let on_emulator = std::env::var_os("IMP_KEY").is_none();
+
     let service = tower::ServiceBuilder::new()
         .layer(CertificationLayer::new(client).query_only())
         .service_fn(adults_only);
@@ -94,12 +138,17 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    match listener.local_addr() {
-        Ok(addr) => println!("hyper-service listening on http://{addr}"),
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
         Err(error) => {
             eprintln!("hyper-service: {error}");
             return ExitCode::FAILURE;
         }
+    };
+    println!("hyper-service listening on {url}");
+    #[cfg(feature = "emulator")]
+    if on_emulator {
+        print_samples(&url);
     }
     loop {
         let stream = tokio::select! {
@@ -119,4 +168,32 @@ async fn main() -> ExitCode {
                 .await;
         });
     }
+}
+
+/// The sample ids as curl lines, each with what it shows and the status it gets.
+#[cfg(feature = "emulator")]
+fn print_samples(url: &str) {
+    println!("Try it: adults only (min_age = 19), the redirect flow's ?imp_uid=…");
+    let width = SAMPLES
+        .iter()
+        .map(|(query, ..)| url.len() + query.len())
+        .max()
+        .unwrap_or(0)
+        + 2;
+    for (query, what, status) in SAMPLES {
+        let target = if query.is_empty() {
+            format!("{url}/")
+        } else {
+            format!("{url}/?{query}")
+        };
+        println!(
+            "  curl -i '{target}'{:pad$}  # {what} → {status}",
+            "",
+            pad = width - target.len()
+        );
+    }
+    let minor = format!("{url}/?{}", SAMPLES[1].0);
+    println!(
+        "  curl -i -H 'Accept-Language: ko-KR,ko;q=0.9' '{minor}'  # the same refusal in Korean → 403"
+    );
 }

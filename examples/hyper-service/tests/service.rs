@@ -25,17 +25,56 @@ async fn adults_in_minors_out() {
     let stdout = child.stdout.take().unwrap();
     let _running = Running(child);
     let (tx, rx) = std::sync::mpsc::channel();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(url) = line.strip_prefix("hyper-service listening on ") {
                 let _ = tx.send(url.to_owned());
             }
+            let _ = lines_tx.send(line);
         }
     });
     let url = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the example starts");
     let http = reqwest::Client::new();
+
+    // It prints ready-to-paste curl lines for the sample ids; each gets the status it says.
+    let mut curls = Vec::new();
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(2)) {
+        let last = line.contains("in Korean");
+        if line.trim_start().starts_with("curl ") {
+            curls.push(line);
+        }
+        if last {
+            break;
+        }
+    }
+    assert!(curls.len() >= 6, "sample curl lines: {curls:?}");
+    for line in &curls {
+        let (command, expected) = line.split_once('#').unwrap();
+        let want: u16 = expected
+            .rsplit("→ ")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let quoted: Vec<&str> = command.split('\'').skip(1).step_by(2).collect();
+        let target = quoted.last().unwrap();
+        assert!(target.starts_with(&url), "{line}");
+        let mut request = http.get(*target);
+        if let Some(header) = quoted.iter().find(|q| q.contains(": ")) {
+            let (name, value) = header.split_once(": ").unwrap();
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), want, "{line}");
+        if line.contains("Korean") {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["detail"], "만 19세 이상인 분만 이용할 수 있습니다.");
+        }
+    }
 
     let adult = http
         .get(format!("{url}/?imp_uid=imp_100000000001"))
@@ -72,6 +111,11 @@ async fn adults_in_minors_out() {
         .await
         .unwrap();
     assert_eq!(body_only.status(), 400);
+    let problem: serde_json::Value = body_only.json().await.unwrap();
+    assert_eq!(
+        problem["detail"], "Send the identity verification id (`imp_uid`) in the query string.",
+        "query_only: the query string only"
+    );
     let post_with_query = http
         .post(format!("{url}/?imp_uid=imp_100000000003"))
         .body("anything")

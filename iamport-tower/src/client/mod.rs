@@ -36,7 +36,7 @@ pub use self::transport::{DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
 use self::wire::{TokenResponse, error_message};
 use crate::certification::Certification;
 use crate::error::Error;
-
+use crate::metrics::{self, Endpoint};
 use crate::secret::Secret;
 
 /// PortOne's production v1 API.
@@ -152,10 +152,10 @@ impl IamportClient {
             "/certifications/{}",
             path_segment(imp_uid.as_str())?
         ));
-        let idempotency = if method == Method::GET {
-            Idempotency::Idempotent
+        let (endpoint, idempotency) = if method == Method::GET {
+            (Endpoint::GetCertification, Idempotency::Idempotent)
         } else {
-            Idempotency::NotIdempotent
+            (Endpoint::DeleteCertification, Idempotency::NotIdempotent)
         };
         let mut refreshed = false;
         loop {
@@ -166,7 +166,7 @@ impl IamportClient {
             let Answer { status, body } = self
                 .inner
                 .transport
-                .send(idempotency, |http| {
+                .send(endpoint, idempotency, |http| {
                     http.request(method.clone(), &url)
                         .header(AUTHORIZATION, auth.clone())
                 })
@@ -192,11 +192,58 @@ impl IamportClient {
         }
     }
 
+    /// Fetches the access token now, unless one is cached: call it once at startup so the
+    /// first request costs one round trip to PortOne, not two. Every lookup then shares that
+    /// token until it is renewed ahead of expiry. Bounded by the client's
+    /// [`timeout`](IamportClientBuilder::timeout).
+    ///
+    /// Fails as a lookup would — [`Error::BadCredentials`] for a wrong `IMP_KEY`/`IMP_SECRET`,
+    /// [`Error::Unavailable`] or [`Error::Timeout`] when PortOne cannot be reached — so a
+    /// server can refuse to start with wrong credentials, or log the outage and start anyway
+    /// (the first lookup fetches again after the token back-off).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let emulator = iamport_mock::Emulator::start().await?;
+    /// # let client = emulator.client();
+    /// // let client = IamportClient::from_env()?;
+    /// client.warm_up().await?; // one POST /users/getToken, now
+    /// client.certification(&"imp_100000000001".parse()?).await?; // one GET, no token fetch
+    /// # assert_eq!(emulator.calls(iamport_mock::Endpoint::GetToken), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        self.inner.transport.bounded(self.token()).await.map(drop)
+    }
+
     async fn token(&self) -> Result<Secret, Error> {
         self.inner.tokens.get(|| self.fetch_token()).await
     }
 
+    /// One `POST /users/getToken`, counted in `iamport_token_fetches_total` and logged.
     async fn fetch_token(&self) -> Result<IssuedToken, Error> {
+        let started = tokio::time::Instant::now();
+        let result = self.request_token().await;
+        let latency_ms = started.elapsed().as_millis();
+        metrics::token_fetch(result.is_ok());
+        match &result {
+            Ok(token) => tracing::info!(
+                lifetime_secs = token.server_expired_at - token.server_now,
+                latency_ms,
+                "fetched a PortOne access token"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                status = error.upstream_status(),
+                latency_ms,
+                "fetching a PortOne access token failed"
+            ),
+        }
+        result
+    }
+
+    async fn request_token(&self) -> Result<IssuedToken, Error> {
         let url = self.inner.transport.url("/users/getToken");
         let credentials = serde_json::json!({
             "imp_key": self.inner.key,
@@ -207,14 +254,13 @@ impl IamportClient {
         let Answer { status, body } = self
             .inner
             .transport
-            .send(Idempotency::Idempotent, |http| {
+            .send(Endpoint::GetToken, Idempotency::Idempotent, |http| {
                 http.post(&url).json(&credentials)
             })
             .await?;
         match status {
             StatusCode::OK => {
                 let token = TokenResponse::decode(&body)?;
-                tracing::debug!("fetched a PortOne access token");
                 Ok(IssuedToken {
                     value: Secret::new(token.access_token),
                     server_now: token.now,

@@ -10,6 +10,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::metrics::{self, Answered, Endpoint};
 
 /// How often and how patiently to retry a failed call.
 ///
@@ -334,7 +335,46 @@ impl fmt::Debug for Transport {
 enum Attempt {
     Answer(Answer),
     Failed(reqwest::Error),
-    TooLarge,
+    TooLarge(StatusCode),
+}
+
+/// Times one HTTP attempt for `iamport_upstream_request_duration_seconds`; an attempt
+/// dropped unfinished (the whole-call timeout, or the caller went away) counts as
+/// `cancelled`.
+struct AttemptTimer {
+    endpoint: Endpoint,
+    started: Instant,
+    done: bool,
+}
+
+impl AttemptTimer {
+    fn start(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn finish(mut self, attempt: &Attempt) -> Duration {
+        self.done = true;
+        let answered = match attempt {
+            Attempt::Answer(answer) => Answered::Status(answer.status),
+            Attempt::TooLarge(status) => Answered::Status(*status),
+            Attempt::Failed(_) => Answered::Error,
+        };
+        let elapsed = self.started.elapsed();
+        metrics::upstream_request(self.endpoint, answered, elapsed);
+        elapsed
+    }
+}
+
+impl Drop for AttemptTimer {
+    fn drop(&mut self) {
+        if !self.done {
+            metrics::upstream_request(self.endpoint, Answered::Cancelled, self.started.elapsed());
+        }
+    }
 }
 
 fn is_retryable(error: &reqwest::Error, idempotency: Idempotency) -> bool {
@@ -367,20 +407,23 @@ impl Transport {
     /// bounds the total time (see [`bounded`](Self::bounded)).
     pub(crate) async fn send(
         &self,
+        endpoint: Endpoint,
         idempotency: Idempotency,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Answer, Error> {
         self.budget.deposit();
         let mut retry = 0;
         loop {
+            let timer = AttemptTimer::start(endpoint);
             let attempt = match build(&self.http).send().await {
                 Ok(response) => match read_capped(response, self.max_body_size).await {
-                    Ok(Some(answer)) => Attempt::Answer(answer),
-                    Ok(None) => Attempt::TooLarge,
+                    Ok(Ok(answer)) => Attempt::Answer(answer),
+                    Ok(Err(status)) => Attempt::TooLarge(status),
                     Err(error) => Attempt::Failed(error),
                 },
                 Err(error) => Attempt::Failed(error),
             };
+            let elapsed = timer.finish(&attempt);
             let may_retry = retry < self.retry.max_retries;
             let retry_wanted = match &attempt {
                 Attempt::Answer(answer) => {
@@ -389,18 +432,30 @@ impl Transport {
                         && may_retry
                 }
                 Attempt::Failed(error) => is_retryable(error, idempotency) && may_retry,
-                Attempt::TooLarge => false,
+                Attempt::TooLarge(_) => false,
             };
             if retry_wanted && self.budget.withdraw() {
                 match attempt {
                     Attempt::Answer(answer) => {
-                        tracing::debug!(status = %answer.status, retry, "PortOne answered 5xx; retrying");
+                        tracing::debug!(
+                            endpoint = endpoint.as_str(),
+                            status = answer.status.as_u16(),
+                            latency_ms = elapsed.as_millis(),
+                            retry,
+                            "PortOne answered 5xx; retrying"
+                        );
                     }
                     Attempt::Failed(error) => {
                         // Without the URL: it holds the verification id.
-                        tracing::debug!(error = %error.without_url(), retry, "PortOne connection failed; retrying");
+                        tracing::debug!(
+                            endpoint = endpoint.as_str(),
+                            error = %error.without_url(),
+                            latency_ms = elapsed.as_millis(),
+                            retry,
+                            "PortOne connection failed; retrying"
+                        );
                     }
-                    Attempt::TooLarge => {}
+                    Attempt::TooLarge(_) => {}
                 }
                 tokio::time::sleep(self.retry.backoff(retry)).await;
                 retry += 1;
@@ -414,8 +469,9 @@ impl Transport {
             }
             return match attempt {
                 Attempt::Answer(answer) => Ok(answer),
-                Attempt::TooLarge => {
+                Attempt::TooLarge(_) => {
                     tracing::warn!(
+                        endpoint = endpoint.as_str(),
                         limit = self.max_body_size,
                         "PortOne's answer is larger than the body size limit; not reading it"
                     );
@@ -434,28 +490,28 @@ impl Transport {
     }
 }
 
-/// The whole body, or `None` as soon as it is known to exceed `limit` bytes (announced by
-/// `Content-Length` or counted while reading): the rest is never read, so a huge answer costs
-/// at most `limit` bytes of memory.
+/// The whole body, or `Err(status)` as soon as it is known to exceed `limit` bytes
+/// (announced by `Content-Length` or counted while reading): the rest is never read, so a
+/// huge answer costs at most `limit` bytes of memory.
 async fn read_capped(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Option<Answer>, reqwest::Error> {
+) -> Result<Result<Answer, StatusCode>, reqwest::Error> {
     let status = response.status();
     if response
         .content_length()
         .is_some_and(|announced| announced > limit as u64)
     {
-        return Ok(None);
+        return Ok(Err(status));
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
-            return Ok(None);
+            return Ok(Err(status));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Some(Answer {
+    Ok(Ok(Answer {
         status,
         body: body.freeze(),
     }))

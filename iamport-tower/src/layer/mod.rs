@@ -32,11 +32,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use tower_layer::Layer;
+use tracing::Instrument as _;
 
 pub use self::future::ResponseFuture;
 pub use self::service::CertificationService;
+use self::verification::Asked;
 pub use self::verification::{Outcome, Verification};
 use crate::binding::Binding;
+use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::secret::Secret;
 use crate::single_flight::SingleFlight;
@@ -304,7 +307,9 @@ impl Shared {
         parts: &mut http::request::Parts,
         id: Result<String, Rejection>,
         speculative: bool,
+        query_only: bool,
     ) -> Option<UniqueSlot> {
+        let asked = Asked::of(parts, query_only);
         let session = match (&self.binding, &id) {
             (Some(binding), Ok(_)) => binding.session_of(parts),
             _ => None,
@@ -315,7 +320,13 @@ impl Shared {
             extensions.insert(slot.clone());
             slot
         });
-        extensions.insert(Verification::new(self.clone(), id, speculative, session));
+        extensions.insert(Verification::new(
+            self.clone(),
+            id,
+            speculative,
+            session,
+            asked,
+        ));
         if let Some(renderer) = &self.renderer {
             extensions.insert(renderer.clone());
         }
@@ -337,17 +348,59 @@ impl Shared {
     }
 
     /// Checks the id's syntax, then looks it up; concurrent lookups of one id share a call.
-    pub(crate) async fn resolve(&self, id: &str) -> Outcome {
+    /// Each upstream lookup runs in one `iamport_lookup` span and counts once in
+    /// `iamport_lookups_total`; a request that joins one in flight counts in
+    /// `iamport_lookup_dedup_total` instead.
+    pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
+        let source = self.source.label();
         if let Err(invalid) = self.source.validate_id(id) {
+            metrics::lookup(source, LookupResult::InvalidId);
             return Outcome::Refused(Rejection::InvalidId(invalid));
         }
-        self.lookups
-            .run(id, || async {
-                match self.source.lookup(id).await {
-                    Ok(cert) => Outcome::Verified(Arc::new(cert)),
-                    Err(error) => Outcome::Refused(Rejection::from_lookup_error(&error)),
-                }
+        let mut led = false;
+        let outcome = self
+            .lookups
+            .run(id, || {
+                led = true;
+                let span = tracing::info_span!("iamport_lookup", source, route);
+                self.lookup(id).instrument(span)
             })
-            .await
+            .await;
+        if !led {
+            tracing::debug!(route, "joined a lookup already in flight for the same id");
+            metrics::lookup_joined();
+        }
+        outcome
+    }
+
+    /// One upstream lookup: counted, and logged — at WARN with the upstream status and the
+    /// latency when PortOne (or the way to it) failed.
+    async fn lookup(&self, id: &str) -> Outcome {
+        let started = tokio::time::Instant::now();
+        let (outcome, error) = match self.source.lookup(id).await {
+            Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
+            Err(error) => (
+                Outcome::Refused(Rejection::from_lookup_error(&error)),
+                Some(error),
+            ),
+        };
+        let result = LookupResult::of(&outcome);
+        let latency_ms = started.elapsed().as_millis();
+        metrics::lookup(self.source.label(), result);
+        match error {
+            Some(error) if result.is_upstream_failure() => tracing::warn!(
+                result = result.as_str(),
+                status = error.upstream_status(),
+                latency_ms,
+                %error,
+                "identity verification lookup failed"
+            ),
+            _ => tracing::debug!(
+                result = result.as_str(),
+                latency_ms,
+                "identity verification lookup finished"
+            ),
+        }
+        outcome
     }
 }

@@ -94,12 +94,12 @@ where
         let prepared = match (shared.id_from_query(&parts), body_format(&parts.headers)) {
             (None, Some(format)) => Prepared::Reading(Box::pin(async move {
                 let (id, body) = shared.read_body(format, &parts.headers, body).await;
-                let slot = shared.record(&mut parts, id, speculative);
+                let slot = shared.record(&mut parts, id, speculative, false);
                 (Request::from_parts(parts, body), slot)
             })),
             (query, _) => {
                 let id = query.unwrap_or(Err(Rejection::MissingId));
-                let slot = shared.record(&mut parts, id, speculative);
+                let slot = shared.record(&mut parts, id, speculative, false);
                 Prepared::Ready(Request::from_parts(parts, Body::new(body)), slot)
             }
         };
@@ -126,7 +126,7 @@ where
             .shared
             .id_from_query(&parts)
             .unwrap_or(Err(Rejection::MissingId));
-        let slot = self.shared.record(&mut parts, id, speculative);
+        let slot = self.shared.record(&mut parts, id, speculative, true);
         self.dispatch(Prepared::Ready(Request::from_parts(parts, body), slot))
     }
 }

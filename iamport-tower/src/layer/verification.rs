@@ -4,11 +4,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::request::Parts;
+use http::{HeaderValue, Method, Uri};
 use tokio::sync::OnceCell;
 
 use super::Shared;
 use crate::certification::Certification;
-use crate::rejection::Rejection;
+use crate::rejection::{IdHint, Language, Rejection};
 
 /// The looked-up verification of a request, as the policy checks see it.
 #[derive(Debug, Clone)]
@@ -38,6 +40,43 @@ struct Inner {
     /// The request's binding session key (only recorded when the layer has a binding).
     session: Option<Box<str>>,
     outcome: OnceCell<Outcome>,
+    asked: Asked,
+}
+
+/// What a refusal needs to know about the request: where it went (for the log) and how to
+/// speak to whoever sent it.
+pub(crate) struct Asked {
+    method: Method,
+    /// Logged by its path only: the query string holds the id.
+    uri: Uri,
+    accept_language: Option<HeaderValue>,
+    query_only: bool,
+}
+
+impl Asked {
+    pub(crate) fn of(parts: &Parts, query_only: bool) -> Self {
+        let mut languages = parts.headers.get_all(http::header::ACCEPT_LANGUAGE).iter();
+        let accept_language = match (languages.next(), languages.next()) {
+            (first, None) => first.cloned(),
+            // Several lines are one list; rare enough to pay for joining them.
+            (Some(_), Some(_)) => {
+                let joined: Vec<&str> = parts
+                    .headers
+                    .get_all(http::header::ACCEPT_LANGUAGE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                HeaderValue::from_str(&joined.join(",")).ok()
+            }
+            (None, Some(_)) => None,
+        };
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            accept_language,
+            query_only,
+        }
+    }
 }
 
 impl Verification {
@@ -46,6 +85,7 @@ impl Verification {
         id: Result<String, Rejection>,
         speculative: bool,
         session: Option<Box<str>>,
+        asked: Asked,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -54,6 +94,7 @@ impl Verification {
                 speculative,
                 session,
                 outcome: OnceCell::new(),
+                asked,
             }),
         }
     }
@@ -65,7 +106,7 @@ impl Verification {
             .outcome
             .get_or_init(|| async {
                 match &inner.id {
-                    Ok(id) => inner.shared.resolve(id).await,
+                    Ok(id) => inner.shared.resolve(id, self.route()).await,
                     Err(rejection) => Outcome::Refused(rejection.clone()),
                 }
             })
@@ -96,6 +137,34 @@ impl Verification {
     pub(crate) fn has_id(&self) -> bool {
         self.inner.id.is_ok()
     }
+
+    /// The request's path (never its query string, which holds the id): the route logs name.
+    pub fn route(&self) -> &str {
+        self.inner.asked.uri.path()
+    }
+
+    /// The request's method, for logs.
+    pub(crate) fn method(&self) -> &str {
+        self.inner.asked.method.as_str()
+    }
+
+    /// The language the request's `Accept-Language` prefers: what its refusals are written in.
+    pub fn language(&self) -> Language {
+        self.inner
+            .asked
+            .accept_language
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map_or(Language::English, Language::negotiate)
+    }
+
+    /// Where the layer looks for the id, for the missing-id sentence.
+    pub(crate) fn id_hint(&self) -> IdHint {
+        IdHint {
+            field: self.inner.shared.source.id_fields().first().copied(),
+            query_only: self.inner.asked.query_only,
+        }
+    }
 }
 
 impl fmt::Debug for Verification {
@@ -106,6 +175,7 @@ impl fmt::Debug for Verification {
             .field("speculative", &self.inner.speculative)
             .field("has_session", &self.inner.session.is_some())
             .field("resolved", &self.inner.outcome.initialized())
+            .field("route", &self.route())
             .finish()
     }
 }

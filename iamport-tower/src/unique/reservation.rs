@@ -8,6 +8,7 @@ use super::{
     Counters, KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey, UniqueKeys,
     UniqueStore, count,
 };
+use crate::metrics;
 use crate::rejection::Rejection;
 
 /// The default bound of every unique store call made by the layer.
@@ -34,19 +35,54 @@ pub(crate) struct UniqueConfig {
 }
 
 impl UniqueConfig {
-    /// Runs one store call within the configured bound.
-    async fn bounded<T>(
+    /// Runs one store call (`op`) within the configured bound, counted and timed in
+    /// `iamport_unique_operations_total` / `iamport_unique_operation_duration_seconds`.
+    async fn bounded<T: Answered>(
         &self,
+        op: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::timed_out(self.timeout)),
+        let started = tokio::time::Instant::now();
+        let (result, label) = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(answer)) => {
+                let label = answer.label();
+                (Ok(answer), label)
+            }
+            Ok(Err(error)) => (Err(error), "error"),
+            Err(_) => (Err(StoreError::timed_out(self.timeout)), "timeout"),
         };
+        metrics::unique_operation(op, label, started.elapsed());
         if result.is_err() {
             count(|c: &Counters| &c.store_errors);
         }
         result
+    }
+}
+
+/// The `result` label of a store call that answered.
+trait Answered {
+    fn label(&self) -> &'static str;
+}
+
+impl Answered for Reservation {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Taken => "taken",
+        }
+    }
+}
+
+/// `commit`, `renew`, `release`: whether the token still held the key.
+impl Answered for bool {
+    fn label(&self) -> &'static str {
+        if *self { "ok" } else { "not_held" }
+    }
+}
+
+impl Answered for KeyStatus {
+    fn label(&self) -> &'static str {
+        "ok"
     }
 }
 
@@ -103,7 +139,7 @@ impl UniqueSlot {
         let store = &self.config.store;
         match self
             .config
-            .bounded(store.reserve(&key, token, self.config.lease))
+            .bounded("reserve", store.reserve(&key, token, self.config.lease))
             .await
         {
             Ok(Reservation::Reserved) => {
@@ -139,13 +175,19 @@ impl UniqueSlot {
         };
         let config = &self.config;
         if !success {
-            if let Err(error) = config.bounded(config.store.release(&key, token)).await {
+            if let Err(error) = config
+                .bounded("release", config.store.release(&key, token))
+                .await
+            {
                 tracing::warn!(%error, key = %key.prefix(), "could not release a unique reservation; retrying in the background");
                 release_abandoned(config.clone(), key, token);
             }
             return;
         }
-        match config.bounded(config.store.commit(&key, token)).await {
+        match config
+            .bounded("commit", config.store.commit(&key, token))
+            .await
+        {
             Ok(true) => {}
             Ok(false) => lease_lost(config, &key).await,
             Err(error) => {
@@ -180,7 +222,7 @@ fn spawn(task: impl Future<Output = ()> + Send + 'static) {
 /// The token no longer holds the key. Fine if the key is committed all the same (an earlier
 /// attempt that timed out on our side landed, or an import); otherwise the lease ended first.
 async fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
-    if let Ok(KeyStatus::Committed) = config.bounded(config.store.status(key)).await {
+    if let Ok(KeyStatus::Committed) = config.bounded("status", config.store.status(key)).await {
         count(|c: &Counters| &c.commits_recovered);
         tracing::info!(key = %key.prefix(), "the unique reservation is committed (an earlier attempt landed)");
         return;
@@ -200,14 +242,17 @@ async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationT
         tokio::time::sleep(backoff(retry - 1)).await;
         count(|c: &Counters| &c.commit_retries);
         if let Ok(false) = config
-            .bounded(config.store.renew(&key, token, config.lease))
+            .bounded("renew", config.store.renew(&key, token, config.lease))
             .await
         {
             // The store answered: our reservation is gone — committed by an earlier attempt,
             // or lost (lease ended, forgotten).
             return lease_lost(config, &key).await;
         }
-        match config.bounded(config.store.commit(&key, token)).await {
+        match config
+            .bounded("commit", config.store.commit(&key, token))
+            .await
+        {
             Ok(true) => {
                 count(|c: &Counters| &c.commits_recovered);
                 tracing::info!(key = %key.prefix(), retry, "committed a unique reservation on a retry");
@@ -238,7 +283,10 @@ fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: Reservati
         let mut answered_empty = 0;
         for retry in 0..RELEASE_ATTEMPTS {
             tokio::time::sleep(backoff(retry)).await;
-            match config.bounded(config.store.release(&key, token)).await {
+            match config
+                .bounded("release", config.store.release(&key, token))
+                .await
+            {
                 Ok(true) => {
                     count(|c: &Counters| &c.abandoned_released);
                     tracing::info!(key = %key.prefix(), "released a reservation left by a failed store call");

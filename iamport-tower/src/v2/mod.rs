@@ -34,6 +34,7 @@ use crate::client::{
     Answer, Idempotency, Transport, TransportOptions, env_var, path_segment, transport_setters,
 };
 use crate::error::Error;
+use crate::metrics::Endpoint;
 use crate::secret::Secret;
 use crate::source::{BoxFuture, CertificationSource};
 
@@ -110,13 +111,17 @@ impl PortOneClient {
         let Answer { status, body } = self
             .inner
             .transport
-            .send(Idempotency::Idempotent, |http| {
-                let request = http.get(&url).header(AUTHORIZATION, auth.clone());
-                match &self.inner.store_id {
-                    Some(store) => request.query(&[("storeId", store)]),
-                    None => request,
-                }
-            })
+            .send(
+                Endpoint::GetIdentityVerification,
+                Idempotency::Idempotent,
+                |http| {
+                    let request = http.get(&url).header(AUTHORIZATION, auth.clone());
+                    match &self.inner.store_id {
+                        Some(store) => request.query(&[("storeId", store)]),
+                        None => request,
+                    }
+                },
+            )
             .await?;
         if status == StatusCode::OK {
             return wire::certification(&body, id.as_str());
@@ -139,6 +144,10 @@ impl PortOneClient {
 impl CertificationSource for PortOneClient {
     fn id_fields(&self) -> &'static [&'static str] {
         &["identityVerificationId", "identity_verification_id"]
+    }
+
+    fn label(&self) -> &'static str {
+        "v2"
     }
 
     /// PortOne v2's redirect appends `code` (and `message`) when the verification failed or

@@ -1,19 +1,29 @@
-//! `Rejection`: why a guarded request was refused, rendered as RFC 9457 problem+json.
+//! `Rejection`: why a guarded request was refused, rendered as RFC 9457 problem+json in
+//! English or Korean ([`Language`], chosen by the request's `Accept-Language`).
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_LANGUAGE, CONTENT_TYPE, HeaderValue, VARY};
 use http::{Response, StatusCode};
 
 use crate::client::InvalidId;
 use crate::error::Error;
+use crate::layer::Verification;
+use crate::metrics;
 use crate::policy::PolicyViolation;
+
+mod language;
+mod text;
+
+pub use self::language::Language;
+pub(crate) use self::text::IdHint;
 
 /// Why a request did not reach a guarded handler. Each variant has one HTTP status (the crate docs'
 /// table) and renders as `application/problem+json` with no personal data and no upstream
-/// detail (those go to the log, at `warn`).
+/// detail (those go to the log, at `warn`), its `title` and `detail` in English or Korean
+/// ([`title_in`](Self::title_in), [`detail_in`](Self::detail_in)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -104,91 +114,83 @@ impl Rejection {
         }
     }
 
-    /// A short human summary (the problem `title`).
+    /// A short human summary (the problem `title`), in English.
     pub fn title(&self) -> &'static str {
-        match self {
-            Self::MissingId => "No identity verification id in the request",
-            Self::InvalidId(_) => "Malformed identity verification id",
-            Self::AmbiguousId => "More than one identity verification id",
-            Self::MalformedBody => "Unreadable request body",
-            Self::BodyTimeout => "Request body too slow",
-            Self::SpeculativeRequest => "Not admitted without a real visit",
-            Self::Cancelled => "Identity verification cancelled",
-            Self::PayloadTooLarge { .. } => "Request body too large",
-            Self::UnknownId => "Unknown identity verification",
-            Self::Policy(PolicyViolation::NotCertified) => "Identity verification not completed",
-            Self::Policy(_) => "Verified person does not meet this route's requirements",
-            Self::UnboundVerification => "Identity verification not started here",
-            Self::AlreadyRegistered => "This person already has an account",
-            Self::UpstreamFailed => "Identity verification service failed",
-            Self::UpstreamUnavailable => "Identity verification service unavailable",
-            Self::UpstreamTimeout => "Identity verification service timed out",
-            Self::StoreUnavailable => "Account uniqueness check unavailable",
-            Self::LayerMissing => "Server misconfiguration",
-        }
+        self.title_in(Language::English)
     }
 
-    /// A sentence for the person (the problem `detail`): the rule, never their data.
+    /// A sentence for the person (the problem `detail`), in English: the rule, never their
+    /// data.
     pub fn detail(&self) -> String {
-        match self {
-            Self::MissingId => "Send the identity verification id (`imp_uid`, or `identityVerificationId` for PortOne v2) in the query string or in a JSON or form body.".into(),
-            Self::InvalidId(e) => sentence(&e.to_string()),
-            Self::AmbiguousId => "Send the identity verification id once.".into(),
-            Self::MalformedBody => "The JSON or form body could not be parsed, or it names the identity verification id more than once.".into(),
-            Self::BodyTimeout => "The request body did not arrive in time.".into(),
-            Self::SpeculativeRequest => "HEAD, OPTIONS and prefetch requests are never admitted here; open the page itself.".into(),
-            Self::Cancelled => "The identity verification was cancelled before it completed.".into(),
-            Self::PayloadTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
-            Self::UnknownId => "No completed identity verification has this id.".into(),
-            Self::Policy(v) => sentence(&v.to_string()),
-            Self::UnboundVerification => "This identity verification was not started in this browser session. Please verify again.".into(),
-            Self::AlreadyRegistered => "An account already exists for this person, or is being created right now.".into(),
-            Self::UpstreamFailed | Self::UpstreamUnavailable | Self::UpstreamTimeout => {
-                "The identity could not be checked right now. Please try again shortly.".into()
-            }
-            Self::StoreUnavailable => "Account uniqueness could not be checked right now. Please try again shortly.".into(),
-            Self::LayerMissing => "The server is misconfigured; the incident was logged.".into(),
-        }
+        self.detail_in(Language::English)
     }
 
-    /// The default rendering: `application/problem+json` per RFC 9457.
+    /// The problem `title` in `language`.
+    ///
+    /// ```
+    /// use iamport_tower::{Language, Rejection};
+    ///
+    /// assert_eq!(Rejection::AlreadyRegistered.title_in(Language::Korean), "이미 가입된 회원입니다");
+    /// ```
+    pub fn title_in(&self, language: Language) -> &'static str {
+        text::title(self, language)
+    }
+
+    /// The problem `detail` in `language`.
+    ///
+    /// ```
+    /// use iamport_tower::policy::PolicyViolation;
+    /// use iamport_tower::{Language, Rejection};
+    ///
+    /// let too_young = Rejection::Policy(PolicyViolation::TooYoung { min_age: 19 });
+    /// assert_eq!(too_young.detail_in(Language::Korean), "만 19세 이상인 분만 이용할 수 있습니다.");
+    /// assert_eq!(too_young.detail_in(Language::English), "This route admits people at least 19 years old.");
+    /// ```
+    pub fn detail_in(&self, language: Language) -> String {
+        text::detail(self, language, IdHint::default())
+    }
+
+    /// The default rendering in English: `application/problem+json` per RFC 9457.
     pub fn problem_response(&self) -> Response<Bytes> {
+        self.problem_response_in(Language::English)
+    }
+
+    /// `application/problem+json` per RFC 9457 with `title` and `detail` in `language`
+    /// (and `Content-Language` saying so). `type` and `status` are the same in every
+    /// language. Behind [`CertificationLayer`](crate::CertificationLayer) the language is
+    /// the one the request's `Accept-Language` prefers ([`Language::negotiate`]).
+    pub fn problem_response_in(&self, language: Language) -> Response<Bytes> {
+        self.problem(language, IdHint::default())
+    }
+
+    fn problem(&self, language: Language, hint: IdHint) -> Response<Bytes> {
         let body = serde_json::json!({
             "type": format!("urn:iamport-tower:problem:{}", self.code()),
-            "title": self.title(),
+            "title": self.title_in(language),
             "status": self.status().as_u16(),
-            "detail": self.detail(),
+            "detail": text::detail(self, language, hint),
         });
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = self.status();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        headers.insert(CONTENT_LANGUAGE, HeaderValue::from_static(language.tag()));
         response
     }
 
-    /// Classifies a lookup failure, logging what the response will not say.
+    /// Classifies a lookup failure (the layer logs what the response will not say).
     pub(crate) fn from_lookup_error(error: &Error) -> Self {
-        let rejection = match error {
-            Error::NotFound => return Self::UnknownId,
-            Error::InvalidId(e) => return Self::InvalidId(e.clone()),
+        match error {
+            Error::NotFound => Self::UnknownId,
+            Error::InvalidId(e) => Self::InvalidId(e.clone()),
             Error::Timeout(_) => Self::UpstreamTimeout,
             Error::Unavailable(_) => Self::UpstreamUnavailable,
             _ => Self::UpstreamFailed,
-        };
-        tracing::warn!(%error, status = %rejection.status(), "identity verification lookup failed");
-        rejection
+        }
     }
-}
-
-/// `"the rule"` → `"The rule."`
-fn sentence(text: &str) -> String {
-    let mut s = text.to_owned();
-    if let Some(first) = s.get_mut(..1) {
-        first.make_ascii_uppercase();
-    }
-    s + "."
 }
 
 impl fmt::Display for Rejection {
@@ -214,12 +216,32 @@ impl fmt::Debug for RejectionRenderer {
     }
 }
 
-/// Renders `rejection` with the layer's handler when there is one.
-pub(crate) fn render(rejection: &Rejection, extensions: &http::Extensions) -> Response<Bytes> {
-    match extensions.get::<RejectionRenderer>() {
-        Some(RejectionRenderer(handler)) => handler(rejection),
-        None => rejection.problem_response(),
+/// Refuses a request: logs the refusal (INFO: its kind, status and route — never the
+/// person's data or the id), counts it (`iamport_rejections_total`) and renders it with the
+/// layer's handler, or as problem+json in the language the request prefers.
+pub(crate) fn refuse(rejection: &Rejection, extensions: &http::Extensions) -> Response<Bytes> {
+    let verification = extensions.get::<Verification>();
+    let route = verification.map_or("", Verification::route);
+    let method = verification.map_or("", Verification::method);
+    tracing::info!(
+        kind = rejection.code(),
+        status = rejection.status().as_u16(),
+        route,
+        method,
+        "refused a request"
+    );
+    metrics::rejection(rejection.code());
+    if let Some(RejectionRenderer(handler)) = extensions.get::<RejectionRenderer>() {
+        return handler(rejection);
     }
+    let Some(verification) = verification else {
+        return rejection.problem_response();
+    };
+    let mut response = rejection.problem(verification.language(), verification.id_hint());
+    response
+        .headers_mut()
+        .append(VARY, HeaderValue::from_static("accept-language"));
+    response
 }
 
 #[cfg(test)]

@@ -1,0 +1,236 @@
+//! Metrics, through the [`metrics`](https://docs.rs/metrics) facade: this crate records
+//! them and never exports them. Install a recorder in the application
+//! (`metrics-exporter-prometheus`, `metrics-exporter-statsd`, …) and they appear; without
+//! one, recording costs a check of the global recorder and nothing else.
+//!
+//! Every name starts with `iamport_`, and no label carries personal data or an id:
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | [`iamport_lookups_total`](LOOKUPS_TOTAL) | counter | `source` (`v1`, `v2`, or a custom source's [`label`](crate::CertificationSource::label)), `result` (`verified`, `unverified`, `not_found`, `invalid_id`, `failed`, `unavailable`, `timeout`) |
+//! | [`iamport_upstream_request_duration_seconds`](UPSTREAM_REQUEST_DURATION_SECONDS) | histogram | `endpoint` (`get_token`, `get_certification`, `delete_certification`, `get_identity_verification`), `status` (the HTTP status, or `error` when no answer came, `cancelled` when the call was abandoned — its whole-call timeout, or the request went away) |
+//! | [`iamport_token_fetches_total`](TOKEN_FETCHES_TOTAL) | counter | `result` (`ok`, `error`) |
+//! | [`iamport_rejections_total`](REJECTIONS_TOTAL) | counter | `kind` ([`Rejection::code`](crate::Rejection::code)) |
+//! | [`iamport_unique_operations_total`](UNIQUE_OPERATIONS_TOTAL) | counter | `op` (`reserve`, `commit`, `release`, `renew`, `status`), `result` (`reserved`, `taken`; `ok`; `not_held` when the reservation's token no longer held the key; `error`, `timeout`) |
+//! | [`iamport_unique_operation_duration_seconds`](UNIQUE_OPERATION_DURATION_SECONDS) | histogram | `op` |
+//! | [`iamport_lookup_dedup_total`](LOOKUP_DEDUP_TOTAL) | counter | `effect` (`joined`: a request that shared a lookup already in flight instead of calling PortOne) |
+//! | [`iamport_lookup_cache_total`](LOOKUP_CACHE_TOTAL) | counter | `effect` (`hit`, `miss`, `negative_hit`) |
+//!
+//! One upstream lookup counts once in `iamport_lookups_total`, however many requests shared
+//! it (those count in `iamport_lookup_dedup_total`); each HTTP attempt, retries included, is
+//! one observation of the duration histogram. Call [`describe`] once after installing the
+//! recorder to give every metric its help text and unit.
+//!
+//! ```
+//! // With metrics-exporter-prometheus (in the application, not in this crate):
+//! // let handle = PrometheusBuilder::new().install_recorder()?;
+//! iamport_tower::metrics::describe();
+//! // … serve handle.render() at GET /metrics.
+//! ```
+
+use std::time::Duration;
+
+use ::metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+
+use crate::layer::Outcome;
+use crate::rejection::Rejection;
+
+/// Identity-verification lookups, by `source` and `result`.
+pub const LOOKUPS_TOTAL: &str = "iamport_lookups_total";
+/// Time of each HTTP request to PortOne, by `endpoint` and `status`.
+pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "iamport_upstream_request_duration_seconds";
+/// Access-token fetches (PortOne v1 `POST /users/getToken`), by `result`.
+pub const TOKEN_FETCHES_TOTAL: &str = "iamport_token_fetches_total";
+/// Refused requests, by `kind`.
+pub const REJECTIONS_TOTAL: &str = "iamport_rejections_total";
+/// Unique-store calls the layer makes (`op`: `reserve`, `commit`, `release`, `renew`,
+/// `status`), by `result`.
+pub const UNIQUE_OPERATIONS_TOTAL: &str = "iamport_unique_operations_total";
+/// Time of each unique-store operation, by `op`.
+pub const UNIQUE_OPERATION_DURATION_SECONDS: &str = "iamport_unique_operation_duration_seconds";
+/// Requests that joined a lookup already in flight for the same id.
+pub const LOOKUP_DEDUP_TOTAL: &str = "iamport_lookup_dedup_total";
+/// Lookups answered from (or missing) the layer's result cache, by `effect`.
+pub const LOOKUP_CACHE_TOTAL: &str = "iamport_lookup_cache_total";
+
+/// Registers each metric's help text and unit with the installed recorder (call it once,
+/// after installing the recorder; harmless without one).
+pub fn describe() {
+    describe_counter!(
+        LOOKUPS_TOTAL,
+        Unit::Count,
+        "Identity-verification lookups by source (v1, v2) and result"
+    );
+    describe_histogram!(
+        UPSTREAM_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of each HTTP request to PortOne by endpoint and HTTP status"
+    );
+    describe_counter!(
+        TOKEN_FETCHES_TOTAL,
+        Unit::Count,
+        "PortOne access-token fetches by result"
+    );
+    describe_counter!(
+        REJECTIONS_TOTAL,
+        Unit::Count,
+        "Requests refused by an iamport-tower guard, by rejection kind"
+    );
+    describe_counter!(
+        UNIQUE_OPERATIONS_TOTAL,
+        Unit::Count,
+        "Unique-store operations by operation and result"
+    );
+    describe_histogram!(
+        UNIQUE_OPERATION_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of unique-store operations by operation"
+    );
+    describe_counter!(
+        LOOKUP_DEDUP_TOTAL,
+        Unit::Count,
+        "Requests that shared a lookup already in flight for the same id"
+    );
+    describe_counter!(
+        LOOKUP_CACHE_TOTAL,
+        Unit::Count,
+        "Lookups answered from the layer's result cache, by effect"
+    );
+}
+
+/// The `result` of one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LookupResult {
+    Verified,
+    Unverified,
+    NotFound,
+    InvalidId,
+    Failed,
+    Unavailable,
+    Timeout,
+}
+
+impl LookupResult {
+    pub(crate) fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Verified(cert) if cert.certified => Self::Verified,
+            Outcome::Verified(_) => Self::Unverified,
+            Outcome::Refused(Rejection::UnknownId) => Self::NotFound,
+            Outcome::Refused(Rejection::InvalidId(_)) => Self::InvalidId,
+            Outcome::Refused(Rejection::UpstreamUnavailable) => Self::Unavailable,
+            Outcome::Refused(Rejection::UpstreamTimeout) => Self::Timeout,
+            Outcome::Refused(_) => Self::Failed,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Unverified => "unverified",
+            Self::NotFound => "not_found",
+            Self::InvalidId => "invalid_id",
+            Self::Failed => "failed",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// Whether PortOne (or the way to it) failed, rather than answering.
+    pub(crate) fn is_upstream_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Unavailable | Self::Timeout)
+    }
+}
+
+/// One lookup of `source` ended with `result`.
+pub(crate) fn lookup(source: &'static str, result: LookupResult) {
+    counter!(LOOKUPS_TOTAL, "source" => source, "result" => result.as_str()).increment(1);
+}
+
+/// The PortOne endpoint of an HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    GetToken,
+    GetCertification,
+    DeleteCertification,
+    GetIdentityVerification,
+}
+
+impl Endpoint {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::GetToken => "get_token",
+            Self::GetCertification => "get_certification",
+            Self::DeleteCertification => "delete_certification",
+            Self::GetIdentityVerification => "get_identity_verification",
+        }
+    }
+}
+
+/// How one HTTP request to PortOne ended, for the `status` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    Status(http::StatusCode),
+    /// No answer: the connection failed, or the body could not be read.
+    Error,
+    /// The call was abandoned while this request was in flight.
+    Cancelled,
+}
+
+/// One HTTP request to `endpoint` took `elapsed` and ended `answered`.
+pub(crate) fn upstream_request(endpoint: Endpoint, answered: Answered, elapsed: Duration) {
+    let status = match answered {
+        Answered::Status(status) => status.as_u16().to_string(),
+        Answered::Error => "error".to_owned(),
+        Answered::Cancelled => "cancelled".to_owned(),
+    };
+    histogram!(
+        UPSTREAM_REQUEST_DURATION_SECONDS,
+        "endpoint" => endpoint.as_str(),
+        "status" => status
+    )
+    .record(elapsed);
+}
+
+/// One access-token fetch succeeded (`ok`) or failed.
+pub(crate) fn token_fetch(ok: bool) {
+    counter!(TOKEN_FETCHES_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// A guard refused a request with this [`Rejection::code`].
+pub(crate) fn rejection(kind: &'static str) {
+    counter!(REJECTIONS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// One unique-store operation `op` ended with `result` after `elapsed`.
+pub(crate) fn unique_operation(op: &'static str, result: &'static str, elapsed: Duration) {
+    counter!(UNIQUE_OPERATIONS_TOTAL, "op" => op, "result" => result).increment(1);
+    histogram!(UNIQUE_OPERATION_DURATION_SECONDS, "op" => op).record(elapsed);
+}
+
+/// A request joined a lookup already in flight instead of starting one.
+pub(crate) fn lookup_joined() {
+    counter!(LOOKUP_DEDUP_TOTAL, "effect" => "joined").increment(1);
+}
+
+/// What the layer's result cache did for one lookup.
+#[allow(dead_code)] // the layer's result cache
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheEffect {
+    /// A cached verification answered.
+    Hit,
+    /// Nothing cached: the lookup went upstream.
+    Miss,
+    /// A cached "not found" answered.
+    NegativeHit,
+}
+
+/// The layer's result cache had this `effect` on one lookup.
+#[allow(dead_code)] // the layer's result cache
+pub(crate) fn lookup_cache(effect: CacheEffect) {
+    let effect = match effect {
+        CacheEffect::Hit => "hit",
+        CacheEffect::Miss => "miss",
+        CacheEffect::NegativeHit => "negative_hit",
+    };
+    counter!(LOOKUP_CACHE_TOTAL, "effect" => effect).increment(1);
+}
