@@ -395,7 +395,7 @@ fn metrics_have_the_agreed_names_and_labels() {
         );
         assert_eq!(get(&format!("/adults?imp_uid={ADULT}")).await, 502);
         // Two requests for one id while its lookup is slow: one lookup, one joined.
-        emulator.set_latency(Duration::from_millis(300));
+        emulator.set_latency(Duration::from_millis(1500));
         let url = format!("{}/adults?imp_uid={ADULT}", app.url);
         let (a, b) = tokio::join!(http.get(&url).send(), async {
             tokio::time::sleep(Duration::from_millis(100)).await;

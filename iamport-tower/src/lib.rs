@@ -67,7 +67,18 @@
 //! | PortOne unreachable / timed out | 503 / 504 |
 //! | a guarded handler without the layer in front of it | 500, and an error log naming the fix |
 //!
+//! The `title` and `detail` are in Korean or English, as the request's `Accept-Language`
+//! prefers ([`Language`]; English when it names neither); `type` and `status` never change.
 //! Replace the body shape for all of them with [`CertificationLayer::on_rejection`].
+//!
+//! # Operating it
+//!
+//! Every refusal is logged at INFO with its kind and route — never the person's data or the
+//! id; each PortOne lookup runs in one `iamport_lookup` span, and a failure on the way to
+//! PortOne is a WARN with PortOne's status and the latency. Metrics go through the
+//! [`metrics`](https://docs.rs/metrics) facade (names and labels in [the `metrics` module](crate::metrics));
+//! the crate exports nothing itself. [`IamportClient::warm_up`] fetches the access token at
+//! startup, so the first request costs one round trip.
 //!
 //! # Modules
 //!
@@ -76,7 +87,8 @@
 //! | [`layer`] | the middleware: finds the id, records the [`Outcome`], settles `unique` reservations | [`CertificationLayer`], [`Outcome`] |
 //! | [`require`] | the policy check for whole routers, without the macro | [`RequireCertifiedLayer`] |
 //! | [`policy`] | the rules, const-constructible, in the macro's words | [`Policy`] |
-//! | [`rejection`] | why a request was refused, as problem+json | [`Rejection`] |
+//! | [`rejection`] | why a request was refused, as problem+json in Korean or English | [`Rejection`], [`Language`] |
+//! | [`metrics`] | the metric names and labels the crate records | — |
 //! | [`client`] | the PortOne v1 REST client: token cache, retries, [`ImpUid`] | [`IamportClient`], [`ImpUid`] |
 //! | [`v2`] | the PortOne v2 identity-verification client | [`PortOneClient`] |
 //! | [`source`] | the trait both clients implement | [`CertificationSource`] |
