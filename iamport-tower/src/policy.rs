@@ -335,11 +335,14 @@ pub enum PolicyViolation {
 /// change with any release. [`decode`] validates, so a hand-written `Guard<{ 42 }>` fails to
 /// compile rather than admitting by accident.
 pub(crate) mod encoding {
-    use super::{MAX_POLICY_YEAR, MIN_POLICY_YEAR, Policy};
+    use super::Policy;
+    #[cfg(any(feature = "axum", test))]
+    use super::{MAX_POLICY_YEAR, MIN_POLICY_YEAR};
 
     const FLAG_UNIQUE: u128 = 1 << 40;
     const FLAG_FOREIGNERS: u128 = 1 << 41;
     const FLAG_BOUND: u128 = 1 << 42;
+    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
     /// Bits 43..64 are unused and must be zero.
     const UNUSED: u128 = ((1 << 64) - 1) & !((1 << 43) - 1);
 
@@ -358,6 +361,7 @@ pub(crate) mod encoding {
             | (policy.fresh_within_secs as u128) << 64
     }
 
+    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
     const fn year_ok(y: u16) -> bool {
         y == 0 || (y >= MIN_POLICY_YEAR && y <= MAX_POLICY_YEAR)
     }
@@ -368,6 +372,7 @@ pub(crate) mod encoding {
         u128::from_le_bytes(policy.scope)
     }
 
+    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
     /// Unpacks [`encode`]'s and [`encode_scope`]'s output, re-checking every rule the builder
     /// checks.
     ///
@@ -398,6 +403,7 @@ pub(crate) mod encoding {
         policy
     }
 
+    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
     /// Unpacks [`encode`]'s output, re-checking every rule the builder checks.
     ///
     /// # Panics
