@@ -96,6 +96,7 @@
 //! | [`korea`] | dates in Korea's calendar, Korean civil-law ages | — |
 //! | [`binding`] | replay-proof verifications: tickets tying a verification to a browser session | — |
 //! | [`body`] | the request body the layer hands on after reading one | — |
+//! | [`cache`] | the layer's short-lived cache of resolved verifications | — |
 //!
 //! Also at the root: [`Certification`] (one normalized verification; birth dates are civil
 //! dates in Korea, and `Debug` masks every personal field), [`Certified`] (the admitted
@@ -133,6 +134,7 @@ mod macros;
 
 pub mod binding;
 pub mod body;
+pub mod cache;
 mod certification;
 pub mod client;
 mod error;
@@ -145,7 +147,6 @@ pub mod policy;
 pub mod rejection;
 pub mod require;
 mod secret;
-mod single_flight;
 pub mod source;
 pub mod unique;
 pub mod v2;
