@@ -41,7 +41,8 @@
 //! 2. The policy check — `#[require_certified(...)]`, [`RequireCertifiedLayer`], or the
 //!    [`Certified`] extractor — asks for the [`Outcome`]: the first asker triggers the lookup
 //!    through a [`CertificationSource`] ([`IamportClient`] by default; the id's syntax is
-//!    checked first, and concurrent requests for one id share one upstream call), later
+//!    checked first, and concurrent requests for one id share one upstream call, whose
+//!    `certified` answer the [`cache`] keeps for a minute), later
 //!    askers share its result. It applies the [`Policy`], and either admits or answers a
 //!    [`Rejection`] as `application/problem+json` (RFC 9457).
 //!
