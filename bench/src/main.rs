@@ -51,6 +51,8 @@ use serde::Deserialize;
 
 /// Enough that no round of the fastest signup scenario names a person twice.
 const PERSONS: usize = 60_000;
+/// Idle timeout of the upstream pools.
+const IDLE: Duration = Duration::from_secs(1);
 const UNIQUE_SECRET: &str = "bench-unique-key-secret-0123456789";
 
 fn ci(n: usize) -> String {
@@ -219,18 +221,20 @@ fn child(args: &[String]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// `rss ROUTE N`: memory of N requests in flight at once on `plain` or `guarded`; prints
+/// `rss ROUTE N`: memory of N requests in flight at once on `plain`, `guarded` or `direct`
+/// (straight to the emulator); prints
 /// the resident-memory growth in bytes per request. The emulator holds every answer until
 /// it has seen all N lookups (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
     let emulator = emulator_with(n + 1).await;
     let client = emulator.client();
     let http = reqwest::Client::new();
+    let upstream_token: Arc<str> = fetch_token(&http, &emulator.url())
+        .await
+        .expect("token")
+        .into();
     let upstream = Upstream {
-        token: fetch_token(&http, &emulator.url())
-            .await
-            .expect("token")
-            .into(),
+        token: upstream_token.clone(),
         http,
         base: emulator.url(),
     };
@@ -249,20 +253,24 @@ async fn child_rss(route: &str, n: usize) {
         .pool_max_idle_per_host(n)
         .build()
         .unwrap();
-    let url = format!("{base}/{route}");
+    // `direct`: the driver asks the emulator itself — what the driver and the emulator cost
+    // per request, without the app.
+    let token = upstream_token.clone();
+    let request = |i: usize| match route {
+        "direct" => driver
+            .get(format!("{}/certifications/{}", emulator.url(), imp_uid(i)))
+            .header("Authorization", &*token),
+        _ => driver.get(format!("{base}/{route}?imp_uid={}", imp_uid(i))),
+    };
     // Warm-up: the token, the first connections, the allocator's first arenas.
-    let warm = driver
-        .get(format!("{url}?imp_uid={}", imp_uid(n)))
-        .send()
-        .await
-        .expect("warm-up");
+    let warm = request(n).send().await.expect("warm-up");
     assert_eq!(warm.status(), 200);
     emulator.reset_counters();
     emulator.set_latency(Duration::from_secs(30));
     let before = rss_bytes();
     let requests: Vec<_> = (0..n)
         .map(|i| {
-            let request = driver.get(format!("{url}?imp_uid={}", imp_uid(i)));
+            let request = request(i);
             tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
@@ -333,33 +341,86 @@ struct Sample {
     requests: usize,
     errors: usize,
     elapsed: Duration,
-    latencies_us: Vec<u64>,
+    p50_ms: f64,
+    p99_ms: f64,
     upstream_token_calls: u64,
     upstream_lookups: u64,
 }
 
-/// Sends requests over `connections` keep-alive connections for `seconds`; each names the
-/// next person, or — `twice` — the same person twice in a row (the second after the first
-/// was answered).
-async fn drive(
+/// What one scenario's run measured.
+struct Driven {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs one scenario's load from a child process (its sockets count against its own
+/// descriptor limit, not the server's): see [`child_drive`]. Advances `next` past the
+/// persons it named.
+fn drive(
     url: &str,
+    warm_url: &str,
     connections: usize,
     seconds: f64,
-    next: &Arc<AtomicUsize>,
+    next: &AtomicUsize,
     twice: bool,
-) -> (usize, usize, Duration, Vec<u64>) {
+) -> Driven {
+    let start = next.load(Ordering::Relaxed);
+    let line = child(&[
+        "drive".into(),
+        url.into(),
+        warm_url.into(),
+        connections.to_string(),
+        seconds.to_string(),
+        start.to_string(),
+        u8::from(twice).to_string(),
+    ]);
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    next.fetch_add(v[5] as usize, Ordering::Relaxed);
+    Driven {
+        requests: v[0] as usize,
+        errors: v[1] as usize,
+        elapsed: Duration::from_secs_f64(v[2]),
+        p50_ms: v[3],
+        p99_ms: v[4],
+    }
+}
+
+/// `drive URL WARM_URL CONNECTIONS SECONDS START TWICE`: opens `connections` keep-alive
+/// connections (one request each to `WARM_URL`, not measured), then sends requests to `URL`
+/// over them for `SECONDS`; each names the next person from `START`, or — `TWICE` = 1 — the
+/// same person twice in a row (the second after the first was answered). Prints `requests
+/// errors seconds p50_ms p99_ms persons_named`.
+async fn child_drive(args: &[&str]) {
+    let [url, warm_url, connections, seconds, start, twice] = args else {
+        panic!("drive URL WARM_URL CONNECTIONS SECONDS START TWICE");
+    };
+    let connections: usize = connections.parse().expect("connections");
+    let seconds: f64 = seconds.parse().expect("seconds");
+    let start: usize = start.parse().expect("start");
+    let twice = *twice == "1";
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(start));
+    let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
             let http = http.clone();
-            let url = url.to_owned();
-            let next = next.clone();
+            let (url, warm_url) = (url.to_string(), warm_url.to_string());
+            let (next, ready) = (next.clone(), ready.clone());
             tokio::spawn(async move {
+                if let Ok(r) = http.get(&warm_url).send().await {
+                    let _ = r.bytes().await;
+                }
+                ready.wait().await;
+                let deadline = Instant::now() + Duration::from_secs_f64(seconds);
                 let mut latencies = Vec::new();
                 let mut errors = 0;
                 let mut n = 0;
@@ -386,6 +447,8 @@ async fn drive(
             })
         })
         .collect();
+    ready.wait().await;
+    let started = Instant::now();
     let mut all = Vec::new();
     let mut errors = 0;
     for worker in workers {
@@ -393,7 +456,16 @@ async fn drive(
         all.extend(latencies);
         errors += e;
     }
-    (all.len(), errors, started.elapsed(), all)
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    println!(
+        "{} {errors} {} {} {} {}",
+        all.len(),
+        elapsed.as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        next.load(Ordering::Relaxed) - start
+    );
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -417,6 +489,7 @@ async fn main() {
         match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["rss", route, n] => child_rss(route, n.parse().expect("rss ROUTE N")).await,
             ["cold", latency] => child_cold(latency.parse().expect("cold LATENCY_MS")).await,
+            ["drive", ref rest @ ..] => child_drive(rest).await,
             _ => panic!("unknown child measurement {args:?}"),
         }
         return;
@@ -424,9 +497,18 @@ async fn main() {
     let emulator = emulator_with(PERSONS).await;
     // One client (one connection pool, one token) for every guarded route, as an app would
     // have: separate pools would hold idle connections per route.
-    let client = emulator.client();
+    // Idle upstream connections close after a second, so that between scenarios at 4 096
+    // connections the previous scenario's pool gives its descriptors back (see `settle`).
+    let client = emulator
+        .client_builder()
+        .idle_timeout(IDLE)
+        .build()
+        .expect("client");
     let uncached = || CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled());
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(IDLE)
+        .build()
+        .unwrap();
     let token: Arc<str> = fetch_token(&http, &emulator.url())
         .await
         .expect("token")
@@ -502,35 +584,43 @@ async fn main() {
     for &latency in &o.latencies_ms {
         for &connections in &o.connections {
             emulator.set_latency(Duration::from_millis(latency));
+            // The load comes from a child process; waiting for it must not block a worker
+            // thread of the server's runtime.
+            let run = |s: &'static str, seconds: f64| {
+                let (url, warm) = (format!("{base}/{s}"), format!("{base}/bare"));
+                let next = next.clone();
+                let twice = twice(s);
+                tokio::task::spawn_blocking(move || {
+                    drive(&url, &warm, connections, seconds, &next, twice)
+                })
+            };
             // Warm-up: connections, the guarded client's token.
             for &s in &scenarios {
-                drive(&format!("{base}/{s}"), connections, 0.3, &next, twice(s)).await;
+                run(s, 0.3).await.expect("warm-up");
                 if let Some(store) = store_of(s) {
                     store.forget_all(&all_keys, None).await.expect("forget");
                 }
+                settle(connections).await;
             }
             let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
             for _ in 0..o.rounds {
-                for (i, s) in scenarios.iter().enumerate() {
+                for (i, &s) in scenarios.iter().enumerate() {
                     emulator.reset_counters();
-                    let (requests, errors, elapsed, mut latencies) = drive(
-                        &format!("{base}/{s}"),
-                        connections,
-                        o.seconds,
-                        &next,
-                        twice(s),
-                    )
-                    .await;
-                    latencies.sort_unstable();
+                    // A request at thousands of connections takes a second on two cores:
+                    // longer windows, so requests cut off at the end weigh little.
+                    let seconds = o.seconds * (connections as f64 / 1024.0).max(1.0);
+                    let driven = run(s, seconds).await.expect("a run");
                     if let Some(store) = store_of(s) {
                         // Outside the measured window: everyone may sign up again.
                         store.forget_all(&all_keys, None).await.expect("forget");
                     }
+                    settle(connections).await;
                     samples[i].push(Sample {
-                        requests,
-                        errors,
-                        elapsed,
-                        latencies_us: latencies,
+                        requests: driven.requests,
+                        errors: driven.errors,
+                        elapsed: driven.elapsed,
+                        p50_ms: driven.p50_ms,
+                        p99_ms: driven.p99_ms,
                         upstream_token_calls: emulator.calls(Endpoint::GetToken),
                         upstream_lookups: emulator.calls(Endpoint::GetCertification),
                     });
@@ -544,20 +634,19 @@ async fn main() {
                 "| route | req/s (median) | vs plain | p50 ms | p99 ms | token calls/req | lookups/req | errors |"
             );
             println!("|---|---|---|---|---|---|---|---|");
-            let plain_rps = median(
-                samples[0]
-                    .iter()
-                    .map(|s| s.requests as f64 / s.elapsed.as_secs_f64())
-                    .collect(),
-            );
-            let rps_of = |i: usize| {
+            let round_rps = |i: usize, round: usize| {
+                let r = &samples[i][round];
+                r.requests as f64 / r.elapsed.as_secs_f64()
+            };
+            // Ratios per round (the two scenarios ran seconds apart), then their median.
+            let ratio = |i: usize, to: usize| {
                 median(
-                    samples[i]
-                        .iter()
-                        .map(|s| s.requests as f64 / s.elapsed.as_secs_f64())
+                    (0..o.rounds)
+                        .map(|round| round_rps(i, round) / round_rps(to, round))
                         .collect(),
                 )
             };
+            let index = |name: &str| scenarios.iter().position(|s| *s == name);
             for (i, s) in scenarios.iter().enumerate() {
                 let rows = &samples[i];
                 let rps = median(
@@ -565,31 +654,36 @@ async fn main() {
                         .map(|r| r.requests as f64 / r.elapsed.as_secs_f64())
                         .collect(),
                 );
-                let p50 = median(
-                    rows.iter()
-                        .map(|r| percentile(&r.latencies_us, 0.5))
-                        .collect(),
-                );
-                let p99 = median(
-                    rows.iter()
-                        .map(|r| percentile(&r.latencies_us, 0.99))
-                        .collect(),
-                );
+                let p50 = median(rows.iter().map(|r| r.p50_ms).collect());
+                let p99 = median(rows.iter().map(|r| r.p99_ms).collect());
                 let requests: usize = rows.iter().map(|r| r.requests).sum();
                 let tokens: u64 = rows.iter().map(|r| r.upstream_token_calls).sum();
                 let lookups: u64 = rows.iter().map(|r| r.upstream_lookups).sum();
                 let errors: usize = rows.iter().map(|r| r.errors).sum();
                 println!(
                     "| {s} | {rps:.0} | {:.2}× | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
-                    rps / plain_rps,
+                    ratio(i, 0),
                     tokens as f64 / requests as f64,
                     lookups as f64 / requests as f64,
                 );
             }
             println!(
                 "\nunguarded route behind the layer vs without it (bare): {:.3}×",
-                rps_of(4) / rps_of(3)
+                ratio(4, 3)
             );
+            let memory = index("unique-memory").expect("always measured");
+            for store in ["unique-postgres", "unique-redis"] {
+                if let Some(i) = index(store) {
+                    println!("{store} vs unique-memory: {:.3}×", ratio(i, memory));
+                }
+            }
+            if let (Some(cached), Some(uncached)) = (index("twice-cached"), index("twice-uncached"))
+            {
+                println!(
+                    "each person twice, cached vs uncached: {:.3}× throughput",
+                    ratio(cached, uncached)
+                );
+            }
         }
     }
     in_flight_memory(&o.in_flight);
@@ -607,8 +701,9 @@ async fn main() {
     }
 }
 
-/// Resident memory per 1 000 requests in flight, `plain` against `guarded`, each measured in
-/// a fresh child process, median of three.
+/// Resident memory per 1 000 requests in flight (MiB), each measured in a fresh child
+/// process, median of three: the driver and the emulator alone, then `plain` and `guarded`
+/// (whose difference to the first is what the app holds per request).
 fn in_flight_memory(counts: &[usize]) {
     if counts.is_empty() {
         return;
@@ -616,8 +711,10 @@ fn in_flight_memory(counts: &[usize]) {
     println!(
         "\nresident memory per 1 000 requests in flight (whole process: driver, app, emulator)"
     );
-    println!("| in flight | plain MiB/1000 | guarded MiB/1000 | guarded − plain MiB/1000 |");
-    println!("|---|---|---|---|");
+    println!(
+        "| in flight | driver + emulator alone (direct) | plain | guarded | the app's share: plain | the app's share: guarded |"
+    );
+    println!("|---|---|---|---|---|---|");
     for &n in counts {
         let per_1000 = |route: &str| {
             median(
@@ -631,11 +728,13 @@ fn in_flight_memory(counts: &[usize]) {
                     .collect(),
             )
         };
+        let direct = per_1000("direct");
         let plain = per_1000("plain");
         let guarded = per_1000("guarded");
         println!(
-            "| {n} | {plain:.2} | {guarded:.2} | {:.2} |",
-            guarded - plain
+            "| {n} | {direct:.2} | {plain:.2} | {guarded:.2} | {:.2} | {:.2} |",
+            plain - direct,
+            guarded - direct
         );
     }
 }
@@ -644,9 +743,9 @@ fn in_flight_memory(counts: &[usize]) {
 fn cold_start(latencies_ms: &[u64], rounds: usize) {
     println!("\na cold process's first guarded request (new client, new layer)");
     println!(
-        "| upstream latency ms | first request ms (median) | in upstream round trips | token calls | lookups |"
+        "| upstream latency ms | startup ms | first request ms (median) | in upstream round trips | token calls | lookups |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for &latency in latencies_ms.iter().filter(|&&l| l > 0) {
         let runs: Vec<Vec<f64>> = (0..rounds.max(3))
             .map(|_| {
@@ -664,6 +763,15 @@ fn cold_start(latencies_ms: &[u64], rounds: usize) {
             runs[0][2],
             runs[0][3]
         );
+    }
+}
+
+/// From 1 024 connections on, waits until the upstream pools' idle connections have closed:
+/// at 4 096 connections the driver's, the app's and one upstream pool's sockets take about
+/// 16 400 descriptors, and a second pool's idle ones would not fit under a 20 000 limit.
+async fn settle(connections: usize) {
+    if connections >= 1024 {
+        tokio::time::sleep(IDLE + Duration::from_millis(300)).await;
     }
 }
 

@@ -32,7 +32,7 @@ use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
     Answer, Idempotency, Transport, TransportOptions, env_var, transport_setters,
 };
-pub use self::transport::{DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
+pub use self::transport::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
 use self::wire::{TokenResponse, error_message};
 use crate::cache::Evictions;
 use crate::certification::Certification;
