@@ -426,7 +426,7 @@ async fn child_drive(args: &[&str]) {
                 let mut n = 0;
                 let mut sent = 0_usize;
                 while Instant::now() < deadline {
-                    if !twice || sent % 2 == 0 {
+                    if !twice || sent.is_multiple_of(2) {
                         n = next.fetch_add(1, Ordering::Relaxed) % PERSONS;
                     }
                     sent += 1;
@@ -598,13 +598,17 @@ async fn main() {
             for &s in &scenarios {
                 run(s, 0.3).await.expect("warm-up");
                 if let Some(store) = store_of(s) {
-                    store.forget_all(&all_keys, None).await.expect("forget");
+                    forget_all(&*store, &all_keys).await;
                 }
                 settle(connections).await;
             }
             let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
-            for _ in 0..o.rounds {
-                for (i, &s) in scenarios.iter().enumerate() {
+            for round in 0..o.rounds {
+                // Each round starts one scenario later, so no scenario always follows the same
+                // one (at saturation, what ran just before shows in the next window).
+                for k in 0..scenarios.len() {
+                    let i = (k + round) % scenarios.len();
+                    let s = scenarios[i];
                     emulator.reset_counters();
                     // A request at thousands of connections takes a second on two cores:
                     // longer windows, so requests cut off at the end weigh little.
@@ -612,7 +616,7 @@ async fn main() {
                     let driven = run(s, seconds).await.expect("a run");
                     if let Some(store) = store_of(s) {
                         // Outside the measured window: everyone may sign up again.
-                        store.forget_all(&all_keys, None).await.expect("forget");
+                        forget_all(&*store, &all_keys).await;
                     }
                     settle(connections).await;
                     samples[i].push(Sample {
@@ -763,6 +767,21 @@ fn cold_start(latencies_ms: &[u64], rounds: usize) {
             runs[0][2],
             runs[0][3]
         );
+    }
+}
+
+/// Frees every person's key for the next round (outside the measured window); a store still
+/// busy with the last window's backlog may time out, so this tries a few times.
+async fn forget_all(store: &dyn UniqueStore, keys: &[UniqueKey]) {
+    for attempt in 1.. {
+        match store.forget_all(keys, None).await {
+            Ok(_) => return,
+            Err(error) if attempt < 10 => {
+                eprintln!("forget_all: {error}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => panic!("forget_all: {error}"),
+        }
     }
 }
 
