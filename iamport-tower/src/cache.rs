@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use tracing::Instrument as _;
 
 use crate::certification::Certification;
 use crate::layer::{Outcome, upstream_lookup};
@@ -263,33 +264,35 @@ impl Lookups {
         let source = self.source.clone();
         let id = id.to_owned();
         let span = tracing::info_span!("iamport_lookup", source = source.label(), route);
-        let task = tokio::spawn(async move {
-            let generation = core.generation.load(Ordering::Acquire);
-            let mut led = false;
-            let answer = core
-                .entries
-                .try_get_with_by_ref(id.as_str(), async {
-                    led = true;
-                    let outcome = upstream_lookup(&*source, &id).instrument(span).await;
-                    match outcome {
-                        Outcome::Verified(cert) => Ok(Entry {
-                            record: Some(cert),
-                            generation,
-                        }),
-                        // PortOne's "not found" (the only way to this rejection).
-                        Outcome::Refused(Rejection::UnknownId) => Ok(Entry {
-                            record: None,
-                            generation,
-                        }),
-                        Outcome::Refused(rejection) => Err(rejection),
-                    }
-                })
-                .await
-                .map_err(|shared| Rejection::clone(&shared));
-            (answer, led)
-        }
-        // Its log lines belong to the request that started it.
-        .instrument(tracing::Span::current()));
+        let task = tokio::spawn(
+            async move {
+                let generation = core.generation.load(Ordering::Acquire);
+                let mut led = false;
+                let answer = core
+                    .entries
+                    .try_get_with_by_ref(id.as_str(), async {
+                        led = true;
+                        let outcome = upstream_lookup(&*source, &id).instrument(span).await;
+                        match outcome {
+                            Outcome::Verified(cert) => Ok(Entry {
+                                record: Some(cert),
+                                generation,
+                            }),
+                            // PortOne's "not found" (the only way to this rejection).
+                            Outcome::Refused(Rejection::UnknownId) => Ok(Entry {
+                                record: None,
+                                generation,
+                            }),
+                            Outcome::Refused(rejection) => Err(rejection),
+                        }
+                    })
+                    .await
+                    .map_err(|shared| Rejection::clone(&shared));
+                (answer, led)
+            }
+            // Its log lines belong to the request that started it.
+            .instrument(tracing::Span::current()),
+        );
         match task.await {
             Ok(answer) => answer,
             Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
