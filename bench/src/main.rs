@@ -289,13 +289,18 @@ async fn child_rss(route: &str, n: usize) {
     println!("{}", during.saturating_sub(before) / n as u64);
 }
 
-/// `cold LATENCY_MS`: a new process's first guarded request, at that upstream latency;
-/// prints `milliseconds token_calls lookups`.
-async fn child_cold(latency_ms: u64) {
+/// `cold LATENCY_MS WARM_UP`: a new process's first guarded request, at that upstream
+/// latency, with the token fetched at startup (`WARM_UP` = 1, what the demo does:
+/// `CertificationSource::warm_up` before serving) or not; prints `first_request_ms
+/// startup_ms token_calls lookups`.
+async fn child_cold(latency_ms: u64, warm_up: bool) {
     let emulator = emulator_with(1).await;
     emulator.set_latency(Duration::from_millis(latency_ms));
     let started = Instant::now();
     let client: IamportClient = emulator.client();
+    if warm_up {
+        client.warm_up().await.expect("token at startup");
+    }
     let app = Router::new().route(
         "/guarded",
         get(guarded).layer(CertificationLayer::new(client)),
@@ -488,7 +493,13 @@ async fn main() {
     if let Some(args) = &o.child {
         match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["rss", route, n] => child_rss(route, n.parse().expect("rss ROUTE N")).await,
-            ["cold", latency] => child_cold(latency.parse().expect("cold LATENCY_MS")).await,
+            ["cold", latency, warm] => {
+                child_cold(
+                    latency.parse().expect("cold LATENCY_MS WARM_UP"),
+                    warm == "1",
+                )
+                .await;
+            }
             ["drive", ref rest @ ..] => child_drive(rest).await,
             _ => panic!("unknown child measurement {args:?}"),
         }
@@ -743,30 +754,38 @@ fn in_flight_memory(counts: &[usize]) {
     }
 }
 
-/// A cold process's first guarded request, in upstream round trips.
+/// A cold process's first guarded request, in upstream round trips, without and with the
+/// token fetched at startup; median of `rounds` (at least 3) child processes each.
 fn cold_start(latencies_ms: &[u64], rounds: usize) {
     println!("\na cold process's first guarded request (new client, new layer)");
     println!(
-        "| upstream latency ms | startup ms | first request ms (median) | in upstream round trips | token calls | lookups |"
+        "| upstream latency ms | token at startup | startup ms | first request ms (median) | in upstream round trips | token calls | lookups |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for &latency in latencies_ms.iter().filter(|&&l| l > 0) {
-        let runs: Vec<Vec<f64>> = (0..rounds.max(3))
-            .map(|_| {
-                child(&["cold".into(), latency.to_string()])
+        for warm_up in [false, true] {
+            let runs: Vec<Vec<f64>> = (0..rounds.max(3))
+                .map(|_| {
+                    child(&[
+                        "cold".into(),
+                        latency.to_string(),
+                        u8::from(warm_up).to_string(),
+                    ])
                     .split_whitespace()
                     .map(|v| v.parse().expect("number"))
                     .collect()
-            })
-            .collect();
-        let ms = median(runs.iter().map(|r| r[0]).collect());
-        let startup = median(runs.iter().map(|r| r[1]).collect());
-        println!(
-            "| {latency} | {startup:.1} | {ms:.1} | {:.2} | {} | {} |",
-            ms / latency as f64,
-            runs[0][2],
-            runs[0][3]
-        );
+                })
+                .collect();
+            let ms = median(runs.iter().map(|r| r[0]).collect());
+            let startup = median(runs.iter().map(|r| r[1]).collect());
+            println!(
+                "| {latency} | {} | {startup:.1} | {ms:.1} | {:.2} | {} | {} |",
+                if warm_up { "yes (`warm_up`)" } else { "no" },
+                ms / latency as f64,
+                runs[0][2],
+                runs[0][3]
+            );
+        }
     }
 }
 
