@@ -24,9 +24,11 @@
 //! runs), and a change made at PortOne behind this process's back (a delete from PortOne's
 //! console, from another process or another client) is seen only when the entry expires.
 //! Set [`LookupCache::verified_for`] to zero to turn the cache off; concurrent lookups are
-//! still shared. When the cache is full, the least useful entries make room (moka's TinyLFU),
-//! so under more than `max_entries` distinct ids within the lifetime an id may be looked up
-//! again.
+//! still shared. When the cache is full, the least recently used entries make room: an id's
+//! repeats come within seconds of its first lookup, so recency is what counts (moka's default
+//! TinyLFU would refuse most new ids once full, each having been seen once before it is
+//! stored). Under more than `max_entries` distinct ids within a repeat's delay, an id may be
+//! looked up again.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +199,7 @@ impl Lookups {
         let generation = Arc::new(AtomicU64::new(0));
         let entries = moka::future::Cache::builder()
             .max_capacity(settings.max_entries)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .expire_after(Lifetimes {
                 settings,
                 generation: generation.clone(),
