@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 const ADULT: &str = "imp_100000000001";
 const MINOR: &str = "imp_100000000002";
 const UNKNOWN: &str = "imp_999999999999";
+const OTHER_ADULT: &str = "imp_100000000007";
 
 #[require_certified(max_birth_year = 1999, unique = true)]
 async fn signup(person: Certified) -> (StatusCode, String) {
@@ -288,7 +289,7 @@ async fn one_token_fetch_from_startup_on() {
     CertificationSource::warm_up(&client).await.unwrap();
     let app = serve_axum(router(client)).await;
     let http = reqwest::Client::new();
-    for id in [ADULT, MINOR, ADULT] {
+    for id in [ADULT, MINOR, OTHER_ADULT] {
         http.get(format!("{}/adults?imp_uid={id}", app.url))
             .send()
             .await
@@ -393,10 +394,12 @@ fn metrics_have_the_agreed_names_and_labels() {
             1,
             StatusCode::SERVICE_UNAVAILABLE,
         );
-        assert_eq!(get(&format!("/adults?imp_uid={ADULT}")).await, 502);
-        // Two requests for one id while its lookup is slow: one lookup, one joined.
+        // Another adult: ADULT's verification is in the layer's lookup cache by now.
+        assert_eq!(get(&format!("/adults?imp_uid={OTHER_ADULT}")).await, 502);
+        // Two requests for one id while its lookup is slow: one lookup, one joined (the
+        // failure above was not cached).
         emulator.set_latency(Duration::from_millis(1500));
-        let url = format!("{}/adults?imp_uid={ADULT}", app.url);
+        let url = format!("{}/adults?imp_uid={OTHER_ADULT}", app.url);
         let (a, b) = tokio::join!(http.get(&url).send(), async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             http.get(&url).send().await
@@ -409,11 +412,14 @@ fn metrics_have_the_agreed_names_and_labels() {
     let text = lines.join("\n");
     for want in [
         // A minor is verified (and then refused by the policy).
-        r#"iamport_lookups_total{result="verified",source="v1"} 5"#,
+        r#"iamport_lookups_total{result="verified",source="v1"} 3"#,
         r#"iamport_lookups_total{result="not_found",source="v1"} 1"#,
         r#"iamport_lookups_total{result="invalid_id",source="v1"} 1"#,
         r#"iamport_lookups_total{result="failed",source="v1"} 1"#,
         r#"iamport_lookup_dedup_total{effect="joined"} 1"#,
+        // ADULT, MINOR, UNKNOWN, OTHER_ADULT failing, then leading; the signups were hits.
+        r#"iamport_lookup_cache_total{effect="miss"} 5"#,
+        r#"iamport_lookup_cache_total{effect="hit"} 2"#,
         r#"iamport_token_fetches_total{result="ok"} 1"#,
         r#"iamport_rejections_total{kind="policy-not-met"} 1"#,
         r#"iamport_rejections_total{kind="unknown-verification"} 1"#,
@@ -426,7 +432,7 @@ fn metrics_have_the_agreed_names_and_labels() {
         r#"iamport_unique_operation_duration_seconds{op="reserve"} 2 observations"#,
         r#"iamport_unique_operation_duration_seconds{op="commit"} 1 observations"#,
         r#"iamport_upstream_request_duration_seconds{endpoint="get_token",status="200"} 1 observations"#,
-        r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="200"} 5 observations"#,
+        r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="200"} 3 observations"#,
         r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="404"} 1 observations"#,
         r#"iamport_upstream_request_duration_seconds{endpoint="get_certification",status="503"} 1 observations"#,
     ] {

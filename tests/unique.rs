@@ -1458,3 +1458,78 @@ async fn named_scopes_are_separate_keyspaces() {
     assert_eq!(scoped_key, keys.key_in(Some("newsletter"), ci).to_hex());
     assert_ne!(default_key, scoped_key);
 }
+
+// ---- round trips per admission -----------------------------------------------------------------
+
+/// Signs up `n` new people (after one warm-up signup: connection, table, prepared statements,
+/// script cache) through a layer whose store sits behind `proxy`; the store round trips the
+/// `n` admissions took, as the proxy counted them.
+async fn round_trips_for_signups(
+    proxy: &FreezableProxy,
+    store: impl UniqueStore,
+    n: usize,
+) -> usize {
+    let emulator = Emulator::builder()
+        .without_sample_persons()
+        .start()
+        .await
+        .unwrap();
+    let id = |i: usize| format!("imp_{:012}", 400_000_000_000 + i as u64);
+    for i in 0..=n {
+        let mut record = iamport_mock::person(&id(i), "왕복", "1990-01-01");
+        record["unique_key"] = json!(unique_name("round-trip-ci"));
+        emulator.add_person(record);
+    }
+    let layer = CertificationLayer::new(emulator.client()).unique_store(store, SECRET);
+    let served = serve_axum(app(layer, Accounts::default())).await;
+    let http = reqwest::Client::new();
+    let signup = |i: usize| {
+        http.post(format!("{}/certifications", served.url))
+            .json(&json!({ "imp_uid": id(i) }))
+            .send()
+    };
+    assert_eq!(signup(0).await.unwrap().status(), 201, "warm-up");
+    let before = proxy.round_trips();
+    for i in 1..=n {
+        assert_eq!(signup(i).await.unwrap().status(), 201);
+    }
+    let trips = proxy.round_trips() - before;
+    notice(&format!("{n} admissions: {trips} store round trips"));
+    trips
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
+    let Some(url) =
+        database_url("a_postgres_admission_is_one_round_trip_to_reserve_and_one_to_commit")
+    else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let table = unique_name("iamport_round_trips");
+    let store = PostgresStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    let trips = round_trips_for_signups(&proxy, store, 20).await;
+    // The purge the first reservation starts in the background may open and prepare a second
+    // connection (a few round trips, once); a BEGIN/COMMIT pair or a re-prepared statement
+    // per admission would add 20 or more.
+    assert!((40..=48).contains(&trips), "{trips} round trips");
+    drop_table(&url, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
+    let Some(url) = redis_url("a_redis_admission_is_one_round_trip_to_reserve_and_one_to_commit")
+    else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let prefix = format!("{}:", unique_name("iamport_round_trips"));
+    let store = RedisStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .prefix(prefix.clone());
+    assert_eq!(round_trips_for_signups(&proxy, store, 20).await, 40);
+    delete_prefix(&url, &prefix).await;
+}

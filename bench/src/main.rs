@@ -1,4 +1,5 @@
-//! Load benchmark: `cargo run --release -p iamport-bench [-- --rounds 5 --seconds 2 --connections 32]`
+//! Load benchmark: `cargo run --release -p iamport-bench [-- --rounds 3 --seconds 2
+//! --connections 32,256,1024,4096 --upstream-latency-ms 20 --in-flight 1000,4000]`
 //!
 //! Three axum routes answer the same question — "is the person behind this `imp_uid` an
 //! adult by PortOne's guide (born 1999 or earlier)?" — against the PortOne emulator over
@@ -18,6 +19,21 @@
 //! `unique-postgres` / `unique-redis` when `DATABASE_URL` / `REDIS_URL` are set. Every person
 //! has their own CI, each admission reserves and each 200 commits the person's key; between
 //! rounds the keys are forgotten, so every measured request is a first signup.
+//!
+//! The measured routes keep no lookup cache ([`LookupCache::disabled`]): each request costs
+//! its own upstream call, as in the hand-written handlers. The cache's effect is measured
+//! apart, on a workload where each person submits twice in a row (the popup's POST, then the
+//! redirect page): `twice-cached` (the default cache) against `twice-uncached`.
+//!
+//! Two measurements run in child processes of this binary, so nothing else lives in their
+//! memory: resident memory per 1 000 in-flight requests (`--in-flight`; the upstream holds
+//! every answer until all requests are in flight), and a cold process's first guarded
+//! request (a new client, no token yet) at the upstream latency.
+//!
+//! 4 096 connections need about 17 000 file descriptors (the driver's sockets, the server's,
+//! and both ends of the upstream pools): the harness raises its `RLIMIT_NOFILE` soft limit
+//! to the hard limit (and the hard limit too, when it may); without that, run `ulimit -n
+//! 65536` first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,12 +44,15 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
+use iamport_tower::cache::LookupCache;
 use iamport_tower::unique::{PostgresStore, RedisStore, UniqueKey, UniqueKeys, UniqueStore};
-use iamport_tower::{CertificationLayer, Certified, Secret, require_certified};
+use iamport_tower::{CertificationLayer, Certified, IamportClient, Secret, require_certified};
 use serde::Deserialize;
 
 /// Enough that no round of the fastest signup scenario names a person twice.
 const PERSONS: usize = 60_000;
+/// Idle timeout of the upstream pools.
+const IDLE: Duration = Duration::from_secs(1);
 const UNIQUE_SECRET: &str = "bench-unique-key-secret-0123456789";
 
 fn ci(n: usize) -> String {
@@ -119,73 +138,306 @@ async fn guide(State(up): State<Upstream>, Query(p): Query<Params>) -> (StatusCo
 struct Options {
     rounds: usize,
     seconds: f64,
-    connections: usize,
+    connections: Vec<usize>,
     latencies_ms: Vec<u64>,
+    in_flight: Vec<usize>,
+    /// Run one child measurement and exit: `rss ROUTE N` or `cold LATENCY_MS`.
+    child: Option<Vec<String>>,
+}
+
+fn list<T: std::str::FromStr>(value: &str, what: &str) -> Vec<T> {
+    value
+        .split(',')
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{what}")))
+        .collect()
 }
 
 fn options() -> Options {
     let mut o = Options {
-        rounds: 5,
+        rounds: 3,
         seconds: 2.0,
-        connections: 32,
-        latencies_ms: vec![0, 20],
+        connections: vec![32, 256, 1024, 4096],
+        latencies_ms: vec![20],
+        in_flight: vec![1000, 4000],
+        child: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        o.child = Some(args[1..].to_vec());
+        return o;
+    }
     for pair in args.chunks(2) {
         let value = pair.get(1).map(String::as_str).unwrap_or("");
         match pair[0].as_str() {
             "--rounds" => o.rounds = value.parse().expect("--rounds N"),
             "--seconds" => o.seconds = value.parse().expect("--seconds S"),
-            "--connections" => o.connections = value.parse().expect("--connections N"),
-            "--upstream-latency-ms" => {
-                o.latencies_ms = value
-                    .split(',')
-                    .map(|v| v.parse().expect("--upstream-latency-ms 0,20"))
-                    .collect();
-            }
+            "--connections" => o.connections = list(value, "--connections 32,256"),
+            "--upstream-latency-ms" => o.latencies_ms = list(value, "--upstream-latency-ms 0,20"),
+            "--in-flight" => o.in_flight = list(value, "--in-flight 1000,4000"),
             other => panic!("unknown argument {other}"),
         }
     }
     o
 }
 
+/// Raises the soft `RLIMIT_NOFILE` as far as allowed (and the hard one, as root).
+fn raise_fd_limit() -> u64 {
+    use rlimit::Resource;
+    let wanted = 65_536;
+    if let Ok((soft, hard)) = Resource::NOFILE.get() {
+        if hard < wanted && Resource::NOFILE.set(wanted, wanted).is_ok() {
+            return wanted;
+        }
+        let _ = Resource::NOFILE.set(hard.max(soft), hard);
+    }
+    Resource::NOFILE.get().map_or(0, |(soft, _)| soft)
+}
+
+/// This process's resident memory, from `/proc/self/status` (0 where there is none).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs this binary with `--child ARGS` and returns the line it prints.
+fn child(args: &[String]) -> String {
+    let output = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("child measurement");
+    assert!(
+        output.status.success(),
+        "child {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `rss ROUTE N`: memory of N requests in flight at once on `plain`, `guarded` or `direct`
+/// (straight to the emulator); prints
+/// the resident-memory growth in bytes per request. The emulator holds every answer until
+/// it has seen all N lookups (a long latency), so all N are in flight when it is read.
+async fn child_rss(route: &str, n: usize) {
+    let emulator = emulator_with(n + 1).await;
+    let client = emulator.client();
+    let http = reqwest::Client::new();
+    let upstream_token: Arc<str> = fetch_token(&http, &emulator.url())
+        .await
+        .expect("token")
+        .into();
+    let upstream = Upstream {
+        token: upstream_token.clone(),
+        http,
+        base: emulator.url(),
+    };
+    let app = Router::new()
+        .route(
+            "/guarded",
+            get(guarded)
+                .layer(CertificationLayer::new(client).lookup_cache(LookupCache::disabled())),
+        )
+        .route("/plain", get(plain))
+        .with_state(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let driver = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .unwrap();
+    // `direct`: the driver asks the emulator itself — what the driver and the emulator cost
+    // per request, without the app.
+    let token = upstream_token.clone();
+    let request = |i: usize| match route {
+        "direct" => driver
+            .get(format!("{}/certifications/{}", emulator.url(), imp_uid(i)))
+            .header("Authorization", &*token),
+        _ => driver.get(format!("{base}/{route}?imp_uid={}", imp_uid(i))),
+    };
+    // Warm-up: the token, the first connections, the allocator's first arenas.
+    let warm = request(n).send().await.expect("warm-up");
+    assert_eq!(warm.status(), 200);
+    emulator.reset_counters();
+    emulator.set_latency(Duration::from_secs(30));
+    let before = rss_bytes();
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let request = request(i);
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emulator.calls(Endpoint::GetCertification) < n as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "requests did not all reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = rss_bytes();
+    for request in requests {
+        request.abort();
+    }
+    println!("{}", during.saturating_sub(before) / n as u64);
+}
+
+/// `cold LATENCY_MS WARM_UP`: a new process's first guarded request, at that upstream
+/// latency, with the token fetched at startup (`WARM_UP` = 1, what the demo does:
+/// `CertificationSource::warm_up` before serving) or not; prints `first_request_ms
+/// startup_ms token_calls lookups`.
+async fn child_cold(latency_ms: u64, warm_up: bool) {
+    let emulator = emulator_with(1).await;
+    emulator.set_latency(Duration::from_millis(latency_ms));
+    let started = Instant::now();
+    let client: IamportClient = emulator.client();
+    if warm_up {
+        client.warm_up().await.expect("token at startup");
+    }
+    let app = Router::new().route(
+        "/guarded",
+        get(guarded).layer(CertificationLayer::new(client)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let ready = started.elapsed();
+    let t = Instant::now();
+    let response = reqwest::get(format!("{base}/guarded?imp_uid={}", imp_uid(0)))
+        .await
+        .expect("first request");
+    assert_eq!(response.status(), 200);
+    println!(
+        "{:.2} {:.2} {} {}",
+        t.elapsed().as_secs_f64() * 1000.0,
+        ready.as_secs_f64() * 1000.0,
+        emulator.calls(Endpoint::GetToken),
+        emulator.calls(Endpoint::GetCertification)
+    );
+}
+
+fn imp_uid(n: usize) -> String {
+    format!("imp_{:012}", 300_000_000_000 + n as u64)
+}
+
+/// An emulator holding `persons` adults, each with their own CI.
+async fn emulator_with(persons: usize) -> Emulator {
+    let emulator = Emulator::builder()
+        .without_sample_persons()
+        .start()
+        .await
+        .expect("emulator");
+    for n in 0..persons {
+        let mut record = person(&imp_uid(n), "부하시험", "1990-01-01");
+        record["unique_key"] = serde_json::Value::String(ci(n));
+        emulator.add_person(record);
+    }
+    emulator
+}
+
 struct Sample {
     requests: usize,
     errors: usize,
     elapsed: Duration,
-    latencies_us: Vec<u64>,
+    p50_ms: f64,
+    p99_ms: f64,
     upstream_token_calls: u64,
     upstream_lookups: u64,
 }
 
-async fn drive(
+/// What one scenario's run measured.
+struct Driven {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs one scenario's load from a child process (its sockets count against its own
+/// descriptor limit, not the server's): see [`child_drive`]. Advances `next` past the
+/// persons it named.
+fn drive(
     url: &str,
+    warm_url: &str,
     connections: usize,
     seconds: f64,
-    next: &Arc<AtomicUsize>,
-) -> (usize, usize, Duration, Vec<u64>) {
+    next: &AtomicUsize,
+    twice: bool,
+) -> Driven {
+    let start = next.load(Ordering::Relaxed);
+    let line = child(&[
+        "drive".into(),
+        url.into(),
+        warm_url.into(),
+        connections.to_string(),
+        seconds.to_string(),
+        start.to_string(),
+        u8::from(twice).to_string(),
+    ]);
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    next.fetch_add(v[5] as usize, Ordering::Relaxed);
+    Driven {
+        requests: v[0] as usize,
+        errors: v[1] as usize,
+        elapsed: Duration::from_secs_f64(v[2]),
+        p50_ms: v[3],
+        p99_ms: v[4],
+    }
+}
+
+/// `drive URL WARM_URL CONNECTIONS SECONDS START TWICE`: opens `connections` keep-alive
+/// connections (one request each to `WARM_URL`, not measured), then sends requests to `URL`
+/// over them for `SECONDS`; each names the next person from `START`, or — `TWICE` = 1 — the
+/// same person twice in a row (the second after the first was answered). Prints `requests
+/// errors seconds p50_ms p99_ms persons_named`.
+async fn child_drive(args: &[&str]) {
+    let [url, warm_url, connections, seconds, start, twice] = args else {
+        panic!("drive URL WARM_URL CONNECTIONS SECONDS START TWICE");
+    };
+    let connections: usize = connections.parse().expect("connections");
+    let seconds: f64 = seconds.parse().expect("seconds");
+    let start: usize = start.parse().expect("start");
+    let twice = *twice == "1";
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(start));
+    let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
             let http = http.clone();
-            let url = url.to_owned();
-            let next = next.clone();
+            let (url, warm_url) = (url.to_string(), warm_url.to_string());
+            let (next, ready) = (next.clone(), ready.clone());
             tokio::spawn(async move {
+                if let Ok(r) = http.get(&warm_url).send().await {
+                    let _ = r.bytes().await;
+                }
+                ready.wait().await;
+                let deadline = Instant::now() + Duration::from_secs_f64(seconds);
                 let mut latencies = Vec::new();
                 let mut errors = 0;
+                let mut n = 0;
+                let mut sent = 0_usize;
                 while Instant::now() < deadline {
-                    let n = next.fetch_add(1, Ordering::Relaxed) % PERSONS;
+                    if !twice || sent.is_multiple_of(2) {
+                        n = next.fetch_add(1, Ordering::Relaxed) % PERSONS;
+                    }
+                    sent += 1;
                     let t = Instant::now();
                     match http
-                        .get(format!(
-                            "{url}?imp_uid=imp_{:012}",
-                            300_000_000_000 + n as u64
-                        ))
+                        .get(format!("{url}?imp_uid={}", imp_uid(n)))
                         .send()
                         .await
                     {
@@ -200,6 +452,8 @@ async fn drive(
             })
         })
         .collect();
+    ready.wait().await;
+    let started = Instant::now();
     let mut all = Vec::new();
     let mut errors = 0;
     for worker in workers {
@@ -207,7 +461,16 @@ async fn drive(
         all.extend(latencies);
         errors += e;
     }
-    (all.len(), errors, started.elapsed(), all)
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    println!(
+        "{} {errors} {} {} {} {}",
+        all.len(),
+        elapsed.as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        next.load(Ordering::Relaxed) - start
+    );
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -226,28 +489,37 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let o = options();
-    let emulator = Emulator::builder()
-        .without_sample_persons()
-        .start()
-        .await
-        .expect("emulator");
-    for n in 0..PERSONS {
-        let birthday = if n % 10 == 0 {
-            "2012-05-05"
-        } else {
-            "1990-01-01"
-        };
-        // Adults only on the measured path (every 10th would be a minor: excluded below).
-        let _ = birthday;
-        let mut record = person(
-            &format!("imp_{:012}", 300_000_000_000 + n as u64),
-            "부하시험",
-            "1990-01-01",
-        );
-        record["unique_key"] = serde_json::Value::String(ci(n));
-        emulator.add_person(record);
+    let fd_limit = raise_fd_limit();
+    if let Some(args) = &o.child {
+        match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["rss", route, n] => child_rss(route, n.parse().expect("rss ROUTE N")).await,
+            ["cold", latency, warm] => {
+                child_cold(
+                    latency.parse().expect("cold LATENCY_MS WARM_UP"),
+                    warm == "1",
+                )
+                .await;
+            }
+            ["drive", ref rest @ ..] => child_drive(rest).await,
+            _ => panic!("unknown child measurement {args:?}"),
+        }
+        return;
     }
-    let http = reqwest::Client::new();
+    let emulator = emulator_with(PERSONS).await;
+    // One client (one connection pool, one token) for every guarded route, as an app would
+    // have: separate pools would hold idle connections per route.
+    // Idle upstream connections close after a second, so that between scenarios at 4 096
+    // connections the previous scenario's pool gives its descriptors back (see `settle`).
+    let client = emulator
+        .client_builder()
+        .idle_timeout(IDLE)
+        .build()
+        .expect("client");
+    let uncached = || CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled());
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(IDLE)
+        .build()
+        .unwrap();
     let token: Arc<str> = fetch_token(&http, &emulator.url())
         .await
         .expect("token")
@@ -278,26 +550,22 @@ async fn main() {
     let keys = UniqueKeys::new(&Secret::new(UNIQUE_SECRET));
     let all_keys: Vec<UniqueKey> = (0..PERSONS).map(|n| keys.key_for(&ci(n))).collect();
     let mut app = Router::new()
+        .route("/guarded", get(guarded).layer(uncached()))
+        .route("/twice-uncached", get(guarded).layer(uncached()))
         .route(
-            "/guarded",
-            get(guarded).layer(CertificationLayer::new(emulator.client())),
+            "/twice-cached",
+            get(guarded).layer(CertificationLayer::new(client.clone())),
         )
         .route("/plain", get(plain))
         .route("/guide", get(guide))
         // An unguarded route with and without the layer in front: the cost of the layer for
         // requests no guard asks about (the id in the query string is never looked up).
         .route("/bare", get(|| async { "ok" }))
-        .route(
-            "/unguarded",
-            get(|| async { "ok" }).layer(CertificationLayer::new(emulator.client())),
-        );
+        .route("/unguarded", get(|| async { "ok" }).layer(uncached()));
     for (name, store) in &stores {
         app = app.route(
             &format!("/{name}"),
-            get(signup).layer(
-                CertificationLayer::new(emulator.client())
-                    .unique_store(store.clone(), UNIQUE_SECRET),
-            ),
+            get(signup).layer(uncached().unique_store(store.clone(), UNIQUE_SECRET)),
         );
     }
     let app = app.with_state(upstream);
@@ -307,6 +575,8 @@ async fn main() {
 
     let mut scenarios = vec!["plain", "guarded", "guide", "bare", "unguarded"];
     scenarios.extend(stores.iter().map(|(name, _)| *name));
+    scenarios.extend(["twice-uncached", "twice-cached"]);
+    let twice = |scenario: &str| scenario.starts_with("twice");
     let store_of = |scenario: &str| {
         stores
             .iter()
@@ -315,95 +585,124 @@ async fn main() {
     };
     let next = Arc::new(AtomicUsize::new(0));
     println!(
-        "machine: {} cores; rounds {}, {} s each, {} connections, {} persons",
+        "machine: {} cores, load average {}; rounds {}, {} s each, {} persons, RLIMIT_NOFILE {fd_limit}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
         o.rounds,
         o.seconds,
-        o.connections,
         PERSONS
     );
     for &latency in &o.latencies_ms {
-        emulator.set_latency(Duration::from_millis(latency));
-        // Warm-up: connections, the guarded client's token.
-        for &s in &scenarios {
-            drive(&format!("{base}/{s}"), o.connections, 0.3, &next).await;
-            if let Some(store) = store_of(s) {
-                store.forget_all(&all_keys, None).await.expect("forget");
-            }
-        }
-        let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
-        for _ in 0..o.rounds {
-            for (i, s) in scenarios.iter().enumerate() {
-                emulator.reset_counters();
-                let (requests, errors, elapsed, mut latencies) =
-                    drive(&format!("{base}/{s}"), o.connections, o.seconds, &next).await;
-                latencies.sort_unstable();
+        for &connections in &o.connections {
+            emulator.set_latency(Duration::from_millis(latency));
+            // The load comes from a child process; waiting for it must not block a worker
+            // thread of the server's runtime.
+            let run = |s: &'static str, seconds: f64| {
+                let (url, warm) = (format!("{base}/{s}"), format!("{base}/bare"));
+                let next = next.clone();
+                let twice = twice(s);
+                tokio::task::spawn_blocking(move || {
+                    drive(&url, &warm, connections, seconds, &next, twice)
+                })
+            };
+            // Warm-up: connections, the guarded client's token.
+            for &s in &scenarios {
+                run(s, 0.3).await.expect("warm-up");
                 if let Some(store) = store_of(s) {
-                    // Outside the measured window: everyone may sign up again.
-                    store.forget_all(&all_keys, None).await.expect("forget");
+                    forget_all(&*store, &all_keys).await;
                 }
-                samples[i].push(Sample {
-                    requests,
-                    errors,
-                    elapsed,
-                    latencies_us: latencies,
-                    upstream_token_calls: emulator.calls(Endpoint::GetToken),
-                    upstream_lookups: emulator.calls(Endpoint::GetCertification),
-                });
+                settle(connections).await;
+            }
+            let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
+            for round in 0..o.rounds {
+                // Each round starts one scenario later, so no scenario always follows the same
+                // one (at saturation, what ran just before shows in the next window).
+                for k in 0..scenarios.len() {
+                    let i = (k + round) % scenarios.len();
+                    let s = scenarios[i];
+                    emulator.reset_counters();
+                    // A request at thousands of connections takes a second on two cores:
+                    // longer windows, so requests cut off at the end weigh little.
+                    let seconds = o.seconds * (connections as f64 / 1024.0).max(1.0);
+                    let driven = run(s, seconds).await.expect("a run");
+                    if let Some(store) = store_of(s) {
+                        // Outside the measured window: everyone may sign up again.
+                        forget_all(&*store, &all_keys).await;
+                    }
+                    settle(connections).await;
+                    samples[i].push(Sample {
+                        requests: driven.requests,
+                        errors: driven.errors,
+                        elapsed: driven.elapsed,
+                        p50_ms: driven.p50_ms,
+                        p99_ms: driven.p99_ms,
+                        upstream_token_calls: emulator.calls(Endpoint::GetToken),
+                        upstream_lookups: emulator.calls(Endpoint::GetCertification),
+                    });
+                }
+            }
+            println!(
+                "\nupstream latency {latency} ms (added by the emulator), {connections} connections, load average {}",
+                load_average()
+            );
+            println!(
+                "| route | req/s (median) | vs plain | p50 ms | p99 ms | token calls/req | lookups/req | errors |"
+            );
+            println!("|---|---|---|---|---|---|---|---|");
+            let round_rps = |i: usize, round: usize| {
+                let r = &samples[i][round];
+                r.requests as f64 / r.elapsed.as_secs_f64()
+            };
+            // Ratios per round (the two scenarios ran seconds apart), then their median.
+            let ratio = |i: usize, to: usize| {
+                median(
+                    (0..o.rounds)
+                        .map(|round| round_rps(i, round) / round_rps(to, round))
+                        .collect(),
+                )
+            };
+            let index = |name: &str| scenarios.iter().position(|s| *s == name);
+            for (i, s) in scenarios.iter().enumerate() {
+                let rows = &samples[i];
+                let rps = median(
+                    rows.iter()
+                        .map(|r| r.requests as f64 / r.elapsed.as_secs_f64())
+                        .collect(),
+                );
+                let p50 = median(rows.iter().map(|r| r.p50_ms).collect());
+                let p99 = median(rows.iter().map(|r| r.p99_ms).collect());
+                let requests: usize = rows.iter().map(|r| r.requests).sum();
+                let tokens: u64 = rows.iter().map(|r| r.upstream_token_calls).sum();
+                let lookups: u64 = rows.iter().map(|r| r.upstream_lookups).sum();
+                let errors: usize = rows.iter().map(|r| r.errors).sum();
+                println!(
+                    "| {s} | {rps:.0} | {:.2}× | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
+                    ratio(i, 0),
+                    tokens as f64 / requests as f64,
+                    lookups as f64 / requests as f64,
+                );
+            }
+            println!(
+                "\nunguarded route behind the layer vs without it (bare): {:.3}×",
+                ratio(4, 3)
+            );
+            let memory = index("unique-memory").expect("always measured");
+            for store in ["unique-postgres", "unique-redis"] {
+                if let Some(i) = index(store) {
+                    println!("{store} vs unique-memory: {:.3}×", ratio(i, memory));
+                }
+            }
+            if let (Some(cached), Some(uncached)) = (index("twice-cached"), index("twice-uncached"))
+            {
+                println!(
+                    "each person twice, cached vs uncached: {:.3}× throughput",
+                    ratio(cached, uncached)
+                );
             }
         }
-        println!("\nupstream latency {latency} ms (added by the emulator)");
-        println!(
-            "| route | req/s (median) | vs plain | p50 ms | p99 ms | token calls/req | lookups/req | errors |"
-        );
-        println!("|---|---|---|---|---|---|---|---|");
-        let plain_rps = median(
-            samples[0]
-                .iter()
-                .map(|s| s.requests as f64 / s.elapsed.as_secs_f64())
-                .collect(),
-        );
-        let rps_of = |i: usize| {
-            median(
-                samples[i]
-                    .iter()
-                    .map(|s| s.requests as f64 / s.elapsed.as_secs_f64())
-                    .collect(),
-            )
-        };
-        for (i, s) in scenarios.iter().enumerate() {
-            let rows = &samples[i];
-            let rps = median(
-                rows.iter()
-                    .map(|r| r.requests as f64 / r.elapsed.as_secs_f64())
-                    .collect(),
-            );
-            let p50 = median(
-                rows.iter()
-                    .map(|r| percentile(&r.latencies_us, 0.5))
-                    .collect(),
-            );
-            let p99 = median(
-                rows.iter()
-                    .map(|r| percentile(&r.latencies_us, 0.99))
-                    .collect(),
-            );
-            let requests: usize = rows.iter().map(|r| r.requests).sum();
-            let tokens: u64 = rows.iter().map(|r| r.upstream_token_calls).sum();
-            let lookups: u64 = rows.iter().map(|r| r.upstream_lookups).sum();
-            let errors: usize = rows.iter().map(|r| r.errors).sum();
-            println!(
-                "| {s} | {rps:.0} | {:.2}× | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
-                rps / plain_rps,
-                tokens as f64 / requests as f64,
-                lookups as f64 / requests as f64,
-            );
-        }
-        println!(
-            "\nunguarded route behind the layer vs without it (bare): {:.3}×",
-            rps_of(4) / rps_of(3)
-        );
     }
+    in_flight_memory(&o.in_flight);
+    cold_start(&o.latencies_ms, o.rounds);
     if let Ok(url) = std::env::var("DATABASE_URL")
         && let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
     {
@@ -415,4 +714,109 @@ async fn main() {
     if let Some(store) = store_of("unique-redis") {
         let _ = store.forget_all(&all_keys, None).await;
     }
+}
+
+/// Resident memory per 1 000 requests in flight (MiB), each measured in a fresh child
+/// process, median of three: the driver and the emulator alone, then `plain` and `guarded`
+/// (whose difference to the first is what the app holds per request).
+fn in_flight_memory(counts: &[usize]) {
+    if counts.is_empty() {
+        return;
+    }
+    println!(
+        "\nresident memory per 1 000 requests in flight (whole process: driver, app, emulator)"
+    );
+    println!(
+        "| in flight | driver + emulator alone (direct) | plain | guarded | the app's share: plain | the app's share: guarded |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for &n in counts {
+        let per_1000 = |route: &str| {
+            median(
+                (0..3)
+                    .map(|_| {
+                        let bytes: f64 = child(&["rss".into(), route.into(), n.to_string()])
+                            .parse()
+                            .expect("bytes per request");
+                        bytes * 1000.0 / (1024.0 * 1024.0)
+                    })
+                    .collect(),
+            )
+        };
+        let direct = per_1000("direct");
+        let plain = per_1000("plain");
+        let guarded = per_1000("guarded");
+        println!(
+            "| {n} | {direct:.2} | {plain:.2} | {guarded:.2} | {:.2} | {:.2} |",
+            plain - direct,
+            guarded - direct
+        );
+    }
+}
+
+/// A cold process's first guarded request, in upstream round trips, without and with the
+/// token fetched at startup; median of `rounds` (at least 3) child processes each.
+fn cold_start(latencies_ms: &[u64], rounds: usize) {
+    println!("\na cold process's first guarded request (new client, new layer)");
+    println!(
+        "| upstream latency ms | token at startup | startup ms | first request ms (median) | in upstream round trips | token calls | lookups |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for &latency in latencies_ms.iter().filter(|&&l| l > 0) {
+        for warm_up in [false, true] {
+            let runs: Vec<Vec<f64>> = (0..rounds.max(3))
+                .map(|_| {
+                    child(&[
+                        "cold".into(),
+                        latency.to_string(),
+                        u8::from(warm_up).to_string(),
+                    ])
+                    .split_whitespace()
+                    .map(|v| v.parse().expect("number"))
+                    .collect()
+                })
+                .collect();
+            let ms = median(runs.iter().map(|r| r[0]).collect());
+            let startup = median(runs.iter().map(|r| r[1]).collect());
+            println!(
+                "| {latency} | {} | {startup:.1} | {ms:.1} | {:.2} | {} | {} |",
+                if warm_up { "yes (`warm_up`)" } else { "no" },
+                ms / latency as f64,
+                runs[0][2],
+                runs[0][3]
+            );
+        }
+    }
+}
+
+/// Frees every person's key for the next round (outside the measured window); a store still
+/// busy with the last window's backlog may time out, so this tries a few times.
+async fn forget_all(store: &dyn UniqueStore, keys: &[UniqueKey]) {
+    for attempt in 1.. {
+        match store.forget_all(keys, None).await {
+            Ok(_) => return,
+            Err(error) if attempt < 10 => {
+                eprintln!("forget_all: {error}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => panic!("forget_all: {error}"),
+        }
+    }
+}
+
+/// From 1 024 connections on, waits until the upstream pools' idle connections have closed:
+/// at 4 096 connections the driver's, the app's and one upstream pool's sockets take about
+/// 16 400 descriptors, and a second pool's idle ones would not fit under a 20 000 limit.
+async fn settle(connections: usize) {
+    if connections >= 1024 {
+        tokio::time::sleep(IDLE + Duration::from_millis(300)).await;
+    }
+}
+
+/// The 1-minute load average, as `/proc/loadavg` has it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }

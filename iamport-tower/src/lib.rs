@@ -41,7 +41,8 @@
 //! 2. The policy check — `#[require_certified(...)]`, [`RequireCertifiedLayer`], or the
 //!    [`Certified`] extractor — asks for the [`Outcome`]: the first asker triggers the lookup
 //!    through a [`CertificationSource`] ([`IamportClient`] by default; the id's syntax is
-//!    checked first, and concurrent requests for one id share one upstream call), later
+//!    checked first, and concurrent requests for one id share one upstream call, whose
+//!    `certified` answer the [`cache`] keeps for a minute), later
 //!    askers share its result. It applies the [`Policy`], and either admits or answers a
 //!    [`Rejection`] as `application/problem+json` (RFC 9457).
 //!
@@ -96,6 +97,7 @@
 //! | [`korea`] | dates in Korea's calendar, Korean civil-law ages | — |
 //! | [`binding`] | replay-proof verifications: tickets tying a verification to a browser session | — |
 //! | [`body`] | the request body the layer hands on after reading one | — |
+//! | [`cache`] | the layer's short-lived cache of resolved verifications | — |
 //!
 //! Also at the root: [`Certification`] (one normalized verification; birth dates are civil
 //! dates in Korea, and `Debug` masks every personal field), [`Certified`] (the admitted
@@ -133,6 +135,7 @@ mod macros;
 
 pub mod binding;
 pub mod body;
+pub mod cache;
 mod certification;
 pub mod client;
 mod error;
@@ -145,7 +148,6 @@ pub mod policy;
 pub mod rejection;
 pub mod require;
 mod secret;
-mod single_flight;
 pub mod source;
 pub mod unique;
 pub mod v2;

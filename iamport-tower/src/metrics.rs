@@ -213,7 +213,6 @@ pub(crate) fn lookup_joined() {
 }
 
 /// What the layer's result cache did for one lookup.
-#[allow(dead_code)] // the layer's result cache
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheEffect {
     /// A cached verification answered.
@@ -225,7 +224,6 @@ pub(crate) enum CacheEffect {
 }
 
 /// The layer's result cache had this `effect` on one lookup.
-#[allow(dead_code)] // the layer's result cache
 pub(crate) fn lookup_cache(effect: CacheEffect) {
     let effect = match effect {
         CacheEffect::Hit => "hit",

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::cache::Evictions;
 use crate::certification::Certification;
 use crate::client::IamportClient;
 use crate::client::{ImpUid, InvalidId};
@@ -58,6 +59,13 @@ pub trait CertificationSource: Send + Sync + 'static {
     fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Where this source announces deleted verifications, so the layers' lookup caches built
+    /// over it forget them (see [`cache`](crate::cache)). Default: none — a source that
+    /// cannot delete records has nothing to announce.
+    fn evictions(&self) -> Option<&Evictions> {
+        None
+    }
 }
 
 impl CertificationSource for IamportClient {
@@ -71,6 +79,10 @@ impl CertificationSource for IamportClient {
 
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
         ImpUid::parse(raw).map(drop)
+    }
+
+    fn evictions(&self) -> Option<&Evictions> {
+        Some(self.evictions())
     }
 
     fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
@@ -105,5 +117,9 @@ impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
 
     fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
         (**self).warm_up()
+    }
+
+    fn evictions(&self) -> Option<&Evictions> {
+        (**self).evictions()
     }
 }

@@ -32,8 +32,9 @@ use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
     Answer, Idempotency, Transport, TransportOptions, env_var, transport_setters,
 };
-pub use self::transport::{DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
+pub use self::transport::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
 use self::wire::{TokenResponse, error_message};
+use crate::cache::Evictions;
 use crate::certification::Certification;
 use crate::error::Error;
 use crate::metrics::{self, Endpoint};
@@ -88,6 +89,7 @@ struct Inner {
     key: String,
     secret: Secret,
     tokens: TokenCache,
+    evictions: Evictions,
 }
 
 impl fmt::Debug for IamportClient {
@@ -136,11 +138,23 @@ impl IamportClient {
     /// Not retried once the request may have reached PortOne (a lost answer would make the
     /// retry a `NotFound` for a delete that succeeded): after a 5xx or a dropped connection
     /// the error is returned, and [`Error::NotFound`] from a later call means it is gone.
+    ///
+    /// Whatever the answer, the id is then evicted from the lookup cache of every
+    /// [`CertificationLayer`](crate::CertificationLayer) built from this client or a clone
+    /// (see [`cache`](crate::cache)): a deleted verification admits nobody any more.
     pub async fn delete_certification(&self, imp_uid: &ImpUid) -> Result<Certification, Error> {
-        self.inner
+        let deleted = self
+            .inner
             .transport
             .bounded(self.certification_call(Method::DELETE, imp_uid))
-            .await
+            .await;
+        self.inner.evictions.evict(imp_uid.as_str()).await;
+        deleted
+    }
+
+    /// Where this client announces deleted verifications to the layers built from it.
+    pub fn evictions(&self) -> &Evictions {
+        &self.inner.evictions
     }
 
     async fn certification_call(
@@ -374,6 +388,7 @@ impl IamportClientBuilder {
                 key,
                 secret,
                 tokens: TokenCache::new(self.renew_before, self.token_retry_after),
+                evictions: Evictions::new(),
             }),
         })
     }

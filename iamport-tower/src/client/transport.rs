@@ -180,6 +180,9 @@ pub(crate) struct Answer {
 /// The default cap on an upstream response body: 1 MiB (a certification is about 1 KiB).
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 
+/// How long an idle pooled connection to PortOne is kept by default: 90 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The transport settings both client builders share, with their documented defaults.
 pub(crate) struct TransportOptions {
     pub(crate) base_url: String,
@@ -188,6 +191,7 @@ pub(crate) struct TransportOptions {
     pub(crate) retry: RetryPolicy,
     pub(crate) budget: RetryBudget,
     pub(crate) max_body_size: usize,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl fmt::Debug for TransportOptions {
@@ -199,6 +203,7 @@ impl fmt::Debug for TransportOptions {
             .field("retry", &self.retry)
             .field("budget", &self.budget)
             .field("max_body_size", &self.max_body_size)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -212,6 +217,7 @@ impl TransportOptions {
             retry: RetryPolicy::default(),
             budget: RetryBudget::default(),
             max_body_size: DEFAULT_MAX_BODY_SIZE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -220,6 +226,7 @@ impl TransportOptions {
         let base_url = normalize_base_url(&self.base_url)?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(self.idle_timeout)
             .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
@@ -303,6 +310,16 @@ macro_rules! transport_setters {
         /// read further.
         pub fn max_body_size(mut self, bytes: usize) -> Self {
             self.transport.max_body_size = bytes;
+            self
+        }
+
+        /// How long a pooled connection to PortOne may sit idle before it is closed
+        /// (default [`DEFAULT_IDLE_TIMEOUT`](crate::client::DEFAULT_IDLE_TIMEOUT), 90 s).
+        /// After a burst of thousands of concurrent lookups the pool holds that many
+        /// connections (and file descriptors) until then; shorten it to give them back
+        /// sooner.
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.transport.idle_timeout = timeout;
             self
         }
     };

@@ -32,17 +32,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use tower_layer::Layer;
-use tracing::Instrument as _;
 
 pub use self::future::ResponseFuture;
 pub use self::service::CertificationService;
 use self::verification::Asked;
 pub use self::verification::{Outcome, Verification};
 use crate::binding::Binding;
+use crate::cache::{LookupCache, Lookups};
 use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::secret::Secret;
-use crate::single_flight::SingleFlight;
 use crate::source::CertificationSource;
 use crate::unique::reservation::{UniqueConfig, UniqueSlot};
 use crate::unique::{MemoryStore, UniqueKeys, UniqueStore};
@@ -73,7 +72,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 ///    [`RequireCertifiedLayer`](crate::RequireCertifiedLayer), the
 ///    [`Certified`](crate::Certified) extractor) triggers the lookup: the id's syntax is
 ///    checked (a bad one is refused without any network call), then it is resolved through
-///    the [`CertificationSource`] — concurrent requests for one id share one upstream call.
+///    the [`CertificationSource`] — concurrent requests for one id share one upstream call,
+///    and a `certified` answer is kept for 60 s (see [`lookup_cache`](Self::lookup_cache)).
 ///
 /// The layer itself never refuses a request, and a request no guard looks at never reaches
 /// PortOne: the layer may sit in front of a whole router (404s, 405s, unguarded pages) at the
@@ -111,13 +111,12 @@ impl<M> Clone for CertificationLayer<M> {
 }
 
 pub(crate) struct Shared {
-    source: Arc<dyn CertificationSource>,
     body_limit: usize,
     body_timeout: Duration,
     binding: Option<Binding>,
     renderer: Option<RejectionRenderer>,
     unique: Arc<UniqueConfig>,
-    lookups: SingleFlight<Outcome>,
+    lookups: Lookups,
 }
 
 /// The default lease of a `unique` reservation: how long a handler may take before another
@@ -127,7 +126,8 @@ pub const DEFAULT_UNIQUE_LEASE: Duration = Duration::from_secs(60);
 impl<M> fmt::Debug for CertificationLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificationLayer")
-            .field("id_fields", &self.shared.source.id_fields())
+            .field("id_fields", &self.shared.source().id_fields())
+            .field("lookup_cache", &self.shared.lookups.settings())
             .field("body_limit", &self.shared.body_limit)
             .field("body_timeout", &self.shared.body_timeout)
             .field("binding", &self.shared.binding)
@@ -147,7 +147,7 @@ impl CertificationLayer {
     pub fn from_shared_source(source: Arc<dyn CertificationSource>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                source,
+                lookups: Lookups::new(source, LookupCache::default()),
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 binding: None,
@@ -158,7 +158,6 @@ impl CertificationLayer {
                     lease: DEFAULT_UNIQUE_LEASE,
                     timeout: crate::unique::DEFAULT_STORE_TIMEOUT,
                 }),
-                lookups: SingleFlight::new(),
             }),
             mode: PhantomData,
         }
@@ -182,13 +181,12 @@ impl<M> CertificationLayer<M> {
         if Arc::get_mut(&mut self.shared).is_none() {
             let s = &self.shared;
             self.shared = Arc::new(Shared {
-                source: s.source.clone(),
+                lookups: Lookups::new(s.source().clone(), s.lookups.settings()),
                 body_limit: s.body_limit,
                 body_timeout: s.body_timeout,
                 binding: s.binding.clone(),
                 renderer: s.renderer.clone(),
                 unique: s.unique.clone(),
-                lookups: SingleFlight::new(),
             });
         }
         Arc::get_mut(&mut self.shared).expect("just made unique")
@@ -219,6 +217,27 @@ impl<M> CertificationLayer<M> {
     #[must_use]
     pub fn binding(mut self, binding: Binding) -> Self {
         self.shared_mut().binding = Some(binding);
+        self
+    }
+
+    /// How long resolved verifications are kept, so repeated requests for one id cost one
+    /// upstream call (default [`LookupCache::default`]: `certified` records 60 s, "not found"
+    /// 3 s, errors never, at most 10 000 ids). See [`cache`](crate::cache) for the
+    /// trade-offs; [`LookupCache::disabled`] keeps nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use iamport_tower::{CertificationLayer, cache::LookupCache};
+    ///
+    /// # fn layer(client: iamport_tower::IamportClient) -> CertificationLayer {
+    /// CertificationLayer::new(client)
+    ///     .lookup_cache(LookupCache::default().verified_for(Duration::from_secs(30)))
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn lookup_cache(mut self, settings: LookupCache) -> Self {
+        let shared = self.shared_mut();
+        shared.lookups = Lookups::new(shared.source().clone(), settings);
         self
     }
 
@@ -341,66 +360,57 @@ impl Shared {
         session: Option<&str>,
     ) -> Result<bool, ()> {
         let binding = self.binding.as_ref().ok_or(())?;
-        Ok(match (self.source.binding_ticket(cert), session) {
+        Ok(match (self.source().binding_ticket(cert), session) {
             (Some(ticket), Some(session)) => binding.verify(ticket, session),
             _ => false,
         })
     }
 
-    /// Checks the id's syntax, then looks it up; concurrent lookups of one id share a call.
-    /// Each upstream lookup runs in one `iamport_lookup` span and counts once in
-    /// `iamport_lookups_total`; a request that joins one in flight counts in
-    /// `iamport_lookup_dedup_total` instead.
-    pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
-        let source = self.source.label();
-        if let Err(invalid) = self.source.validate_id(id) {
-            metrics::lookup(source, LookupResult::InvalidId);
-            return Outcome::Refused(Rejection::InvalidId(invalid));
-        }
-        let mut led = false;
-        let outcome = self
-            .lookups
-            .run(id, || {
-                led = true;
-                let span = tracing::info_span!("iamport_lookup", source, route);
-                self.lookup(id).instrument(span)
-            })
-            .await;
-        if !led {
-            tracing::debug!(route, "joined a lookup already in flight for the same id");
-            metrics::lookup_joined();
-        }
-        outcome
+    pub(crate) fn source(&self) -> &Arc<dyn CertificationSource> {
+        self.lookups.source()
     }
 
-    /// One upstream lookup: counted, and logged — at WARN with the upstream status and the
-    /// latency when PortOne (or the way to it) failed.
-    async fn lookup(&self, id: &str) -> Outcome {
-        let started = tokio::time::Instant::now();
-        let (outcome, error) = match self.source.lookup(id).await {
-            Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
-            Err(error) => (
-                Outcome::Refused(Rejection::from_lookup_error(&error)),
-                Some(error),
-            ),
-        };
-        let result = LookupResult::of(&outcome);
-        let latency_ms = started.elapsed().as_millis();
-        metrics::lookup(self.source.label(), result);
-        match error {
-            Some(error) if result.is_upstream_failure() => tracing::warn!(
-                result = result.as_str(),
-                status = error.upstream_status(),
-                latency_ms,
-                %error,
-                "identity verification lookup failed"
-            ),
-            _ => tracing::debug!(
-                result = result.as_str(),
-                latency_ms,
-                "identity verification lookup finished"
-            ),
+    /// Checks the id's syntax, then looks it up through the lookup cache: recent and
+    /// concurrent lookups of one id share one upstream call. Each upstream lookup runs in
+    /// one `iamport_lookup` span and counts once in `iamport_lookups_total`; every other
+    /// request counts in `iamport_lookup_cache_total` (a cached answer) or
+    /// `iamport_lookup_dedup_total` (it joined one in flight).
+    pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
+        if let Err(invalid) = self.source().validate_id(id) {
+            metrics::lookup(self.source().label(), LookupResult::InvalidId);
+            return Outcome::Refused(Rejection::InvalidId(invalid));
         }
-        outcome
+        self.lookups.resolve(id, route).await
     }
+}
+
+/// One upstream lookup: counted, and logged — at WARN with the upstream status and the
+/// latency when PortOne (or the way to it) failed.
+pub(crate) async fn upstream_lookup(source: &dyn CertificationSource, id: &str) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let (outcome, error) = match source.lookup(id).await {
+        Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
+        Err(error) => (
+            Outcome::Refused(Rejection::from_lookup_error(&error)),
+            Some(error),
+        ),
+    };
+    let result = LookupResult::of(&outcome);
+    let latency_ms = started.elapsed().as_millis();
+    metrics::lookup(source.label(), result);
+    match error {
+        Some(error) if result.is_upstream_failure() => tracing::warn!(
+            result = result.as_str(),
+            status = error.upstream_status(),
+            latency_ms,
+            %error,
+            "identity verification lookup failed"
+        ),
+        _ => tracing::debug!(
+            result = result.as_str(),
+            latency_ms,
+            "identity verification lookup finished"
+        ),
+    }
+    outcome
 }

@@ -152,7 +152,7 @@ fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
 impl Shared {
     /// What the query string says, if it settles the matter.
     fn id_from_query(&self, parts: &Parts) -> Option<Result<String, Rejection>> {
-        let source = &self.source;
+        let source = self.source();
         extract::id_from_query(parts.uri.query(), source.id_fields(), |k, v| {
             source.is_cancellation(k, v)
         })
@@ -181,7 +181,7 @@ impl Shared {
             // The partial body is dropped with the read: nothing of it stays in memory.
             Err(_elapsed) => (Err(Rejection::BodyTimeout), extract::failed_body()),
             Ok(Buffered::Complete(replay, bytes)) => (
-                extract::id_from_body(format, &bytes, self.source.id_fields()),
+                extract::id_from_body(format, &bytes, self.source().id_fields()),
                 Body::new(replay),
             ),
             Ok(Buffered::TooLarge(replay)) => (Err(too_large), Body::new(replay)),

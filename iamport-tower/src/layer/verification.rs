@@ -161,7 +161,7 @@ impl Verification {
     /// Where the layer looks for the id, for the missing-id sentence.
     pub(crate) fn id_hint(&self) -> IdHint {
         IdHint {
-            field: self.inner.shared.source.id_fields().first().copied(),
+            field: self.inner.shared.source().id_fields().first().copied(),
             query_only: self.inner.asked.query_only,
         }
     }

@@ -1,0 +1,306 @@
+//! The lookup cache: resolved verifications kept for a short time, so a burst of requests for
+//! one id — a double-click, the redirect page after the popup, a retry after a handler's
+//! 5xx — costs one upstream call.
+//!
+//! A verification PortOne reports as `certified` does not change any more, so the layer keeps
+//! it for [`LookupCache::verified_for`] (default 60 s) and answers every request for that id
+//! from memory meanwhile. "Not found" is kept for [`LookupCache::not_found_for`] (default 3 s):
+//! long enough to blunt someone spraying made-up ids, short enough that an id PortOne had not
+//! yet published is soon looked up again. Everything else is never kept — errors (a timeout,
+//! a 5xx, refused credentials), and records that are not `certified` (a v2 `READY`
+//! verification may still complete). Concurrent requests for an id that is not cached share
+//! one upstream call, whatever the outcome, and that call runs to its end even when the request
+//! that started it goes away, so the next request finds its result.
+//!
+//! The cache lives in the layer (one per [`CertificationLayer`](crate::CertificationLayer),
+//! bounded by [`LookupCache::max_entries`], default 10 000). Deleting a verification through
+//! the client the layer was built from
+//! ([`IamportClient::delete_certification`](crate::IamportClient::delete_certification))
+//! evicts it from every layer built from that client or its clones, through the client's
+//! [`Evictions`]; a lookup that was in flight while the delete ran is not kept either.
+//!
+//! The trade-offs: for up to 60 s after PortOne answered, a verified record — personal data —
+//! stays in this process's memory (it is in the request's memory anyway while the handler
+//! runs), and a change made at PortOne behind this process's back (a delete from PortOne's
+//! console, from another process or another client) is seen only when the entry expires.
+//! Set [`LookupCache::verified_for`] to zero to turn the cache off; concurrent lookups are
+//! still shared. When the cache is full, the least recently used entries make room: an id's
+//! repeats come within seconds of its first lookup, so recency is what counts (moka's default
+//! TinyLFU would refuse most new ids once full, each having been seen once before it is
+//! stored). Under more than `max_entries` distinct ids within a repeat's delay, an id may be
+//! looked up again.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use tracing::Instrument as _;
+
+use crate::certification::Certification;
+use crate::layer::{Outcome, upstream_lookup};
+use crate::metrics::{self, CacheEffect};
+use crate::rejection::Rejection;
+use crate::source::CertificationSource;
+
+/// How long the layer keeps resolved verifications; set it with
+/// [`CertificationLayer::lookup_cache`](crate::CertificationLayer::lookup_cache). See the
+/// [module docs](self) for what is kept and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct LookupCache {
+    verified_for: Duration,
+    not_found_for: Duration,
+    max_entries: u64,
+}
+
+/// The default lifetime of a cached `certified` verification: 60 s.
+pub const DEFAULT_VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// The default lifetime of a cached "not found": 3 s.
+pub const DEFAULT_NOT_FOUND_FOR: Duration = Duration::from_secs(3);
+/// The default bound on cached ids: 10 000 (a verification takes about 1 KiB).
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+impl Default for LookupCache {
+    fn default() -> Self {
+        Self {
+            verified_for: DEFAULT_VERIFIED_FOR,
+            not_found_for: DEFAULT_NOT_FOUND_FOR,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
+impl LookupCache {
+    /// Nothing kept: every request that is not concurrent with another for the same id asks
+    /// PortOne (concurrent ones still share one call).
+    pub fn disabled() -> Self {
+        Self {
+            verified_for: Duration::ZERO,
+            not_found_for: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    /// How long a `certified` verification is kept (default [`DEFAULT_VERIFIED_FOR`]).
+    pub fn verified_for(mut self, lifetime: Duration) -> Self {
+        self.verified_for = lifetime;
+        self
+    }
+
+    /// How long PortOne's "not found" for an id is kept (default [`DEFAULT_NOT_FOUND_FOR`]).
+    pub fn not_found_for(mut self, lifetime: Duration) -> Self {
+        self.not_found_for = lifetime;
+        self
+    }
+
+    /// The most ids kept at once (default [`DEFAULT_MAX_ENTRIES`]).
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = entries;
+        self
+    }
+}
+
+/// Where a [`CertificationSource`] announces that a verification is gone, so the lookup
+/// caches of the layers built over it forget it. [`IamportClient`](crate::IamportClient)
+/// holds one (shared by its clones) and evicts after every
+/// [`delete_certification`](crate::IamportClient::delete_certification); a source of your own
+/// that can delete records returns its own from
+/// [`CertificationSource::evictions`].
+#[derive(Default)]
+pub struct Evictions {
+    caches: Mutex<Vec<Weak<Core>>>,
+}
+
+impl fmt::Debug for Evictions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Evictions")
+            .field("caches", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Evictions {
+    /// No cache registered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets `id` in every cache built over this source, and keeps lookups of any id that
+    /// were in flight meanwhile from being kept. Call it once the record is gone upstream.
+    pub async fn evict(&self, id: &str) {
+        let live: Vec<Arc<Core>> = {
+            let mut caches = self.lock();
+            caches.retain(|cache| cache.strong_count() > 0);
+            caches.iter().filter_map(Weak::upgrade).collect()
+        };
+        for core in live {
+            // First the generation (a lookup answered before the delete and stored from now
+            // on expires at once), then the entry (one stored before).
+            core.generation.fetch_add(1, Ordering::AcqRel);
+            core.entries.invalidate(id).await;
+        }
+    }
+
+    fn register(&self, core: &Arc<Core>) {
+        let mut caches = self.lock();
+        caches.retain(|cache| cache.strong_count() > 0);
+        caches.push(Arc::downgrade(core));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Core>>> {
+        self.caches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A kept answer: the verification, or `None` for "not found"; `generation` is the cache's
+/// eviction generation when the lookup started.
+#[derive(Clone)]
+struct Entry {
+    record: Option<Arc<Certification>>,
+    generation: u64,
+}
+
+struct Core {
+    entries: moka::future::Cache<String, Entry>,
+    generation: Arc<AtomicU64>,
+}
+
+/// Per-entry lifetimes: what kind of answer it is, and whether an eviction ran while it was
+/// being looked up.
+struct Lifetimes {
+    settings: LookupCache,
+    generation: Arc<AtomicU64>,
+}
+
+impl Expiry<String, Entry> for Lifetimes {
+    fn expire_after_create(&self, _id: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+        if entry.generation != self.generation.load(Ordering::Acquire) {
+            return Some(Duration::ZERO);
+        }
+        Some(match &entry.record {
+            Some(cert) if cert.certified => self.settings.verified_for,
+            Some(_) => Duration::ZERO,
+            None => self.settings.not_found_for,
+        })
+    }
+}
+
+/// The layer's lookups: cache plus in-flight sharing, over one source.
+pub(crate) struct Lookups {
+    source: Arc<dyn CertificationSource>,
+    core: Arc<Core>,
+    settings: LookupCache,
+}
+
+impl Lookups {
+    pub(crate) fn new(source: Arc<dyn CertificationSource>, settings: LookupCache) -> Self {
+        let generation = Arc::new(AtomicU64::new(0));
+        let entries = moka::future::Cache::builder()
+            .max_capacity(settings.max_entries)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(Lifetimes {
+                settings,
+                generation: generation.clone(),
+            })
+            .build();
+        let core = Arc::new(Core {
+            entries,
+            generation,
+        });
+        if let Some(evictions) = source.evictions() {
+            evictions.register(&core);
+        }
+        Self {
+            source,
+            core,
+            settings,
+        }
+    }
+
+    pub(crate) fn source(&self) -> &Arc<dyn CertificationSource> {
+        &self.source
+    }
+
+    pub(crate) fn settings(&self) -> LookupCache {
+        self.settings
+    }
+
+    /// Resolves an id that passed the source's syntax check, for a request to `route`.
+    pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
+        let answer = match self.core.entries.get(id).await {
+            Some(entry) => {
+                metrics::lookup_cache(match entry.record {
+                    Some(_) => CacheEffect::Hit,
+                    None => CacheEffect::NegativeHit,
+                });
+                Ok(entry)
+            }
+            None => {
+                let (answer, led) = self.look_up(id, route).await;
+                if led {
+                    metrics::lookup_cache(CacheEffect::Miss);
+                } else {
+                    tracing::debug!(route, "joined a lookup already in flight for the same id");
+                    metrics::lookup_joined();
+                }
+                answer
+            }
+        };
+        match answer {
+            Ok(Entry {
+                record: Some(cert), ..
+            }) => Outcome::Verified(cert),
+            Ok(Entry { record: None, .. }) => Outcome::Refused(Rejection::UnknownId),
+            Err(rejection) => Outcome::Refused(rejection),
+        }
+    }
+
+    /// Not cached: joins the lookup in flight for `id`, or starts one (then `true`). The
+    /// lookup runs in a task of its own, so it completes — and its answer is kept — even if
+    /// every request waiting for it is dropped; another request then finds the answer
+    /// instead of calling again. The source bounds the call in time (the clients' total
+    /// timeout).
+    async fn look_up(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
+        let core = self.core.clone();
+        let source = self.source.clone();
+        let id = id.to_owned();
+        let span = tracing::info_span!("iamport_lookup", source = source.label(), route);
+        let task = tokio::spawn(
+            async move {
+                let generation = core.generation.load(Ordering::Acquire);
+                let mut led = false;
+                let answer = core
+                    .entries
+                    .try_get_with_by_ref(id.as_str(), async {
+                        led = true;
+                        let outcome = upstream_lookup(&*source, &id).instrument(span).await;
+                        match outcome {
+                            Outcome::Verified(cert) => Ok(Entry {
+                                record: Some(cert),
+                                generation,
+                            }),
+                            // PortOne's "not found" (the only way to this rejection).
+                            Outcome::Refused(Rejection::UnknownId) => Ok(Entry {
+                                record: None,
+                                generation,
+                            }),
+                            Outcome::Refused(rejection) => Err(rejection),
+                        }
+                    })
+                    .await
+                    .map_err(|shared| Rejection::clone(&shared));
+                (answer, led)
+            }
+            // Its log lines belong to the request that started it.
+            .instrument(tracing::Span::current()),
+        );
+        match task.await {
+            Ok(answer) => answer,
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => (Err(Rejection::UpstreamUnavailable), false),
+        }
+    }
+}
