@@ -876,7 +876,7 @@ async fn a_stalled_redis_cluster_is_503_and_leaves_nothing_reserved() {
     let mut map = std::collections::HashMap::new();
     for url in &urls {
         let node = address_of(url);
-        let proxy = FreezableProxy::start(node).await;
+        let proxy = FreezableProxy::start(node).await.expect("proxy");
         map.insert(
             redis::cluster::NodeAddress::new(node.ip().to_string(), node.port()),
             redis::cluster::NodeAddress::new(proxy.addr.ip().to_string(), proxy.addr.port()),

@@ -22,7 +22,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use iamport_tower::binding::{Binding, DEFAULT_COOKIE_NAME};
+use iamport_tower::binding::{Binding, DEFAULT_INSECURE_COOKIE_NAME};
 use iamport_tower::unique::{PostgresStore, RedisClusterStore, RedisStore, UniqueKey, UniqueStore};
 use iamport_tower::{
     CertificationLayer, Certified, IamportClient, PortOneClient, require_certified,
@@ -319,7 +319,7 @@ fn session(headers: &HeaderMap) -> String {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == DEFAULT_COOKIE_NAME)
+        .find(|(name, _)| *name == DEFAULT_INSECURE_COOKIE_NAME)
         .map(|(_, value)| value.chars().take(64).collect())
         .unwrap_or_default()
 }
