@@ -320,3 +320,133 @@ pub(crate) fn render(lines: &[Line]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::Fault;
+
+    fn person(kind: Kind, i: usize) -> Person {
+        Person {
+            template: format!("imp_{i:012}"),
+            kind,
+        }
+    }
+
+    /// A run where everything held, then one thing each broken: the check must notice.
+    fn verdict(accounts: &[Account], ledger: &Ledger, stats: &Stats) -> Option<String> {
+        let persons = vec![
+            person(Kind::Adult, 0),
+            person(Kind::Young, 1),
+            person(Kind::Adult, 2),
+        ];
+        let mut injected = Injected::default();
+        for fault in Fault::ALL {
+            injected.attempted.insert(fault, 1);
+            injected.effective.insert(fault, 1);
+        }
+        check(&Evidence {
+            accounts,
+            ledger,
+            persons: &persons,
+            stats,
+            injected: &injected,
+            rss_kib: vec![("a", 10_000), ("b", 10_000)],
+            rss_limit_kib: 128 * 1024,
+            request_bound: Duration::from_secs(29),
+            elapsed: Duration::from_secs(60),
+        })
+        .into_iter()
+        .find_map(|l| l.violation)
+    }
+
+    fn account(replica: &'static str, key: &str, id: &str, session: &str) -> Account {
+        Account {
+            replica,
+            store_key: key.into(),
+            verification_id: id.into(),
+            session: session.into(),
+        }
+    }
+
+    fn world() -> (Ledger, Stats) {
+        let ledger = Ledger::default();
+        ledger.ticket_minted("t1", "s1");
+        ledger.ticket_minted("t2", "s2");
+        ledger.ticket_minted("t3", "s3");
+        ledger.verified("imp_1", 0, Some("t1"));
+        ledger.verified("imp_2", 0, Some("t2"));
+        ledger.verified("imp_3", 1, Some("t3"));
+        ledger.verified("imp_000000000002", 2, None);
+        let stats = Stats::default();
+        lock(&stats.created).push("imp_1".into());
+        (ledger, stats)
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let (ledger, stats) = world();
+        let accounts = [account("a", "k0", "imp_1", "s1")];
+        assert_eq!(verdict(&accounts, &ledger, &stats), None);
+    }
+
+    #[test]
+    fn a_second_account_on_the_other_replica_fails() {
+        let (ledger, stats) = world();
+        let accounts = [
+            account("a", "k0", "imp_1", "s1"),
+            account("b", "k0", "imp_2", "s2"),
+        ];
+        let violation = verdict(&accounts, &ledger, &stats).unwrap();
+        assert!(violation.contains("more than one account"), "{violation}");
+    }
+
+    #[test]
+    fn an_admitted_minor_fails() {
+        let (ledger, stats) = world();
+        let accounts = [
+            account("a", "k0", "imp_1", "s1"),
+            account("b", "k1", "imp_3", "s3"),
+        ];
+        let violation = verdict(&accounts, &ledger, &stats).unwrap();
+        assert!(violation.contains("young"), "{violation}");
+    }
+
+    #[test]
+    fn an_admission_from_another_session_or_without_a_ticket_fails() {
+        let (ledger, stats) = world();
+        for stolen in [
+            account("b", "k2", "imp_2", "s1"),
+            account("b", "k2", "imp_000000000002", "s1"),
+        ] {
+            let accounts = [account("a", "k0", "imp_1", "s1"), stolen];
+            let violation = verdict(&accounts, &ledger, &stats).unwrap();
+            assert!(violation.contains("did not start it"), "{violation}");
+        }
+    }
+
+    #[test]
+    fn an_unanswered_request_or_a_missing_fault_fails() {
+        let (ledger, stats) = world();
+        let accounts = [account("a", "k0", "imp_1", "s1")];
+        stats.unanswered.fetch_add(1, Ordering::Relaxed);
+        let violation = verdict(&accounts, &ledger, &stats).unwrap();
+        assert!(violation.contains("unanswered"), "{violation}");
+
+        let (ledger, stats) = world();
+        let persons = vec![person(Kind::Adult, 0)];
+        let lines = check(&Evidence {
+            accounts: &accounts,
+            ledger: &ledger,
+            persons: &persons,
+            stats: &stats,
+            injected: &Injected::default(),
+            rss_kib: vec![("a", 10_000)],
+            rss_limit_kib: 128 * 1024,
+            request_bound: Duration::from_secs(29),
+            elapsed: Duration::from_secs(60),
+        });
+        let violation = lines.into_iter().find_map(|l| l.violation).unwrap();
+        assert!(violation.contains("never injected"), "{violation}");
+    }
+}

@@ -255,3 +255,37 @@ async fn within(limit: Duration, condition: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_minute_schedule_has_every_kind_and_ends_before_the_run() {
+        for seed in 0..200 {
+            let run = Duration::from_secs(120);
+            let schedule = schedule(seed, run);
+            for fault in Fault::ALL {
+                let n = schedule.iter().filter(|(_, f)| *f == fault).count();
+                assert!(n >= 1, "seed {seed}: {fault:?} missing");
+            }
+            assert!(
+                schedule
+                    .iter()
+                    .all(|(at, _)| *at <= run - Duration::from_secs(10))
+            );
+            assert!(schedule.windows(2).all(|w| w[0].0 < w[1].0));
+        }
+    }
+
+    #[test]
+    fn the_schedule_is_drawn_from_the_seed() {
+        let run = Duration::from_secs(600);
+        assert_eq!(schedule(7, run), schedule(7, run));
+        assert_ne!(schedule(7, run), schedule(8, run));
+        let long = schedule(7, Duration::from_secs(1800));
+        for fault in Fault::ALL {
+            assert!(long.iter().filter(|(_, f)| *f == fault).count() > 10);
+        }
+    }
+}

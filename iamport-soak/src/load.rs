@@ -120,15 +120,14 @@ impl Api {
 
 /// Runs one virtual user until `deadline`.
 pub(crate) async fn worker(shared: Arc<Shared>, seed: u64, deadline: Instant) {
-    let http = match reqwest::Client::builder()
+    let Ok(http) = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(bounds::hard_cap())
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4)
         .build()
-    {
-        Ok(http) => http,
-        Err(_) => return,
+    else {
+        return;
     };
     let mut user = User {
         shared,
@@ -286,19 +285,16 @@ impl User {
         let started = Instant::now();
         let generation = replica.generation();
         self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(_) => {
-                if replica.generation() != generation || !replica.is_up() {
-                    self.shared
-                        .stats
-                        .cut_by_kill
-                        .fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.shared.stats.unanswered.fetch_add(1, Ordering::Relaxed);
-                }
-                return None;
+        let Ok(response) = request.send().await else {
+            if replica.generation() != generation || !replica.is_up() {
+                self.shared
+                    .stats
+                    .cut_by_kill
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.shared.stats.unanswered.fetch_add(1, Ordering::Relaxed);
             }
+            return None;
         };
         self.shared.stats.count_status(response.status().as_u16());
         if let Some(set) = response
