@@ -156,6 +156,7 @@ fn shared_store(args: &Args) -> Result<Arc<dyn UniqueStore>, BoxError> {
 struct App {
     accounts: deadpool_postgres::Pool,
     insert: Arc<str>,
+    exists: Arc<str>,
 }
 
 impl std::fmt::Debug for App {
@@ -167,7 +168,11 @@ impl std::fmt::Debug for App {
 fn accounts_pool(url: &str) -> Result<deadpool_postgres::Pool, BoxError> {
     use std::str::FromStr as _;
     let mut config = tokio_postgres::Config::from_str(url)?;
-    config.connect_timeout(bounds::ACCOUNT_WRITE_TIMEOUT);
+    config.connect_timeout(bounds::ACCOUNT_POOL_TIMEOUT);
+    config.options(format!(
+        "-c statement_timeout={}",
+        bounds::ACCOUNT_STATEMENT_TIMEOUT.as_millis()
+    ));
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -178,8 +183,8 @@ fn accounts_pool(url: &str) -> Result<deadpool_postgres::Pool, BoxError> {
     Ok(deadpool_postgres::Pool::builder(manager)
         .max_size(8)
         .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(bounds::ACCOUNT_WRITE_TIMEOUT))
-        .create_timeout(Some(bounds::ACCOUNT_WRITE_TIMEOUT))
+        .wait_timeout(Some(bounds::ACCOUNT_POOL_TIMEOUT))
+        .create_timeout(Some(bounds::ACCOUNT_POOL_TIMEOUT))
         .build()?)
 }
 
@@ -234,6 +239,11 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         accounts,
         insert: format!(
             "INSERT INTO {} (store_key, verification_id, api, session) VALUES ($1, $2, $3, $4)",
+            args.accounts_table
+        )
+        .into(),
+        exists: format!(
+            "SELECT 1 FROM {} WHERE store_key = $1 AND verification_id = $2",
             args.accounts_table
         )
         .into(),
@@ -353,20 +363,47 @@ async fn signup(State(app): State<App>, headers: HeaderMap, person: Certified) -
                 }
             })
     };
-    match tokio::time::timeout(bounds::ACCOUNT_WRITE_TIMEOUT, write).await {
-        Ok(Ok(_)) => (
+    let created = || {
+        (
             StatusCode::CREATED,
             axum::Json(serde_json::json!({ "created": true })),
         )
-            .into_response(),
+            .into_response()
+    };
+    match tokio::time::timeout(bounds::ACCOUNT_WRITE_TIMEOUT, write).await {
+        Ok(Ok(_)) => created(),
         Ok(Err(reason)) if reason == "duplicate" => {
             // The belt and braces caught what the store let through.
             tracing::error!("the accounts table refused a second account for one store key");
             (StatusCode::CONFLICT, "already registered (accounts table)").into_response()
         }
         Ok(Err(_)) | Err(_) => {
-            tracing::warn!("account write failed or timed out");
-            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+            // The write failed, or its outcome is unknown. Answering 503 releases the
+            // person's reservation, so first make sure the row is not there: a write that
+            // landed after all must be answered as the account it is (the soak found this:
+            // a timed-out write that landed, released, let the person sign up again).
+            let check = async {
+                let client = app.accounts.get().await.ok()?;
+                let rows = client
+                    .query(&*app.exists, &[&key.to_hex(), &cert.id])
+                    .await
+                    .ok()?;
+                Some(!rows.is_empty())
+            };
+            match tokio::time::timeout(bounds::ACCOUNT_CHECK_TIMEOUT, check).await {
+                Ok(Some(true)) => {
+                    tracing::warn!("an account write reported failure but landed");
+                    created()
+                }
+                Ok(Some(false)) => {
+                    tracing::warn!("account write failed");
+                    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+                }
+                Ok(None) | Err(_) => {
+                    tracing::error!("account write outcome unknown");
+                    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+                }
+            }
         }
     }
 }
