@@ -67,7 +67,8 @@ USAGE:
     --store KIND       the unique store both replicas share (default postgres)
     --seed S           draws population, load and fault schedule (default: random, printed)
     --workers N        concurrent virtual users (default 6)
-    --persons N        generated persons (default 2000)
+    --persons N        generated persons (default 700 per minute, at least 2000: fresh
+                       adults must last the whole run, or signups become all 409s)
     --rss-limit-mib N  the most RSS a replica may use after warm-up (default 128)
 
 ENVIRONMENT:
@@ -86,6 +87,7 @@ fn parse(mut args: lexopt::Parser) -> Result<Options, lexopt::Error> {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| default.to_owned())
     };
+    let mut persons = None;
     let mut options = Options {
         duration: Duration::from_secs(120),
         store: StoreKind::Postgres,
@@ -114,7 +116,7 @@ fn parse(mut args: lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("store") => options.store = args.value()?.parse()?,
             Long("seed") => options.seed = args.value()?.parse()?,
             Long("workers") => options.workers = args.value()?.parse::<usize>()?.clamp(1, 64),
-            Long("persons") => options.persons = args.value()?.parse::<usize>()?.clamp(50, 100_000),
+            Long("persons") => persons = Some(args.value()?.parse::<usize>()?.clamp(50, 200_000)),
             Long("rss-limit-mib") => options.rss_limit_mib = args.value()?.parse()?,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
@@ -123,6 +125,10 @@ fn parse(mut args: lexopt::Parser) -> Result<Options, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    options.persons = persons.unwrap_or_else(|| {
+        let minutes = options.duration.as_secs_f64() / 60.0;
+        ((minutes * 700.0) as usize).clamp(2000, 200_000)
+    });
     Ok(options)
 }
 
