@@ -310,6 +310,9 @@ impl User {
             .stats
             .max_latency_ms
             .fetch_max(millis, Ordering::Relaxed);
+        if started.elapsed() > bounds::request() {
+            self.shared.stats.over_bound.fetch_add(1, Ordering::Relaxed);
+        }
         let ticket = body["ticket"].as_str()?.to_owned();
         let cookie_value = session
             .cookie
