@@ -836,7 +836,9 @@ async fn a_stalled_postgres_is_503_and_leaves_nothing_reserved() {
     let Some(url) = database_url("a_stalled_postgres_is_503_and_leaves_nothing_reserved") else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let proxy = FreezableProxy::start(address_of(&url))
+        .await
+        .expect("proxy");
     let table = unique_name("iamport_stall");
     let store = PostgresStore::new(&with_address(&url, proxy.addr))
         .unwrap()
@@ -851,7 +853,9 @@ async fn a_stalled_redis_is_503_and_leaves_nothing_reserved() {
     let Some(url) = redis_url("a_stalled_redis_is_503_and_leaves_nothing_reserved") else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let proxy = FreezableProxy::start(address_of(&url))
+        .await
+        .expect("proxy");
     let prefix = format!("{}:", unique_name("iamport-stall"));
     let store = RedisStore::new(&with_address(&url, proxy.addr))
         .unwrap()
@@ -872,7 +876,7 @@ async fn a_stalled_redis_cluster_is_503_and_leaves_nothing_reserved() {
     let mut map = std::collections::HashMap::new();
     for url in &urls {
         let node = address_of(url);
-        let proxy = FreezableProxy::start(node).await;
+        let proxy = FreezableProxy::start(node).await.expect("proxy");
         map.insert(
             redis::cluster::NodeAddress::new(node.ip().to_string(), node.port()),
             redis::cluster::NodeAddress::new(proxy.addr.ip().to_string(), proxy.addr.port()),
@@ -1076,7 +1080,9 @@ async fn a_stalled_postgres_on_a_cold_pool_is_503_then_recovers() {
     let Some(url) = database_url("a_stalled_postgres_on_a_cold_pool_is_503_then_recovers") else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let proxy = FreezableProxy::start(address_of(&url))
+        .await
+        .expect("proxy");
     let table = unique_name("iamport_cold");
     let store = PostgresStore::new(&with_address(&url, proxy.addr))
         .unwrap()
@@ -1208,7 +1214,11 @@ async fn a_commit_stalled_on_postgres_holds_once_it_answers() {
     let Some(url) = database_url("a_commit_stalled_on_postgres_holds_once_it_answers") else {
         return;
     };
-    let proxy = Arc::new(FreezableProxy::start(address_of(&url)).await);
+    let proxy = Arc::new(
+        FreezableProxy::start(address_of(&url))
+            .await
+            .expect("proxy"),
+    );
     let table = unique_name("iamport_commit_stall");
     let store = PostgresStore::new(&with_address(&url, proxy.addr))
         .unwrap()
@@ -1223,7 +1233,11 @@ async fn a_commit_stalled_on_redis_holds_once_it_answers() {
     let Some(url) = redis_url("a_commit_stalled_on_redis_holds_once_it_answers") else {
         return;
     };
-    let proxy = Arc::new(FreezableProxy::start(address_of(&url)).await);
+    let proxy = Arc::new(
+        FreezableProxy::start(address_of(&url))
+            .await
+            .expect("proxy"),
+    );
     let prefix = format!("{}:", unique_name("iamport-commit-stall"));
     let store = RedisStore::new(&with_address(&url, proxy.addr))
         .unwrap()
@@ -1505,7 +1519,9 @@ async fn a_postgres_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
     else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let proxy = FreezableProxy::start(address_of(&url))
+        .await
+        .expect("proxy");
     let table = unique_name("iamport_round_trips");
     let store = PostgresStore::new(&with_address(&url, proxy.addr))
         .unwrap()
@@ -1525,7 +1541,9 @@ async fn a_redis_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
     else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url)).await;
+    let proxy = FreezableProxy::start(address_of(&url))
+        .await
+        .expect("proxy");
     let prefix = format!("{}:", unique_name("iamport_round_trips"));
     let store = RedisStore::new(&with_address(&url, proxy.addr))
         .unwrap()

@@ -43,6 +43,7 @@ mod browser;
 mod guide;
 pub mod html;
 mod persons;
+pub mod proxy;
 mod server;
 mod state;
 mod v1;
@@ -211,6 +212,12 @@ impl Emulator {
     /// The next `times` requests to `endpoint` get HTTP 200 with a body that is not JSON.
     pub fn garbage_next(&self, endpoint: Endpoint, times: u32) {
         self.state.queue_fault(endpoint, FaultKind::Garbage, times);
+    }
+
+    /// How many queued faults (`fail_next`, `drop_next`, `garbage_next`) have not hit a
+    /// request yet: what was queued minus this is what was actually injected.
+    pub fn pending_faults(&self) -> u64 {
+        self.state.pending_faults()
     }
 
     /// Removes queued faults and latency.

@@ -396,6 +396,14 @@ impl State {
         });
     }
 
+    pub(crate) fn pending_faults(&self) -> u64 {
+        self.lock()
+            .faults
+            .iter()
+            .map(|f| u64::from(f.remaining))
+            .sum()
+    }
+
     pub(crate) fn clear_faults(&self) {
         let mut inner = self.lock();
         inner.faults.clear();

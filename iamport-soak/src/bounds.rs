@@ -1,0 +1,45 @@
+//! The time bounds the replicas are configured with, and the bound on one request's answer
+//! derived from them — one place, so the replicas and the check cannot disagree.
+
+use std::time::Duration;
+
+/// Each call to PortOne (token or lookup), per attempt.
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Connecting to PortOne.
+pub(crate) const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Attempts per upstream call: the client's default retry policy (two retries).
+pub(crate) const UPSTREAM_ATTEMPTS: u32 = 3;
+/// The client's default longest backoff between attempts.
+pub(crate) const UPSTREAM_MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Each unique store call (`CertificationLayer::unique_timeout`, and the store's own bound).
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Getting a connection for the accounts table (pool wait, connect).
+pub(crate) const ACCOUNT_POOL_TIMEOUT: Duration = Duration::from_millis(1000);
+/// PostgreSQL's own `statement_timeout` for the account write: the server aborts a write the
+/// handler would give up on, rather than the handler abandoning a write that lands later.
+pub(crate) const ACCOUNT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The handler's backstop around the whole write (pool + statement).
+pub(crate) const ACCOUNT_WRITE_TIMEOUT: Duration = Duration::from_millis(3000);
+/// Reading back whether a write whose outcome is unknown landed.
+pub(crate) const ACCOUNT_CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Scheduling slack on a loaded, shared 2-core machine (four engineers' builds and tests run
+/// beside the soak): a process descheduled for a while still answers late, not never.
+pub(crate) const SLACK: Duration = Duration::from_secs(5);
+
+/// The most one upstream call (token or lookup) can take: every attempt timing out, the
+/// longest backoffs between them.
+pub(crate) fn upstream_call() -> Duration {
+    UPSTREAM_TIMEOUT * UPSTREAM_ATTEMPTS + UPSTREAM_MAX_BACKOFF * (UPSTREAM_ATTEMPTS - 1)
+}
+
+/// The bound on one request's answer: a token fetch and a lookup, each of which may be
+/// repeated once after a 401 (revoked token), then the reserve, the account write and the
+/// commit (which the response waits for), the account write and its read-back — plus slack.
+pub(crate) fn request() -> Duration {
+    upstream_call() * 4 + STORE_TIMEOUT * 2 + ACCOUNT_WRITE_TIMEOUT + ACCOUNT_CHECK_TIMEOUT + SLACK
+}
+
+/// When the load generator stops waiting for an answer at all (then counted unanswered).
+pub(crate) fn hard_cap() -> Duration {
+    request() + Duration::from_secs(10)
+}
