@@ -441,7 +441,10 @@ fn insert_template(inner: &mut Inner, label: Option<String>, person: Value) {
         .and_then(Value::as_str)
         .map(str::to_owned)
     {
-        inner.templates.retain(|(t, _)| *t != id);
+        // Only a replaced person needs the scan: adding 60 000 stays linear.
+        if inner.persons.contains_key(&id) {
+            inner.templates.retain(|(t, _)| *t != id);
+        }
         inner.templates.push((id.clone(), label));
         inner.persons.insert(id, person);
     }
