@@ -59,6 +59,13 @@
 //! `tests/unique.rs` (`a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column`)
 //! plays this through.
 //!
+//! Bound your account write, and do not trust its error: if the write times out on your side
+//! it may still land, and answering non-2xx then releases the reservation — the person could
+//! sign up again through a replica whose table does not hold the first row. Give the write a
+//! server-side `statement_timeout` shorter than your handler's own timeout, and when it fails,
+//! read the row back before answering (the `iamport-soak` chaos run found exactly this; its
+//! replica app shows the pattern).
+//!
 //! # Lifecycle
 //!
 //! [`UniqueStore::register`] imports people who already have accounts (the `iamport-unique
