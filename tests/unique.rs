@@ -831,19 +831,27 @@ async fn stalled_store_is_503_and_leaves_nothing(
     assert_eq!(accounts.created.load(Ordering::SeqCst), 1, "{name}");
 }
 
+/// PostgreSQL reached through a freezable proxy, in a table of its own: the proxy, the table's
+/// name (to drop) and the store.
+async fn postgres_behind_a_proxy(
+    url: &str,
+    prefix: &str,
+) -> (FreezableProxy, String, PostgresStore) {
+    let proxy = FreezableProxy::start(address_of(url)).await.expect("proxy");
+    let table = unique_name(prefix);
+    let store = PostgresStore::new(&with_address(url, proxy.addr))
+        .unwrap()
+        .table(&table)
+        .unwrap();
+    (proxy, table, store)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_postgres_is_503_and_leaves_nothing_reserved() {
     let Some(url) = database_url("a_stalled_postgres_is_503_and_leaves_nothing_reserved") else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url))
-        .await
-        .expect("proxy");
-    let table = unique_name("iamport_stall");
-    let store = PostgresStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .table(&table)
-        .unwrap();
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_stall").await;
     stalled_store_is_503_and_leaves_nothing("postgres", &[&proxy], Arc::new(store)).await;
     drop_table(&url, &table).await;
 }
@@ -1080,14 +1088,7 @@ async fn a_stalled_postgres_on_a_cold_pool_is_503_then_recovers() {
     let Some(url) = database_url("a_stalled_postgres_on_a_cold_pool_is_503_then_recovers") else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url))
-        .await
-        .expect("proxy");
-    let table = unique_name("iamport_cold");
-    let store = PostgresStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .table(&table)
-        .unwrap();
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_cold").await;
     let emulator = Emulator::start().await.unwrap();
     let accounts = Accounts::default();
     let layer = CertificationLayer::new(emulator.client())
@@ -1214,16 +1215,8 @@ async fn a_commit_stalled_on_postgres_holds_once_it_answers() {
     let Some(url) = database_url("a_commit_stalled_on_postgres_holds_once_it_answers") else {
         return;
     };
-    let proxy = Arc::new(
-        FreezableProxy::start(address_of(&url))
-            .await
-            .expect("proxy"),
-    );
-    let table = unique_name("iamport_commit_stall");
-    let store = PostgresStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .table(&table)
-        .unwrap();
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_commit_stall").await;
+    let proxy = Arc::new(proxy);
     commit_through_a_stall("postgres", proxy, Arc::new(store)).await;
     drop_table(&url, &table).await;
 }
@@ -1519,14 +1512,7 @@ async fn a_postgres_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
     else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url))
-        .await
-        .expect("proxy");
-    let table = unique_name("iamport_round_trips");
-    let store = PostgresStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .table(&table)
-        .unwrap();
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_round_trips").await;
     let trips = round_trips_for_signups(&proxy, store, 20).await;
     // The purge the first reservation starts in the background may open and prepare a second
     // connection (a few round trips, once); a BEGIN/COMMIT pair or a re-prepared statement
