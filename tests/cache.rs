@@ -96,6 +96,36 @@ async fn without_the_cache_only_concurrent_submissions_share_a_lookup() {
     assert!(burst(&w).await > 20);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cache_requests_during_a_lookup_join_it_and_nothing_is_kept() {
+    let w = world(LookupCache::disabled()).await;
+    // The token first (the world's client gives up after 3 s), then a latency long enough
+    // that the joiners surely arrive while the first lookup is in flight.
+    assert_eq!(submit(&w, NOT_CERTIFIED).await, 403);
+    w.emulator.set_latency(Duration::from_millis(1500));
+    let first = tokio::spawn({
+        let http = w.http.clone();
+        let url = w.url("/certifications");
+        async move {
+            let response = http.post(&url).json(&json!({ "imp_uid": ADULT })).send();
+            response.await.expect("the app answers").status().as_u16()
+        }
+    });
+    until_called(&w, ADULT, 1).await;
+    let joiners = futures_util::future::join_all((0..20).map(|_| submit(&w, ADULT))).await;
+    assert_eq!(first.await.expect("first"), 201);
+    assert!(joiners.iter().all(|status| *status == 201), "{joiners:?}");
+    assert_eq!(
+        w.emulator.calls_for(ADULT),
+        1,
+        "the joiners shared the first lookup"
+    );
+    // Nothing is kept once the lookup's waiters are gone: the next request asks again.
+    w.emulator.set_latency(Duration::ZERO);
+    assert_eq!(submit(&w, ADULT).await, 201);
+    assert_eq!(w.emulator.calls_for(ADULT), 2);
+}
+
 #[tokio::test]
 async fn a_lookup_whose_request_went_away_still_serves_the_next_one() {
     let emulator = iamport_mock::Emulator::start().await.expect("emulator");

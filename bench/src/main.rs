@@ -76,6 +76,23 @@ struct Upstream {
     http: reqwest::Client,
     base: String,
     token: Arc<str>,
+    /// The crate's client, for `client`: a hand-written handler calling it directly.
+    client: IamportClient,
+}
+
+/// The crate's client called by hand, without the layer: what the client costs apart from
+/// the layer and the guard.
+async fn by_client(State(up): State<Upstream>, Query(p): Query<Params>) -> (StatusCode, String) {
+    let Ok(id) = iamport_tower::ImpUid::parse(&p.imp_uid) else {
+        return (StatusCode::BAD_REQUEST, String::new());
+    };
+    match up.client.certification(&id).await {
+        Ok(cert) => match cert.birth_date.map(|d| d.year()) {
+            Some(year) if year <= 1999 => (StatusCode::OK, format!("adult, born {year}")),
+            _ => (StatusCode::FORBIDDEN, String::new()),
+        },
+        Err(_) => (StatusCode::BAD_GATEWAY, String::new()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,6 +158,10 @@ struct Options {
     connections: Vec<usize>,
     latencies_ms: Vec<u64>,
     in_flight: Vec<usize>,
+    /// Only these scenarios (`--scenarios plain,guarded`; default all), e.g. for a profiler.
+    scenarios: Option<Vec<String>>,
+    /// Measure a cold process's first request (`--cold-start no` skips it).
+    cold_start: bool,
     /// Run one child measurement and exit: `rss ROUTE N` or `cold LATENCY_MS`.
     child: Option<Vec<String>>,
 }
@@ -148,6 +169,7 @@ struct Options {
 fn list<T: std::str::FromStr>(value: &str, what: &str) -> Vec<T> {
     value
         .split(',')
+        .filter(|v| !v.is_empty())
         .map(|v| v.parse().unwrap_or_else(|_| panic!("{what}")))
         .collect()
 }
@@ -159,6 +181,8 @@ fn options() -> Options {
         connections: vec![32, 256, 1024, 4096],
         latencies_ms: vec![20],
         in_flight: vec![1000, 4000],
+        scenarios: None,
+        cold_start: true,
         child: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -174,6 +198,8 @@ fn options() -> Options {
             "--connections" => o.connections = list(value, "--connections 32,256"),
             "--upstream-latency-ms" => o.latencies_ms = list(value, "--upstream-latency-ms 0,20"),
             "--in-flight" => o.in_flight = list(value, "--in-flight 1000,4000"),
+            "--scenarios" => o.scenarios = Some(list(value, "--scenarios plain,guarded")),
+            "--cold-start" => o.cold_start = value != "no",
             other => panic!("unknown argument {other}"),
         }
     }
@@ -237,6 +263,7 @@ async fn child_rss(route: &str, n: usize) {
         token: upstream_token.clone(),
         http,
         base: emulator.url(),
+        client: client.clone(),
     };
     let app = Router::new()
         .route(
@@ -528,6 +555,7 @@ async fn main() {
         http,
         base: emulator.url(),
         token,
+        client: client.clone(),
     };
     let mut stores: Vec<(&str, Arc<dyn UniqueStore>)> = vec![(
         "unique-memory",
@@ -557,6 +585,7 @@ async fn main() {
             get(guarded).layer(CertificationLayer::new(client.clone())),
         )
         .route("/plain", get(plain))
+        .route("/client", get(by_client))
         .route("/guide", get(guide))
         // An unguarded route with and without the layer in front: the cost of the layer for
         // requests no guard asks about (the id in the query string is never looked up).
@@ -573,9 +602,12 @@ async fn main() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut scenarios = vec!["plain", "guarded", "guide", "bare", "unguarded"];
+    let mut scenarios = vec!["plain", "client", "guarded", "guide", "bare", "unguarded"];
     scenarios.extend(stores.iter().map(|(name, _)| *name));
     scenarios.extend(["twice-uncached", "twice-cached"]);
+    if let Some(only) = &o.scenarios {
+        scenarios.retain(|s| only.iter().any(|o| o == s));
+    }
     let twice = |scenario: &str| scenario.starts_with("twice");
     let store_of = |scenario: &str| {
         stores
@@ -630,6 +662,12 @@ async fn main() {
                         forget_all(&*store, &all_keys).await;
                     }
                     settle(connections).await;
+                    if std::env::var_os("BENCH_TRACE").is_some() {
+                        eprintln!(
+                            "round {round} {s}: {:.0} req/s",
+                            driven.requests as f64 / driven.elapsed.as_secs_f64()
+                        );
+                    }
                     samples[i].push(Sample {
                         requests: driven.requests,
                         errors: driven.errors,
@@ -662,6 +700,7 @@ async fn main() {
                 )
             };
             let index = |name: &str| scenarios.iter().position(|s| *s == name);
+            let plain = index("plain");
             for (i, s) in scenarios.iter().enumerate() {
                 let rows = &samples[i];
                 let rps = median(
@@ -676,19 +715,20 @@ async fn main() {
                 let lookups: u64 = rows.iter().map(|r| r.upstream_lookups).sum();
                 let errors: usize = rows.iter().map(|r| r.errors).sum();
                 println!(
-                    "| {s} | {rps:.0} | {:.2}× | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
-                    ratio(i, 0),
+                    "| {s} | {rps:.0} | {} | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
+                    plain.map_or("—".into(), |p| format!("{:.2}×", ratio(i, p))),
                     tokens as f64 / requests as f64,
                     lookups as f64 / requests as f64,
                 );
             }
-            println!(
-                "\nunguarded route behind the layer vs without it (bare): {:.3}×",
-                ratio(4, 3)
-            );
-            let memory = index("unique-memory").expect("always measured");
+            if let (Some(unguarded), Some(bare)) = (index("unguarded"), index("bare")) {
+                println!(
+                    "\nunguarded route behind the layer vs without it (bare): {:.3}×",
+                    ratio(unguarded, bare)
+                );
+            }
             for store in ["unique-postgres", "unique-redis"] {
-                if let Some(i) = index(store) {
+                if let (Some(i), Some(memory)) = (index(store), index("unique-memory")) {
                     println!("{store} vs unique-memory: {:.3}×", ratio(i, memory));
                 }
             }
@@ -702,7 +742,9 @@ async fn main() {
         }
     }
     in_flight_memory(&o.in_flight);
-    cold_start(&o.latencies_ms, o.rounds);
+    if o.cold_start {
+        cold_start(&o.latencies_ms, o.rounds);
+    }
     if let Ok(url) = std::env::var("DATABASE_URL")
         && let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
     {

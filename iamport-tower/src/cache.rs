@@ -23,19 +23,24 @@
 //! stays in this process's memory (it is in the request's memory anyway while the handler
 //! runs), and a change made at PortOne behind this process's back (a delete from PortOne's
 //! console, from another process or another client) is seen only when the entry expires.
-//! Set [`LookupCache::verified_for`] to zero to turn the cache off; concurrent lookups are
-//! still shared. When the cache is full, the least recently used entries make room: an id's
+//! Set [`LookupCache::verified_for`] and [`LookupCache::not_found_for`] to zero (or use
+//! [`LookupCache::disabled`]) to turn the cache off: concurrent lookups of one id are still
+//! shared, through a plain map of the calls in flight (no cache machinery, no task of its own
+//! on the request path), and a call whose every waiting request went away is dropped with
+//! them — there is nothing to keep its answer for. When the cache is full, the least recently used entries make room: an id's
 //! repeats come within seconds of its first lookup, so recency is what counts (moka's default
 //! TinyLFU would refuse most new ids once full, each having been seen once before it is
 //! stored). Under more than `max_entries` distinct ids within a repeat's delay, an id may be
 //! looked up again.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
 use crate::certification::Certification;
@@ -100,6 +105,11 @@ impl LookupCache {
         self.max_entries = entries;
         self
     }
+
+    /// Whether nothing is ever kept (both lifetimes zero).
+    fn keeps_nothing(&self) -> bool {
+        self.verified_for.is_zero() && self.not_found_for.is_zero()
+    }
 }
 
 /// Where a [`CertificationSource`] announces that a verification is gone, so the lookup
@@ -162,6 +172,24 @@ struct Entry {
     generation: u64,
 }
 
+impl Entry {
+    /// What may be kept of an upstream answer: a verification, or PortOne's "not found" (the
+    /// only way to [`Rejection::UnknownId`]); any other refusal is an error, never kept.
+    fn of(outcome: Outcome, generation: u64) -> Result<Self, Rejection> {
+        match outcome {
+            Outcome::Verified(cert) => Ok(Self {
+                record: Some(cert),
+                generation,
+            }),
+            Outcome::Refused(Rejection::UnknownId) => Ok(Self {
+                record: None,
+                generation,
+            }),
+            Outcome::Refused(rejection) => Err(rejection),
+        }
+    }
+}
+
 struct Core {
     entries: moka::future::Cache<String, Entry>,
     generation: Arc<AtomicU64>,
@@ -192,6 +220,59 @@ pub(crate) struct Lookups {
     source: Arc<dyn CertificationSource>,
     core: Arc<Core>,
     settings: LookupCache,
+    /// Without a cache: the calls in flight, by id.
+    in_flight: InFlight,
+}
+
+/// The answer of one upstream call, for everyone who waits for it.
+type Call = Arc<OnceCell<Result<Entry, Rejection>>>;
+
+/// Single-flight without a cache: the first request for an id makes the call, requests for
+/// the same id meanwhile wait for its answer. The entry goes when its last waiter does.
+#[derive(Default)]
+struct InFlight {
+    calls: Mutex<HashMap<Box<str>, Call>>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Call>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn join(&self, id: &str) -> Call {
+        let mut calls = self.lock();
+        match calls.get(id) {
+            Some(call) => call.clone(),
+            None => {
+                let call = Call::default();
+                calls.insert(id.into(), call.clone());
+                call
+            }
+        }
+    }
+}
+
+/// A request's share in a [`Call`]: the last one to leave removes the call from the map,
+/// answered or not (a call whose waiters all went away is dropped with them, and the next
+/// request for the id starts afresh).
+struct Waiting<'a> {
+    in_flight: &'a InFlight,
+    id: &'a str,
+    call: Call,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut calls = self.in_flight.lock();
+        // Clones are made under the lock: the map's and ours are the last two.
+        if Arc::strong_count(&self.call) == 2
+            && calls
+                .get(self.id)
+                .is_some_and(|call| Arc::ptr_eq(call, &self.call))
+        {
+            calls.remove(self.id);
+        }
+    }
 }
 
 impl Lookups {
@@ -216,6 +297,7 @@ impl Lookups {
             source,
             core,
             settings,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -229,7 +311,12 @@ impl Lookups {
 
     /// Resolves an id that passed the source's syntax check, for a request to `route`.
     pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
-        let answer = match self.core.entries.get(id).await {
+        let cached = if self.settings.keeps_nothing() {
+            None
+        } else {
+            self.core.entries.get(id).await
+        };
+        let answer = match cached {
             Some(entry) => {
                 metrics::lookup_cache(match entry.record {
                     Some(_) => CacheEffect::Hit,
@@ -238,7 +325,11 @@ impl Lookups {
                 Ok(entry)
             }
             None => {
-                let (answer, led) = self.look_up(id, route).await;
+                let (answer, led) = if self.settings.keeps_nothing() {
+                    self.share(id, route).await
+                } else {
+                    self.look_up(id, route).await
+                };
                 if led {
                     metrics::lookup_cache(CacheEffect::Miss);
                 } else {
@@ -255,6 +346,31 @@ impl Lookups {
             Ok(Entry { record: None, .. }) => Outcome::Refused(Rejection::UnknownId),
             Err(rejection) => Outcome::Refused(rejection),
         }
+    }
+
+    /// Without a cache: joins the call in flight for `id`, or makes it (then `true`), in the
+    /// request's own task.
+    async fn share(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
+        let waiting = Waiting {
+            in_flight: &self.in_flight,
+            id,
+            call: self.in_flight.join(id),
+        };
+        let mut led = false;
+        let answer = waiting
+            .call
+            .get_or_init(|| {
+                led = true;
+                let span =
+                    tracing::info_span!("iamport_lookup", source = self.source.label(), route);
+                async move {
+                    let outcome = upstream_lookup(&*self.source, id).instrument(span).await;
+                    Entry::of(outcome, 0)
+                }
+            })
+            .await
+            .clone();
+        (answer, led)
     }
 
     /// Not cached: joins the lookup in flight for `id`, or starts one (then `true`). The
@@ -276,18 +392,7 @@ impl Lookups {
                     .try_get_with_by_ref(id.as_str(), async {
                         led = true;
                         let outcome = upstream_lookup(&*source, &id).instrument(span).await;
-                        match outcome {
-                            Outcome::Verified(cert) => Ok(Entry {
-                                record: Some(cert),
-                                generation,
-                            }),
-                            // PortOne's "not found" (the only way to this rejection).
-                            Outcome::Refused(Rejection::UnknownId) => Ok(Entry {
-                                record: None,
-                                generation,
-                            }),
-                            Outcome::Refused(rejection) => Err(rejection),
-                        }
+                        Entry::of(outcome, generation)
                     })
                     .await
                     .map_err(|shared| Rejection::clone(&shared));

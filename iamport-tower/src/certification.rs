@@ -135,11 +135,15 @@ pub enum Gender {
 impl Gender {
     /// Parses PortOne's spelling in either API version; unknown values give `None`.
     pub fn from_wire(value: &str) -> Option<Self> {
-        match value.to_ascii_lowercase().as_str() {
-            "male" => Some(Self::Male),
-            "female" => Some(Self::Female),
-            "other" => Some(Self::Other),
-            _ => None,
+        let is = |name: &str| value.eq_ignore_ascii_case(name);
+        if is("male") {
+            Some(Self::Male)
+        } else if is("female") {
+            Some(Self::Female)
+        } else if is("other") {
+            Some(Self::Other)
+        } else {
+            None
         }
     }
 }

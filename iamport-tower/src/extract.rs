@@ -24,19 +24,23 @@ pub(crate) fn id_from_query(
     cancelled: impl Fn(&str, &str) -> bool,
 ) -> Option<Result<String, Rejection>> {
     let query = query.filter(|q| !q.is_empty())?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    // The parse the handler's `Query` extractor makes (serde_urlencoded is this underneath),
+    // borrowing what needs no decoding.
+    let pairs = form_urlencoded::parse(query.as_bytes());
     // PortOne's redirect marks a cancelled or failed verification (v1: `success=false`);
     // the id is present then too, but there is nothing to look up.
-    if pairs.iter().any(|(k, v)| cancelled(k, v)) {
+    if pairs.clone().any(|(k, v)| cancelled(&k, &v)) {
         return Some(Err(Rejection::Cancelled));
     }
-    let field = fields.iter().find(|f| pairs.iter().any(|(k, _)| k == *f))?;
-    let mut values = pairs.iter().filter(|(k, _)| k == field).map(|(_, v)| v);
+    let field = fields
+        .iter()
+        .find(|f| pairs.clone().any(|(k, _)| k == **f))?;
+    let mut values = pairs.filter(|(k, _)| k == *field).map(|(_, v)| v);
     let first = values.next()?;
     // `?imp_uid=a&imp_uid=b`: whichever one the handler reads, it must be the one checked.
     Some(match values.next() {
         Some(_) => Err(Rejection::AmbiguousId),
-        None => Ok(first.clone()),
+        None => Ok(first.into_owned()),
     })
 }
 

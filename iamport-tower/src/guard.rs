@@ -14,7 +14,7 @@ use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
 use crate::rejection::{Rejection, refuse};
 use crate::unique::UniqueKey;
-use crate::unique::reservation::UniqueSlot;
+use crate::unique::reservation::{SlotHolder as _, UniqueSlot};
 
 /// The verified person, as a handler argument (axum extractor) or read from a request's
 /// extensions. Derefs to [`Certification`].
@@ -26,8 +26,8 @@ use crate::unique::reservation::UniqueSlot;
 pub struct Certified(Arc<Certification>, Option<UniqueKey>);
 
 impl Certified {
-    fn new(cert: Arc<Certification>, extensions: &Extensions) -> Self {
-        let key = extensions.get::<UniqueSlot>().and_then(UniqueSlot::key);
+    fn new(cert: Arc<Certification>, verification: &Verification) -> Self {
+        let key = verification.slot().and_then(UniqueSlot::key);
         Self(cert, key)
     }
 
@@ -51,8 +51,11 @@ impl Certified {
     /// up (the `#[require_certified]` check at the top of a request-style handler does) and
     /// it is `certified`. Never triggers a lookup and applies no other policy.
     pub fn from_extensions(extensions: &Extensions) -> Option<Self> {
-        match extensions.get::<Verification>()?.get()? {
-            Outcome::Verified(cert) if cert.certified => Some(Self::new(cert.clone(), extensions)),
+        let verification = extensions.get::<Verification>()?;
+        match verification.get()? {
+            Outcome::Verified(cert) if cert.certified => {
+                Some(Self::new(cert.clone(), verification))
+            }
             _ => None,
         }
     }
@@ -79,14 +82,12 @@ impl fmt::Debug for Certified {
 /// request itself waits in a future's state (`RequireCertified`).
 pub(crate) struct Admission {
     verification: Option<Verification>,
-    slot: Option<UniqueSlot>,
 }
 
 impl Admission {
     pub(crate) fn of(extensions: &Extensions) -> Self {
         Self {
             verification: extensions.get::<Verification>().cloned(),
-            slot: extensions.get::<UniqueSlot>().cloned(),
         }
     }
 
@@ -129,18 +130,13 @@ impl Admission {
                         .unique_key
                         .as_deref()
                         .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
-                    let Some(slot) = &self.slot else {
-                        tracing::error!(
-                            "a `unique` policy found a verification but no unique slot; was the \
-                             Verification inserted by hand instead of by CertificationLayer?"
-                        );
-                        return Err(Rejection::LayerMissing);
-                    };
                     // Reserved last, so a refused person never holds a reservation.
-                    slot.reserve(policy.unique_scope(), ci).await?;
+                    verification
+                        .unique_slot()
+                        .reserve(policy.unique_scope(), ci)
+                        .await?;
                 }
-                let key = self.slot.as_ref().and_then(UniqueSlot::key);
-                Ok(Certified(cert.clone(), key))
+                Ok(Certified::new(cert.clone(), &verification))
             }
         }
     }

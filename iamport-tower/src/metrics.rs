@@ -1,7 +1,8 @@
 //! Metrics, through the [`metrics`](https://docs.rs/metrics) facade: this crate records
 //! them and never exports them. Install a recorder in the application
 //! (`metrics-exporter-prometheus`, `metrics-exporter-statsd`, …) and they appear; without
-//! one, recording costs a check of the global recorder and nothing else.
+//! one, recording costs a check of the global recorder (and, for the rare label values that
+//! are not spelled out as literals, building the label list).
 //!
 //! Every name starts with `iamport_`, and no label carries personal data or an id:
 //!
@@ -141,9 +142,33 @@ impl LookupResult {
     }
 }
 
+// Labels written as literals make `counter!`/`histogram!` build their key from static parts;
+// a label computed at run time costs an allocation per recording, recorder or not. The
+// frequent label values are therefore spelled out below, and only the rare ones computed.
+
 /// One lookup of `source` ended with `result`.
 pub(crate) fn lookup(source: &'static str, result: LookupResult) {
-    counter!(LOOKUPS_TOTAL, "source" => source, "result" => result.as_str()).increment(1);
+    macro_rules! by_source_and_result {
+        ($($variant:ident => $label:literal),*) => {
+            match (source, result) {
+                $(
+                    ("v1", LookupResult::$variant) => counter!(LOOKUPS_TOTAL, "source" => "v1", "result" => $label),
+                    ("v2", LookupResult::$variant) => counter!(LOOKUPS_TOTAL, "source" => "v2", "result" => $label),
+                )*
+                (source, result) => counter!(LOOKUPS_TOTAL, "source" => source, "result" => result.as_str()),
+            }
+        };
+    }
+    by_source_and_result!(
+        Verified => "verified",
+        Unverified => "unverified",
+        NotFound => "not_found",
+        InvalidId => "invalid_id",
+        Failed => "failed",
+        Unavailable => "unavailable",
+        Timeout => "timeout"
+    )
+    .increment(1);
 }
 
 /// The PortOne endpoint of an HTTP request.
@@ -178,15 +203,32 @@ pub(crate) enum Answered {
 
 /// One HTTP request to `endpoint` took `elapsed` and ended `answered`.
 pub(crate) fn upstream_request(endpoint: Endpoint, answered: Answered, elapsed: Duration) {
-    let status = match answered {
-        Answered::Status(status) => status.as_u16().to_string(),
-        Answered::Error => "error".to_owned(),
-        Answered::Cancelled => "cancelled".to_owned(),
-    };
-    histogram!(
-        UPSTREAM_REQUEST_DURATION_SECONDS,
-        "endpoint" => endpoint.as_str(),
-        "status" => status
+    use http::StatusCode;
+    macro_rules! by_endpoint_and_status {
+        ($($endpoint:ident => $label:literal),*) => {
+            match (endpoint, answered) {
+                $(
+                    (Endpoint::$endpoint, Answered::Status(StatusCode::OK)) => histogram!(
+                        UPSTREAM_REQUEST_DURATION_SECONDS, "endpoint" => $label, "status" => "200"
+                    ),
+                )*
+                (endpoint, answered) => histogram!(
+                    UPSTREAM_REQUEST_DURATION_SECONDS,
+                    "endpoint" => endpoint.as_str(),
+                    "status" => match answered {
+                        Answered::Status(status) => status.as_u16().to_string(),
+                        Answered::Error => "error".to_owned(),
+                        Answered::Cancelled => "cancelled".to_owned(),
+                    }
+                ),
+            }
+        };
+    }
+    by_endpoint_and_status!(
+        GetToken => "get_token",
+        GetCertification => "get_certification",
+        DeleteCertification => "delete_certification",
+        GetIdentityVerification => "get_identity_verification"
     )
     .record(elapsed);
 }
@@ -203,8 +245,22 @@ pub(crate) fn rejection(kind: &'static str) {
 
 /// One unique-store operation `op` ended with `result` after `elapsed`.
 pub(crate) fn unique_operation(op: &'static str, result: &'static str, elapsed: Duration) {
-    counter!(UNIQUE_OPERATIONS_TOTAL, "op" => op, "result" => result).increment(1);
-    histogram!(UNIQUE_OPERATION_DURATION_SECONDS, "op" => op).record(elapsed);
+    // The two calls of every signup, with their usual answers, from static labels.
+    match (op, result) {
+        ("reserve", "reserved") => {
+            counter!(UNIQUE_OPERATIONS_TOTAL, "op" => "reserve", "result" => "reserved")
+                .increment(1);
+            histogram!(UNIQUE_OPERATION_DURATION_SECONDS, "op" => "reserve").record(elapsed);
+        }
+        ("commit", "ok") => {
+            counter!(UNIQUE_OPERATIONS_TOTAL, "op" => "commit", "result" => "ok").increment(1);
+            histogram!(UNIQUE_OPERATION_DURATION_SECONDS, "op" => "commit").record(elapsed);
+        }
+        _ => {
+            counter!(UNIQUE_OPERATIONS_TOTAL, "op" => op, "result" => result).increment(1);
+            histogram!(UNIQUE_OPERATION_DURATION_SECONDS, "op" => op).record(elapsed);
+        }
+    }
 }
 
 /// A request joined a lookup already in flight instead of starting one.
@@ -225,10 +281,10 @@ pub(crate) enum CacheEffect {
 
 /// The layer's result cache had this `effect` on one lookup.
 pub(crate) fn lookup_cache(effect: CacheEffect) {
-    let effect = match effect {
-        CacheEffect::Hit => "hit",
-        CacheEffect::Miss => "miss",
-        CacheEffect::NegativeHit => "negative_hit",
-    };
-    counter!(LOOKUP_CACHE_TOTAL, "effect" => effect).increment(1);
+    match effect {
+        CacheEffect::Hit => counter!(LOOKUP_CACHE_TOTAL, "effect" => "hit"),
+        CacheEffect::Miss => counter!(LOOKUP_CACHE_TOTAL, "effect" => "miss"),
+        CacheEffect::NegativeHit => counter!(LOOKUP_CACHE_TOTAL, "effect" => "negative_hit"),
+    }
+    .increment(1);
 }

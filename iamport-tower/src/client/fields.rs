@@ -8,12 +8,13 @@
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde_json::{Map, Value};
+
+use super::json::{Json, Object};
 
 /// One JSON object of a PortOne answer, with the path of its fields for log lines.
 #[derive(Clone, Copy)]
 pub(crate) struct Record<'a> {
-    fields: &'a Map<String, Value>,
+    fields: &'a Object<'a>,
     /// Where this object sits, e.g. `verifiedCustomer.` (empty at the top).
     prefix: &'static str,
 }
@@ -28,20 +29,25 @@ pub(crate) fn unreadable(prefix: &str, field: &str, expected: &str) {
 }
 
 impl<'a> Record<'a> {
-    pub(crate) fn new(fields: &'a Map<String, Value>) -> Self {
+    pub(crate) fn new(fields: &'a Object<'a>) -> Self {
         Self { fields, prefix: "" }
     }
 
     /// The value of `field`, `None` when absent or `null`.
-    fn get(&self, field: &str) -> Option<&'a Value> {
-        self.fields.get(field).filter(|v| !v.is_null())
+    fn get(&self, field: &str) -> Option<&'a Json<'a>> {
+        self.fields.get(field).filter(|v| **v != Json::Null)
     }
 
     /// A non-empty string.
     pub(crate) fn string(&self, field: &str) -> Option<String> {
+        self.str(field).map(str::to_owned)
+    }
+
+    /// A non-empty string, borrowed from the record.
+    pub(crate) fn str(&self, field: &str) -> Option<&'a str> {
         match self.get(field)? {
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s.clone()),
+            Json::Str(s) if s.is_empty() => None,
+            Json::Str(s) => Some(s),
             _ => {
                 unreadable(self.prefix, field, "a string");
                 None
@@ -51,7 +57,7 @@ impl<'a> Record<'a> {
 
     pub(crate) fn bool(&self, field: &str) -> Option<bool> {
         match self.get(field)? {
-            Value::Bool(b) => Some(*b),
+            Json::Bool(b) => Some(*b),
             _ => {
                 unreadable(self.prefix, field, "a boolean");
                 None
@@ -72,7 +78,7 @@ impl<'a> Record<'a> {
     /// A nested object, e.g. v2's `verifiedCustomer`.
     pub(crate) fn object(&self, field: &'static str, prefix: &'static str) -> Option<Self> {
         match self.get(field)? {
-            Value::Object(fields) => Some(Self { fields, prefix }),
+            Json::Object(fields) => Some(Self { fields, prefix }),
             _ => {
                 unreadable(self.prefix, field, "an object");
                 None
@@ -82,7 +88,7 @@ impl<'a> Record<'a> {
 
     /// A `yyyy-MM-dd` calendar date.
     pub(crate) fn date(&self, field: &str) -> Option<Date> {
-        let text = self.string(field)?;
+        let text = self.str(field)?;
         match text.parse() {
             Ok(date) => Some(date),
             Err(_) => {
@@ -94,8 +100,8 @@ impl<'a> Record<'a> {
 
     /// An RFC 3339 timestamp, with any number of fraction digits.
     pub(crate) fn timestamp(&self, field: &str) -> Option<Timestamp> {
-        let text = self.string(field)?;
-        match parse_rfc3339(&text) {
+        let text = self.str(field)?;
+        match parse_rfc3339(text) {
             Some(at) => Some(at),
             None => {
                 unreadable(self.prefix, field, "an RFC 3339 timestamp");
@@ -157,12 +163,17 @@ mod tests {
 
     #[test]
     fn unreadable_fields_are_unknown() {
-        let value = serde_json::json!({
+        let body = br#"{
             "s": 7, "b": "yes", "n": "12", "d": "1990-13-45", "t": "yesterday",
-            "ms": 1_700_000_000_123_i64, "sec": 1_700_000_000, "neg": -32_400,
-            "o": [1], "null": null, "empty": ""
-        });
-        let record = Record::new(value.as_object().unwrap());
+            "ms": 1700000000123, "sec": 1700000000, "neg": -32400,
+            "o": [1], "null": null, "empty": "", "f": 1.5, "big": 18446744073709551615
+        }"#;
+        let Json::Object(fields) = Json::parse(body).unwrap() else {
+            panic!("an object")
+        };
+        let record = Record::new(&fields);
+        assert_eq!(record.integer("f"), None);
+        assert_eq!(record.integer("big"), None);
         assert_eq!(record.string("s"), None);
         assert_eq!(record.bool("b"), None);
         assert_eq!(record.integer("n"), None);

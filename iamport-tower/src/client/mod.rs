@@ -14,6 +14,7 @@
 
 mod fields;
 mod imp_uid;
+mod json;
 mod token;
 mod transport;
 mod wire;
@@ -28,6 +29,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub(crate) use self::fields::{Record, unreadable};
 pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
+pub(crate) use self::json::Json;
 use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
     Answer, Idempotency, Transport, TransportOptions, env_var, transport_setters,

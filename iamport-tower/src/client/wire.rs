@@ -1,9 +1,9 @@
 //! PortOne v1 wire shapes: the response envelope, the token and the certification object.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 use super::fields::{Record, unreadable};
+use super::json::{Json, Object};
 use crate::certification::{Carrier, Certification, Gender};
 use crate::error::Error;
 use crate::korea::birth_date_from_unix;
@@ -11,13 +11,13 @@ use crate::korea::birth_date_from_unix;
 /// `{"code": 0, "message": null, "response": {…}}`: the `response` object of a 200 answer.
 /// A non-zero `code` is an [`Error::Api`]; a missing or non-object `response` is
 /// [`Error::Malformed`] (there is no record to read at all).
-pub(crate) fn decode_success(body: &[u8]) -> Result<Map<String, Value>, Error> {
-    let envelope: Value = serde_json::from_slice(body).map_err(|e| Error::malformed_json(&e))?;
-    let Value::Object(mut envelope) = envelope else {
+pub(crate) fn decode_success(body: &[u8]) -> Result<Object<'_>, Error> {
+    let envelope = Json::parse(body).map_err(|e| Error::malformed_json(&e))?;
+    let Json::Object(mut envelope) = envelope else {
         return Err(Error::Malformed("the answer is not a JSON object".into()));
     };
     let code = match envelope.get("code") {
-        None | Some(Value::Null) => 0,
+        None | Some(Json::Null) => 0,
         Some(code) => code
             .as_i64()
             .ok_or_else(|| Error::Malformed("`code` is not an integer".into()))?,
@@ -27,12 +27,12 @@ pub(crate) fn decode_success(body: &[u8]) -> Result<Map<String, Value>, Error> {
             code,
             message: envelope
                 .get("message")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(str::to_owned),
         });
     }
-    match envelope.remove("response") {
-        Some(Value::Object(response)) => Ok(response),
+    match envelope.take("response") {
+        Some(Json::Object(response)) => Ok(response),
         _ => Err(Error::Malformed(
             "`response` is missing or not an object in a code 0 answer".into(),
         )),
@@ -60,8 +60,25 @@ pub(crate) struct TokenResponse {
 
 impl TokenResponse {
     pub(crate) fn decode(body: &[u8]) -> Result<Self, Error> {
-        serde_json::from_value(Value::Object(decode_success(body)?))
-            .map_err(|e| Error::malformed_json(&e))
+        let response = decode_success(body)?;
+        let integer = |field: &str| {
+            response.get(field).and_then(Json::as_i64).ok_or_else(|| {
+                Error::Malformed(format!(
+                    "the token's `{field}` is missing or not an integer"
+                ))
+            })
+        };
+        Ok(Self {
+            access_token: response
+                .get("access_token")
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::Malformed("the token's `access_token` is missing or not a string".into())
+                })?,
+            now: integer("now")?,
+            expired_at: integer("expired_at")?,
+        })
     }
 }
 
@@ -69,15 +86,15 @@ impl TokenResponse {
 /// id may be absent, `null` or unreadable (then unknown, with a WARN); unknown fields are
 /// ignored. The record must be the one asked for.
 pub(crate) fn certification(
-    response: &Map<String, Value>,
+    response: &Object<'_>,
     requested: &str,
 ) -> Result<Certification, Error> {
     let r = Record::new(response);
-    let id = r.string("imp_uid");
-    if id.as_deref() != Some(requested) {
+    let id = r.str("imp_uid");
+    if id != Some(requested) {
         tracing::error!(
             requested,
-            received = id.as_deref().unwrap_or("<none>"),
+            received = id.unwrap_or("<none>"),
             "PortOne answered a certification lookup with a record for another id; refusing it"
         );
         return Err(Error::Malformed(
@@ -109,10 +126,10 @@ pub(crate) fn certification(
     cert.pg_provider = r.string("pg_provider");
     cert.pg_tid = r.string("pg_tid");
     cert.name = r.string("name");
-    cert.gender = r.string("gender").as_deref().and_then(Gender::from_wire);
+    cert.gender = r.str("gender").and_then(Gender::from_wire);
     cert.birth_date = birth_date;
     cert.phone = r.string("phone");
-    cert.carrier = r.string("carrier").map(|c| Carrier::from_wire(&c));
+    cert.carrier = r.str("carrier").map(Carrier::from_wire);
     // `foreigner_v2` is null when the merchant has no foreigner contract, while
     // `foreigner` is then always `false`: prefer the one that can say "unknown".
     cert.foreigner = match (r.bool("foreigner_v2"), r.bool("foreigner")) {

@@ -10,10 +10,10 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::service::Prepared;
-use crate::unique::reservation::{HeldReservation, UniqueSlot};
+use super::Verification;
+use crate::unique::reservation::HeldReservation;
 
-type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<UniqueSlot>)> + Send>>;
+type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<Verification>)> + Send>>;
 
 pin_project! {
     /// Response future of [`CertificationService`](super::CertificationService): reads the
@@ -27,7 +27,7 @@ pin_project! {
         #[pin]
         state: State<S::Future, S::Response, S::Error, R>,
         inner: Option<S>,
-        reservation: HeldReservation,
+        reservation: HeldReservation<Verification>,
     }
 }
 
@@ -44,21 +44,21 @@ pin_project! {
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
-    pub(super) fn new(mut inner: S, prepared: Prepared<R>) -> Self {
-        match prepared {
-            // No body to read: call right away, no allocation, no await.
-            Prepared::Ready(request, slot) => Self {
-                state: State::Calling {
-                    future: inner.call(request),
-                },
-                inner: None,
-                reservation: HeldReservation::new(slot),
-            },
-            Prepared::Reading(future) => Self {
-                state: State::Preparing { future },
-                inner: Some(inner),
-                reservation: HeldReservation::new(None),
-            },
+    /// The inner service was called already.
+    pub(super) fn calling(future: S::Future, held: Option<Verification>) -> Self {
+        Self {
+            state: State::Calling { future },
+            inner: None,
+            reservation: HeldReservation::new(held),
+        }
+    }
+
+    /// The body is read first, then `inner` (ready) is called.
+    pub(super) fn reading(inner: S, future: Preparing<R>) -> Self {
+        Self {
+            state: State::Preparing { future },
+            inner: Some(inner),
+            reservation: HeldReservation::new(None),
         }
     }
 }
@@ -83,8 +83,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Preparing { future } => {
-                    let (request, slot) = ready!(future.as_mut().poll(cx));
-                    this.reservation.hold(slot);
+                    let (request, held) = ready!(future.as_mut().poll(cx));
+                    this.reservation.hold(held);
                     let mut inner = this
                         .inner
                         .take()

@@ -43,7 +43,7 @@ use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::secret::Secret;
 use crate::source::CertificationSource;
-use crate::unique::reservation::{UniqueConfig, UniqueSlot};
+use crate::unique::reservation::UniqueConfig;
 use crate::unique::{MemoryStore, UniqueKeys, UniqueStore};
 
 /// The default limit on a body read to find the id: 64 KiB.
@@ -115,7 +115,7 @@ pub(crate) struct Shared {
     body_timeout: Duration,
     binding: Option<Binding>,
     renderer: Option<RejectionRenderer>,
-    unique: Arc<UniqueConfig>,
+    pub(super) unique: Arc<UniqueConfig>,
     lookups: Lookups,
 }
 
@@ -327,29 +327,21 @@ impl Shared {
         id: Result<String, Rejection>,
         speculative: bool,
         query_only: bool,
-    ) -> Option<UniqueSlot> {
+    ) -> Option<Verification> {
         let asked = Asked::of(parts, query_only);
         let session = match (&self.binding, &id) {
             (Some(binding), Ok(_)) => binding.session_of(parts),
             _ => None,
         };
-        let extensions = &mut parts.extensions;
-        let slot = (id.is_ok() && !speculative).then(|| {
-            let slot = UniqueSlot::new(self.unique.clone());
-            extensions.insert(slot.clone());
-            slot
-        });
-        extensions.insert(Verification::new(
-            self.clone(),
-            id,
-            speculative,
-            session,
-            asked,
-        ));
+        // Only a request with an id that is not speculative can come to hold a reservation.
+        let may_reserve = id.is_ok() && !speculative;
+        let verification = Verification::new(self.clone(), id, speculative, session, asked);
         if let Some(renderer) = &self.renderer {
-            extensions.insert(renderer.clone());
+            parts.extensions.insert(renderer.clone());
         }
-        slot
+        let held = may_reserve.then(|| verification.clone());
+        parts.extensions.insert(verification);
+        held
     }
 
     /// Whether `cert`'s ticket was minted for `session` by this layer's binding.

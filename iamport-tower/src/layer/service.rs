@@ -16,11 +16,10 @@ use http_body::Body as HttpBody;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::{QueryOnly, ReadBodies, Shared};
+use super::{QueryOnly, ReadBodies, Shared, Verification};
 use crate::body::Body;
 use crate::extract::{self, BodyFormat, Buffered, body_format, content_length};
 use crate::rejection::Rejection;
-use crate::unique::reservation::UniqueSlot;
 
 /// The service made by [`CertificationLayer`](super::CertificationLayer).
 pub struct CertificationService<S, M = ReadBodies> {
@@ -40,15 +39,24 @@ impl<S, M> CertificationService<S, M> {
 
     inner_service_accessors!();
 
-    /// The one body of both modes' `call`: take the ready service (leaving its clone, which
-    /// may not be ready, for the next call) and start the response future.
+    /// The one body of both modes' `call`. A request that is ready goes to the service that
+    /// `poll_ready` readied, now; one whose body must be read first takes that service along
+    /// and leaves its clone (which may not be ready) for the next call — tower's rule for a
+    /// call made later than `call` itself.
     fn dispatch<R>(&mut self, prepared: Prepared<R>) -> ResponseFuture<S, R>
     where
         S: Service<R> + Clone,
     {
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(inner, prepared)
+        match prepared {
+            Prepared::Ready(request, held) => {
+                ResponseFuture::calling(self.inner.call(request), held)
+            }
+            Prepared::Reading(reading) => {
+                let clone = self.inner.clone();
+                let inner = mem::replace(&mut self.inner, clone);
+                ResponseFuture::reading(inner, reading)
+            }
+        }
     }
 }
 
@@ -66,11 +74,12 @@ impl<S: fmt::Debug, M> fmt::Debug for CertificationService<S, M> {
     }
 }
 
-/// A request ready for the inner service (with the reservation slot it may fill), or the
+/// A request ready for the inner service (with the verification whose reservation its
+/// response settles, if it may hold one), or the
 /// work of reading its body first.
 pub(crate) enum Prepared<R> {
-    Ready(R, Option<UniqueSlot>),
-    Reading(Pin<Box<dyn Future<Output = (R, Option<UniqueSlot>)> + Send>>),
+    Ready(R, Option<Verification>),
+    Reading(Pin<Box<dyn Future<Output = (R, Option<Verification>)> + Send>>),
 }
 
 impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, ReadBodies>
@@ -94,13 +103,13 @@ where
         let prepared = match (shared.id_from_query(&parts), body_format(&parts.headers)) {
             (None, Some(format)) => Prepared::Reading(Box::pin(async move {
                 let (id, body) = shared.read_body(format, &parts.headers, body).await;
-                let slot = shared.record(&mut parts, id, speculative, false);
-                (Request::from_parts(parts, body), slot)
+                let held = shared.record(&mut parts, id, speculative, false);
+                (Request::from_parts(parts, body), held)
             })),
             (query, _) => {
                 let id = query.unwrap_or(Err(Rejection::MissingId));
-                let slot = shared.record(&mut parts, id, speculative, false);
-                Prepared::Ready(Request::from_parts(parts, Body::new(body)), slot)
+                let held = shared.record(&mut parts, id, speculative, false);
+                Prepared::Ready(Request::from_parts(parts, Body::new(body)), held)
             }
         };
         self.dispatch(prepared)
@@ -126,8 +135,8 @@ where
             .shared
             .id_from_query(&parts)
             .unwrap_or(Err(Rejection::MissingId));
-        let slot = self.shared.record(&mut parts, id, speculative, true);
-        self.dispatch(Prepared::Ready(Request::from_parts(parts, body), slot))
+        let held = self.shared.record(&mut parts, id, speculative, true);
+        self.dispatch(Prepared::Ready(Request::from_parts(parts, body), held))
     }
 }
 

@@ -2,7 +2,7 @@
 //! is none) and, once something asks, the [`Outcome`] of looking it up.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::request::Parts;
 use http::{HeaderValue, Method, Uri};
@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use super::Shared;
 use crate::certification::Certification;
 use crate::rejection::{IdHint, Language, Rejection};
+use crate::unique::reservation::{SlotHolder, UniqueSlot};
 
 /// The looked-up verification of a request, as the policy checks see it.
 #[derive(Debug, Clone)]
@@ -35,11 +36,14 @@ pub struct Verification {
 
 struct Inner {
     shared: Arc<Shared>,
-    id: Result<Box<str>, Rejection>,
+    id: Result<String, Rejection>,
     speculative: bool,
     /// The request's binding session key (only recorded when the layer has a binding).
     session: Option<Box<str>>,
     outcome: OnceCell<Outcome>,
+    /// The request's `unique` reservation, made when a `unique` guard first asks: requests
+    /// no such guard looks at pay nothing for it.
+    unique: OnceLock<UniqueSlot>,
     asked: Asked,
 }
 
@@ -90,10 +94,11 @@ impl Verification {
         Self {
             inner: Arc::new(Inner {
                 shared,
-                id: id.map(String::into_boxed_str),
+                id,
                 speculative,
                 session,
                 outcome: OnceCell::new(),
+                unique: OnceLock::new(),
                 asked,
             }),
         }
@@ -133,6 +138,13 @@ impl Verification {
             .is_bound(cert, self.inner.session.as_deref())
     }
 
+    /// Where a `unique` guard reserves the person for this request (made on first use).
+    pub(crate) fn unique_slot(&self) -> &UniqueSlot {
+        self.inner
+            .unique
+            .get_or_init(|| UniqueSlot::new(self.inner.shared.unique.clone()))
+    }
+
     /// Whether the request carried an id (well-formed or not) to look up.
     pub(crate) fn has_id(&self) -> bool {
         self.inner.id.is_ok()
@@ -164,6 +176,12 @@ impl Verification {
             field: self.inner.shared.source().id_fields().first().copied(),
             query_only: self.inner.asked.query_only,
         }
+    }
+}
+
+impl SlotHolder for Verification {
+    fn slot(&self) -> Option<&UniqueSlot> {
+        self.inner.unique.get()
     }
 }
 

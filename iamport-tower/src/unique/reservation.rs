@@ -163,7 +163,7 @@ impl UniqueSlot {
     }
 
     /// Whether this request holds a reservation that still needs settling.
-    pub(crate) fn is_held(&self) -> bool {
+    fn is_held(&self) -> bool {
         self.lock().held.is_some()
     }
 
@@ -199,12 +199,8 @@ impl UniqueSlot {
     }
 
     /// Releases in the background (the request was dropped before it finished).
-    pub(crate) fn release_detached(&self) {
-        if !self.is_held() {
-            return;
-        }
-        let slot = self.clone();
-        spawn(async move { slot.settle(false).await });
+    fn release_detached(self) {
+        spawn(async move { self.settle(false).await });
     }
 }
 
@@ -305,31 +301,42 @@ fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: Reservati
     });
 }
 
+/// What holds a request's [`UniqueSlot`], if a `unique` guard made one: the request's
+/// verification record.
+pub(crate) trait SlotHolder {
+    fn slot(&self) -> Option<&UniqueSlot>;
+}
+
 /// The reservation a request may hold, from the layer's response future: settled by the
 /// response's status, or released in the background if the future is dropped first (client
 /// gone, timeout, panic in the handler).
-pub(crate) struct HeldReservation(Option<UniqueSlot>);
+pub(crate) struct HeldReservation<H: SlotHolder>(Option<H>);
 
-impl HeldReservation {
-    pub(crate) fn new(slot: Option<UniqueSlot>) -> Self {
-        Self(slot)
+impl<H: SlotHolder> HeldReservation<H> {
+    pub(crate) fn new(holder: Option<H>) -> Self {
+        Self(holder)
     }
 
-    pub(crate) fn hold(&mut self, slot: Option<UniqueSlot>) {
-        self.0 = slot;
+    pub(crate) fn hold(&mut self, holder: Option<H>) {
+        self.0 = holder;
+    }
+
+    /// The slot, if a reservation was made and still needs settling.
+    fn take_held(&mut self) -> Option<UniqueSlot> {
+        self.0.take()?.slot().filter(|slot| slot.is_held()).cloned()
     }
 
     /// Commits (`success`) or releases in a task of its own, so the commit completes even if
     /// the client goes away while it runs. `None` when nothing is held.
     pub(crate) fn settle(&mut self, success: bool) -> Option<tokio::task::JoinHandle<()>> {
-        let slot = self.0.take().filter(UniqueSlot::is_held)?;
+        let slot = self.take_held()?;
         Some(tokio::spawn(async move { slot.settle(success).await }))
     }
 }
 
-impl Drop for HeldReservation {
+impl<H: SlotHolder> Drop for HeldReservation<H> {
     fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
+        if let Some(slot) = self.take_held() {
             slot.release_detached();
         }
     }

@@ -2,10 +2,9 @@
 //! read field by field (see the v1 client's tolerant reader).
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::certification::{Carrier, Certification, Gender};
-use crate::client::Record;
+use crate::client::{Json, Record};
 use crate::error::Error;
 
 /// `{"type": "IDENTITY_VERIFICATION_NOT_FOUND", "message": "…"}`
@@ -20,14 +19,13 @@ pub(crate) struct ErrorBody {
 /// certified; `READY`, `FAILED` and statuses this version does not know are not. A field that
 /// cannot be read is unknown (with a WARN naming it); the record must carry the id asked for.
 pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certification, Error> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| Error::malformed_json(&e))?;
-    let Value::Object(fields) = value else {
+    let value = Json::parse(body).map_err(|e| Error::malformed_json(&e))?;
+    let Json::Object(fields) = value else {
         return Err(Error::Malformed("the answer is not a JSON object".into()));
     };
     let r = Record::new(&fields);
-    let status = r.string("status");
-    let verified = status.as_deref() == Some("VERIFIED");
-    match r.string("id") {
+    let verified = r.str("status") == Some("VERIFIED");
+    match r.str("id") {
         Some(id) if id == requested => {}
         // Unknown or unfinished: not certified whatever it says; only a claim of
         // `VERIFIED` needs the id to prove it is the record asked for.
@@ -35,7 +33,7 @@ pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certificatio
         received => {
             tracing::error!(
                 requested,
-                received = received.as_deref().unwrap_or("<none>"),
+                received = received.unwrap_or("<none>"),
                 "PortOne answered an identity-verification lookup with a record for another id; refusing it"
             );
             return Err(Error::Malformed(
@@ -46,7 +44,7 @@ pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certificatio
     let mut cert = Certification::new(requested, verified);
     cert.custom_data = r.string("customData");
     if let Some(channel) = r.object("channel", "channel.") {
-        cert.pg_provider = channel.string("pgProvider").map(|p| p.to_ascii_lowercase());
+        cert.pg_provider = channel.str("pgProvider").map(str::to_ascii_lowercase);
         cert.channel_key = channel.string("key");
     }
     cert.pg_tid = r.string("pgTxId");
@@ -57,10 +55,10 @@ pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certificatio
     if let Some(c) = r.object("verifiedCustomer", "verifiedCustomer.") {
         cert.customer_id = c.string("id");
         cert.name = c.string("name");
-        cert.carrier = c.string("operator").map(|o| Carrier::from_wire(&o));
+        cert.carrier = c.str("operator").map(Carrier::from_wire);
         cert.phone = c.string("phoneNumber");
         cert.birth_date = c.date("birthDate");
-        cert.gender = c.string("gender").as_deref().and_then(Gender::from_wire);
+        cert.gender = c.str("gender").and_then(Gender::from_wire);
         cert.foreigner = c.bool("isForeigner");
         cert.unique_key = c.string("ci");
         cert.unique_in_site = c.string("di");
@@ -79,7 +77,7 @@ mod tests {
     }
 
     fn decode(json: &str) -> Certification {
-        let id = serde_json::from_str::<Value>(json).unwrap()["id"]
+        let id = serde_json::from_str::<serde_json::Value>(json).unwrap()["id"]
             .as_str()
             .unwrap_or("req")
             .to_owned();
