@@ -1,19 +1,23 @@
 //! Load benchmark: `cargo run --release -p iamport-bench [-- --rounds 3 --seconds 2
-//! --connections 32,256,1024,4096 --upstream-latency-ms 20 --in-flight 1000,4000]`
+//! --connections 32,256,1024,4096 --upstream-latency-ms 20 --in-flight 1000,4000
+//! --scenarios plain,guarded --cold-start no]`
 //!
-//! Three axum routes answer the same question — "is the person behind this `imp_uid` an
-//! adult by PortOne's guide (born 1999 or earlier)?" — against the PortOne emulator over
-//! loopback HTTP:
+//! Axum routes answer the same question — "is the person behind this `imp_uid` an adult by
+//! PortOne's guide (born 1999 or earlier)?" — against the PortOne emulator over loopback HTTP:
 //!
 //! - `guarded`: `#[require_certified(max_birth_year = 1999)]` behind `CertificationLayer`.
 //! - `plain`: a hand-written handler making the same single upstream call (one lookup with a
 //!   token fetched once at startup) with a pooled `reqwest::Client` — the floor.
+//! - `client`: a hand-written handler calling this crate's `IamportClient` directly (no layer,
+//!   no guard): what the client costs apart from the layer.
 //! - `guide`: PortOne's guide as written: a token request, then the lookup, on every request.
 //!
 //! Scenarios run interleaved, round after round, so machine noise hits them alike; the report
 //! gives the median over rounds of throughput and latency, the ratio to `plain`, and upstream
 //! calls per request counted by the emulator. Each request names a different person, so the
 //! single-flight deduplication of concurrent lookups of one id does not flatter `guarded`.
+//! `--scenarios` runs only the named ones (e.g. under a profiler); `BENCH_TRACE=1` prints
+//! every round's figure on stderr.
 //!
 //! With `unique = true` the same guarded route becomes a signup: `unique-memory` always, and
 //! `unique-postgres` / `unique-redis` when `DATABASE_URL` / `REDIS_URL` are set. Every person
@@ -25,15 +29,17 @@
 //! apart, on a workload where each person submits twice in a row (the popup's POST, then the
 //! redirect page): `twice-cached` (the default cache) against `twice-uncached`.
 //!
-//! Two measurements run in child processes of this binary, so nothing else lives in their
-//! memory: resident memory per 1 000 in-flight requests (`--in-flight`; the upstream holds
-//! every answer until all requests are in flight), and a cold process's first guarded
-//! request (a new client, no token yet) at the upstream latency.
+//! Three processes share the machine: the app (this process), the emulator
+//! ([`EmulatorProcess`], steered over a pipe) and the load driver (a child per scenario run),
+//! so that each holds only its own sockets. Two measurements run in further child processes,
+//! so nothing else lives in their memory: resident memory per 1 000 in-flight requests
+//! (`--in-flight`; the upstream holds every answer until all requests are in flight), and a
+//! cold process's first guarded request (a new client, no token yet) at the upstream latency.
 //!
-//! 4 096 connections need about 17 000 file descriptors (the driver's sockets, the server's,
-//! and both ends of the upstream pools): the harness raises its `RLIMIT_NOFILE` soft limit
-//! to the hard limit (and the hard limit too, when it may); without that, run `ulimit -n
-//! 65536` first.
+//! 4 096 connections need about 8 200 file descriptors in the app (the inbound sockets and its
+//! end of the upstream pool) and as many in the emulator: the harness raises its
+//! `RLIMIT_NOFILE` soft limit to the hard limit (and the hard limit too, when it may); without
+//! that, run `ulimit -n 65536` first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -354,6 +360,112 @@ fn imp_uid(n: usize) -> String {
     format!("imp_{:012}", 300_000_000_000 + n as u64)
 }
 
+/// The emulator of the load scenarios, in a child process of its own: at thousands of
+/// connections its sockets (the server side of every upstream connection) count against its
+/// own descriptor limit, not the app's. Steered over the child's stdin/stdout (one command
+/// line, one answer line); see [`child_emulator`].
+struct EmulatorProcess {
+    url: String,
+    channel: std::sync::Mutex<(
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    )>,
+    _child: std::process::Child,
+}
+
+impl EmulatorProcess {
+    fn start(persons: usize) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args(["--child", "emulator", &persons.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("emulator process");
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut url = String::new();
+        stdout.read_line(&mut url).expect("the emulator's URL");
+        Self {
+            url: url.trim().to_owned(),
+            channel: std::sync::Mutex::new((stdin, stdout)),
+            _child: child,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn command(&self, line: &str) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let mut channel = self.channel.lock().expect("emulator channel");
+        let (stdin, stdout) = &mut *channel;
+        writeln!(stdin, "{line}").expect("emulator command");
+        stdin.flush().expect("emulator command");
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).expect("emulator answer");
+        answer.trim().to_owned()
+    }
+
+    fn set_latency(&self, latency: Duration) {
+        self.command(&format!("latency {}", latency.as_millis()));
+    }
+
+    fn reset_counters(&self) {
+        self.command("reset");
+    }
+
+    /// Token calls and lookups since the last reset.
+    fn calls(&self) -> (u64, u64) {
+        let answer = self.command("calls");
+        let mut numbers = answer
+            .split_whitespace()
+            .map(|n| n.parse().expect("a count"));
+        (
+            numbers.next().expect("token"),
+            numbers.next().expect("lookups"),
+        )
+    }
+}
+
+/// `emulator PERSONS`: serves an emulator holding that many persons, prints its URL, then
+/// answers commands on stdin — `latency MS`, `reset`, `calls` (prints `TOKEN LOOKUPS`) —
+/// until stdin closes.
+async fn child_emulator(persons: usize) {
+    let emulator = emulator_with(persons).await;
+    // The commands are read on a blocking thread; the emulator serves on the runtime.
+    tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead as _, Write as _};
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", emulator.url()).unwrap();
+        out.flush().unwrap();
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let answer = match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["latency", ms] => {
+                    emulator.set_latency(Duration::from_millis(ms.parse().expect("latency MS")));
+                    "ok".to_owned()
+                }
+                ["reset"] => {
+                    emulator.reset_counters();
+                    "ok".to_owned()
+                }
+                ["calls"] => format!(
+                    "{} {}",
+                    emulator.calls(Endpoint::GetToken),
+                    emulator.calls(Endpoint::GetCertification)
+                ),
+                _ => panic!("unknown emulator command {line:?}"),
+            };
+            writeln!(out, "{answer}").unwrap();
+            out.flush().unwrap();
+        }
+    })
+    .await
+    .expect("emulator commands");
+}
+
 /// An emulator holding `persons` adults, each with their own CI.
 async fn emulator_with(persons: usize) -> Emulator {
     let emulator = Emulator::builder()
@@ -528,17 +640,20 @@ async fn main() {
                 .await;
             }
             ["drive", ref rest @ ..] => child_drive(rest).await,
+            ["emulator", persons] => child_emulator(persons.parse().expect("emulator N")).await,
             _ => panic!("unknown child measurement {args:?}"),
         }
         return;
     }
-    let emulator = emulator_with(PERSONS).await;
+    let emulator = EmulatorProcess::start(PERSONS);
     // One client (one connection pool, one token) for every guarded route, as an app would
     // have: separate pools would hold idle connections per route.
     // Idle upstream connections close after a second, so that between scenarios at 4 096
     // connections the previous scenario's pool gives its descriptors back (see `settle`).
-    let client = emulator
-        .client_builder()
+    let client = IamportClient::builder()
+        .base_url(emulator.url())
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
         .idle_timeout(IDLE)
         .build()
         .expect("client");
@@ -657,6 +772,7 @@ async fn main() {
                     // longer windows, so requests cut off at the end weigh little.
                     let seconds = o.seconds * (connections as f64 / 1024.0).max(1.0);
                     let driven = run(s, seconds).await.expect("a run");
+                    let (upstream_token_calls, upstream_lookups) = emulator.calls();
                     if let Some(store) = store_of(s) {
                         // Outside the measured window: everyone may sign up again.
                         forget_all(&*store, &all_keys).await;
@@ -674,8 +790,8 @@ async fn main() {
                         elapsed: driven.elapsed,
                         p50_ms: driven.p50_ms,
                         p99_ms: driven.p99_ms,
-                        upstream_token_calls: emulator.calls(Endpoint::GetToken),
-                        upstream_lookups: emulator.calls(Endpoint::GetCertification),
+                        upstream_token_calls,
+                        upstream_lookups,
                     });
                 }
             }

@@ -228,19 +228,35 @@ pub(crate) struct Lookups {
 type Call = Arc<OnceCell<Result<Entry, Rejection>>>;
 
 /// Single-flight without a cache: the first request for an id makes the call, requests for
-/// the same id meanwhile wait for its answer. The entry goes when its last waiter does.
-#[derive(Default)]
+/// the same id meanwhile wait for its answer. The entry goes when its last waiter does. The
+/// map is split in shards by the id's hash, so requests for different ids seldom wait for
+/// one another's lock.
 struct InFlight {
-    calls: Mutex<HashMap<Box<str>, Call>>,
+    shards: [Mutex<HashMap<Box<str>, Call>>; SHARDS],
+    hasher: std::hash::RandomState,
+}
+
+const SHARDS: usize = 16;
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Call>> {
-        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Call>> {
+        let index = std::hash::BuildHasher::hash_one(&self.hasher, id) as usize % SHARDS;
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn join(&self, id: &str) -> Call {
-        let mut calls = self.lock();
+        let mut calls = self.shard(id);
         match calls.get(id) {
             Some(call) => call.clone(),
             None => {
@@ -263,7 +279,7 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut calls = self.in_flight.lock();
+        let mut calls = self.in_flight.shard(self.id);
         // Clones are made under the lock: the map's and ours are the last two.
         if Arc::strong_count(&self.call) == 2
             && calls

@@ -109,7 +109,13 @@ where
             (query, _) => {
                 let id = query.unwrap_or(Err(Rejection::MissingId));
                 let held = shared.record(&mut parts, id, speculative, false);
-                Prepared::Ready(Request::from_parts(parts, Body::new(body)), held)
+                // A body that has ended already (a GET's) is handed on without wrapping it.
+                let body = if body.is_end_stream() {
+                    Body::empty()
+                } else {
+                    Body::new(body)
+                };
+                Prepared::Ready(Request::from_parts(parts, body), held)
             }
         };
         self.dispatch(prepared)
