@@ -11,6 +11,8 @@
 //! - `client`: a hand-written handler calling this crate's `IamportClient` directly (no layer,
 //!   no guard): what the client costs apart from the layer.
 //! - `guide`: PortOne's guide as written: a token request, then the lookup, on every request.
+//! - `direct`: the driver asks the emulator itself (with a token): one upstream round trip as
+//!   a client sees it, the latency floor of any route that must ask PortOne.
 //!
 //! Scenarios run interleaved, round after round, so machine noise hits them alike; the report
 //! gives the median over rounds of throughput and latency, the ratio to `plain`, and upstream
@@ -510,6 +512,7 @@ fn drive(
     seconds: f64,
     next: &AtomicUsize,
     twice: bool,
+    authorization: Option<&str>,
 ) -> Driven {
     let start = next.load(Ordering::Relaxed);
     let line = child(&[
@@ -520,6 +523,7 @@ fn drive(
         seconds.to_string(),
         start.to_string(),
         u8::from(twice).to_string(),
+        authorization.unwrap_or("-").into(),
     ]);
     let v: Vec<f64> = line
         .split_whitespace()
@@ -535,15 +539,27 @@ fn drive(
     }
 }
 
-/// `drive URL WARM_URL CONNECTIONS SECONDS START TWICE`: opens `connections` keep-alive
-/// connections (one request each to `WARM_URL`, not measured), then sends requests to `URL`
-/// over them for `SECONDS`; each names the next person from `START`, or — `TWICE` = 1 — the
-/// same person twice in a row (the second after the first was answered). Prints `requests
-/// errors seconds p50_ms p99_ms persons_named`.
+/// `drive URL WARM_URL CONNECTIONS SECONDS START TWICE AUTHORIZATION`: opens `connections`
+/// keep-alive connections (one request each to `WARM_URL`, not measured), then sends requests
+/// to `URL` over them for `SECONDS`; each names the next person from `START`, or — `TWICE` = 1
+/// — the same person twice in a row (the second after the first was answered). The person's
+/// id replaces `{imp_uid}` in `URL`, or goes in its query string; `AUTHORIZATION` (`-` for
+/// none) is sent as that header. Prints `requests errors seconds p50_ms p99_ms
+/// persons_named`.
 async fn child_drive(args: &[&str]) {
-    let [url, warm_url, connections, seconds, start, twice] = args else {
-        panic!("drive URL WARM_URL CONNECTIONS SECONDS START TWICE");
+    let [
+        url,
+        warm_url,
+        connections,
+        seconds,
+        start,
+        twice,
+        authorization,
+    ] = args
+    else {
+        panic!("drive URL WARM_URL CONNECTIONS SECONDS START TWICE AUTHORIZATION");
     };
+    let authorization = (*authorization != "-").then(|| authorization.to_string());
     let connections: usize = connections.parse().expect("connections");
     let seconds: f64 = seconds.parse().expect("seconds");
     let start: usize = start.parse().expect("start");
@@ -558,6 +574,7 @@ async fn child_drive(args: &[&str]) {
         .map(|_| {
             let http = http.clone();
             let (url, warm_url) = (url.to_string(), warm_url.to_string());
+            let authorization = authorization.clone();
             let (next, ready) = (next.clone(), ready.clone());
             tokio::spawn(async move {
                 if let Ok(r) = http.get(&warm_url).send().await {
@@ -575,11 +592,16 @@ async fn child_drive(args: &[&str]) {
                     }
                     sent += 1;
                     let t = Instant::now();
-                    match http
-                        .get(format!("{url}?imp_uid={}", imp_uid(n)))
-                        .send()
-                        .await
-                    {
+                    let target = if url.contains("{imp_uid}") {
+                        url.replace("{imp_uid}", &imp_uid(n))
+                    } else {
+                        format!("{url}?imp_uid={}", imp_uid(n))
+                    };
+                    let mut request = http.get(target);
+                    if let Some(authorization) = &authorization {
+                        request = request.header("authorization", authorization);
+                    }
+                    match request.send().await {
                         Ok(r) if r.status() == 200 => {
                             let _ = r.bytes().await;
                         }
@@ -666,6 +688,7 @@ async fn main() {
         .await
         .expect("token")
         .into();
+    let upstream_token = token.clone();
     let upstream = Upstream {
         http,
         base: emulator.url(),
@@ -717,7 +740,15 @@ async fn main() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut scenarios = vec!["plain", "client", "guarded", "guide", "bare", "unguarded"];
+    let mut scenarios = vec![
+        "plain",
+        "client",
+        "guarded",
+        "guide",
+        "direct",
+        "bare",
+        "unguarded",
+    ];
     scenarios.extend(stores.iter().map(|(name, _)| *name));
     scenarios.extend(["twice-uncached", "twice-cached"]);
     if let Some(only) = &o.scenarios {
@@ -745,11 +776,31 @@ async fn main() {
             // The load comes from a child process; waiting for it must not block a worker
             // thread of the server's runtime.
             let run = |s: &'static str, seconds: f64| {
-                let (url, warm) = (format!("{base}/{s}"), format!("{base}/bare"));
+                // `direct`: the emulator itself, with the token — one upstream round trip.
+                let (url, warm, authorization) = if s == "direct" {
+                    let upstream = emulator.url();
+                    let url = format!("{upstream}/certifications/{{imp_uid}}");
+                    (
+                        url,
+                        format!("{upstream}/"),
+                        Some(upstream_token.to_string()),
+                    )
+                } else {
+                    (format!("{base}/{s}"), format!("{base}/bare"), None)
+                };
                 let next = next.clone();
                 let twice = twice(s);
                 tokio::task::spawn_blocking(move || {
-                    drive(&url, &warm, connections, seconds, &next, twice)
+                    let authorization = authorization.as_deref();
+                    drive(
+                        &url,
+                        &warm,
+                        connections,
+                        seconds,
+                        &next,
+                        twice,
+                        authorization,
+                    )
                 })
             };
             // Warm-up: connections, the guarded client's token.
@@ -835,6 +886,13 @@ async fn main() {
                     plain.map_or("—".into(), |p| format!("{:.2}×", ratio(i, p))),
                     tokens as f64 / requests as f64,
                     lookups as f64 / requests as f64,
+                );
+            }
+            if let (Some(guarded), Some(direct)) = (index("guarded"), index("direct")) {
+                let p50 = |i: usize| median(samples[i].iter().map(|r| r.p50_ms).collect());
+                println!(
+                    "\nguarded p50 over one upstream round trip (direct): {:+.1} %",
+                    (p50(guarded) / p50(direct) - 1.0) * 100.0
                 );
             }
             if let (Some(unguarded), Some(bare)) = (index("unguarded"), index("bare")) {
