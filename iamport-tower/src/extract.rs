@@ -25,22 +25,34 @@ pub(crate) fn id_from_query(
 ) -> Option<Result<String, Rejection>> {
     let query = query.filter(|q| !q.is_empty())?;
     // The parse the handler's `Query` extractor makes (serde_urlencoded is this underneath),
-    // borrowing what needs no decoding.
-    let pairs = form_urlencoded::parse(query.as_bytes());
-    // PortOne's redirect marks a cancelled or failed verification (v1: `success=false`);
-    // the id is present then too, but there is nothing to look up.
-    if pairs.clone().any(|(k, v)| cancelled(&k, &v)) {
-        return Some(Err(Rejection::Cancelled));
+    // borrowing what needs no decoding, in one pass: the first of `fields` present wins, and
+    // it must be present once.
+    let mut found: Option<(usize, std::borrow::Cow<'_, str>)> = None;
+    let mut ambiguous = false;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        // PortOne's redirect marks a cancelled or failed verification (v1: `success=false`);
+        // the id is present then too, but there is nothing to look up.
+        if cancelled(&key, &value) {
+            return Some(Err(Rejection::Cancelled));
+        }
+        let Some(rank) = fields.iter().position(|field| *field == key) else {
+            continue;
+        };
+        match &found {
+            Some((best, _)) if *best < rank => {}
+            // `?imp_uid=a&imp_uid=b`: whichever one the handler reads, it must be the one checked.
+            Some((best, _)) if *best == rank => ambiguous = true,
+            _ => {
+                found = Some((rank, value));
+                ambiguous = false;
+            }
+        }
     }
-    let field = fields
-        .iter()
-        .find(|f| pairs.clone().any(|(k, _)| k == **f))?;
-    let mut values = pairs.filter(|(k, _)| k == *field).map(|(_, v)| v);
-    let first = values.next()?;
-    // `?imp_uid=a&imp_uid=b`: whichever one the handler reads, it must be the one checked.
-    Some(match values.next() {
-        Some(_) => Err(Rejection::AmbiguousId),
-        None => Ok(first.into_owned()),
+    let (_, value) = found?;
+    Some(if ambiguous {
+        Err(Rejection::AmbiguousId)
+    } else {
+        Ok(value.into_owned())
     })
 }
 
