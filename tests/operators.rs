@@ -367,7 +367,15 @@ fn metrics_have_the_agreed_names_and_labels() {
             .timeout(Duration::from_secs(3))
             .build()
             .unwrap();
-        let app = serve_axum(router(client.clone())).await;
+        let layer = CertificationLayer::new(client.clone());
+        let settled = layer.settled();
+        let app = serve_axum(
+            Router::new()
+                .route("/certifications", post(signup))
+                .route("/adults", get(adults))
+                .layer(layer),
+        )
+        .await;
         client.warm_up().await.unwrap();
         let http = reqwest::Client::new();
         let get = async |path: &str| {
@@ -408,6 +416,10 @@ fn metrics_have_the_agreed_names_and_labels() {
             (a.unwrap().status(), b.unwrap().status()),
             (StatusCode::OK, StatusCode::OK)
         );
+        // The signup's commit ran alongside its response, in the layer's counted tasks.
+        tokio::time::timeout(Duration::from_secs(10), settled)
+            .await
+            .expect("the commit ends");
     });
     let text = lines.join("\n");
     for want in [

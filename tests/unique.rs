@@ -21,7 +21,7 @@ use iamport_tower::body::Body;
 use iamport_tower::unique::MemoryStore;
 use iamport_tower::unique::{
     KeyStatus, PostgresStore, RedisClusterStore, RedisStore, Reservation, ReservationToken,
-    StoreError, UniqueKey, UniqueKeys, UniqueStore,
+    StoreError, UniqueCommit, UniqueKey, UniqueKeys, UniqueStore,
 };
 use iamport_tower::{CertificationLayer, IamportClient, Secret, require_certified};
 use serde_json::json;
@@ -630,7 +630,9 @@ async fn a_dropped_request_releases_its_reservation() {
     let emulator = Emulator::start().await.unwrap();
     let accounts = Accounts::default();
     accounts.slow_first.store(1, Ordering::SeqCst);
-    let service = app(CertificationLayer::new(emulator.client()), accounts.clone());
+    let layer = CertificationLayer::new(emulator.client());
+    let tasks = layer.unique_tasks();
+    let service = app(layer, accounts.clone());
     // The client gives up while the handler is still working: the future is dropped.
     let first = tokio::time::timeout(
         Duration::from_millis(500),
@@ -638,7 +640,10 @@ async fn a_dropped_request_releases_its_reservation() {
     )
     .await;
     assert!(first.is_err(), "the first request was cut off");
-    tokio::time::sleep(Duration::from_millis(100)).await; // the background release
+    // The release runs in the background, counted by the layer.
+    tokio::time::timeout(Duration::from_secs(10), tasks.settled())
+        .await
+        .expect("the background release ends");
     let second = service
         .clone()
         .oneshot(signup_request("/certifications"))
@@ -657,10 +662,14 @@ async fn a_panicking_handler_releases_its_reservation() {
     let emulator = Emulator::start().await.unwrap();
     let accounts = Accounts::default();
     accounts.fail_first.store(1, Ordering::SeqCst);
-    let service = app(CertificationLayer::new(emulator.client()), accounts.clone());
+    let layer = CertificationLayer::new(emulator.client());
+    let settled = layer.settled();
+    let service = app(layer, accounts.clone());
     let crashed = tokio::spawn(service.clone().oneshot(signup_request("/panicking"))).await;
     assert!(crashed.unwrap_err().is_panic());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(10), settled)
+        .await
+        .expect("the background release ends");
     let retry = service
         .clone()
         .oneshot(signup_request("/panicking"))
@@ -984,31 +993,30 @@ async fn a_commit_that_fails_once_is_retried_and_keeps_one_account() {
         failures: AtomicUsize::new(1),
         committed: tokio::sync::Notify::new(),
     });
-    let retries_before = iamport_tower::unique::counters().commit_retries;
+    let before = iamport_tower::unique::counters();
     let accounts = Accounts::default();
     let layer = CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET);
+    let tasks = layer.unique_tasks();
     let server = serve_axum(app(layer, accounts.clone())).await;
     let http = reqwest::Client::new();
 
     assert_eq!(post_signup(&http, &server.url).await, 201);
+    // The commit, its failure and the retry all run in the layer's counted tasks.
+    tokio::time::timeout(Duration::from_secs(20), tasks.settled())
+        .await
+        .expect("the retry concludes");
     assert_eq!(
         store.failures.load(Ordering::SeqCst),
         0,
         "the first commit failed"
     );
-    tokio::time::timeout(Duration::from_secs(20), store.committed.notified())
+    tokio::time::timeout(Duration::from_secs(1), store.committed.notified())
         .await
-        .expect("the retry commits");
+        .expect("the retry committed");
     assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Committed);
-    assert!(iamport_tower::unique::counters().commit_retries > retries_before);
-    // The store notifies from inside the commit; the retry counts it once the call returns.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while iamport_tower::unique::counters().commits_recovered == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the recovered commit is counted");
+    let after = iamport_tower::unique::counters();
+    assert!(after.commit_retries > before.commit_retries);
+    assert!(after.commits_recovered > before.commits_recovered);
     assert_eq!(post_signup(&http, &server.url).await, 409);
     assert_eq!(accounts.created.load(Ordering::SeqCst), 1);
 }
@@ -1026,6 +1034,7 @@ async fn a_commit_that_keeps_failing_is_an_error_log_and_a_counter_without_perso
     });
     let failed_before = iamport_tower::unique::counters().commits_failed;
     let layer = CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET);
+    let settled = layer.settled();
     let service = app(layer, Accounts::default());
     let response = service
         .oneshot(signup_request("/certifications"))
@@ -1036,12 +1045,14 @@ async fn a_commit_that_keeps_failing_is_an_error_log_and_a_counter_without_perso
         201,
         "the account exists: the response says so"
     );
-    eventually(
-        Duration::from_secs(30),
-        "the commit is given up",
-        async || iamport_tower::unique::counters().commits_failed > failed_before,
-    )
-    .await;
+    // Every attempt (bounded: COMMIT_ATTEMPTS with backoff) runs in the layer's tasks.
+    tokio::time::timeout(Duration::from_secs(30), settled)
+        .await
+        .expect("the commit is given up");
+    assert!(
+        iamport_tower::unique::counters().commits_failed > failed_before,
+        "the commit was given up"
+    );
     // Kept until the lease ends: nobody else gets the person meanwhile.
     assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Reserved);
     let text = logs.text();
@@ -1172,6 +1183,7 @@ async fn commit_through_a_stall(
     let layer = CertificationLayer::new(emulator.client())
         .unique_store(store.clone(), SECRET)
         .unique_timeout(Duration::from_millis(800));
+    let tasks = layer.unique_tasks();
     let server = serve_axum(
         Router::new()
             .route("/certifications", post(signup_then_stall))
@@ -1190,19 +1202,31 @@ async fn commit_through_a_stall(
         started.elapsed()
     ));
     assert_eq!(status, 201, "{name}: the account exists");
+    // The commit runs alongside the response: it times out on the stalled store (a store
+    // error) and is retried (only a failed commit is).
+    eventually(
+        Duration::from_secs(30),
+        "the stalled commit is retried",
+        async || iamport_tower::unique::counters().commit_retries > before.commit_retries,
+    )
+    .await;
     assert!(proxy.bytes_held() > 0, "{name}: the commit was stalled");
     proxy.thaw();
-    eventually(Duration::from_secs(30), "the commit holds", async || {
-        store.status(&key).await.ok() == Some(KeyStatus::Committed)
-    })
-    .await;
+    tokio::time::timeout(Duration::from_secs(30), tasks.settled())
+        .await
+        .expect("the retry concludes");
+    assert_eq!(
+        store.status(&key).await.unwrap(),
+        KeyStatus::Committed,
+        "{name}: the commit holds"
+    );
     assert_eq!(post_signup(&http, &server.url).await, 409, "{name}");
     assert_eq!(accounts.created.load(Ordering::SeqCst), 1, "{name}");
-    // The background retry concludes that the commit held; nothing was given up.
-    eventually(Duration::from_secs(30), "the retry concludes", async || {
-        iamport_tower::unique::counters().commits_recovered > before.commits_recovered
-    })
-    .await;
+    // The background retry concluded that the commit held; nothing was given up.
+    assert!(
+        iamport_tower::unique::counters().commits_recovered > before.commits_recovered,
+        "{name}: the commit was recovered"
+    );
     assert_eq!(
         iamport_tower::unique::counters().commits_failed,
         before.commits_failed,
@@ -1237,6 +1261,299 @@ async fn a_commit_stalled_on_redis_holds_once_it_answers() {
         .prefix(prefix.clone());
     commit_through_a_stall("redis", proxy, Arc::new(store)).await;
     delete_prefix(&url, &prefix).await;
+}
+
+/// Makes `store`'s connection, table and statements/scripts ready, so a call stalled later is
+/// sent whole (and lands once the store answers).
+async fn warm_up(store: &dyn UniqueStore) {
+    let other = UniqueKeys::random().key_for("CI-WARM-UP");
+    let token = ReservationToken::random();
+    assert_eq!(
+        store
+            .reserve(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert!(
+        store
+            .renew(&other, token, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(store.commit(&other, token).await.unwrap());
+}
+
+/// A layer whose store (`proxied`, behind `proxy`) stalls after admission — the handler
+/// freezes the proxy (once) — served with `commit`; `direct` reads the same store around the
+/// proxy. The commit is slow, not failed: the bound (20 s) outlasts the stall.
+async fn serve_with_a_slow_commit(
+    proxy: &Arc<FreezableProxy>,
+    proxied: Arc<dyn UniqueStore>,
+    commit: UniqueCommit,
+) -> (
+    iamport_e2e::Served,
+    Accounts,
+    iamport_tower::unique::UniqueTasks,
+    Emulator,
+) {
+    let emulator = Emulator::start().await.unwrap();
+    let accounts = Accounts::default();
+    accounts.slow_first.store(1, Ordering::SeqCst);
+    let state = Stalling {
+        proxy: proxy.clone(),
+        accounts: accounts.clone(),
+    };
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(proxied, SECRET)
+        .unique_timeout(Duration::from_secs(20))
+        .unique_commit(commit);
+    let tasks = layer.unique_tasks();
+    let server = serve_axum(
+        Router::new()
+            .route("/certifications", post(signup_then_stall))
+            .with_state(state)
+            .layer(layer),
+    )
+    .await;
+    (server, accounts, tasks, emulator)
+}
+
+/// The default: a 2xx is answered while its commit is still held by a stalled store; the
+/// person stays reserved meanwhile (another replica on the same store answers 409);
+/// `settled()` waits for the commit, and the key is committed once it resolves — in one
+/// attempt, nothing retried.
+async fn a_2xx_is_answered_while_its_commit_runs(
+    name: &str,
+    proxy: Arc<FreezableProxy>,
+    proxied: Arc<dyn UniqueStore>,
+    direct: Arc<dyn UniqueStore>,
+) {
+    let _one_at_a_time = FAULTS.lock().await;
+    warm_up(&*proxied).await;
+    let (server, accounts, tasks, emulator) =
+        serve_with_a_slow_commit(&proxy, proxied, UniqueCommit::AlongsideResponse).await;
+    let key = adult_key(&emulator).await;
+    assert_eq!(
+        direct.status(&key).await.unwrap(),
+        KeyStatus::Free,
+        "{name}"
+    );
+    let before = iamport_tower::unique::counters();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    assert_eq!(post_signup(&http, &server.url).await, 201, "{name}");
+    notice(&format!(
+        "{name}: 201 with the commit stalled behind it, in {:?}",
+        started.elapsed()
+    ));
+    assert_eq!(accounts.created.load(Ordering::SeqCst), 1, "{name}");
+    // The response came before the commit landed: the store still holds a reservation.
+    assert_eq!(
+        direct.status(&key).await.unwrap(),
+        KeyStatus::Reserved,
+        "{name}: answered before the commit"
+    );
+    assert!(tasks.running() >= 1, "{name}: the commit is running");
+    assert!(
+        futures_util::FutureExt::now_or_never(tasks.settled()).is_none(),
+        "{name}: settled() waits for the commit"
+    );
+    eventually(Duration::from_secs(10), "the commit is sent", async || {
+        proxy.bytes_held() > 0
+    })
+    .await;
+    // Meanwhile the reservation keeps the person out, here and on another replica.
+    let other = serve_axum(app(
+        CertificationLayer::new(emulator.client()).unique_store(direct.clone(), SECRET),
+        Accounts::default(),
+    ))
+    .await;
+    assert_eq!(post_signup(&http, &other.url).await, 409, "{name}");
+
+    proxy.thaw();
+    tokio::time::timeout(Duration::from_secs(20), tasks.settled())
+        .await
+        .expect("the commit ends once the store answers");
+    assert_eq!(tasks.running(), 0, "{name}");
+    assert_eq!(
+        direct.status(&key).await.unwrap(),
+        KeyStatus::Committed,
+        "{name}: committed once settled() resolved"
+    );
+    let after = iamport_tower::unique::counters();
+    assert_eq!(
+        (after.commit_retries, after.commits_failed),
+        (before.commit_retries, before.commits_failed),
+        "{name}: one commit attempt, slow but not failed"
+    );
+    assert_eq!(post_signup(&http, &server.url).await, 409, "{name}");
+    assert_eq!(post_signup(&http, &other.url).await, 409, "{name}");
+}
+
+/// `UniqueCommit::BeforeResponse`: while the commit is stalled the response does not come;
+/// once it does, the key is committed and nothing is left running.
+async fn before_response_answers_after_the_commit(
+    name: &str,
+    proxy: Arc<FreezableProxy>,
+    proxied: Arc<dyn UniqueStore>,
+    direct: Arc<dyn UniqueStore>,
+) {
+    let _one_at_a_time = FAULTS.lock().await;
+    warm_up(&*proxied).await;
+    let (server, accounts, tasks, emulator) =
+        serve_with_a_slow_commit(&proxy, proxied, UniqueCommit::BeforeResponse).await;
+    let key = adult_key(&emulator).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut response = tokio::spawn({
+        let (http, url) = (http.clone(), server.url.clone());
+        async move { post_signup(&http, &url).await }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the handler ran and the commit is sent",
+        async || accounts.created.load(Ordering::SeqCst) == 1 && proxy.bytes_held() > 0,
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut response)
+            .await
+            .is_err(),
+        "{name}: no response while the commit is stalled"
+    );
+    assert_eq!(direct.status(&key).await.unwrap(), KeyStatus::Reserved);
+    proxy.thaw();
+    assert_eq!(response.await.unwrap(), 201, "{name}");
+    assert_eq!(
+        direct.status(&key).await.unwrap(),
+        KeyStatus::Committed,
+        "{name}: committed when the response came"
+    );
+    assert_eq!(tasks.running(), 0, "{name}: nothing left running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_on_postgres_is_answered_while_its_commit_runs_and_settled_waits_for_it() {
+    let Some(url) = database_url(
+        "a_2xx_on_postgres_is_answered_while_its_commit_runs_and_settled_waits_for_it",
+    ) else {
+        return;
+    };
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_alongside").await;
+    let direct = PostgresStore::new(&url).unwrap().table(&table).unwrap();
+    a_2xx_is_answered_while_its_commit_runs(
+        "postgres",
+        Arc::new(proxy),
+        Arc::new(store),
+        Arc::new(direct),
+    )
+    .await;
+    drop_table(&url, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_on_redis_is_answered_while_its_commit_runs_and_settled_waits_for_it() {
+    let Some(url) =
+        redis_url("a_2xx_on_redis_is_answered_while_its_commit_runs_and_settled_waits_for_it")
+    else {
+        return;
+    };
+    let proxy = FreezableProxy::start(address_of(&url))
+        .await
+        .expect("proxy");
+    let prefix = format!("{}:", unique_name("iamport-alongside"));
+    let store = RedisStore::new(&with_address(&url, proxy.addr))
+        .unwrap()
+        .prefix(prefix.clone());
+    let direct = RedisStore::new(&url).unwrap().prefix(prefix.clone());
+    a_2xx_is_answered_while_its_commit_runs(
+        "redis",
+        Arc::new(proxy),
+        Arc::new(store),
+        Arc::new(direct),
+    )
+    .await;
+    delete_prefix(&url, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_response_on_postgres_answers_once_the_commit_landed() {
+    let Some(url) = database_url("before_response_on_postgres_answers_once_the_commit_landed")
+    else {
+        return;
+    };
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_before").await;
+    let direct = PostgresStore::new(&url).unwrap().table(&table).unwrap();
+    before_response_answers_after_the_commit(
+        "postgres",
+        Arc::new(proxy),
+        Arc::new(store),
+        Arc::new(direct),
+    )
+    .await;
+    drop_table(&url, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_response_on_the_memory_store_answers_once_committed() {
+    let emulator = Emulator::start().await.unwrap();
+    let key = adult_key(&emulator).await;
+    let store = Arc::new(MemoryStore::new());
+    let layer = CertificationLayer::new(emulator.client())
+        .unique_store(store.clone(), SECRET)
+        .unique_commit(UniqueCommit::BeforeResponse);
+    let tasks = layer.unique_tasks();
+    let server = serve_axum(app(layer, Accounts::default())).await;
+    let http = reqwest::Client::new();
+    assert_eq!(post_signup(&http, &server.url).await, 201);
+    assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Committed);
+    assert_eq!(tasks.running(), 0, "the commit ended before the response");
+    assert_eq!(post_signup(&http, &server.url).await, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_waits_for_the_commits_of_many_signups_on_the_memory_store() {
+    let emulator = Emulator::builder()
+        .without_sample_persons()
+        .start()
+        .await
+        .unwrap();
+    let id = |i: usize| format!("imp_{:012}", 500_000_000_000 + i as u64);
+    let keys = UniqueKeys::new(&Secret::new(SECRET));
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let ci = unique_name("settled-ci");
+        let mut record = iamport_mock::person(&id(i), "정착", "1990-01-01");
+        record["unique_key"] = json!(ci);
+        emulator.add_person(record);
+        expected.push(keys.key_for(&ci));
+    }
+    let store = Arc::new(MemoryStore::new());
+    let layer = CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET);
+    // A clone's tasks are the layer's tasks.
+    let settled = layer.clone().settled();
+    let served = serve_axum(app(layer, Accounts::default())).await;
+    let http = reqwest::Client::new();
+    let statuses = futures_util::future::join_all((0..50).map(|i| {
+        http.post(format!("{}/certifications", served.url))
+            .json(&json!({ "imp_uid": id(i) }))
+            .send()
+    }))
+    .await;
+    assert!(statuses.iter().all(|r| r.as_ref().unwrap().status() == 201));
+    tokio::time::timeout(Duration::from_secs(10), settled)
+        .await
+        .expect("settled");
+    for key in &expected {
+        assert_eq!(store.status(key).await.unwrap(), KeyStatus::Committed);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1488,6 +1805,7 @@ async fn round_trips_for_signups(
         emulator.add_person(record);
     }
     let layer = CertificationLayer::new(emulator.client()).unique_store(store, SECRET);
+    let tasks = layer.unique_tasks();
     let served = serve_axum(app(layer, Accounts::default())).await;
     let http = reqwest::Client::new();
     let signup = |i: usize| {
@@ -1496,10 +1814,17 @@ async fn round_trips_for_signups(
             .send()
     };
     assert_eq!(signup(0).await.unwrap().status(), 201, "warm-up");
+    tokio::time::timeout(Duration::from_secs(10), tasks.settled())
+        .await
+        .expect("the warm-up's commit ends");
     let before = proxy.round_trips();
     for i in 1..=n {
         assert_eq!(signup(i).await.unwrap().status(), 201);
     }
+    // The last commits run alongside their responses: count them once they ended.
+    tokio::time::timeout(Duration::from_secs(10), tasks.settled())
+        .await
+        .expect("the commits end");
     let trips = proxy.round_trips() - before;
     notice(&format!("{n} admissions: {trips} store round trips"));
     trips

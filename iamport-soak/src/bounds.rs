@@ -32,9 +32,14 @@ pub(crate) fn upstream_call() -> Duration {
     UPSTREAM_TIMEOUT * UPSTREAM_ATTEMPTS + UPSTREAM_MAX_BACKOFF * (UPSTREAM_ATTEMPTS - 1)
 }
 
+/// How long a replica stopping gracefully waits for the unique-store commits still running
+/// (under the fleet's 5 s before it kills a replica that does not exit).
+pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The bound on one request's answer: a token fetch and a lookup, each of which may be
-/// repeated once after a 401 (revoked token), then the reserve, the account write and the
-/// commit (which the response waits for), the account write and its read-back — plus slack.
+/// repeated once after a 401 (revoked token), then the reserve, the account write and its
+/// read-back, and the release a non-2xx answer waits for (a 2xx's commit runs alongside the
+/// answer, not before it) — plus slack.
 pub(crate) fn request() -> Duration {
     upstream_call() * 4 + STORE_TIMEOUT * 2 + ACCOUNT_WRITE_TIMEOUT + ACCOUNT_CHECK_TIMEOUT + SLACK
 }

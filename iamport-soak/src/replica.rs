@@ -7,8 +7,10 @@
 //! account per person and binding. Every admitted signup writes a row to this replica's own
 //! accounts table with the person's store key under `UNIQUE` (what [`Certified::unique_key`]
 //! is for). On start, before serving, the replica registers every key in its table with the
-//! store: an account written just before a SIGKILL, whose reservation never got its commit,
-//! is committed now rather than left to a lease that would let the person in again.
+//! store: an account written just before a SIGKILL, whose reservation never got its commit
+//! (the layer answers a 201 while its commit still runs), is committed now rather than left to
+//! a lease that would let the person in again. A graceful stop (the lifeline closing) waits,
+//! bounded, for the commits still running.
 //!
 //! Secrets (the unique-key and binding secrets) come in the environment, never in argv.
 //! Standard input is the lifeline: when it closes (the soak ended or died), the replica exits.
@@ -273,19 +275,14 @@ async fn serve(args: Args) -> Result<(), BoxError> {
             .unique_store(store.clone(), key_secret.clone())
             .unique_timeout(bounds::STORE_TIMEOUT)
     };
+    let (v1, v2) = (
+        layer(CertificationLayer::new(v1)),
+        layer(CertificationLayer::new(v2)),
+    );
+    let unique_tasks = [v1.unique_tasks(), v2.unique_tasks()];
     let router = Router::new()
-        .nest(
-            "/v1",
-            guarded()
-                .with_state(app.clone())
-                .layer(layer(CertificationLayer::new(v1))),
-        )
-        .nest(
-            "/v2",
-            guarded()
-                .with_state(app.clone())
-                .layer(layer(CertificationLayer::new(v2))),
-        )
+        .nest("/v1", guarded().with_state(app.clone()).layer(v1))
+        .nest("/v2", guarded().with_state(app.clone()).layer(v2))
         .route("/ticket", get(ticket))
         .with_state(binding);
 
@@ -304,6 +301,22 @@ async fn serve(args: Args) -> Result<(), BoxError> {
     axum::serve(listener, router)
         .with_graceful_shutdown(lifeline)
         .await?;
+    // The 201s answered last may still have their commits running: let them land.
+    let settled = async {
+        for tasks in &unique_tasks {
+            tasks.settled().await;
+        }
+    };
+    if tokio::time::timeout(bounds::SETTLE_TIMEOUT, settled)
+        .await
+        .is_err()
+    {
+        let running: usize = unique_tasks.iter().map(|t| t.running()).sum();
+        eprintln!(
+            "replica {}: stopping with {running} unique-store tasks still running",
+            args.name
+        );
+    }
     Ok(())
 }
 

@@ -45,6 +45,12 @@
 //!    `certified` answer the [`cache`] keeps for a minute), later
 //!    askers share its result. It applies the [`Policy`], and either admits or answers a
 //!    [`Rejection`] as `application/problem+json` (RFC 9457).
+//! 3. Under `unique = true` admission reserves the person's key in a [`unique`] store. When
+//!    the handler has answered, a 2xx commits the reservation in a task of its own, alongside
+//!    the response (the response does not wait for the store's write; see
+//!    [`unique::UniqueCommit`]); any other status releases it before the response is sent,
+//!    and a dropped request releases it in the background. At shutdown,
+//!    [`CertificationLayer::settled`] waits for the commits still running.
 //!
 //! Safe requests have no side effects: a guard never admits `HEAD`, `OPTIONS` or a
 //! speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`) — 403

@@ -47,6 +47,9 @@ const DEVELOPMENT_SECRET: &str = "axum-signup-development-secret-do-not-use-in-p
 /// Used when `BINDING_SECRET` is unset; the same warning applies.
 const DEVELOPMENT_BINDING_SECRET: &str = "axum-signup-development-binding-secret-not-for-prod";
 
+/// How long a shutdown waits for the unique store's commits and releases still running.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The sample person the demo registers at startup, so "already registered" can be tried.
 const ALREADY_REGISTERED: &str = "imp_100000000007";
 
@@ -233,6 +236,9 @@ async fn main() -> ExitCode {
     if let Some(binding) = &binding {
         layer = layer.binding(binding.clone());
     }
+    // Commits of "one account per person" run alongside the responses: at shutdown, wait
+    // for the ones still running so no acknowledged signup loses its commit.
+    let unique_tasks = layer.unique_tasks();
     let router = app::router(App::new(sdk, binding, metrics), layer);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -257,6 +263,17 @@ async fn main() -> ExitCode {
         .await
     {
         return fail(error);
+    }
+    // Bounded: a commit retried against a store that stays down gives up on its own later.
+    if tokio::time::timeout(SETTLE_TIMEOUT, unique_tasks.settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = unique_tasks.running(),
+            "stopping with unique-store commits or releases still running; their \
+             reservations end with their lease"
+        );
     }
     ExitCode::SUCCESS
 }

@@ -323,7 +323,14 @@ async fn metrics_are_served_in_prometheus_format() {
             .0,
         403
     );
-    let text = scrape().await;
+    // The signup's commit runs alongside its response: scrape until it is counted (bounded).
+    let committed = r#"iamport_unique_operations_total{op="commit",result="ok"} 1"#;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = scrape().await;
+    while !text.contains(committed) && tokio::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        text = scrape().await;
+    }
     for want in [
         r#"iamport_lookups_total{source="v1",result="verified"} 2"#,
         r#"iamport_rejections_total{kind="policy-not-met"} 1"#,

@@ -1,5 +1,12 @@
 //! [`ResponseFuture`]: prepares the request, calls the inner service, then settles a
 //! `unique` reservation by the response's status.
+//!
+//! Settling runs in a task of its own, counted by the layer's
+//! [`UniqueTasks`](crate::unique::UniqueTasks). After a 2xx the commit runs alongside the
+//! response by default — the future returns the response at once — or, under
+//! [`UniqueCommit::BeforeResponse`](crate::unique::UniqueCommit::BeforeResponse), the future
+//! waits for one commit attempt first (state `Settling`). After anything else it always waits
+//! for the release, so a retry right after a failure finds the person free.
 
 use std::fmt;
 use std::future::Future;
@@ -18,8 +25,10 @@ type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<Verification>)> + Sen
 pin_project! {
     /// Response future of [`CertificationService`](super::CertificationService): reads the
     /// body when the id is in it, calls the inner service, then settles a `unique`
-    /// reservation — commit on a 2xx response, release otherwise, and release too if this
-    /// future is dropped first.
+    /// reservation — commit on a 2xx response (alongside the response by default, before it
+    /// with [`UniqueCommit::BeforeResponse`](crate::unique::UniqueCommit::BeforeResponse)),
+    /// release otherwise (before the response), and release in the background if this future
+    /// is dropped first.
     pub struct ResponseFuture<S, R>
     where
         S: Service<R>,
@@ -36,6 +45,7 @@ pin_project! {
     enum State<F, T, E, R> {
         Preparing { future: Preparing<R> },
         Calling { #[pin] future: F },
+        // Waiting for a release, or for a commit under `UniqueCommit::BeforeResponse`.
         Settling {
             settle: tokio::task::JoinHandle<()>,
             result: Option<Result<T, E>>,
@@ -95,6 +105,7 @@ where
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
                     let success = matches!(&result, Ok(response) if response.status().is_success());
+                    // `None`: nothing held, or a commit that runs alongside the response.
                     let Some(settle) = this.reservation.settle(success) else {
                         return Poll::Ready(result);
                     };

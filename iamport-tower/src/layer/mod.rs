@@ -44,7 +44,7 @@ use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::secret::Secret;
 use crate::source::CertificationSource;
 use crate::unique::reservation::UniqueConfig;
-use crate::unique::{MemoryStore, UniqueKeys, UniqueStore};
+use crate::unique::{MemoryStore, UniqueCommit, UniqueKeys, UniqueStore, UniqueTasks};
 
 /// The default limit on a body read to find the id: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -157,6 +157,8 @@ impl CertificationLayer {
                     keys: UniqueKeys::random(),
                     lease: DEFAULT_UNIQUE_LEASE,
                     timeout: crate::unique::DEFAULT_STORE_TIMEOUT,
+                    commit: UniqueCommit::default(),
+                    tasks: Arc::default(),
                 }),
             }),
             mode: PhantomData,
@@ -278,6 +280,47 @@ impl<M> CertificationLayer<M> {
     pub fn unique_timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.shared_mut().unique).timeout = timeout;
         self
+    }
+
+    /// When a `unique` reservation is committed after a 2xx response (default
+    /// [`UniqueCommit::AlongsideResponse`]: the response does not wait for the store's
+    /// write). [`UniqueCommit::BeforeResponse`] makes the response wait for one commit
+    /// attempt. See [`unique`](crate::unique#faults) for the trade-off.
+    #[must_use]
+    pub fn unique_commit(mut self, when: UniqueCommit) -> Self {
+        Arc::make_mut(&mut self.shared_mut().unique).commit = when;
+        self
+    }
+
+    /// The commit, release and retry tasks of this layer's `unique` reservations (shared
+    /// with its clones and the services they made): how many are running, and a future that
+    /// waits for them at shutdown. See [`unique`](crate::unique#shutdown).
+    pub fn unique_tasks(&self) -> UniqueTasks {
+        UniqueTasks(self.shared.unique.tasks.clone())
+    }
+
+    /// Resolves once every commit, release and retry task started by this layer (its clones,
+    /// and the services they made) has finished — [`UniqueTasks::settled`]. Await it, bounded
+    /// by a timeout, after a graceful shutdown: an acknowledged signup's commit is then never
+    /// lost. The future owns what it needs, so it may be made before the layer is moved into
+    /// a router.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iamport_tower::IamportClient, listener: tokio::net::TcpListener)
+    /// # -> std::io::Result<()> {
+    /// # let shutdown = std::future::pending::<()>();
+    /// use std::time::Duration;
+    /// use iamport_tower::CertificationLayer;
+    ///
+    /// let layer = CertificationLayer::new(client);
+    /// let settled = layer.settled();
+    /// let app: axum::Router = axum::Router::new().layer(layer);
+    /// axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    /// let _ = tokio::time::timeout(Duration::from_secs(10), settled).await;
+    /// # Ok(()) }
+    /// ```
+    pub fn settled(&self) -> impl Future<Output = ()> + Send + use<M> {
+        self.unique_tasks().settled()
     }
 
     /// Renders every rejection of the routes behind this layer with `handler` instead of the

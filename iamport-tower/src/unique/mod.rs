@@ -30,20 +30,69 @@
 //!   layer can release it: a background task retries `release(key, token)` with backoff
 //!   until the store answers again (a few attempts, bounded by the lease) and counts
 //!   [`UniqueCounters::abandoned_released`].
-//! - **A commit that fails is retried.** After a 2xx the response waits for one commit
-//!   attempt (bounded by the timeout). If it fails, the response is sent as the handler
-//!   made it (the account exists in your database; turning it into an error would invite a
-//!   retry that the store then refuses), and a background task retries the commit with
-//!   backoff — renewing the lease before each retry so the person stays reserved meanwhile —
-//!   up to [`COMMIT_ATTEMPTS`] attempts ([`UniqueCounters::commit_retries`]). If every
-//!   attempt fails, the reservation stays until its lease ends, an ERROR is logged with
+//! - **The commit runs alongside the response.** After a 2xx the layer starts the commit in a
+//!   task of its own and returns the handler's response at once ([`UniqueCommit`]'s default,
+//!   [`AlongsideResponse`](UniqueCommit::AlongsideResponse)): a signup does not wait for the
+//!   store's durable write (a WAL flush on PostgreSQL). Waiting would change nothing the
+//!   response says — it is the handler's whatever the commit does — and while the commit runs
+//!   the reservation already keeps the person out: a concurrent or later signup of the same
+//!   person is a 409 either way. After anything else the response *does* wait for the release
+//!   (bounded by the timeout), so a person who retries right after a 4xx or 5xx finds
+//!   themselves free. [`CertificationLayer::unique_commit`](crate::CertificationLayer::unique_commit)
+//!   with [`UniqueCommit::BeforeResponse`] makes a 2xx wait for one commit attempt too.
+//! - **A commit that fails is retried.** If the commit fails, the response is (or was) sent
+//!   as the handler made it (the account exists in your database; turning it into an error
+//!   would invite a retry that the store then refuses), and a background task retries the
+//!   commit with backoff — renewing the lease before each retry so the person stays reserved
+//!   meanwhile — up to [`COMMIT_ATTEMPTS`] attempts ([`UniqueCounters::commit_retries`]). If
+//!   every attempt fails, the reservation stays until its lease ends, an ERROR is logged with
 //!   only the key's prefix, and [`UniqueCounters::commits_failed`] is incremented: alert on
 //!   it.
+//! - **A process killed between the response and the commit's end loses that commit** (with
+//!   the default, the client may already hold its 2xx): the reservation then ends with its
+//!   lease, and the person could be admitted again — which the key under a `UNIQUE`
+//!   constraint (next section) refuses. A *graceful* shutdown loses nothing if it waits for
+//!   the layer's tasks ([Shutdown](#shutdown)).
+//!
+//! # Shutdown
+//!
+//! Commits, releases and their retries run in tasks counted per layer
+//! ([`UniqueTasks`], from [`CertificationLayer::unique_tasks`](crate::CertificationLayer::unique_tasks)).
+//! When the server has stopped taking requests, wait for them — bounded, since retries
+//! against a store that stays down take a while — before the process exits:
+//!
+//! ```no_run
+//! # async fn run(
+//! #     client: iamport_tower::IamportClient,
+//! #     listener: tokio::net::TcpListener,
+//! #     shutdown: impl Future<Output = ()> + Send + 'static,
+//! # ) -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use axum::Router;
+//! use iamport_tower::CertificationLayer;
+//!
+//! let layer = CertificationLayer::new(client);
+//! let tasks = layer.unique_tasks();
+//! let app: Router = Router::new() /* .route(…) */ .layer(layer);
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(shutdown) // e.g. Ctrl-C or SIGTERM
+//!     .await?;
+//! if tokio::time::timeout(Duration::from_secs(10), tasks.settled()).await.is_err() {
+//!     tracing::warn!(running = tasks.running(), "exiting with unique commits still running");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! [`CertificationLayer::settled`](crate::CertificationLayer::settled) is the same wait
+//! without keeping the handle. A process killed without a graceful shutdown (SIGKILL, a
+//! crash, the machine gone) can still lose the commits of its last responses: keep the key
+//! under a `UNIQUE` constraint.
 //!
 //! # The belt and braces: the key under a `UNIQUE` constraint
 //!
-//! No store can make a crash between your handler's success and the commit harmless (the
-//! process is gone; its reservation ends with the lease). Keep the person's store key on
+//! No store can make a crash between your handler's success and the commit's end harmless
+//! (the process is gone; its reservation ends with the lease) — and with the commit running
+//! alongside the response, the client may already have its 2xx when that happens. Keep the person's store key on
 //! your users row under a `UNIQUE` constraint, in the same transaction that creates the
 //! account: [`Certified::unique_key`](crate::Certified::unique_key) gives it (64 hex
 //! characters, no personal data). A second account for the same person then fails in
@@ -92,7 +141,7 @@ pub use self::memory::MemoryStore;
 pub use self::postgres::{DEFAULT_POSTGRES_TABLE, PostgresStore};
 #[cfg(feature = "redis")]
 pub use self::redis::{DEFAULT_REDIS_PREFIX, RedisClusterStore, RedisStore};
-pub use self::reservation::{COMMIT_ATTEMPTS, DEFAULT_STORE_TIMEOUT};
+pub use self::reservation::{COMMIT_ATTEMPTS, DEFAULT_STORE_TIMEOUT, UniqueCommit, UniqueTasks};
 use crate::secret::Secret;
 use crate::source::BoxFuture;
 

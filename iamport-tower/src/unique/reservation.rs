@@ -1,6 +1,15 @@
 //! The per-request link between admission (which reserves) and the layer's response future
 //! (which commits or releases), with the fault handling described in [`unique`](super).
+//!
+//! Every commit, release and retry runs in a task of its own, counted by the layer's
+//! [`UniqueTasks`]: after a 2xx the commit runs alongside the response by default
+//! ([`UniqueCommit::AlongsideResponse`]), or before it ([`UniqueCommit::BeforeResponse`]);
+//! after anything else the response waits for the release, so a person who retries at once
+//! finds themselves free. [`UniqueTasks::settled`] waits for all of them at shutdown.
 
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +34,28 @@ const RELEASE_ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// When the layer commits a `unique` reservation after a successful (2xx) response
+/// ([`CertificationLayer::unique_commit`](crate::CertificationLayer::unique_commit)).
+///
+/// Either way the commit runs in a task of its own (it completes if the client goes away),
+/// failed commits are retried in the background, and the response is the handler's whatever
+/// the commit does. While the commit runs the reservation keeps the person out, so a
+/// concurrent or later signup of the same person is refused (409) under both settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UniqueCommit {
+    /// The response is returned at once; the commit runs alongside it (the default). A signup
+    /// does not wait for the store's durable write (a WAL flush on PostgreSQL). A process
+    /// killed between the response and the commit's end loses that commit — the reservation
+    /// then ends with its lease (see [`unique`](super#faults)); a graceful shutdown loses
+    /// nothing if it waits for [`CertificationLayer::settled`](crate::CertificationLayer::settled).
+    #[default]
+    AlongsideResponse,
+    /// The response waits for one commit attempt (bounded by the store timeout) before it is
+    /// returned: once a client has its 2xx, the commit has been tried, even if the process is
+    /// killed right after.
+    BeforeResponse,
+}
+
 /// What the layer was configured with.
 #[derive(Clone)]
 pub(crate) struct UniqueConfig {
@@ -32,6 +63,96 @@ pub(crate) struct UniqueConfig {
     pub(crate) keys: UniqueKeys,
     pub(crate) lease: Duration,
     pub(crate) timeout: Duration,
+    pub(crate) commit: UniqueCommit,
+    /// Shared by every configuration made from one layer (its clones, and layers configured
+    /// from them).
+    pub(crate) tasks: Arc<Tasks>,
+}
+
+/// The running commit, release and retry tasks of a layer's reservations.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One counted task; uncounted when dropped (finished, panicked, or cancelled with its runtime).
+struct Running(Arc<Tasks>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tasks {
+    /// Spawns `task`, counted until it ends. `None` (and a warning) without a tokio runtime:
+    /// the reservation then ends with its lease.
+    fn spawn(
+        self: &Arc<Self>,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "no tokio runtime to settle a unique reservation; it ends with its lease"
+            );
+            return None;
+        };
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(self.clone());
+        Some(runtime.spawn(async move {
+            let _running = running;
+            task.await;
+        }))
+    }
+
+    async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            let mut idle = std::pin::pin!(idle);
+            // Registered before the count is read: a task ending in between still wakes us.
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// The background work of a layer's `unique` reservations — commits, releases, and their
+/// retries — to wait for at shutdown ([`CertificationLayer::unique_tasks`](crate::CertificationLayer::unique_tasks)).
+///
+/// One handle counts the tasks started by the layer it came from, its clones, and the
+/// services they made. See [`unique`](super#shutdown).
+#[derive(Clone)]
+pub struct UniqueTasks(pub(crate) Arc<Tasks>);
+
+impl UniqueTasks {
+    /// How many tasks are running now.
+    pub fn running(&self) -> usize {
+        self.0.running.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no task is running (at once if none is). Call it after the server stopped
+    /// taking requests — after `axum::serve(…).with_graceful_shutdown(…)` returns — and bound
+    /// it with a timeout: a commit retried against a store that stays down takes up to
+    /// [`COMMIT_ATTEMPTS`] attempts with backoff, and releases of abandoned reservations up to
+    /// about half a minute. A task started after it resolved is not waited for.
+    pub fn settled(&self) -> impl Future<Output = ()> + Send + use<> {
+        let tasks = self.0.clone();
+        async move { tasks.settled().await }
+    }
+}
+
+impl fmt::Debug for UniqueTasks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UniqueTasks")
+            .field("running", &self.running())
+            .finish()
+    }
 }
 
 impl UniqueConfig {
@@ -107,8 +228,8 @@ pub(crate) struct UniqueSlot {
     state: Arc<Mutex<State>>,
 }
 
-impl std::fmt::Debug for UniqueSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for UniqueSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UniqueSlot").finish_non_exhaustive()
     }
 }
@@ -168,7 +289,7 @@ impl UniqueSlot {
     }
 
     /// Commits (`success`) or releases the reservation, if one is held. Returns after one
-    /// attempt (bounded by the store timeout); retries continue in the background.
+    /// attempt (bounded by the store timeout); retries continue in counted background tasks.
     pub(crate) async fn settle(&self, success: bool) {
         let Some((key, token)) = self.lock().held.take() else {
             return;
@@ -192,26 +313,18 @@ impl UniqueSlot {
             Ok(false) => lease_lost(config, &key).await,
             Err(error) => {
                 tracing::warn!(%error, key = %key.prefix(), "could not commit a unique reservation after a successful response; retrying in the background");
-                let config = config.clone();
-                spawn(async move { retry_commit(&config, key, token).await });
+                let retry = config.clone();
+                config
+                    .tasks
+                    .spawn(async move { retry_commit(&retry, key, token).await });
             }
         }
     }
 
     /// Releases in the background (the request was dropped before it finished).
     fn release_detached(self) {
-        spawn(async move { self.settle(false).await });
-    }
-}
-
-fn spawn(task: impl Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(task);
-        }
-        Err(_) => tracing::warn!(
-            "no tokio runtime to settle a unique reservation; it ends with its lease"
-        ),
+        let tasks = self.config.tasks.clone();
+        tasks.spawn(async move { self.settle(false).await });
     }
 }
 
@@ -275,7 +388,8 @@ async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationT
 /// times, with growing pauses, that the token holds nothing — a call sent on a connection
 /// that was given up may still land after the first answers.
 fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: ReservationToken) {
-    spawn(async move {
+    let tasks = config.tasks.clone();
+    tasks.spawn(async move {
         let mut answered_empty = 0;
         for retry in 0..RELEASE_ATTEMPTS {
             tokio::time::sleep(backoff(retry)).await;
@@ -326,11 +440,17 @@ impl<H: SlotHolder> HeldReservation<H> {
         self.0.take()?.slot().filter(|slot| slot.is_held()).cloned()
     }
 
-    /// Commits (`success`) or releases in a task of its own, so the commit completes even if
-    /// the client goes away while it runs. `None` when nothing is held.
+    /// Commits (`success`) or releases in a counted task of its own, so it completes even if
+    /// the client goes away while it runs. Returns the task when the response must wait for
+    /// it: a release (a person retrying right after a failure must find themselves free), or
+    /// a commit under [`UniqueCommit::BeforeResponse`]. `None` when nothing is held or the
+    /// commit runs alongside the response.
     pub(crate) fn settle(&mut self, success: bool) -> Option<tokio::task::JoinHandle<()>> {
         let slot = self.take_held()?;
-        Some(tokio::spawn(async move { slot.settle(success).await }))
+        let wait = !success || slot.config.commit == UniqueCommit::BeforeResponse;
+        let tasks = slot.config.tasks.clone();
+        let task = tasks.spawn(async move { slot.settle(success).await })?;
+        wait.then_some(task)
     }
 }
 
