@@ -51,8 +51,9 @@
 //! - **A process killed between the response and the commit's end loses that commit** (with
 //!   the default, the client may already hold its 2xx): the reservation then ends with its
 //!   lease, and the person could be admitted again — which the key under a `UNIQUE`
-//!   constraint (next section) refuses. A *graceful* shutdown loses nothing if it waits for
-//!   the layer's tasks ([Shutdown](#shutdown)).
+//!   constraint ([below](#the-belt-and-braces-the-key-under-a-unique-constraint)) refuses.
+//!   A *graceful* shutdown loses nothing if it waits for the layer's tasks
+//!   ([Shutdown](#shutdown)).
 //!
 //! # Shutdown
 //!
@@ -86,15 +87,17 @@
 //! [`CertificationLayer::settled`](crate::CertificationLayer::settled) is the same wait
 //! without keeping the handle. A process killed without a graceful shutdown (SIGKILL, a
 //! crash, the machine gone) can still lose the commits of its last responses: keep the key
-//! under a `UNIQUE` constraint.
+//! under a `UNIQUE` constraint. In tests, await `settled()` before reading the store after a
+//! 2xx: the commit may still be running when the response arrives (`tests/unique.rs`,
+//! `a_2xx_on_postgres_is_answered_while_its_commit_runs_and_settled_waits_for_it`).
 //!
 //! # The belt and braces: the key under a `UNIQUE` constraint
 //!
 //! No store can make a crash between your handler's success and the commit's end harmless
 //! (the process is gone; its reservation ends with the lease) — and with the commit running
-//! alongside the response, the client may already have its 2xx when that happens. Keep the person's store key on
-//! your users row under a `UNIQUE` constraint, in the same transaction that creates the
-//! account: [`Certified::unique_key`](crate::Certified::unique_key) gives it (64 hex
+//! alongside the response, the client may already have its 2xx when that happens. Keep the
+//! person's store key on your users row under a `UNIQUE` constraint, in the same transaction
+//! that creates the account: [`Certified::unique_key`](crate::Certified::unique_key) gives it (64 hex
 //! characters, no personal data). A second account for the same person then fails in
 //! your own database, whatever happened to the store.
 //!
