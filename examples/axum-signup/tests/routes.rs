@@ -349,3 +349,23 @@ async fn metrics_are_served_in_prometheus_format() {
         assert!(!text.contains(personal), "{personal} in the metrics");
     }
 }
+
+/// Ctrl-C right after a signup: the server shuts down gracefully, waits for the signup's
+/// commit (which ran alongside its 201) and exits 0 — well within the demo's 10 s bound on
+/// that wait, which a commit never counted as finished would use up.
+#[tokio::test]
+async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
+    let mut demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        post_json(&http, &demo.url, json!({"imp_uid": ADULT}))
+            .await
+            .0,
+        201
+    );
+    drop(http);
+    let status = demo
+        .interrupt(std::time::Duration::from_secs(8))
+        .expect("the demo exits within 8 s of Ctrl-C");
+    assert!(status.success(), "{status}");
+}

@@ -20,6 +20,26 @@ impl Drop for Demo {
     }
 }
 
+impl Demo {
+    /// Sends SIGINT (Ctrl-C) and waits, at most `limit`, for the process to exit.
+    #[allow(dead_code)] // each test binary uses a part of it
+    pub fn interrupt(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGINT sent");
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 /// Starts the demo as a user would (`cargo run -p axum-signup`), with `PORT=0` and no PortOne
 /// credentials, plus `extra` environment variables; waits for its "listening on" line.
 pub fn start_demo(extra: &[(&str, &str)]) -> Demo {
