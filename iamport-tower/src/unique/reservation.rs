@@ -461,3 +461,47 @@ impl<H: SlotHolder> Drop for HeldReservation<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn settled_waits_for_every_counted_task_and_the_tasks_they_start() {
+        let tasks = Arc::new(Tasks::default());
+        let handle = UniqueTasks(tasks.clone());
+        handle.settled().await; // nothing running: at once
+
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let nested_ran = Arc::new(AtomicBool::new(false));
+        let (inner, flag) = (tasks.clone(), nested_ran.clone());
+        tasks.spawn(async move {
+            let _ = wait.await;
+            // A retry started by a settling task is counted before its parent ends.
+            inner.spawn(async move {
+                tokio::task::yield_now().await;
+                flag.store(true, Ordering::SeqCst);
+            });
+        });
+        assert_eq!(handle.running(), 1);
+        let settled = tokio::spawn(handle.settled());
+        tokio::task::yield_now().await;
+        assert!(!settled.is_finished(), "a task is still running");
+        go.send(()).unwrap();
+        settled.await.unwrap();
+        assert!(
+            nested_ran.load(Ordering::SeqCst),
+            "the nested task ran first"
+        );
+        assert_eq!(handle.running(), 0);
+
+        // A task that panics is uncounted too.
+        let panicked = tasks.spawn(async { panic!("settling bug") }).unwrap();
+        assert!(panicked.await.unwrap_err().is_panic());
+        tokio::time::timeout(Duration::from_secs(5), handle.settled())
+            .await
+            .expect("a panicked task does not hold settled() forever");
+    }
+}
