@@ -138,9 +138,10 @@ impl UniqueTasks {
 
     /// Resolves once no task is running (at once if none is). Call it after the server stopped
     /// taking requests — after `axum::serve(…).with_graceful_shutdown(…)` returns — and bound
-    /// it with a timeout: a commit retried against a store that stays down takes up to
-    /// [`COMMIT_ATTEMPTS`] attempts with backoff, and releases of abandoned reservations up to
-    /// about half a minute. A task started after it resolved is not waited for.
+    /// it with a timeout: against a store that stays down, a commit is tried up to
+    /// [`COMMIT_ATTEMPTS`] times (about 3 s of pauses plus each attempt's timeout), and a
+    /// reservation left by a failed call is released for up to about 21 s of pauses plus
+    /// the attempts' timeouts. A task started after it resolved is not waited for.
     pub fn settled(&self) -> impl Future<Output = ()> + Send + use<> {
         let tasks = self.0.clone();
         async move { tasks.settled().await }
