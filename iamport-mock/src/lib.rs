@@ -56,7 +56,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use self::persons::{SAMPLE_GUIDE, labeled_sample_persons, person, sample_persons};
@@ -385,7 +384,16 @@ impl EmulatorBuilder {
 
     /// Binds and starts serving in the background of the current tokio runtime.
     pub async fn start(self) -> std::io::Result<Emulator> {
-        let listener = TcpListener::bind(self.listen).await?;
+        // A backlog like a busy server's (the kernel caps it at `net.core.somaxconn`): a pool
+        // that opens thousands of connections at once must not see its SYNs dropped.
+        let socket = if self.listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.listen)?;
+        let listener = socket.listen(8192)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(
             self.key,
