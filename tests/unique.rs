@@ -1924,7 +1924,9 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
     let answers = tokio::spawn({
         let (store, calls) = (store.clone(), calls.clone());
         async move {
-            let commits = calls.iter().map(|(key, token, _)| store.commit(key, *token));
+            let commits = calls
+                .iter()
+                .map(|(key, token, _)| store.commit(key, *token));
             futures_util::future::join_all(commits).await
         }
     });
@@ -1988,7 +1990,10 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
         let before = proxy.round_trips();
         assert!(store.commit(&people[i], tokens[i]).await.unwrap());
         let trips = proxy.round_trips() - before;
-        assert!((1..=2).contains(&trips), "a lone commit: {trips} round trips");
+        assert!(
+            (1..=2).contains(&trips),
+            "a lone commit: {trips} round trips"
+        );
     }
     drop(store);
     drop_table(&url, &table).await;

@@ -325,7 +325,10 @@ impl PostgresStore {
     }
 
     fn purge_due(&self) -> bool {
-        let mut last = self.last_purge.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .last_purge
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match *last {
             Some(at) if now.duration_since(at) < PURGE_INTERVAL => false,
@@ -508,11 +511,7 @@ impl PostgresStore {
         let sql = &self.db.sql;
         let rows = match cooldown_until {
             None => self.db.query(&sql.forget, &[&keys]).await?,
-            Some(until) => {
-                self.db
-                    .query(&sql.forget_cooling, &[&keys, &until])
-                    .await?
-            }
+            Some(until) => self.db.query(&sql.forget_cooling, &[&keys, &until]).await?,
         };
         let found: i64 = rows
             .first()
