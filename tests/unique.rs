@@ -1839,11 +1839,202 @@ async fn a_postgres_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
     };
     let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_round_trips").await;
     let trips = round_trips_for_signups(&proxy, store, 20).await;
-    // The purge the first reservation starts in the background may open and prepare a second
-    // connection (a few round trips, once); a BEGIN/COMMIT pair or a re-prepared statement
-    // per admission would add 20 or more.
+    // One after the other, each commit is alone in its batch statement — sequential commits
+    // cannot share one, and none waits for company — so 20 signups are still 40 round trips
+    // (concurrent commits share statements: the next test). The purge the first reservation
+    // starts in the background may open and prepare a second connection (a few round trips,
+    // once); a BEGIN/COMMIT pair or a re-prepared statement per admission would add 20 or
+    // more.
     assert!((40..=48).contains(&trips), "{trips} round trips");
     drop_table(&url, &table).await;
+}
+
+/// What one concurrent commit in
+/// `concurrent_postgres_commits_share_statements_and_each_caller_gets_its_own_answer` must
+/// be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    /// The token holds the key: `true`.
+    Committed,
+    /// `false`: a wrong token, a key committed before, a key nobody reserved.
+    NotHeld,
+    /// The same key and token committed twice at once: exactly one of the pair is `true`.
+    Twice(usize),
+}
+
+/// Concurrent commits on PostgreSQL share batch statements — far fewer round trips than
+/// commits, counted by the proxy — and each caller gets its own answer, in batches mixing
+/// valid tokens, wrong tokens, keys committed before, keys nobody reserved and a key
+/// committed twice at once with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_own_answer() {
+    let Some(url) = database_url(
+        "concurrent_postgres_commits_share_statements_and_each_caller_gets_its_own_answer",
+    ) else {
+        return;
+    };
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_batch").await;
+    // The statements the proxy holds below must not time out meanwhile.
+    let store = Arc::new(store.timeout(Duration::from_secs(20)));
+    let keys = UniqueKeys::random();
+    let long = Duration::from_secs(120);
+    const PEOPLE: usize = 160;
+    let people: Vec<UniqueKey> = (0..PEOPLE)
+        .map(|i| keys.key_for(&format!("CI-BATCH-{i}")))
+        .collect();
+    let mut tokens = Vec::new();
+    for key in &people {
+        tokens.push(reserved(&*store, key, long).await);
+    }
+    for i in (3..PEOPLE).step_by(4) {
+        assert!(store.commit(&people[i], tokens[i]).await.unwrap(), "{i}");
+    }
+
+    // Per four people, seven commits of every kind, interleaved: any seven consecutive
+    // commits hold each kind.
+    let mut calls: Vec<(UniqueKey, ReservationToken, Expected)> = Vec::new();
+    for (i, (key, token)) in people.iter().zip(&tokens).enumerate() {
+        match i % 4 {
+            // Its own token, and a wrong one for the same key.
+            0 => {
+                calls.push((key.clone(), *token, Expected::Committed));
+                calls.push((key.clone(), ReservationToken::random(), Expected::NotHeld));
+            }
+            // Only a wrong token: the key stays reserved.
+            1 => calls.push((key.clone(), ReservationToken::random(), Expected::NotHeld)),
+            // Its token twice at once.
+            2 => {
+                calls.push((key.clone(), *token, Expected::Twice(i)));
+                calls.push((key.clone(), *token, Expected::Twice(i)));
+            }
+            // Committed before.
+            _ => {
+                calls.push((key.clone(), *token, Expected::NotHeld));
+                let nobody = keys.key_for(&format!("CI-NOBODY-{i}"));
+                calls.push((nobody, ReservationToken::random(), Expected::NotHeld));
+            }
+        }
+    }
+    let n = calls.len();
+
+    // Held by the proxy, the first statements keep the batching task's slots busy, so every
+    // other commit queues; the proxy then lets them all through.
+    let before = proxy.round_trips();
+    proxy.freeze();
+    let answers = tokio::spawn({
+        let (store, calls) = (store.clone(), calls.clone());
+        async move {
+            let commits = calls
+                .iter()
+                .map(|(key, token, _)| store.commit(key, *token));
+            futures_util::future::join_all(commits).await
+        }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the first batches are sent",
+        async || proxy.bytes_held() > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.thaw();
+    let answers = tokio::time::timeout(Duration::from_secs(30), answers)
+        .await
+        .expect("every commit is answered")
+        .unwrap();
+    let trips = proxy.round_trips() - before;
+    notice(&format!("{n} concurrent commits: {trips} round trips"));
+
+    // Each caller's own answer.
+    let mut twice = std::collections::HashMap::<usize, Vec<bool>>::new();
+    for ((key, _, expected), answer) in calls.iter().zip(answers) {
+        let answer = answer.unwrap_or_else(|e| panic!("{key:?} ({expected:?}): {e}"));
+        match expected {
+            Expected::Committed => assert!(answer, "{key:?} held by its token"),
+            Expected::NotHeld => assert!(!answer, "{key:?} not held by that token"),
+            Expected::Twice(i) => twice.entry(*i).or_default().push(answer),
+        }
+    }
+    assert_eq!(twice.len(), PEOPLE / 4);
+    for (i, answers) in &twice {
+        assert_eq!(
+            answers.iter().filter(|a| **a).count(),
+            1,
+            "person {i}, committed twice at once: {answers:?}"
+        );
+    }
+    // What the store holds now.
+    for (i, key) in people.iter().enumerate() {
+        let expected = if i % 4 == 1 {
+            KeyStatus::Reserved
+        } else {
+            KeyStatus::Committed
+        };
+        assert_eq!(status(&*store, key).await, expected, "person {i}");
+    }
+    for i in (3..PEOPLE).step_by(4) {
+        let nobody = keys.key_for(&format!("CI-NOBODY-{i}"));
+        assert_eq!(status(&*store, &nobody).await, KeyStatus::Free);
+    }
+    // The batching path was taken: at most 4 statements were in flight while the proxy held
+    // them, and one more took every commit queued meanwhile. Each statement costs at most
+    // three round trips (a new connection's startup, preparing the statement, running it);
+    // a statement per commit would take `n` or more. With at most 20 statements for `n` =
+    // 280 commits sent in order, one statement carried at least 14 consecutive commits:
+    // every kind above, in one batch.
+    assert!(trips <= 20, "{n} commits took {trips} round trips");
+
+    // Alone, a commit is sent at once, in one statement: one round trip (two if its
+    // connection had not prepared the statement yet).
+    for i in (1..PEOPLE).step_by(4).take(5) {
+        let before = proxy.round_trips();
+        assert!(store.commit(&people[i], tokens[i]).await.unwrap());
+        let trips = proxy.round_trips() - before;
+        assert!(
+            (1..=2).contains(&trips),
+            "a lone commit: {trips} round trips"
+        );
+    }
+    drop(store);
+    drop_table(&url, &table).await;
+}
+
+/// The store's commit-batching task runs on the runtime of the store's first commit; a
+/// commit on another runtime after that one shut down starts a new task (a store kept in a
+/// static, or shared by tests that each have their own runtime).
+#[test]
+fn a_postgres_store_commits_on_a_second_runtime_after_the_first_shut_down() {
+    let Some(url) =
+        database_url("a_postgres_store_commits_on_a_second_runtime_after_the_first_shut_down")
+    else {
+        return;
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let table = unique_name("iamport_runtimes");
+    let store = PostgresStore::new(&url).unwrap().table(&table).unwrap();
+    let keys = UniqueKeys::random();
+    let sign_up = |ci: &'static str| {
+        let key = keys.key_for(ci);
+        let store = &store;
+        async move {
+            let token = reserved(store, &key, Duration::from_secs(30)).await;
+            assert!(store.commit(&key, token).await.unwrap(), "{ci}");
+            assert_eq!(status(store, &key).await, KeyStatus::Committed);
+        }
+    };
+    runtime().block_on(sign_up("CI-FIRST"));
+    // The first runtime is gone, with the task and the connections it ran.
+    runtime().block_on(sign_up("CI-SECOND"));
+    runtime().block_on(async {
+        drop(store);
+        drop_table(&url, &table).await;
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

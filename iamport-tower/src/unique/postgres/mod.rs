@@ -3,11 +3,11 @@
 mod tls;
 
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -24,25 +24,54 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(300);
 /// Rows per purge statement, so a purge never holds many locks at once.
 const PURGE_BATCH: i64 = 10_000;
 
+/// The most commits one batch statement carries.
+const COMMIT_BATCH: usize = 512;
+
+/// Batch statements of one store in flight at once, each on a pooled connection of its own:
+/// commits use at most this many of the pool's connections, the rest stay free for
+/// reservations and releases.
+const COMMIT_STATEMENTS_IN_FLIGHT: usize = 4;
+
+/// Commits waiting for a batch statement, at most; a caller finding the queue full waits
+/// for room within its timeout.
+const COMMIT_QUEUE: usize = COMMIT_STATEMENTS_IN_FLIGHT * COMMIT_BATCH;
+
 /// Reservations in PostgreSQL, for several app replicas.
 ///
 /// - `reserve` is one `INSERT … ON CONFLICT (key) DO UPDATE … WHERE committed = false AND
 ///   lease_until <= now()`: atomic, so of any number of concurrent reservations of a free key
 ///   exactly one wins; an ended lease or cooldown is taken over in the same statement.
 ///   Leases use the database's clock, never the app servers'.
-/// - `commit` / `renew` / `release` are one `UPDATE` / `DELETE … WHERE key = $1 AND token =
-///   $2`; `register` and `forget` are one statement each, batched with `unnest` for many keys
+/// - `renew` / `release` are one `UPDATE` / `DELETE … WHERE key = $1 AND token = $2`;
+///   `register` and `forget` are one statement each, batched with `unnest` for many keys
 ///   (the `iamport-unique` command). A cooldown is a row held by no token until its date.
+/// - **Concurrent commits share one statement**, hence one WAL flush: `UPDATE … FROM
+///   unnest($1::bytea[], $2::text[]) WITH ORDINALITY … WHERE key = c.key AND token = c.token
+///   AND committed = false RETURNING c.i`, and each caller gets its own answer — `true` iff its
+///   token held its key and the key is now committed, as if it had been alone. A task of the
+///   store's own (started by the first commit, ended when the store is dropped) sends a commit
+///   at once while fewer than 4 batch statements are in flight: there is no waiting window,
+///   and a commit alone costs what it always did. Otherwise the commit waits in a queue, and
+///   the next statement to start takes every commit queued meanwhile, up to 512. So commits
+///   hold at most 4 of the pool's connections for their flushes, whatever the load, and
+///   reservations keep the others. The queue holds 2 048 commits; a caller finding it full
+///   waits for room, within its timeout. A batch that fails or times out fails every caller
+///   in it (the layer retries each, as after any failed commit); a caller that gave up
+///   (timed out, dropped) before its batch started is left out of it.
 /// - Leases are not worth a disk flush: `reserve`, `renew` and `release` commit without
 ///   waiting for the WAL (`synchronous_commit = off` for that one statement's transaction),
 ///   `commit`, `register` and `forget` wait for it. After a database crash, reservations
 ///   from its last moments may be gone; a signup whose reservation vanished fails its
 ///   commit (an ERROR log and [`UniqueCounters::commits_failed`](super::UniqueCounters)),
-///   which the `UNIQUE` constraint pattern of the [module docs](super) covers.
-/// - Each call is one round trip on a pooled connection (prepared statements are cached per
-///   connection), bounded by [`timeout`](Self::timeout) (default 2 s) including the wait
-///   for a connection. A connection whose call timed out is dropped from the pool, never
-///   reused; closed ones are recycled.
+///   which the `UNIQUE` constraint pattern of the [module docs](super) covers. This is also
+///   why only commits are batched: the other statements hold their connection for one round
+///   trip, not for a disk flush, so sharing one would save little and add a hop through the
+///   batching task — to `release` too, which the response of a failed signup waits for.
+/// - Each call is one round trip on a pooled connection (a commit: its share of one;
+///   prepared statements are cached per connection), bounded by [`timeout`](Self::timeout)
+///   (default 2 s) including the wait for a connection — and for a commit, the wait in the
+///   queue; each batch statement is bounded by the same timeout. A connection whose
+///   statement timed out is dropped from the pool, never reused; closed ones are recycled.
 /// - Ended leases and cooldowns are deleted in the background at most every five minutes
 ///   (started by a `reserve`), or by [`purge_expired`](Self::purge_expired).
 /// - TLS (rustls) when the URL asks for it, with libpq's words: `sslmode=require`
@@ -55,13 +84,22 @@ const PURGE_BATCH: i64 = 10_000;
 ///
 /// The key is the HMAC of the CI (see [`UniqueKeys`](super::UniqueKeys)), never the CI.
 pub struct PostgresStore {
+    db: Arc<Db>,
+    last_purge: Mutex<Option<Instant>>,
+    /// The queue of the task that batches commits, once a commit started it.
+    commits: Mutex<Option<mpsc::Sender<QueuedCommit>>>,
+}
+
+/// What running a statement takes, shared by the store, its background purge and its
+/// commit-batching task.
+#[derive(Clone)]
+struct Db {
     pool: Pool,
     table: String,
     create_table: bool,
     ready: OnceCell<()>,
-    sql: Statements,
+    sql: Arc<Statements>,
     timeout: Duration,
-    last_purge: Mutex<Option<Instant>>,
 }
 
 struct Statements {
@@ -79,9 +117,9 @@ struct Statements {
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("table", &self.table)
-            .field("pool", &self.pool.status())
-            .field("timeout", &self.timeout)
+            .field("table", &self.db.table)
+            .field("pool", &self.db.pool.status())
+            .field("timeout", &self.db.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -130,9 +168,14 @@ fn statements(t: &str) -> Statements {
             "UPDATE {t} SET lease_until = now() + $3::float8 * interval '1 second' FROM {FAST} \
              WHERE key = $1 AND token = $2 AND committed = false RETURNING 1"
         ),
+        // Many commits: `$1` the keys, `$2` their tokens; returns the (1-based) positions of
+        // the pairs that held their key. A pair given twice updates its row once, so only one
+        // of its positions comes back.
         commit: format!(
-            "UPDATE {t} SET committed = true, lease_until = NULL, committed_at = now() \
-             WHERE key = $1 AND token = $2 AND committed = false RETURNING 1"
+            "UPDATE {t} AS u SET committed = true, lease_until = NULL, committed_at = now() \
+             FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS c(key, token, i) \
+             WHERE u.key = c.key AND u.token = c.token AND u.committed = false \
+             RETURNING c.i"
         ),
         release: format!(
             "DELETE FROM {t} USING {FAST} \
@@ -205,41 +248,58 @@ impl PostgresStore {
         Self::from_pool(pool, DEFAULT_POSTGRES_TABLE)
     }
 
-    /// A store over an existing pool (bring your own TLS and pool settings).
+    /// A store over an existing pool (bring your own TLS and pool settings). Commits use at
+    /// most 4 of its connections at once (see [`PostgresStore`]); give it more than that.
     pub fn from_pool(pool: Pool, table: &str) -> Result<Self, StoreError> {
         let t = quoted_table(table)?;
-        Ok(Self {
+        Ok(Self::with_db(Db {
             pool,
             table: table.to_owned(),
             create_table: true,
             ready: OnceCell::new(),
-            sql: statements(&t),
+            sql: Arc::new(statements(&t)),
             timeout: DEFAULT_STORE_TIMEOUT,
+        }))
+    }
+
+    fn with_db(db: Db) -> Self {
+        Self {
+            db: Arc::new(db),
             last_purge: Mutex::new(None),
-        })
+            commits: Mutex::new(None),
+        }
+    }
+
+    /// A store like this one, with `change` made to what it runs statements with. A commit
+    /// batching task already running ends with the old store, `self`.
+    fn changed(self, change: impl FnOnce(&mut Db)) -> Self {
+        let mut db = Db::clone(&self.db);
+        change(&mut db);
+        Self::with_db(db)
     }
 
     /// Uses `table` (`name` or `schema.name`) instead of [`DEFAULT_POSTGRES_TABLE`].
     pub fn table(self, table: &str) -> Result<Self, StoreError> {
-        let mut store = Self::from_pool(self.pool, table)?;
-        store.create_table = self.create_table;
-        store.timeout = self.timeout;
-        Ok(store)
+        let t = quoted_table(table)?;
+        Ok(self.changed(|db| {
+            db.table = table.to_owned();
+            db.ready = OnceCell::new();
+            db.sql = Arc::new(statements(&t));
+        }))
     }
 
     /// Whether to `CREATE TABLE IF NOT EXISTS` on first use (default `true`).
     #[must_use]
-    pub fn create_table(mut self, create: bool) -> Self {
-        self.create_table = create;
-        self
+    pub fn create_table(self, create: bool) -> Self {
+        self.changed(|db| db.create_table = create)
     }
 
     /// The most one call may take, waiting for a connection included (default
-    /// [`DEFAULT_STORE_TIMEOUT`]); past it the call fails with a [`StoreError`].
+    /// [`DEFAULT_STORE_TIMEOUT`]); past it the call fails with a [`StoreError`]. A commit's
+    /// wait for its batch statement counts too, and each batch statement has this bound.
     #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.changed(|db| db.timeout = timeout)
     }
 
     /// The SQL that creates the table, for your migrations.
@@ -261,16 +321,209 @@ impl PostgresStore {
     /// many rows went. A `reserve` runs it in the background every few minutes with a grace
     /// of ten minutes; call it from a timer of your own if you prefer.
     pub async fn purge_expired(&self, grace: Duration) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let rows = self.query(&self.sql.purge, &[&grace.as_secs_f64()]).await?;
-            total += rows.len() as u64;
-            if (rows.len() as i64) < PURGE_BATCH {
-                return Ok(total);
+        self.db.purge_expired(grace).await
+    }
+
+    fn purge_due(&self) -> bool {
+        let mut last = self
+            .last_purge
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < PURGE_INTERVAL => false,
+            _ => {
+                *last = Some(now);
+                true
             }
         }
     }
 
+    fn purge_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let db = self.db.clone();
+        runtime.spawn(async move {
+            match db.purge_expired(Duration::from_secs(600)).await {
+                Ok(n) => tracing::debug!(rows = n, "purged ended unique reservations"),
+                Err(error) => tracing::warn!(%error, "could not purge ended unique reservations"),
+            }
+        });
+    }
+
+    async fn reserve_key(
+        &self,
+        key: &UniqueKey,
+        token: ReservationToken,
+        lease: Duration,
+    ) -> Result<Reservation, StoreError> {
+        let rows = self
+            .db
+            .query(
+                &self.db.sql.reserve,
+                &[&&key.as_bytes()[..], &token.to_hex(), &lease.as_secs_f64()],
+            )
+            .await?;
+        if self.purge_due() {
+            self.purge_in_background();
+        }
+        Ok(if rows.is_empty() {
+            Reservation::Taken
+        } else {
+            Reservation::Reserved
+        })
+    }
+
+    async fn renew_key(
+        &self,
+        key: &UniqueKey,
+        token: ReservationToken,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .db
+            .query(
+                &self.db.sql.renew,
+                &[&&key.as_bytes()[..], &token.to_hex(), &lease.as_secs_f64()],
+            )
+            .await?;
+        Ok(rows.len() == 1)
+    }
+
+    /// Queues the commit for the batching task and waits for its answer, all within the
+    /// timeout.
+    async fn commit_key(
+        &self,
+        key: &UniqueKey,
+        token: ReservationToken,
+    ) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + self.db.timeout;
+        let (answer, answered) = oneshot::channel();
+        let commit = QueuedCommit {
+            key: key.clone(),
+            token,
+            answer,
+        };
+        let run = async {
+            self.queue_commit(commit).await?;
+            answered
+                .await
+                .map_err(|_| StoreError::new("the commit batching task stopped"))?
+        };
+        tokio::time::timeout_at(deadline, run)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::timed_out(self.db.timeout)))
+    }
+
+    /// Queues `commit`, waiting for room if the queue is full. A batching task that is gone
+    /// (its runtime shut down) is replaced, once.
+    async fn queue_commit(&self, mut commit: QueuedCommit) -> Result<(), StoreError> {
+        for _ in 0..2 {
+            match self.commit_queue()?.send(commit).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => commit = back,
+            }
+        }
+        Err(StoreError::new("the commit batching task is not running"))
+    }
+
+    /// The batching task's queue, starting the task on the current runtime if it is not
+    /// running (first commit, or its runtime shut down).
+    fn commit_queue(&self) -> Result<mpsc::Sender<QueuedCommit>, StoreError> {
+        let mut commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = commits.as_ref().filter(|queue| !queue.is_closed()) {
+            return Ok(queue.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::new("no tokio runtime to commit on"))?;
+        let (queue, queued) = mpsc::channel(COMMIT_QUEUE);
+        runtime.spawn(batch_commits(self.db.clone(), queued));
+        *commits = Some(queue.clone());
+        Ok(queue)
+    }
+
+    async fn release_key(
+        &self,
+        key: &UniqueKey,
+        token: ReservationToken,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .db
+            .query(
+                &self.db.sql.release,
+                &[&&key.as_bytes()[..], &token.to_hex()],
+            )
+            .await?;
+        Ok(rows.len() == 1)
+    }
+
+    async fn register_key(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+        Ok(self.register_keys(std::slice::from_ref(key)).await? == 1)
+    }
+
+    async fn forget_key(
+        &self,
+        key: &UniqueKey,
+        cooldown_until: Option<SystemTime>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .forget_keys(std::slice::from_ref(key), cooldown_until)
+            .await?
+            == 1)
+    }
+
+    async fn key_status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+        let rows = self
+            .db
+            .query(&self.db.sql.status, &[&&key.as_bytes()[..]])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(KeyStatus::Free);
+        };
+        let get = |e: tokio_postgres::Error| StoreError::new(e);
+        let committed: bool = row.try_get(0).map_err(get)?;
+        let token: String = row.try_get(1).map_err(get)?;
+        let until: Option<SystemTime> = row.try_get(2).map_err(get)?;
+        let live: Option<bool> = row.try_get(3).map_err(get)?;
+        Ok(match (committed, until, live) {
+            (true, _, _) => KeyStatus::Committed,
+            (false, Some(until), Some(true)) if token.is_empty() => {
+                KeyStatus::CoolingDown { until }
+            }
+            (false, _, Some(true)) => KeyStatus::Reserved,
+            _ => KeyStatus::Free,
+        })
+    }
+
+    async fn register_keys(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+        let keys = distinct(keys);
+        let rows = self.db.query(&self.db.sql.register, &[&keys]).await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn forget_keys(
+        &self,
+        keys: &[UniqueKey],
+        cooldown_until: Option<SystemTime>,
+    ) -> Result<u64, StoreError> {
+        let keys = distinct(keys);
+        let sql = &self.db.sql;
+        let rows = match cooldown_until {
+            None => self.db.query(&sql.forget, &[&keys]).await?,
+            Some(until) => self.db.query(&sql.forget_cooling, &[&keys, &until]).await?,
+        };
+        let found: i64 = rows
+            .first()
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(StoreError::new)?
+            .unwrap_or(0);
+        Ok(found.max(0) as u64)
+    }
+}
+
+impl Db {
     /// A pooled connection (the table created on first use), held as in flight.
     async fn client(&self) -> Result<InFlight, StoreError> {
         let in_flight = InFlight(Some(self.pool.get().await.map_err(StoreError::new)?));
@@ -278,7 +531,7 @@ impl PostgresStore {
         if self.create_table {
             self.ready
                 .get_or_try_init(|| async {
-                    let sql = Self::migration(&self.table)?;
+                    let sql = PostgresStore::migration(&self.table)?;
                     // Two replicas creating the table at once can collide in the catalog:
                     // the loser's retry then finds it.
                     if client.batch_execute(&sql).await.is_err() {
@@ -320,171 +573,115 @@ impl PostgresStore {
         }
     }
 
-    fn purge_due(&self) -> bool {
-        let mut last = self
-            .last_purge
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        match *last {
-            Some(at) if now.duration_since(at) < PURGE_INTERVAL => false,
-            _ => {
-                *last = Some(now);
-                true
+    async fn purge_expired(&self, grace: Duration) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let rows = self.query(&self.sql.purge, &[&grace.as_secs_f64()]).await?;
+            total += rows.len() as u64;
+            if (rows.len() as i64) < PURGE_BATCH {
+                return Ok(total);
             }
         }
     }
+}
 
-    fn purge_in_background(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+/// A commit waiting for its batch statement, and where its caller waits for the answer.
+struct QueuedCommit {
+    key: UniqueKey,
+    token: ReservationToken,
+    answer: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The commit-batching task of a store: while fewer than [`COMMIT_STATEMENTS_IN_FLIGHT`]
+/// batch statements run, takes the next queued commit and every other one queued by then (up
+/// to [`COMMIT_BATCH`]) into one statement, run in a task of its own. Ends once the store is
+/// dropped (its queue closed) and the queue is empty; statements still running finish on
+/// their own, within the timeout.
+async fn batch_commits(db: Arc<Db>, mut queue: mpsc::Receiver<QueuedCommit>) {
+    let statements = Arc::new(Semaphore::new(COMMIT_STATEMENTS_IN_FLIGHT));
+    let mut batch = Vec::with_capacity(COMMIT_BATCH);
+    loop {
+        let Ok(slot) = statements.clone().acquire_owned().await else {
             return;
         };
-        let store = Self {
-            pool: self.pool.clone(),
-            table: self.table.clone(),
-            create_table: false,
-            ready: OnceCell::new(),
-            sql: statements(&quoted_table(&self.table).unwrap_or_default()),
-            timeout: self.timeout,
-            last_purge: Mutex::new(None),
-        };
-        runtime.spawn(async move {
-            match store.purge_expired(Duration::from_secs(600)).await {
-                Ok(n) => tracing::debug!(rows = n, "purged ended unique reservations"),
-                Err(error) => tracing::warn!(%error, "could not purge ended unique reservations"),
-            }
+        if queue.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
+            return;
+        }
+        // Callers that gave up (timed out, dropped) while queued: left out.
+        batch.retain(|commit: &QueuedCommit| !commit.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let commits = std::mem::replace(&mut batch, Vec::with_capacity(COMMIT_BATCH));
+        let db = db.clone();
+        tokio::spawn(async move {
+            commit_batch(&db, commits).await;
+            drop(slot);
         });
     }
+}
 
-    async fn reserve_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-        lease: Duration,
-    ) -> Result<Reservation, StoreError> {
-        let rows = self
-            .query(
-                &self.sql.reserve,
-                &[&&key.as_bytes()[..], &token.to_hex(), &lease.as_secs_f64()],
-            )
-            .await?;
-        if self.purge_due() {
-            self.purge_in_background();
+/// Runs one batch statement and answers each of its commits.
+async fn commit_batch(db: &Db, mut batch: Vec<QueuedCommit>) {
+    // In key order, as `forget`'s index scan visits its rows: with the usual plan (a lookup
+    // of the primary key per pair, in the given order), statements that lock the same rows
+    // lock them in the same order. (Two batches share a row only if one key is committed
+    // twice at once, which the layer never does.) A deadlock PostgreSQL still detects fails
+    // the batch, and the layer retries its callers as after any failed commit.
+    batch.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    let result = {
+        let keys: Vec<&[u8]> = batch.iter().map(|c| &c.key.as_bytes()[..]).collect();
+        let tokens: Vec<String> = batch.iter().map(|c| c.token.to_hex()).collect();
+        db.query(&db.sql.commit, &[&keys, &tokens])
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .collect::<Result<Vec<i64>, _>>()
+                    .map_err(StoreError::new)
+            })
+    };
+    match result {
+        Ok(positions) => {
+            let mut committed = vec![false; batch.len()];
+            for position in positions {
+                if let Some(done) = usize::try_from(position - 1)
+                    .ok()
+                    .and_then(|i| committed.get_mut(i))
+                {
+                    *done = true;
+                }
+            }
+            for (commit, committed) in batch.into_iter().zip(committed) {
+                // A caller that gave up meanwhile is not waiting any more: fine.
+                let _ = commit.answer.send(Ok(committed));
+            }
         }
-        Ok(if rows.is_empty() {
-            Reservation::Taken
-        } else {
-            Reservation::Reserved
-        })
-    }
-
-    async fn renew_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let rows = self
-            .query(
-                &self.sql.renew,
-                &[&&key.as_bytes()[..], &token.to_hex(), &lease.as_secs_f64()],
-            )
-            .await?;
-        Ok(rows.len() == 1)
-    }
-
-    async fn commit_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
-        self.held_by(&self.sql.commit, key, token).await
-    }
-
-    async fn release_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
-        self.held_by(&self.sql.release, key, token).await
-    }
-
-    /// Runs `sql` (commit or release) for `key` held by `token`: whether one row changed.
-    async fn held_by(
-        &self,
-        sql: &str,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
-        let rows = self
-            .query(sql, &[&&key.as_bytes()[..], &token.to_hex()])
-            .await?;
-        Ok(rows.len() == 1)
-    }
-
-    async fn register_key(&self, key: &UniqueKey) -> Result<bool, StoreError> {
-        Ok(self.register_keys(std::slice::from_ref(key)).await? == 1)
-    }
-
-    async fn forget_key(
-        &self,
-        key: &UniqueKey,
-        cooldown_until: Option<SystemTime>,
-    ) -> Result<bool, StoreError> {
-        Ok(self
-            .forget_keys(std::slice::from_ref(key), cooldown_until)
-            .await?
-            == 1)
-    }
-
-    async fn key_status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
-        let rows = self
-            .query(&self.sql.status, &[&&key.as_bytes()[..]])
-            .await?;
-        let Some(row) = rows.first() else {
-            return Ok(KeyStatus::Free);
-        };
-        let get = |e: tokio_postgres::Error| StoreError::new(e);
-        let committed: bool = row.try_get(0).map_err(get)?;
-        let token: String = row.try_get(1).map_err(get)?;
-        let until: Option<SystemTime> = row.try_get(2).map_err(get)?;
-        let live: Option<bool> = row.try_get(3).map_err(get)?;
-        Ok(match (committed, until, live) {
-            (true, _, _) => KeyStatus::Committed,
-            (false, Some(until), Some(true)) if token.is_empty() => {
-                KeyStatus::CoolingDown { until }
+        Err(error) => {
+            tracing::debug!(%error, commits = batch.len(), "a batch of unique commits failed");
+            let error = Arc::new(error);
+            for commit in batch {
+                let _ = commit
+                    .answer
+                    .send(Err(StoreError::new(SharedError(error.clone()))));
             }
-            (false, _, Some(true)) => KeyStatus::Reserved,
-            _ => KeyStatus::Free,
-        })
+        }
     }
+}
 
-    async fn register_keys(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
-        let keys = distinct(keys);
-        let rows = self.query(&self.sql.register, &[&keys]).await?;
-        Ok(rows.len() as u64)
+/// One batch statement's error, given to each of its callers.
+#[derive(Debug)]
+struct SharedError(Arc<StoreError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0.0, f)
     }
+}
 
-    async fn forget_keys(
-        &self,
-        keys: &[UniqueKey],
-        cooldown_until: Option<SystemTime>,
-    ) -> Result<u64, StoreError> {
-        let keys = distinct(keys);
-        let rows = match cooldown_until {
-            None => self.query(&self.sql.forget, &[&keys]).await?,
-            Some(until) => {
-                self.query(&self.sql.forget_cooling, &[&keys, &until])
-                    .await?
-            }
-        };
-        let found: i64 = rows
-            .first()
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(StoreError::new)?
-            .unwrap_or(0);
-        Ok(found.max(0) as u64)
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.0.source()
     }
 }
 
@@ -518,7 +715,8 @@ super::unique_store_via_inherent!(impl for PostgresStore);
 
 #[cfg(test)]
 mod tests {
-    use super::quoted_table;
+    use super::*;
+    use crate::unique::UniqueKeys;
 
     #[test]
     fn table_names_are_checked() {
@@ -530,5 +728,78 @@ mod tests {
         for bad in ["", "1abc", "a-b", "a;drop table x", "a.b.c", "\"x\"", "a b"] {
             assert!(quoted_table(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A store whose database refuses every connection at once (a port nobody listens on).
+    async fn unreachable_store() -> PostgresStore {
+        let port = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        PostgresStore::new(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+            .unwrap()
+            .timeout(Duration::from_secs(10))
+    }
+
+    fn refused(error: &StoreError) -> bool {
+        let text = error.to_string();
+        !text.contains("batching task") && !text.contains("no answer within")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_fails_each_caller_and_the_task_ends_with_the_store() {
+        let store = Arc::new(unreachable_store().await);
+        let db = Arc::downgrade(&store.db);
+        let keys = UniqueKeys::random();
+        let mut commits = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (store, key) = (store.clone(), keys.key_for(&format!("CI-{i}")));
+            commits.spawn(async move { store.commit_key(&key, ReservationToken::random()).await });
+        }
+        let mut answered = 0;
+        while let Some(answer) = commits.join_next().await {
+            let error = answer.unwrap().expect_err("the database is unreachable");
+            assert!(refused(&error), "the statement's own error: {error}");
+            answered += 1;
+        }
+        assert_eq!(answered, 50);
+        assert!(
+            store.commits.lock().unwrap().is_some(),
+            "the batching task was started"
+        );
+
+        // The task (and any statement task) holds the store's `Db`; once the store is
+        // dropped, the task ends and lets it go.
+        drop(store);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while db.upgrade().is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the batching task ends when the store is dropped");
+    }
+
+    #[test]
+    fn a_commit_on_a_second_runtime_restarts_the_batching_task() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let key = UniqueKeys::random().key_for("CI");
+        let first = runtime();
+        let store = first.block_on(unreachable_store());
+        let error = first
+            .block_on(store.commit_key(&key, ReservationToken::random()))
+            .unwrap_err();
+        assert!(refused(&error), "{error}");
+        // The task died with its runtime.
+        drop(first);
+        let error = runtime()
+            .block_on(store.commit_key(&key, ReservationToken::random()))
+            .unwrap_err();
+        assert!(refused(&error), "a new task ran the statement: {error}");
     }
 }
