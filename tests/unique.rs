@@ -1155,22 +1155,7 @@ async fn commit_through_a_stall(
     let emulator = Emulator::start().await.unwrap();
     let key = adult_key(&emulator).await;
     // Warm: connection, table and statements/scripts ready, so the stalled commit is sent.
-    let other = UniqueKeys::random().key_for("CI-WARM-UP");
-    let token = ReservationToken::random();
-    assert_eq!(
-        store
-            .reserve(&other, token, Duration::from_secs(5))
-            .await
-            .unwrap(),
-        Reservation::Reserved
-    );
-    assert!(
-        store
-            .renew(&other, token, Duration::from_secs(5))
-            .await
-            .unwrap()
-    );
-    assert!(store.commit(&other, token).await.unwrap());
+    warm_up(&*store).await;
     assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Free);
 
     let before = iamport_tower::unique::counters();

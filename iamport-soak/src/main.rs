@@ -144,16 +144,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match runtime("iamport-soak") {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(run::run(options))
+}
+
+/// The two-worker runtime the soak and its replicas run on; `who` names the process in the
+/// error line (exit code 2).
+pub(crate) fn runtime(who: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("iamport-soak: cannot start the runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(run::run(options))
+        .map_err(|error| {
+            eprintln!("{who}: cannot start the runtime: {error}");
+            ExitCode::from(2)
+        })
 }

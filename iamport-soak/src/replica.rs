@@ -95,16 +95,9 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime("replica") {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("replica: cannot start the runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,

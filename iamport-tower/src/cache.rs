@@ -173,6 +173,13 @@ struct Entry {
 }
 
 impl Entry {
+    fn outcome(self) -> Outcome {
+        match self.record {
+            Some(cert) => Outcome::Verified(cert),
+            None => Outcome::Refused(Rejection::UnknownId),
+        }
+    }
+
     /// What may be kept of an upstream answer: a verification, or PortOne's "not found" (the
     /// only way to [`Rejection::UnknownId`]); any other refusal is an error, never kept.
     fn of(outcome: Outcome, generation: u64) -> Result<Self, Rejection> {
@@ -327,41 +334,24 @@ impl Lookups {
 
     /// Resolves an id that passed the source's syntax check, for a request to `route`.
     pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
-        let cached = if self.settings.keeps_nothing() {
-            None
+        let (answer, led) = if self.settings.keeps_nothing() {
+            self.share(id, route).await
+        } else if let Some(entry) = self.core.entries.get(id).await {
+            metrics::lookup_cache(match entry.record {
+                Some(_) => CacheEffect::Hit,
+                None => CacheEffect::NegativeHit,
+            });
+            return entry.outcome();
         } else {
-            self.core.entries.get(id).await
+            self.look_up(id, route).await
         };
-        let answer = match cached {
-            Some(entry) => {
-                metrics::lookup_cache(match entry.record {
-                    Some(_) => CacheEffect::Hit,
-                    None => CacheEffect::NegativeHit,
-                });
-                Ok(entry)
-            }
-            None => {
-                let (answer, led) = if self.settings.keeps_nothing() {
-                    self.share(id, route).await
-                } else {
-                    self.look_up(id, route).await
-                };
-                if led {
-                    metrics::lookup_cache(CacheEffect::Miss);
-                } else {
-                    tracing::debug!(route, "joined a lookup already in flight for the same id");
-                    metrics::lookup_joined();
-                }
-                answer
-            }
-        };
-        match answer {
-            Ok(Entry {
-                record: Some(cert), ..
-            }) => Outcome::Verified(cert),
-            Ok(Entry { record: None, .. }) => Outcome::Refused(Rejection::UnknownId),
-            Err(rejection) => Outcome::Refused(rejection),
+        if led {
+            metrics::lookup_cache(CacheEffect::Miss);
+        } else {
+            tracing::debug!(route, "joined a lookup already in flight for the same id");
+            metrics::lookup_joined();
         }
+        answer.map_or_else(Outcome::Refused, Entry::outcome)
     }
 
     /// Without a cache: joins the call in flight for `id`, or makes it (then `true`), in the

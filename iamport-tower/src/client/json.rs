@@ -191,5 +191,12 @@ mod tests {
         for body in [&b"{"[..], b"{\"a\":1} x", b"", b"{\"a\":\"\xff\"}"] {
             assert!(Json::parse(body).is_err(), "{body:?}");
         }
+        // Deep nesting never reaches the stack's end: objects stop at serde_json's depth
+        // limit, arrays are skipped without recursion.
+        let deep = |open: &str, close: &str| {
+            format!("{}1{}", open.repeat(100_000), close.repeat(100_000)).into_bytes()
+        };
+        assert!(Json::parse(&deep("{\"a\":", "}")).is_err());
+        assert_eq!(Json::parse(&deep("[", "]")).unwrap(), Json::Array);
     }
 }
