@@ -274,6 +274,7 @@ async fn child_rss(route: &str, n: usize) {
         base: emulator.url(),
         client: client.clone(),
     };
+    let arrived = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .route(
             "/guarded",
@@ -281,6 +282,19 @@ async fn child_rss(route: &str, n: usize) {
                 .layer(CertificationLayer::new(client).lookup_cache(LookupCache::disabled())),
         )
         .route("/plain", get(plain))
+        // `held`: a handler that never answers and asks nothing upstream — what the inbound
+        // connection and the request alone cost.
+        .route(
+            "/held",
+            get({
+                let arrived = arrived.clone();
+                move || async move {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                }
+            }),
+        )
+        .route("/ok", get(|| async { "ok" }))
         .with_state(upstream);
     let listener = deep_listener();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -299,8 +313,11 @@ async fn child_rss(route: &str, n: usize) {
         _ => driver.get(format!("{base}/{route}?imp_uid={}", imp_uid(i))),
     };
     // Warm-up: the token, the first connections, the allocator's first arenas.
-    let warm = request(n).send().await.expect("warm-up");
-    assert_eq!(warm.status(), 200);
+    let warm = match route {
+        "held" => driver.get(format!("{base}/ok")),
+        _ => request(n),
+    };
+    assert_eq!(warm.send().await.expect("warm-up").status(), 200);
     emulator.reset_counters();
     emulator.set_latency(Duration::from_secs(30));
     let before = rss_bytes();
@@ -311,7 +328,11 @@ async fn child_rss(route: &str, n: usize) {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while emulator.calls(Endpoint::GetCertification) < n as u64 {
+    let reached = || match route {
+        "held" => arrived.load(Ordering::SeqCst),
+        _ => emulator.calls(Endpoint::GetCertification) as usize,
+    };
+    while reached() < n {
         assert!(
             Instant::now() < deadline,
             "requests did not all reach the upstream"

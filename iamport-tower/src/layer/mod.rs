@@ -114,7 +114,7 @@ pub(crate) struct Shared {
     body_limit: usize,
     body_timeout: Duration,
     binding: Option<Binding>,
-    renderer: Option<RejectionRenderer>,
+    pub(super) renderer: Option<RejectionRenderer>,
     pub(super) unique: Arc<UniqueConfig>,
     lookups: Lookups,
 }
@@ -362,27 +362,26 @@ impl<S, M> Layer<S> for CertificationLayer<M> {
 }
 
 impl Shared {
-    /// Puts what the layer found into the extensions: the lazy [`Verification`], the
-    /// rejection renderer, and a unique slot when there is an id to reserve by.
+    /// Puts what the layer found into the extensions: the lazy [`Verification`]. `id` is what
+    /// the body said (`None`: the query string is read when a guard asks). Returns the
+    /// verification whose `unique` reservation the response settles, unless the request can
+    /// come to hold none.
     pub(crate) fn record(
         self: &Arc<Self>,
         parts: &mut http::request::Parts,
-        id: Result<String, Rejection>,
+        id: Option<Result<String, Rejection>>,
         speculative: bool,
         query_only: bool,
     ) -> Option<Verification> {
         let asked = Asked::of(parts, query_only);
-        let session = match (&self.binding, &id) {
-            (Some(binding), Ok(_)) => binding.session_of(parts),
+        let no_id = matches!(id, Some(Err(_)));
+        let session = match &self.binding {
+            Some(binding) if !no_id => binding.session_of(parts),
             _ => None,
         };
-        // Only a request with an id that is not speculative can come to hold a reservation.
-        let may_reserve = id.is_ok() && !speculative;
         let verification = Verification::new(self.clone(), id, speculative, session, asked);
-        if let Some(renderer) = &self.renderer {
-            parts.extensions.insert(renderer.clone());
-        }
-        let held = may_reserve.then(|| verification.clone());
+        // A speculative request, or one without an id, is never admitted: it holds nothing.
+        let held = (!no_id && !speculative).then(|| verification.clone());
         parts.extensions.insert(verification);
         held
     }

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderName, Method, Request, Response};
 use http_body::Body as HttpBody;
 use tower_service::Service;
 
@@ -100,15 +99,18 @@ where
         let shared = self.shared.clone();
         let (mut parts, body) = request.into_parts();
         let speculative = is_speculative(&parts.method, &parts.headers);
-        let prepared = match (shared.id_from_query(&parts), body_format(&parts.headers)) {
+        // The query string is parsed now only when it decides whether to read the body;
+        // otherwise when (if ever) a guard asks.
+        let body_format = body_format(&parts.headers);
+        let query = body_format.and_then(|_| shared.id_from_query(parts.uri.query()));
+        let prepared = match (query, body_format) {
             (None, Some(format)) => Prepared::Reading(Box::pin(async move {
                 let (id, body) = shared.read_body(format, &parts.headers, body).await;
-                let held = shared.record(&mut parts, id, speculative, false);
+                let held = shared.record(&mut parts, Some(id), speculative, false);
                 (Request::from_parts(parts, body), held)
             })),
             (query, _) => {
-                let id = query.unwrap_or(Err(Rejection::MissingId));
-                let held = shared.record(&mut parts, id, speculative, false);
+                let held = shared.record(&mut parts, query, speculative, false);
                 // A body that has ended already (a GET's) is handed on without wrapping it.
                 let body = if body.is_end_stream() {
                     Body::empty()
@@ -137,11 +139,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
         let speculative = is_speculative(&parts.method, &parts.headers);
-        let id = self
-            .shared
-            .id_from_query(&parts)
-            .unwrap_or(Err(Rejection::MissingId));
-        let held = self.shared.record(&mut parts, id, speculative, true);
+        let held = self.shared.record(&mut parts, None, speculative, true);
         self.dispatch(Prepared::Ready(Request::from_parts(parts, body), held))
     }
 }
@@ -150,10 +148,12 @@ where
 /// the older `Purpose: prefetch`): requests that must have no side effects, so no guard
 /// admits them.
 fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
+    // One walk over the (few) names instead of hashing two that are rarely there.
+    let purpose = |name: &HeaderName| matches!(name.as_str(), "sec-purpose" | "purpose");
     *method == Method::HEAD
         || *method == Method::OPTIONS
-        || ["sec-purpose", "purpose"].iter().any(|name| {
-            headers.get_all(*name).iter().any(|value| {
+        || headers.keys().filter(|name| purpose(name)).any(|name| {
+            headers.get_all(name).iter().any(|value| {
                 value.to_str().is_ok_and(|v| {
                     v.split([';', ',', ' ']).any(|token| {
                         token.eq_ignore_ascii_case("prefetch")
@@ -166,9 +166,9 @@ fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
 
 impl Shared {
     /// What the query string says, if it settles the matter.
-    fn id_from_query(&self, parts: &Parts) -> Option<Result<String, Rejection>> {
+    pub(super) fn id_from_query(&self, query: Option<&str>) -> Option<Result<String, Rejection>> {
         let source = self.source();
-        extract::id_from_query(parts.uri.query(), source.id_fields(), |k, v| {
+        extract::id_from_query(query, source.id_fields(), |k, v| {
             source.is_cancellation(k, v)
         })
     }

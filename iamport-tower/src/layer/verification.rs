@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 use super::Shared;
 use crate::certification::Certification;
-use crate::rejection::{IdHint, Language, Rejection};
+use crate::rejection::{IdHint, Language, Rejection, RejectionRenderer};
 use crate::unique::reservation::{SlotHolder, UniqueSlot};
 
 /// The looked-up verification of a request, as the policy checks see it.
@@ -36,7 +36,9 @@ pub struct Verification {
 
 struct Inner {
     shared: Arc<Shared>,
-    id: Result<String, Rejection>,
+    /// The id, or why there is none: set by the layer when it read the body, otherwise read
+    /// from the query string when first needed (a request nobody asks about is never parsed).
+    id: OnceLock<Result<String, Rejection>>,
     speculative: bool,
     /// The request's binding session key (only recorded when the layer has a binding).
     session: Option<Box<str>>,
@@ -84,9 +86,10 @@ impl Asked {
 }
 
 impl Verification {
+    /// `id`: what the layer found in the body, or `None` to read the query string when asked.
     pub(crate) fn new(
         shared: Arc<Shared>,
-        id: Result<String, Rejection>,
+        id: Option<Result<String, Rejection>>,
         speculative: bool,
         session: Option<Box<str>>,
         asked: Asked,
@@ -94,7 +97,7 @@ impl Verification {
         Self {
             inner: Arc::new(Inner {
                 shared,
-                id,
+                id: id.map_or_else(OnceLock::new, OnceLock::from),
                 speculative,
                 session,
                 outcome: OnceCell::new(),
@@ -110,7 +113,7 @@ impl Verification {
         inner
             .outcome
             .get_or_init(|| async {
-                match &inner.id {
+                match self.id() {
                     Ok(id) => inner.shared.resolve(id, self.route()).await,
                     Err(rejection) => Outcome::Refused(rejection.clone()),
                 }
@@ -145,9 +148,25 @@ impl Verification {
             .get_or_init(|| UniqueSlot::new(self.inner.shared.unique.clone()))
     }
 
+    /// The request's id, or why it has none.
+    fn id(&self) -> &Result<String, Rejection> {
+        let inner = &*self.inner;
+        inner.id.get_or_init(|| {
+            inner
+                .shared
+                .id_from_query(inner.asked.uri.query())
+                .unwrap_or(Err(Rejection::MissingId))
+        })
+    }
+
     /// Whether the request carried an id (well-formed or not) to look up.
     pub(crate) fn has_id(&self) -> bool {
-        self.inner.id.is_ok()
+        self.id().is_ok()
+    }
+
+    /// The layer's own rendering of refusals, if it was given one.
+    pub(crate) fn renderer(&self) -> Option<&RejectionRenderer> {
+        self.inner.shared.renderer.as_ref()
     }
 
     /// The request's path (never its query string, which holds the id): the route logs name.

@@ -231,12 +231,12 @@ pub(crate) fn refuse(rejection: &Rejection, extensions: &http::Extensions) -> Re
         "refused a request"
     );
     metrics::rejection(rejection.code());
-    if let Some(RejectionRenderer(handler)) = extensions.get::<RejectionRenderer>() {
-        return handler(rejection);
-    }
     let Some(verification) = verification else {
         return rejection.problem_response();
     };
+    if let Some(RejectionRenderer(handler)) = verification.renderer() {
+        return handler(rejection);
+    }
     let mut response = rejection.problem(verification.language(), verification.id_hint());
     response
         .headers_mut()
