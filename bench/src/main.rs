@@ -228,6 +228,24 @@ fn raise_fd_limit() -> u64 {
     Resource::NOFILE.get().map_or(0, |(soft, _)| soft)
 }
 
+/// CPU time this process has used, user and system, all threads (`/proc/self/stat`, in
+/// clock ticks of 10 ms; zero where there is none).
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) start at `state` (3);
+            // utime and stime are fields 14 and 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut fields = rest.split_whitespace().skip(11);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 /// This process's resident memory, from `/proc/self/status` (0 where there is none).
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -256,7 +274,7 @@ fn child(args: &[String]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// `rss ROUTE N`: memory of N requests in flight at once on `plain`, `guarded` or `direct`
+/// `rss ROUTE N`: memory of N requests in flight at once on `plain`, `guarded`, `held` or `direct`
 /// (straight to the emulator); prints
 /// the resident-memory growth in bytes per request. The emulator holds every answer until
 /// it has seen all N lookups (a long latency), so all N are in flight when it is read.
@@ -507,6 +525,9 @@ async fn emulator_with(persons: usize) -> Emulator {
 
 struct Sample {
     requests: usize,
+    /// CPU time the app's process (this one: the server, the layer, its upstream client)
+    /// spent in the window, user and system.
+    app_cpu: Duration,
     errors: usize,
     elapsed: Duration,
     p50_ms: f64,
@@ -846,7 +867,9 @@ async fn main() {
                     // longer windows, so requests cut off at the end weigh little.
                     let seconds = o.seconds * (connections as f64 / 1024.0).max(1.0);
                     let first = next.load(Ordering::Relaxed);
+                    let cpu_before = process_cpu();
                     let driven = run(s, seconds).await.expect("a run");
+                    let app_cpu = process_cpu().saturating_sub(cpu_before);
                     let (upstream_token_calls, upstream_lookups) = emulator.calls();
                     if let Some(store) = store_of(s) {
                         // Outside the measured window: everyone it named may sign up again.
@@ -861,6 +884,7 @@ async fn main() {
                     }
                     samples[i].push(Sample {
                         requests: driven.requests,
+                        app_cpu,
                         errors: driven.errors,
                         elapsed: driven.elapsed,
                         p50_ms: driven.p50_ms,
@@ -875,9 +899,9 @@ async fn main() {
                 load_average()
             );
             println!(
-                "| route | req/s (median) | vs plain | p50 ms | p99 ms | token calls/req | lookups/req | errors |"
+                "| route | req/s (median) | vs plain | app CPU µs/req | vs plain | p50 ms | p99 ms | token calls/req | lookups/req | errors |"
             );
-            println!("|---|---|---|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|---|---|---|---|");
             let round_rps = |i: usize, round: usize| {
                 let r = &samples[i][round];
                 r.requests as f64 / r.elapsed.as_secs_f64()
@@ -887,6 +911,20 @@ async fn main() {
                 median(
                     (0..o.rounds)
                         .map(|round| round_rps(i, round) / round_rps(to, round))
+                        .collect(),
+                )
+            };
+            // The app's CPU time per request: what the process serving the routes spends on
+            // one, whatever the other processes (driver, emulator) did meanwhile — far steadier
+            // on a shared machine than req/s. Per-round ratios, then their median.
+            let cpu_us = |i: usize, round: usize| {
+                let r = &samples[i][round];
+                r.app_cpu.as_secs_f64() * 1e6 / r.requests.max(1) as f64
+            };
+            let cpu_ratio = |i: usize, to: usize| {
+                median(
+                    (0..o.rounds)
+                        .map(|round| cpu_us(i, round) / cpu_us(to, round))
                         .collect(),
                 )
             };
@@ -905,9 +943,11 @@ async fn main() {
                 let tokens: u64 = rows.iter().map(|r| r.upstream_token_calls).sum();
                 let lookups: u64 = rows.iter().map(|r| r.upstream_lookups).sum();
                 let errors: usize = rows.iter().map(|r| r.errors).sum();
+                let cpu = median((0..o.rounds).map(|round| cpu_us(i, round)).collect());
                 println!(
-                    "| {s} | {rps:.0} | {} | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
+                    "| {s} | {rps:.0} | {} | {cpu:.1} | {} | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
                     plain.map_or("—".into(), |p| format!("{:.2}×", ratio(i, p))),
+                    plain.map_or("—".into(), |p| format!("{:.3}×", cpu_ratio(i, p))),
                     tokens as f64 / requests as f64,
                     lookups as f64 / requests as f64,
                 );
@@ -921,8 +961,9 @@ async fn main() {
             }
             if let (Some(unguarded), Some(bare)) = (index("unguarded"), index("bare")) {
                 println!(
-                    "\nunguarded route behind the layer vs without it (bare): {:.3}×",
-                    ratio(unguarded, bare)
+                    "\nunguarded route behind the layer vs without it (bare): {:.3}× throughput, {:.3}× app CPU per request",
+                    ratio(unguarded, bare),
+                    cpu_ratio(unguarded, bare)
                 );
             }
             for store in ["unique-postgres", "unique-redis"] {
@@ -957,8 +998,10 @@ async fn main() {
 }
 
 /// Resident memory per 1 000 requests in flight (MiB), each measured in a fresh child
-/// process, median of three: the driver and the emulator alone, then `plain` and `guarded`
-/// (whose difference to the first is what the app holds per request).
+/// process, median of three: the driver and the emulator alone, the driver and an app whose
+/// handler never answers nor calls upstream (`held`: what the inbound connection costs),
+/// then `plain` and `guarded` (whose difference to the first is what the app holds per
+/// request).
 fn in_flight_memory(counts: &[usize]) {
     if counts.is_empty() {
         return;
@@ -967,9 +1010,9 @@ fn in_flight_memory(counts: &[usize]) {
         "\nresident memory per 1 000 requests in flight (whole process: driver, app, emulator)"
     );
     println!(
-        "| in flight | driver + emulator alone (direct) | plain | guarded | the app's share: plain | the app's share: guarded |"
+        "| in flight | driver + emulator alone (direct) | driver + app answering nothing (held) | plain | guarded | the app's share: plain | the app's share: guarded |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for &n in counts {
         let per_1000 = |route: &str| {
             median(
@@ -984,10 +1027,11 @@ fn in_flight_memory(counts: &[usize]) {
             )
         };
         let direct = per_1000("direct");
+        let held = per_1000("held");
         let plain = per_1000("plain");
         let guarded = per_1000("guarded");
         println!(
-            "| {n} | {direct:.2} | {plain:.2} | {guarded:.2} | {:.2} | {:.2} |",
+            "| {n} | {direct:.2} | {held:.2} | {plain:.2} | {guarded:.2} | {:.2} | {:.2} |",
             plain - direct,
             guarded - direct
         );

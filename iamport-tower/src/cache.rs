@@ -35,6 +35,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -237,13 +238,95 @@ type Call = Arc<OnceCell<Result<Entry, Rejection>>>;
 /// Single-flight without a cache: the first request for an id makes the call, requests for
 /// the same id meanwhile wait for its answer. The entry goes when its last waiter does. The
 /// map is split in shards by the id's hash, so requests for different ids seldom wait for
-/// one another's lock.
+/// one another's lock. The id is hashed once per request (keyed SipHash, as `HashMap`'s
+/// default: ids come from clients), and that hash serves the shard and the map alike.
 struct InFlight {
-    shards: [Mutex<HashMap<Box<str>, Call>>; SHARDS],
+    shards: [Mutex<HashMap<CallKey, Call, BuildHasherDefault<KnownHash>>>; SHARDS],
     hasher: std::hash::RandomState,
 }
 
 const SHARDS: usize = 16;
+
+/// An id with its hash, as the in-flight map holds it.
+struct CallKey {
+    hash: u64,
+    id: Box<str>,
+}
+
+/// An id with its hash, owned ([`CallKey`]) or borrowed (`(u64, &str)`), so the map can be
+/// searched without allocating a key.
+trait HashedId {
+    fn hash(&self) -> u64;
+    fn id(&self) -> &str;
+}
+
+impl HashedId for CallKey {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl HashedId for (u64, &str) {
+    fn hash(&self) -> u64 {
+        self.0
+    }
+    fn id(&self) -> &str {
+        self.1
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn HashedId + 'a> for CallKey {
+    fn borrow(&self) -> &(dyn HashedId + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn HashedId + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(HashedId::hash(self));
+    }
+}
+
+impl PartialEq for dyn HashedId + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        HashedId::hash(self) == HashedId::hash(other) && self.id() == other.id()
+    }
+}
+
+impl Eq for dyn HashedId + '_ {}
+
+impl std::hash::Hash for CallKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for CallKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn HashedId) == (other as &dyn HashedId)
+    }
+}
+
+impl Eq for CallKey {}
+
+/// The map's hasher: the key's hash is already computed, keyed, so it is used as it is.
+#[derive(Default)]
+struct KnownHash(u64);
+
+impl std::hash::Hasher for KnownHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("in-flight keys hash as one u64")
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
 
 impl Default for InFlight {
     fn default() -> Self {
@@ -255,20 +338,31 @@ impl Default for InFlight {
 }
 
 impl InFlight {
-    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Call>> {
-        let index = std::hash::BuildHasher::hash_one(&self.hasher, id) as usize % SHARDS;
-        self.shards[index]
+    fn hash(&self, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, id)
+    }
+
+    fn shard(
+        &self,
+        hash: u64,
+    ) -> std::sync::MutexGuard<'_, HashMap<CallKey, Call, BuildHasherDefault<KnownHash>>> {
+        // The high bits: the map's buckets are picked by the low ones.
+        self.shards[(hash >> 60) as usize % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn join(&self, id: &str) -> Call {
-        let mut calls = self.shard(id);
-        match calls.get(id) {
+    fn join(&self, hash: u64, id: &str) -> Call {
+        let mut calls = self.shard(hash);
+        match calls.get(&(hash, id) as &dyn HashedId) {
             Some(call) => call.clone(),
             None => {
                 let call = Call::default();
-                calls.insert(id.into(), call.clone());
+                let key = CallKey {
+                    hash,
+                    id: id.into(),
+                };
+                calls.insert(key, call.clone());
                 call
             }
         }
@@ -280,20 +374,34 @@ impl InFlight {
 /// request for the id starts afresh).
 struct Waiting<'a> {
     in_flight: &'a InFlight,
+    hash: u64,
     id: &'a str,
     call: Call,
 }
 
+impl<'a> Waiting<'a> {
+    fn join(in_flight: &'a InFlight, id: &'a str) -> Self {
+        let hash = in_flight.hash(id);
+        Self {
+            in_flight,
+            hash,
+            id,
+            call: in_flight.join(hash, id),
+        }
+    }
+}
+
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut calls = self.in_flight.shard(self.id);
+        let mut calls = self.in_flight.shard(self.hash);
+        let key = (self.hash, self.id);
         // Clones are made under the lock: the map's and ours are the last two.
         if Arc::strong_count(&self.call) == 2
             && calls
-                .get(self.id)
+                .get(&key as &dyn HashedId)
                 .is_some_and(|call| Arc::ptr_eq(call, &self.call))
         {
-            calls.remove(self.id);
+            calls.remove(&key as &dyn HashedId);
         }
     }
 }
@@ -357,11 +465,7 @@ impl Lookups {
     /// Without a cache: joins the call in flight for `id`, or makes it (then `true`), in the
     /// request's own task.
     async fn share(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
-        let waiting = Waiting {
-            in_flight: &self.in_flight,
-            id,
-            call: self.in_flight.join(id),
-        };
+        let waiting = Waiting::join(&self.in_flight, id);
         let mut led = false;
         let answer = waiting
             .call
@@ -413,5 +517,42 @@ impl Lookups {
             // The runtime is shutting down.
             Err(_) => (Err(Rejection::UpstreamUnavailable), false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_calls_are_shared_by_id_never_by_hash_alone() {
+        let in_flight = InFlight::default();
+        let hash = in_flight.hash("imp_100000000001");
+        let a = in_flight.join(hash, "imp_100000000001");
+        let again = in_flight.join(hash, "imp_100000000001");
+        assert!(Arc::ptr_eq(&a, &again), "one id, one call");
+        // Two ids whose hashes collided (forced here) still get calls of their own.
+        let b = in_flight.join(hash, "imp_100000000002");
+        assert!(
+            !Arc::ptr_eq(&a, &b),
+            "a colliding hash does not share an answer"
+        );
+        // The last waiter of a call removes it; the other id's call stays.
+        let waiting = |id: &'static str, call: Call| Waiting {
+            in_flight: &in_flight,
+            hash,
+            id,
+            call,
+        };
+        drop(waiting("imp_100000000001", again));
+        assert_eq!(
+            in_flight.shard(hash).len(),
+            2,
+            "a waiter of the first is left"
+        );
+        drop(waiting("imp_100000000001", a));
+        assert_eq!(in_flight.shard(hash).len(), 1);
+        drop(waiting("imp_100000000002", b));
+        assert_eq!(in_flight.shard(hash).len(), 0);
     }
 }

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 
 use http::request::Parts;
 use http::{HeaderValue, Method, Uri};
-use tokio::sync::OnceCell;
 
 use super::Shared;
 use crate::certification::Certification;
@@ -42,7 +41,7 @@ struct Inner {
     speculative: bool,
     /// The request's binding session key (only recorded when the layer has a binding).
     session: Option<Box<str>>,
-    outcome: OnceCell<Outcome>,
+    outcome: OnceLock<Outcome>,
     /// The request's `unique` reservation, made when a `unique` guard first asks: requests
     /// no such guard looks at pay nothing for it.
     unique: OnceLock<UniqueSlot>,
@@ -100,7 +99,7 @@ impl Verification {
                 id: id.map_or_else(OnceLock::new, OnceLock::from),
                 speculative,
                 session,
-                outcome: OnceCell::new(),
+                outcome: OnceLock::new(),
                 unique: OnceLock::new(),
                 asked,
             }),
@@ -108,17 +107,19 @@ impl Verification {
     }
 
     /// Looks the id up (the first call; later ones share its result) and returns the outcome.
+    ///
+    /// Two calls racing in one request (rare: guards run one after another) both ask, and
+    /// join one upstream call like any two requests for the id do; the first answer is kept.
     pub async fn outcome(&self) -> &Outcome {
         let inner = &*self.inner;
-        inner
-            .outcome
-            .get_or_init(|| async {
-                match self.id() {
-                    Ok(id) => inner.shared.resolve(id, self.route()).await,
-                    Err(rejection) => Outcome::Refused(rejection.clone()),
-                }
-            })
-            .await
+        if let Some(outcome) = inner.outcome.get() {
+            return outcome;
+        }
+        let outcome = match self.id() {
+            Ok(id) => inner.shared.resolve(id, self.route()).await,
+            Err(rejection) => Outcome::Refused(rejection.clone()),
+        };
+        inner.outcome.get_or_init(|| outcome)
     }
 
     /// The outcome if something already asked for it; never triggers a lookup.
@@ -211,7 +212,7 @@ impl fmt::Debug for Verification {
             .field("has_id", &self.has_id())
             .field("speculative", &self.inner.speculative)
             .field("has_session", &self.inner.session.is_some())
-            .field("resolved", &self.inner.outcome.initialized())
+            .field("resolved", &self.inner.outcome.get().is_some())
             .field("route", &self.route())
             .finish()
     }
