@@ -443,3 +443,25 @@ mod tests {
         assert!(shown.contains("imp_apikey"));
     }
 }
+
+#[cfg(test)]
+mod state_size {
+    use crate::CertificationSource;
+
+    /// Every guarded request in flight holds one lookup's state: keep it small. An `async fn`
+    /// wrapper that holds its argument future twice, or a token fetch inlined beside the
+    /// lookup, each more than double it.
+    #[tokio::test]
+    async fn a_lookup_in_flight_holds_little_state() {
+        let client = super::IamportClient::builder()
+            .base_url("http://127.0.0.1:1")
+            .key("k")
+            .secret("s")
+            .build()
+            .unwrap();
+        let lookup = client.lookup("imp_123456789012");
+        let size = size_of_val(&*lookup);
+        eprintln!("a lookup's state: {size} bytes");
+        assert!(size <= 1536, "a lookup's state grew to {size} bytes");
+    }
+}

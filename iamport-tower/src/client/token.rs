@@ -80,7 +80,8 @@ impl TokenCache {
     }
 
     /// A valid token: the cached one, or one fetched by `fetch` (called at most once, and by
-    /// at most one caller at a time across the whole cache).
+    /// at most one caller at a time across the whole cache). The fetch is boxed: it is rare,
+    /// and inline it would make every lookup's state as large as a token request's.
     pub(crate) async fn get<F, Fut>(&self, fetch: F) -> Result<Secret, Error>
     where
         F: FnOnce() -> Fut,
@@ -102,7 +103,7 @@ impl TokenCache {
                 if self.recent_failure(u64::MAX).is_some() {
                     return Ok(token.value);
                 }
-                return match self.fetch_and_record(fetch).await {
+                return match Box::pin(self.fetch_and_record(fetch)).await {
                     Ok(value) => Ok(value),
                     Err(error) => {
                         tracing::warn!(%error, "renewing the PortOne access token failed; using the current one until it expires");
@@ -123,7 +124,7 @@ impl TokenCache {
         if let Some(error) = self.recent_failure(seen) {
             return Err(error);
         }
-        self.fetch_and_record(fetch).await
+        Box::pin(self.fetch_and_record(fetch)).await
     }
 
     /// A copy of the last failure when it is within `retry_after`, or when it comes from a

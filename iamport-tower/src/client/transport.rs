@@ -2,15 +2,40 @@
 //! cap on every response body, and retries that are bounded per call *and* across calls.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::metrics::{self, Answered, Endpoint};
+
+pin_project! {
+    /// [`Transport::bounded`]'s future: the call, or [`Error::Timeout`] once its time is up.
+    pub(crate) struct Bounded<F> {
+        #[pin]
+        call: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<T, F: Future<Output = Result<T, Error>>> Future for Bounded<F> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.call.poll(cx)) {
+            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(*this.limit)),
+            Ok(result) => result,
+        })
+    }
+}
 
 /// How often and how patiently to retry a failed call.
 ///
@@ -409,14 +434,13 @@ impl Transport {
         format!("{}{path}", self.base_url)
     }
 
-    /// Runs one whole call (token, lookup, retries) within the timeout.
-    pub(crate) async fn bounded<T>(
-        &self,
-        call: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(self.timeout)),
-            Ok(result) => result,
+    /// Runs one whole call (token, lookup, retries) within the timeout, counted from now.
+    /// A future of its own rather than an `async fn`, which would hold `call` twice (as its
+    /// argument and inside the timeout) in every request's state.
+    pub(crate) fn bounded<F: Future>(&self, call: F) -> Bounded<F> {
+        Bounded {
+            call: tokio::time::timeout(self.timeout, call),
+            limit: self.timeout,
         }
     }
 
