@@ -183,7 +183,7 @@ impl IamportClient {
                 .inner
                 .transport
                 .send(endpoint, idempotency, |http| {
-                    http.request(method.clone(), &url)
+                    http.request(method.clone(), url.clone())
                         .header(AUTHORIZATION, auth.clone())
                 })
                 .await?;
@@ -271,7 +271,7 @@ impl IamportClient {
             .inner
             .transport
             .send(Endpoint::GetToken, Idempotency::Idempotent, |http| {
-                http.post(&url).json(&credentials)
+                http.post(url.clone()).json(&credentials)
             })
             .await?;
         match status {

@@ -249,6 +249,8 @@ impl TransportOptions {
     /// Checks the URL and builds the one pooled HTTP client (rustls, HTTP/1.1).
     pub(crate) fn build(self) -> Result<Transport, Error> {
         let base_url = normalize_base_url(&self.base_url)?;
+        let base = reqwest::Url::parse(&base_url)
+            .map_err(|e| Error::Config(format!("the API URL is not a valid URL: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(self.idle_timeout)
@@ -258,6 +260,7 @@ impl TransportOptions {
         Ok(Transport {
             http,
             base_url,
+            base,
             timeout: self.timeout,
             retry: self.retry,
             budget: Arc::new(BudgetAccount::new(self.budget)),
@@ -355,6 +358,9 @@ pub(crate) use transport_setters;
 pub(crate) struct Transport {
     http: reqwest::Client,
     pub(crate) base_url: String,
+    /// `base_url` parsed once: each call's URL is this with its path set, so no request
+    /// parses a whole URL (host, IDNA) again.
+    base: reqwest::Url,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
     budget: Arc<BudgetAccount>,
@@ -429,9 +435,17 @@ fn is_retryable(error: &reqwest::Error, idempotency: Idempotency) -> bool {
 }
 
 impl Transport {
-    /// `base_url` + `path` (which starts with `/`).
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+    /// `base_url` + `path` (which starts with `/`). The same URL as parsing the two joined,
+    /// for a fraction of the work: only the path is parsed.
+    pub(crate) fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let prefix = self.base.path().trim_end_matches('/');
+        if prefix.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&format!("{prefix}{path}"));
+        }
+        url
     }
 
     /// Runs one whole call (token, lookup, retries) within the timeout, counted from now.
@@ -561,6 +575,32 @@ async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_url_is_the_base_and_path_parsed_together() {
+        let bases = [
+            "http://127.0.0.1:8080",
+            "https://api.iamport.kr/",
+            "http://emulator.test/prefix",
+            "http://emulator.test/prefix/",
+            "https://API.Example.COM:443/a/b",
+        ];
+        let paths = [
+            "/users/getToken",
+            "/certifications/imp_123456789012",
+            "/certifications/a%2Fb%3F%23",
+            "/identity-verifications/%ED%95%9C",
+        ];
+        for base in bases {
+            let mut options = TransportOptions::new("https://api.iamport.kr");
+            options.base_url = base.into();
+            let transport = options.build().unwrap();
+            for path in paths {
+                let joined = reqwest::Url::parse(&format!("{}{path}", transport.base_url)).unwrap();
+                assert_eq!(transport.url(path), joined, "{base} + {path}");
+            }
+        }
+    }
 
     #[test]
     fn backoff_is_bounded() {

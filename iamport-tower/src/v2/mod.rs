@@ -115,7 +115,7 @@ impl PortOneClient {
                 Endpoint::GetIdentityVerification,
                 Idempotency::Idempotent,
                 |http| {
-                    let request = http.get(&url).header(AUTHORIZATION, auth.clone());
+                    let request = http.get(url.clone()).header(AUTHORIZATION, auth.clone());
                     match &self.inner.store_id {
                         Some(store) => request.query(&[("storeId", store)]),
                         None => request,
