@@ -314,6 +314,37 @@ async fn an_oversized_answer_is_refused_without_reading_it() {
 }
 
 #[tokio::test]
+async fn an_answer_in_many_small_chunks_reads_as_one() {
+    let record = serde_json::to_vec(&verified("iv-chunked")).unwrap();
+    let pieces = record.len().div_ceil(7);
+    let server = canned(move |_| {
+        let record = Bytes::from(record.clone());
+        // A millisecond apart, so they arrive as separate reads, not one coalesced buffer.
+        let chunks = futures_util::stream::unfold(0usize, move |at| {
+            let record = record.clone();
+            async move {
+                (at < record.len()).then_some(())?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let end = (at + 7).min(record.len());
+                Some((Ok::<_, Infallible>(record.slice(at..end)), end))
+            }
+        });
+        let mut response = Body::from_stream(chunks).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        response
+    })
+    .await;
+    let cert = v2_client(&server.served.url)
+        .identity_verification(&iv("iv-chunked"))
+        .await
+        .expect("a record sent in pieces");
+    assert!(cert.certified);
+    assert!(pieces > 20, "the record went out in {pieces} pieces");
+}
+
+#[tokio::test]
 async fn a_record_for_another_id_is_refused_and_logged() {
     let server = canned(|_| json_response(&verified("iv-someone-else"))).await;
     let client = v2_client(&server.served.url);

@@ -943,11 +943,17 @@ async fn main() {
                 let tokens: u64 = rows.iter().map(|r| r.upstream_token_calls).sum();
                 let lookups: u64 = rows.iter().map(|r| r.upstream_lookups).sum();
                 let errors: usize = rows.iter().map(|r| r.errors).sum();
-                let cpu = median((0..o.rounds).map(|round| cpu_us(i, round)).collect());
+                // `direct` does not go through the app.
+                let cpu = (*s != "direct")
+                    .then(|| median((0..o.rounds).map(|round| cpu_us(i, round)).collect()));
                 println!(
-                    "| {s} | {rps:.0} | {} | {cpu:.1} | {} | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
+                    "| {s} | {rps:.0} | {} | {} | {} | {p50:.2} | {p99:.2} | {:.4} | {:.3} | {errors} |",
                     plain.map_or("—".into(), |p| format!("{:.2}×", ratio(i, p))),
-                    plain.map_or("—".into(), |p| format!("{:.3}×", cpu_ratio(i, p))),
+                    cpu.map_or("—".into(), |cpu| format!("{cpu:.1}")),
+                    match (plain, cpu) {
+                        (Some(p), Some(_)) => format!("{:.3}×", cpu_ratio(i, p)),
+                        _ => "—".into(),
+                    },
                     tokens as f64 / requests as f64,
                     lookups as f64 / requests as f64,
                 );

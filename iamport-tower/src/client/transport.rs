@@ -559,17 +559,32 @@ async fn read_capped(
     {
         return Ok(Err(status));
     }
-    let mut body = BytesMut::new();
+    // A body that arrives in one chunk (a certification, nearly always) is kept as it came,
+    // without a copy; later chunks are gathered into one buffer.
+    let mut first: Option<Bytes> = None;
+    let mut gathered: Option<BytesMut> = None;
     while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
+        let read =
+            first.as_ref().map_or(0, Bytes::len) + gathered.as_ref().map_or(0, BytesMut::len);
+        if read + chunk.len() > limit {
             return Ok(Err(status));
         }
-        body.extend_from_slice(&chunk);
+        match (&mut gathered, first.take()) {
+            (Some(body), _) => body.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(head)) => {
+                let mut body = BytesMut::with_capacity(head.len() + chunk.len());
+                body.extend_from_slice(&head);
+                body.extend_from_slice(&chunk);
+                gathered = Some(body);
+            }
+        }
     }
-    Ok(Ok(Answer {
-        status,
-        body: body.freeze(),
-    }))
+    let body = match (gathered, first) {
+        (Some(body), _) => body.freeze(),
+        (None, first) => first.unwrap_or_default(),
+    };
+    Ok(Ok(Answer { status, body }))
 }
 
 #[cfg(test)]
