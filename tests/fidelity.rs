@@ -316,7 +316,7 @@ async fn an_oversized_answer_is_refused_without_reading_it() {
 #[tokio::test]
 async fn an_answer_in_many_small_chunks_reads_as_one() {
     let record = serde_json::to_vec(&verified("iv-chunked")).unwrap();
-    let pieces = record.len().div_ceil(7);
+    let (size, pieces) = (record.len(), record.len().div_ceil(7));
     let server = canned(move |_| {
         let record = Bytes::from(record.clone());
         // A millisecond apart, so they arrive as separate reads, not one coalesced buffer.
@@ -342,6 +342,28 @@ async fn an_answer_in_many_small_chunks_reads_as_one() {
         .expect("a record sent in pieces");
     assert!(cert.certified);
     assert!(pieces > 20, "the record went out in {pieces} pieces");
+    // The cap counts every piece: exactly the record's size passes, a byte less does not.
+    let capped = |limit: usize| {
+        PortOneClient::builder()
+            .base_url(&server.served.url)
+            .secret("canned-secret")
+            .retry(RetryPolicy::NONE)
+            .max_body_size(limit)
+            .build()
+            .unwrap()
+    };
+    capped(size)
+        .identity_verification(&iv("iv-chunked"))
+        .await
+        .expect("a record of exactly the cap");
+    let error = capped(size - 1)
+        .identity_verification(&iv("iv-chunked"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Malformed(m) if m.contains("limit")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

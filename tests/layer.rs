@@ -614,6 +614,88 @@ async fn a_custom_rejection_handler_replaces_the_body() {
     );
 }
 
+#[tokio::test]
+async fn an_inner_layer_without_its_own_handler_keeps_the_outer_layers() {
+    let emulator = Emulator::start().await.unwrap();
+    let outer = CertificationLayer::new(emulator.client()).on_rejection(|rejection: &Rejection| {
+        Response::builder()
+            .status(rejection.status())
+            .body(Bytes::from(format!("outer: {}", rejection.code())))
+            .unwrap()
+    });
+    let inner = || CertificationLayer::new(emulator.client());
+    let app = serve_axum(
+        Router::new()
+            // A route with a layer of its own (say, one with a unique store), without a handler.
+            .route("/inner", post(signup_form).layer(inner()))
+            .route(
+                "/own",
+                post(signup_form).layer(inner().on_rejection(|rejection: &Rejection| {
+                    Response::builder()
+                        .status(rejection.status())
+                        .body(Bytes::from(format!("own: {}", rejection.code())))
+                        .unwrap()
+                })),
+            )
+            .layer(outer),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for (path, want) in [
+        ("/inner", "outer: policy-not-met"),
+        ("/own", "own: policy-not-met"),
+    ] {
+        let response = http
+            .post(format!("{}{path}?imp_uid={MINOR}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        assert_eq!(response.text().await.unwrap(), want, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_binding_asks_for_the_session_only_when_there_is_an_id() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let emulator = Emulator::start().await.unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let binding = iamport_tower::binding::Binding::new("binding secret for the test, 32+ bytes")
+        .session_key(move |_parts| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Some("session".into())
+        });
+    let app = serve_axum(
+        Router::new()
+            .route("/", get(|| async { "home" }))
+            .route("/certifications", post(signup_form))
+            .layer(CertificationLayer::new(emulator.client()).binding(binding)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for path in ["/", "/nope", "/?page=2"] {
+        http.get(format!("{}{path}", app.url)).send().await.unwrap();
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "no id, no session looked for"
+    );
+    let response = http
+        .post(format!("{}/certifications", app.url))
+        .form(&[("imp_uid", ADULT), ("nickname", "kim")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "an unbound route admits");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the session is read for an id"
+    );
+}
+
 // The subscriber is per thread: a current-thread runtime keeps the handler on this one.
 #[tokio::test(flavor = "current_thread")]
 async fn a_missing_layer_logs_the_fix() {

@@ -320,8 +320,11 @@ impl std::hash::Hasher for KnownHash {
     fn finish(&self) -> u64 {
         self.0
     }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("in-flight keys hash as one u64")
+    // Keys hash as one `u64` (`write_u64`); bytes are folded in all the same.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
     }
     fn write_u64(&mut self, hash: u64) {
         self.0 = hash;
@@ -346,8 +349,8 @@ impl InFlight {
         &self,
         hash: u64,
     ) -> std::sync::MutexGuard<'_, HashMap<CallKey, Call, BuildHasherDefault<KnownHash>>> {
-        // The high bits: the map's buckets are picked by the low ones.
-        self.shards[(hash >> 60) as usize % SHARDS]
+        // Middle bits: the map picks buckets by the low ones and tags them by the top seven.
+        self.shards[(hash >> 32) as usize % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

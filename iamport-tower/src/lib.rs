@@ -43,7 +43,7 @@
 //!    through a [`CertificationSource`] ([`IamportClient`] by default; the id's syntax is
 //!    checked first, and concurrent requests for one id share one upstream call, whose
 //!    `certified` answer the [`cache`] keeps for a minute), later
-//!    askers share its result. It applies the [`Policy`], and either admits or answers a
+//!    askers in the request get its result. It applies the [`Policy`], and either admits or answers a
 //!    [`Rejection`] as `application/problem+json` (RFC 9457).
 //! 3. Under `unique = true` admission reserves the person's key in a [`unique`] store. When
 //!    the handler has answered, a 2xx commits the reservation in a task of its own, alongside

@@ -77,7 +77,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// The layer itself never refuses a request, and a request no guard looks at never reaches
 /// PortOne: the layer may sit in front of a whole router (404s, 405s, unguarded pages) at the
-/// cost of a look at the query string and `Content-Type`. `HEAD`, `OPTIONS` and speculative
+/// cost of a look at a few headers (the query string is parsed when a guard asks, or at once
+/// when a JSON/form body could carry the id instead, or a [`binding`](Self::binding) needs
+/// to know whether there is an id to bind). `HEAD`, `OPTIONS` and speculative
 /// loads (`Sec-Purpose: prefetch`, `Purpose: prefetch`) are never admitted by a guard (403
 /// `speculative-request`, no lookup, no reservation), so a link preview or a prefetch cannot
 /// use up a person's signup.
@@ -374,13 +376,31 @@ impl Shared {
         query_only: bool,
     ) -> Option<Verification> {
         let asked = Asked::of(parts, query_only);
+        // With a binding the id is read now: the session (a cookie, or the app's hook) is
+        // only looked for when there is an id to bind.
+        let id = match (id, &self.binding) {
+            (None, Some(_)) => Some(
+                self.id_from_query(parts.uri.query())
+                    .unwrap_or(Err(Rejection::MissingId)),
+            ),
+            (id, _) => id,
+        };
         let no_id = matches!(id, Some(Err(_)));
         let session = match &self.binding {
             Some(binding) if !no_id => binding.session_of(parts),
             _ => None,
         };
-        let verification = Verification::new(self.clone(), id, speculative, session, asked);
-        // A speculative request, or one without an id, is never admitted: it holds nothing.
+        // A layer without its own `on_rejection` keeps the one of a layer outside it.
+        let renderer = self.renderer.clone().or_else(|| {
+            parts
+                .extensions
+                .get::<Verification>()
+                .and_then(|outer| outer.renderer().cloned())
+        });
+        let verification =
+            Verification::new(self.clone(), id, speculative, session, renderer, asked);
+        // A speculative request, or one already known to have no id, is never admitted: it
+        // holds nothing.
         let held = (!no_id && !speculative).then(|| verification.clone());
         parts.extensions.insert(verification);
         held

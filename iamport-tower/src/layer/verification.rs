@@ -1,5 +1,6 @@
-//! The per-request record the layer leaves in the extensions: the id it found (or why there
-//! is none) and, once something asks, the [`Outcome`] of looking it up.
+//! The per-request record the layer leaves in the extensions: where the id is (read from the
+//! body by the layer, or from the query string when first asked) and, once something asks,
+//! the [`Outcome`] of looking it up.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -26,7 +27,9 @@ pub enum Outcome {
 /// What [`CertificationLayer`](super::CertificationLayer) found in a request, in its
 /// extensions. The lookup is **lazy**: PortOne is asked only when something calls
 /// [`outcome`](Self::outcome) — the macro's guard, `RequireCertifiedLayer`, the `Certified`
-/// extractor — and at most once per request, however many ask. A request no guard looks at
+/// extractor — and later askers in the request get that result (two asking at the very same
+/// time each ask, and share one upstream call as any two requests for the id do). A request
+/// no guard looks at
 /// (an unguarded route, a 404, a 405, one refused by other middleware) costs no upstream call.
 #[derive(Clone)]
 pub struct Verification {
@@ -41,6 +44,8 @@ struct Inner {
     speculative: bool,
     /// The request's binding session key (only recorded when the layer has a binding).
     session: Option<Box<str>>,
+    /// How refusals are rendered: this layer's `on_rejection`, else an outer layer's.
+    renderer: Option<RejectionRenderer>,
     outcome: OnceLock<Outcome>,
     /// The request's `unique` reservation, made when a `unique` guard first asks: requests
     /// no such guard looks at pay nothing for it.
@@ -91,6 +96,7 @@ impl Verification {
         id: Option<Result<String, Rejection>>,
         speculative: bool,
         session: Option<Box<str>>,
+        renderer: Option<RejectionRenderer>,
         asked: Asked,
     ) -> Self {
         Self {
@@ -99,6 +105,7 @@ impl Verification {
                 id: id.map_or_else(OnceLock::new, OnceLock::from),
                 speculative,
                 session,
+                renderer,
                 outcome: OnceLock::new(),
                 unique: OnceLock::new(),
                 asked,
@@ -165,9 +172,9 @@ impl Verification {
         self.id().is_ok()
     }
 
-    /// The layer's own rendering of refusals, if it was given one.
+    /// How refusals are rendered, if a layer was given an `on_rejection`.
     pub(crate) fn renderer(&self) -> Option<&RejectionRenderer> {
-        self.inner.shared.renderer.as_ref()
+        self.inner.renderer.as_ref()
     }
 
     /// The request's path (never its query string, which holds the id): the route logs name.

@@ -206,7 +206,8 @@ impl std::error::Error for Rejection {}
 /// the problem+json body with your own shape.
 pub type RejectionHandler = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
 
-/// The handler the layer put in the request extensions, if any.
+/// A layer's `on_rejection` handler, carried by the request's
+/// [`Verification`](crate::Verification).
 #[derive(Clone)]
 pub(crate) struct RejectionRenderer(pub(crate) RejectionHandler);
 
