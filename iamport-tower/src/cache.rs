@@ -356,15 +356,17 @@ impl InFlight {
     }
 
     fn join(&self, hash: u64, id: &str) -> Call {
+        // Allocated before the lock is taken (and dropped after it is released, if another
+        // request's call is joined instead), so the lock is held for the map's work alone.
+        let call = Call::default();
+        let key = CallKey {
+            hash,
+            id: id.into(),
+        };
         let mut calls = self.shard(hash);
         match calls.get(&(hash, id) as &dyn HashedId) {
-            Some(call) => call.clone(),
+            Some(running) => running.clone(),
             None => {
-                let call = Call::default();
-                let key = CallKey {
-                    hash,
-                    id: id.into(),
-                };
                 calls.insert(key, call.clone());
                 call
             }
@@ -399,13 +401,18 @@ impl Drop for Waiting<'_> {
         let mut calls = self.in_flight.shard(self.hash);
         let key = (self.hash, self.id);
         // Clones are made under the lock: the map's and ours are the last two.
-        if Arc::strong_count(&self.call) == 2
+        let removed = if Arc::strong_count(&self.call) == 2
             && calls
                 .get(&key as &dyn HashedId)
                 .is_some_and(|call| Arc::ptr_eq(call, &self.call))
         {
-            calls.remove(&key as &dyn HashedId);
-        }
+            calls.remove_entry(&key as &dyn HashedId)
+        } else {
+            None
+        };
+        // The entry is freed after the lock is released.
+        drop(calls);
+        drop(removed);
     }
 }
 
