@@ -116,7 +116,7 @@ pub(crate) struct Shared {
     body_limit: usize,
     body_timeout: Duration,
     binding: Option<Binding>,
-    pub(super) renderer: Option<RejectionRenderer>,
+    renderer: Option<RejectionRenderer>,
     pub(super) unique: Arc<UniqueConfig>,
     lookups: Lookups,
 }

@@ -29,8 +29,8 @@ pub enum Outcome {
 /// [`outcome`](Self::outcome) — the macro's guard, `RequireCertifiedLayer`, the `Certified`
 /// extractor — and later askers in the request get that result (two asking at the very same
 /// time each ask, and share one upstream call as any two requests for the id do). A request
-/// no guard looks at
-/// (an unguarded route, a 404, a 405, one refused by other middleware) costs no upstream call.
+/// no guard looks at (an unguarded route, a 404, a 405, one refused by other middleware) costs
+/// no upstream call.
 #[derive(Clone)]
 pub struct Verification {
     inner: Arc<Inner>,
