@@ -855,6 +855,16 @@ async fn postgres_behind_a_proxy(
     (proxy, table, store)
 }
 
+/// A Redis store whose connections go through a freezable proxy, under a fresh key prefix.
+async fn redis_behind_a_proxy(url: &str, name: &str) -> (FreezableProxy, String, RedisStore) {
+    let proxy = FreezableProxy::start(address_of(url)).await.expect("proxy");
+    let prefix = format!("{}:", unique_name(name));
+    let store = RedisStore::new(&with_address(url, proxy.addr))
+        .unwrap()
+        .prefix(prefix.clone());
+    (proxy, prefix, store)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_postgres_is_503_and_leaves_nothing_reserved() {
     let Some(url) = database_url("a_stalled_postgres_is_503_and_leaves_nothing_reserved") else {
@@ -870,13 +880,7 @@ async fn a_stalled_redis_is_503_and_leaves_nothing_reserved() {
     let Some(url) = redis_url("a_stalled_redis_is_503_and_leaves_nothing_reserved") else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url))
-        .await
-        .expect("proxy");
-    let prefix = format!("{}:", unique_name("iamport-stall"));
-    let store = RedisStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .prefix(prefix.clone());
+    let (proxy, prefix, store) = redis_behind_a_proxy(&url, "iamport-stall").await;
     stalled_store_is_503_and_leaves_nothing("redis", &[&proxy], Arc::new(store)).await;
     delete_prefix(&url, &prefix).await;
 }
@@ -1235,16 +1239,8 @@ async fn a_commit_stalled_on_redis_holds_once_it_answers() {
     let Some(url) = redis_url("a_commit_stalled_on_redis_holds_once_it_answers") else {
         return;
     };
-    let proxy = Arc::new(
-        FreezableProxy::start(address_of(&url))
-            .await
-            .expect("proxy"),
-    );
-    let prefix = format!("{}:", unique_name("iamport-commit-stall"));
-    let store = RedisStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .prefix(prefix.clone());
-    commit_through_a_stall("redis", proxy, Arc::new(store)).await;
+    let (proxy, prefix, store) = redis_behind_a_proxy(&url, "iamport-commit-stall").await;
+    commit_through_a_stall("redis", Arc::new(proxy), Arc::new(store)).await;
     delete_prefix(&url, &prefix).await;
 }
 
@@ -1450,13 +1446,7 @@ async fn a_2xx_on_redis_is_answered_while_its_commit_runs_and_settled_waits_for_
     else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url))
-        .await
-        .expect("proxy");
-    let prefix = format!("{}:", unique_name("iamport-alongside"));
-    let store = RedisStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .prefix(prefix.clone());
+    let (proxy, prefix, store) = redis_behind_a_proxy(&url, "iamport-alongside").await;
     let direct = RedisStore::new(&url).unwrap().prefix(prefix.clone());
     a_2xx_is_answered_while_its_commit_runs(
         "redis",
@@ -2028,13 +2018,7 @@ async fn a_redis_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
     else {
         return;
     };
-    let proxy = FreezableProxy::start(address_of(&url))
-        .await
-        .expect("proxy");
-    let prefix = format!("{}:", unique_name("iamport_round_trips"));
-    let store = RedisStore::new(&with_address(&url, proxy.addr))
-        .unwrap()
-        .prefix(prefix.clone());
+    let (proxy, prefix, store) = redis_behind_a_proxy(&url, "iamport_round_trips").await;
     assert_eq!(round_trips_for_signups(&proxy, store, 20).await, 40);
     delete_prefix(&url, &prefix).await;
 }
