@@ -125,7 +125,7 @@
 //! those types; methods such as `.year()` need nothing. Behind features: `axum-core`
 //! (`axum`), `deadpool_postgres::Pool` in `PostgresStore::from_pool` (`postgres`, to share
 //! your pool) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
-//! (`redis`, for TLS or auth settings of your own). `reqwest` is an implementation detail:
+//! (`redis`, for TLS or auth settings of your own). The HTTP client (hyper's, over rustls) is an implementation detail:
 //! no public signature names it.
 //!
 //! Secrets live in [`Secret`], whose `Debug` and `Display` are redacted. No log line of this

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod connector;
 mod fields;
 mod imp_uid;
 mod json;
@@ -23,7 +24,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -32,7 +32,7 @@ pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub(crate) use self::json::Json;
 use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
-    Answer, Idempotency, Transport, TransportOptions, env_var, transport_setters,
+    Answer, Idempotency, Outgoing, Transport, TransportOptions, env_var, transport_setters,
 };
 pub use self::transport::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
 use self::wire::{TokenResponse, error_message};
@@ -167,7 +167,7 @@ impl IamportClient {
         let url = self.inner.transport.url(&format!(
             "/certifications/{}",
             path_segment(imp_uid.as_str())?
-        ));
+        ))?;
         let (endpoint, idempotency) = if method == Method::GET {
             (Endpoint::GetCertification, Idempotency::Idempotent)
         } else {
@@ -182,10 +182,11 @@ impl IamportClient {
             let Answer { status, body } = self
                 .inner
                 .transport
-                .send(endpoint, idempotency, |http| {
-                    http.request(method.clone(), url.clone())
-                        .header(AUTHORIZATION, auth.clone())
-                })
+                .send(
+                    endpoint,
+                    idempotency,
+                    &Outgoing::new(method.clone(), url.clone()).authorization(auth),
+                )
                 .await?;
             match status {
                 StatusCode::OK => {
@@ -260,19 +261,19 @@ impl IamportClient {
     }
 
     async fn request_token(&self) -> Result<IssuedToken, Error> {
-        let url = self.inner.transport.url("/users/getToken");
-        let credentials = serde_json::json!({
+        let url = self.inner.transport.url("/users/getToken")?;
+        let credentials = serde_json::to_vec(&serde_json::json!({
             "imp_key": self.inner.key,
             "imp_secret": self.inner.secret.expose(),
-        });
+        }))
+        .map_err(|e| Error::Config(format!("cannot write the token request: {e}")))?;
+        let request = Outgoing::new(Method::POST, url).json(credentials);
         let requested_at = tokio::time::Instant::now();
         // PortOne answers a repeated getToken with the same token: safe to retry.
         let Answer { status, body } = self
             .inner
             .transport
-            .send(Endpoint::GetToken, Idempotency::Idempotent, |http| {
-                http.post(url.clone()).json(&credentials)
-            })
+            .send(Endpoint::GetToken, Idempotency::Idempotent, &request)
             .await?;
         match status {
             StatusCode::OK => {

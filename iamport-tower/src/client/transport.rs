@@ -9,10 +9,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderValue, Method, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt as _, Full};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use super::connector::{self, HttpClient, RequestBody};
 use crate::error::Error;
 use crate::metrics::{self, Answered, Endpoint};
 
@@ -249,18 +253,13 @@ impl TransportOptions {
     /// Checks the URL and builds the one pooled HTTP client (rustls, HTTP/1.1).
     pub(crate) fn build(self) -> Result<Transport, Error> {
         let base_url = normalize_base_url(&self.base_url)?;
-        let base = reqwest::Url::parse(&base_url)
-            .map_err(|e| Error::Config(format!("the API URL is not a valid URL: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .pool_idle_timeout(self.idle_timeout)
-            .user_agent(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let base: Uri = base_url
+            .parse()
+            .map_err(|e| Error::Config(format!("the API URL is not a valid URI: {e}")))?;
+        let http = connector::build(&base, self.connect_timeout, self.idle_timeout)?;
         Ok(Transport {
             http,
             base_url,
-            base,
             timeout: self.timeout,
             retry: self.retry,
             budget: Arc::new(BudgetAccount::new(self.budget)),
@@ -269,9 +268,10 @@ impl TransportOptions {
     }
 }
 
-/// Checks an API base URL and drops a trailing slash.
+/// Checks an API base URL; returns it as the WHATWG URL parser writes it (host in lower case
+/// and punycode, no default port), without a trailing slash.
 fn normalize_base_url(url: &str) -> Result<String, Error> {
-    let parsed = reqwest::Url::parse(url)
+    let parsed = url::Url::parse(url)
         .map_err(|e| Error::Config(format!("the API URL is not a valid URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
         return Err(Error::Config("the API URL must be an http(s) URL".into()));
@@ -281,7 +281,7 @@ fn normalize_base_url(url: &str) -> Result<String, Error> {
             "the API URL must not have a query or fragment".into(),
         ));
     }
-    Ok(url.trim_end_matches('/').to_owned())
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
 /// An environment variable: `None` when unset or blank, trimmed, an error when not UTF-8.
@@ -356,11 +356,10 @@ pub(crate) use transport_setters;
 
 /// The built transport: see the module docs.
 pub(crate) struct Transport {
-    http: reqwest::Client,
+    http: HttpClient,
+    /// The API's URL, normalized, without a trailing slash: each call's URL is this and its
+    /// path, so no request parses a whole URL (host, IDNA) again.
     pub(crate) base_url: String,
-    /// `base_url` parsed once: each call's URL is this with its path set, so no request
-    /// parses a whole URL (host, IDNA) again.
-    base: reqwest::Url,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
     budget: Arc<BudgetAccount>,
@@ -379,10 +378,106 @@ impl fmt::Debug for Transport {
     }
 }
 
+/// One call's request, made again for each attempt.
+pub(crate) struct Outgoing {
+    method: Method,
+    uri: Uri,
+    authorization: Option<HeaderValue>,
+    json: Option<Bytes>,
+}
+
+const AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")));
+
+impl Outgoing {
+    pub(crate) fn new(method: Method, uri: Uri) -> Self {
+        Self {
+            method,
+            uri,
+            authorization: None,
+            json: None,
+        }
+    }
+
+    /// The `Authorization` header (mark it sensitive).
+    pub(crate) fn authorization(mut self, value: HeaderValue) -> Self {
+        self.authorization = Some(value);
+        self
+    }
+
+    /// A JSON body.
+    pub(crate) fn json(mut self, body: Vec<u8>) -> Self {
+        self.json = Some(body.into());
+        self
+    }
+
+    fn request(&self) -> http::Request<RequestBody> {
+        let body = self.json.clone().unwrap_or_default();
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(USER_AGENT, AGENT);
+        if let Some(authorization) = &self.authorization {
+            headers.insert(AUTHORIZATION, authorization.clone());
+        }
+        if self.json.is_some() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        request
+    }
+}
+
+/// Why an attempt got no answer.
+#[derive(Debug)]
+enum Failure {
+    /// No connection could be opened (refused, unreachable, TLS, proxy, connect timeout):
+    /// nothing of the request was sent.
+    Connect(hyper_util::client::legacy::Error),
+    /// The request failed on an open connection: reset or closed before an answer came.
+    Request(hyper_util::client::legacy::Error),
+    /// The answer's body broke off.
+    Body(hyper::Error),
+}
+
+impl Failure {
+    fn is_retryable(&self, idempotency: Idempotency) -> bool {
+        match idempotency {
+            Idempotency::Idempotent => true,
+            // Only when no byte of the request can have reached the server.
+            Idempotency::NotIdempotent => matches!(self, Self::Connect(_)),
+        }
+    }
+
+    fn is_timeout(&self) -> bool {
+        matches!(self, Self::Connect(error) if connector::is_timeout(error))
+    }
+}
+
+impl fmt::Display for Failure {
+    // The whole chain of causes (hyper's own message is only the kind); none holds the URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, error): (&str, &(dyn std::error::Error + 'static)) = match self {
+            Self::Connect(error) => ("cannot connect", error),
+            Self::Request(error) => ("the request failed", error),
+            Self::Body(error) => ("the answer broke off", error),
+        };
+        f.write_str(what)?;
+        let mut cause = error.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// What one attempt produced, before the retry decision.
 enum Attempt {
     Answer(Answer),
-    Failed(reqwest::Error),
+    Failed(Failure),
     TooLarge(StatusCode),
 }
 
@@ -425,27 +520,12 @@ impl Drop for AttemptTimer {
     }
 }
 
-fn is_retryable(error: &reqwest::Error, idempotency: Idempotency) -> bool {
-    match idempotency {
-        // Refused, reset, or the connection closed before a whole response arrived.
-        Idempotency::Idempotent => error.is_connect() || error.is_request() || error.is_body(),
-        // Only when no byte of the request can have reached the server.
-        Idempotency::NotIdempotent => error.is_connect(),
-    }
-}
-
 impl Transport {
-    /// `base_url` + `path` (which starts with `/`). The same URL as parsing the two joined,
-    /// for a fraction of the work: only the path is parsed.
-    pub(crate) fn url(&self, path: &str) -> reqwest::Url {
-        let mut url = self.base.clone();
-        let prefix = self.base.path().trim_end_matches('/');
-        if prefix.is_empty() {
-            url.set_path(path);
-        } else {
-            url.set_path(&format!("{prefix}{path}"));
-        }
-        url
+    /// `base_url` + `path` (which starts with `/` and is percent-encoded already).
+    pub(crate) fn url(&self, path: &str) -> Result<Uri, Error> {
+        format!("{}{path}", self.base_url)
+            .parse()
+            .map_err(|e| Error::Config(format!("cannot make a request URL: {e}")))
     }
 
     /// Runs one whole call (token, lookup, retries) within the timeout, counted from now.
@@ -458,25 +538,26 @@ impl Transport {
         }
     }
 
-    /// Sends the request `build` makes, retrying per the policy and the budget. The caller
-    /// bounds the total time (see [`bounded`](Self::bounded)).
+    /// Sends `outgoing`, retrying per the policy and the budget. The caller bounds the total
+    /// time (see [`bounded`](Self::bounded)).
     pub(crate) async fn send(
         &self,
         endpoint: Endpoint,
         idempotency: Idempotency,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        outgoing: &Outgoing,
     ) -> Result<Answer, Error> {
         self.budget.deposit();
         let mut retry = 0;
         loop {
             let timer = AttemptTimer::start(endpoint);
-            let attempt = match build(&self.http).send().await {
+            let attempt = match self.http.request(outgoing.request()).await {
                 Ok(response) => match read_capped(response, self.max_body_size).await {
                     Ok(Ok(answer)) => Attempt::Answer(answer),
                     Ok(Err(status)) => Attempt::TooLarge(status),
-                    Err(error) => Attempt::Failed(error),
+                    Err(error) => Attempt::Failed(Failure::Body(error)),
                 },
-                Err(error) => Attempt::Failed(error),
+                Err(error) if error.is_connect() => Attempt::Failed(Failure::Connect(error)),
+                Err(error) => Attempt::Failed(Failure::Request(error)),
             };
             let elapsed = timer.finish(&attempt);
             let may_retry = retry < self.retry.max_retries;
@@ -486,7 +567,7 @@ impl Transport {
                         && idempotency == Idempotency::Idempotent
                         && may_retry
                 }
-                Attempt::Failed(error) => is_retryable(error, idempotency) && may_retry,
+                Attempt::Failed(failure) => failure.is_retryable(idempotency) && may_retry,
                 Attempt::TooLarge(_) => false,
             };
             if retry_wanted && self.budget.withdraw() {
@@ -500,11 +581,11 @@ impl Transport {
                             "PortOne answered 5xx; retrying"
                         );
                     }
-                    Attempt::Failed(error) => {
-                        // Without the URL: it holds the verification id.
+                    Attempt::Failed(failure) => {
+                        // The failure names no URL (which holds the verification id).
                         tracing::debug!(
                             endpoint = endpoint.as_str(),
-                            error = %error.without_url(),
+                            error = %failure,
                             latency_ms = elapsed.as_millis(),
                             retry,
                             "PortOne connection failed; retrying"
@@ -535,11 +616,10 @@ impl Transport {
                         self.max_body_size
                     )))
                 }
-                Attempt::Failed(error) if error.is_timeout() => Err(Error::Timeout(Duration::ZERO)),
-                Attempt::Failed(error) if error.is_decode() => Err(Error::Malformed(
-                    "the response body could not be read".into(),
-                )),
-                Attempt::Failed(error) => Err(Error::Unavailable(Box::new(error.without_url()))),
+                Attempt::Failed(failure) if failure.is_timeout() => {
+                    Err(Error::Timeout(Duration::ZERO))
+                }
+                Attempt::Failed(failure) => Err(Error::Unavailable(Box::new(failure))),
             };
         }
     }
@@ -549,12 +629,15 @@ impl Transport {
 /// (announced by `Content-Length` or counted while reading): the rest is never read, so a
 /// huge answer costs at most `limit` bytes of memory.
 async fn read_capped(
-    mut response: reqwest::Response,
+    response: http::Response<hyper::body::Incoming>,
     limit: usize,
-) -> Result<Result<Answer, StatusCode>, reqwest::Error> {
+) -> Result<Result<Answer, StatusCode>, hyper::Error> {
     let status = response.status();
-    if response
-        .content_length()
+    let mut body = response.into_body();
+    // `Content-Length`, when there is one.
+    if body
+        .size_hint()
+        .upper()
         .is_some_and(|announced| announced > limit as u64)
     {
         return Ok(Err(status));
@@ -563,7 +646,10 @@ async fn read_capped(
     // without a copy; later chunks are gathered into one buffer.
     let mut first: Option<Bytes> = None;
     let mut gathered: Option<BytesMut> = None;
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue; // trailers
+        };
         let read =
             first.as_ref().map_or(0, Bytes::len) + gathered.as_ref().map_or(0, BytesMut::len);
         if read + chunk.len() > limit {
@@ -611,8 +697,16 @@ mod tests {
             options.base_url = base.into();
             let transport = options.build().unwrap();
             for path in paths {
-                let joined = reqwest::Url::parse(&format!("{}{path}", transport.base_url)).unwrap();
-                assert_eq!(transport.url(path), joined, "{base} + {path}");
+                // The base as given (not normalized) and the path, parsed as one URL.
+                let given = base.trim_end_matches('/');
+                let joined = url::Url::parse(&format!("{given}{path}"))
+                    .unwrap()
+                    .to_string();
+                assert_eq!(
+                    transport.url(path).unwrap().to_string(),
+                    joined,
+                    "{base} + {path}"
+                );
             }
         }
     }

@@ -24,14 +24,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::StatusCode;
-use http::header::AUTHORIZATION;
 
 pub use self::id::{IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN};
 use self::wire::ErrorBody;
 use crate::certification::Certification;
 use crate::client::InvalidId;
 use crate::client::{
-    Answer, Idempotency, Transport, TransportOptions, env_var, path_segment, transport_setters,
+    Answer, Idempotency, Outgoing, Transport, TransportOptions, env_var, path_segment,
+    transport_setters,
 };
 use crate::error::Error;
 use crate::metrics::Endpoint;
@@ -100,10 +100,14 @@ impl PortOneClient {
     }
 
     async fn fetch(&self, id: &IdentityVerificationId) -> Result<Certification, Error> {
-        let url = self.inner.transport.url(&format!(
-            "/identity-verifications/{}",
-            path_segment(id.as_str())?
-        ));
+        let segment = path_segment(id.as_str())?;
+        let url = self.inner.transport.url(&match &self.inner.store_id {
+            Some(store) => {
+                let store: String = form_urlencoded::byte_serialize(store.as_bytes()).collect();
+                format!("/identity-verifications/{segment}?storeId={store}")
+            }
+            None => format!("/identity-verifications/{segment}"),
+        })?;
         let mut auth =
             http::HeaderValue::from_str(&format!("PortOne {}", self.inner.authorization.expose()))
                 .map_err(|_| Error::Config("the API secret is not a valid header value".into()))?;
@@ -114,13 +118,7 @@ impl PortOneClient {
             .send(
                 Endpoint::GetIdentityVerification,
                 Idempotency::Idempotent,
-                |http| {
-                    let request = http.get(url.clone()).header(AUTHORIZATION, auth.clone());
-                    match &self.inner.store_id {
-                        Some(store) => request.query(&[("storeId", store)]),
-                        None => request,
-                    }
-                },
+                &Outgoing::new(http::Method::GET, url).authorization(auth),
             )
             .await?;
         if status == StatusCode::OK {

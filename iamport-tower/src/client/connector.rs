@@ -1,0 +1,124 @@
+//! The pooled HTTP/1.1 client both PortOne clients send through: hyper's client over
+//! rustls (ring, the Mozilla roots of `webpki-roots`), TCP_NODELAY, a connect timeout, and —
+//! when the environment names a proxy for the API's URL (`HTTPS_PROXY`, `HTTP_PROXY`,
+//! `ALL_PROXY`, minus `NO_PROXY`, the conventions curl and reqwest follow) — a `CONNECT`
+//! tunnel through it.
+//!
+//! hyper's client rather than a general-purpose one: every call goes to one host with one of
+//! three request shapes, so redirect following, cookie and retry machinery would be work per
+//! request for nothing (the transport has its own, budgeted retries; a redirect from the API
+//! is an answer, never followed with the token). See BENCHMARKS.md for what it saves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tower_service::Service;
+
+use crate::error::Error;
+
+/// The request body type: a whole body in memory (a JSON document, or nothing).
+pub(crate) type RequestBody = Full<Bytes>;
+
+/// The pooled client.
+pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<Route>, RequestBody>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a connection reaches the API: directly, or tunnelled through a proxy.
+#[derive(Clone)]
+pub(crate) enum Route {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+}
+
+impl Service<Uri> for Route {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    // Boxed: a connection is opened once and then pooled, so this is off the request path.
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Self::Direct(direct) => direct.poll_ready(cx).map_err(Into::into),
+            Self::Tunnel(tunnel) => tunnel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        match self {
+            Self::Direct(direct) => {
+                let connecting = direct.call(destination);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Self::Tunnel(tunnel) => {
+                let connecting = tunnel.call(destination);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+/// Builds the client for an API at `base` (already checked to be an http(s) URL).
+pub(crate) fn build(
+    base: &Uri,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<HttpClient, Error> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    let route = match Matcher::from_env().intercept(base) {
+        None => Route::Direct(tcp),
+        Some(proxy) => {
+            let tunnel = Tunnel::new(proxy.uri().clone(), tcp);
+            Route::Tunnel(match proxy.basic_auth() {
+                Some(auth) => tunnel.with_auth(auth.clone()),
+                None => tunnel,
+            })
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(route);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .build(https))
+}
+
+/// Whether `error` or one of its sources is an I/O time-out (a connect timeout).
+pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
