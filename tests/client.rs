@@ -206,6 +206,140 @@ async fn unreachable_upstream_is_unavailable() {
         .unwrap();
     let error = client.certification(&id(ADULT)).await.unwrap_err();
     assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+    // The message names the cause (hyper's own says only "client error (Connect)").
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot connect") && message.to_lowercase().contains("refused"),
+        "{message}"
+    );
+}
+
+/// Runs this test binary again, for `test`, with `env` set: the proxy variables are read from
+/// the process environment, which a test may not change in a running process.
+fn run_child_test(test: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"));
+    child
+        .args(["--exact", test, "--include-ignored", "--nocapture"])
+        .env("IAMPORT_E2E_CHILD", "1");
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        child.env_remove(var).env_remove(var.to_lowercase());
+    }
+    child.envs(env.iter().copied());
+    child.output().expect("child test")
+}
+
+/// A `CONNECT` proxy on loopback: records each request line, then splices the tunnel.
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if inbound.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                log.lock().unwrap().push(line.clone());
+                let Some(target) = line
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split(' ').next())
+                else {
+                    let _ = inbound
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let _ = inbound.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                if inbound
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_named_in_the_environment_carries_every_call() {
+    let emulator = Emulator::start().await.unwrap();
+    let (proxy, seen) = connect_proxy().await;
+    let output = tokio::task::spawn_blocking({
+        let (url, proxy) = (emulator.url(), proxy.clone());
+        move || {
+            run_child_test(
+                "looks_up_through_whatever_proxy_the_environment_names",
+                &[("EMULATOR_URL", &url), ("HTTP_PROXY", &proxy)],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // The child's token request and lookup reached the emulator, through one tunnel.
+    assert_eq!(emulator.calls(Endpoint::GetToken), 1);
+    assert_eq!(emulator.calls_for(ADULT), 1);
+    let authority = emulator.url().trim_start_matches("http://").to_owned();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [format!("CONNECT {authority} HTTP/1.1")]
+    );
+
+    // `NO_PROXY` naming the host: straight to the emulator, the proxy sees nothing more.
+    let output = tokio::task::spawn_blocking({
+        let (url, proxy) = (emulator.url(), proxy.clone());
+        move || {
+            run_child_test(
+                "looks_up_through_whatever_proxy_the_environment_names",
+                &[
+                    ("EMULATOR_URL", &url),
+                    ("HTTP_PROXY", &proxy),
+                    ("NO_PROXY", "127.0.0.1"),
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success());
+    assert_eq!(emulator.calls_for(ADULT), 2);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// The child half of the test above (it does nothing when run on its own).
+#[tokio::test]
+#[ignore = "run by a_proxy_named_in_the_environment_carries_every_call"]
+async fn looks_up_through_whatever_proxy_the_environment_names() {
+    if std::env::var_os("IAMPORT_E2E_CHILD").is_none() {
+        return;
+    }
+    let client = IamportClient::builder()
+        .base_url(std::env::var("EMULATOR_URL").unwrap())
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .build()
+        .unwrap();
+    assert!(client.certification(&id(ADULT)).await.unwrap().certified);
 }
 
 #[tokio::test]
