@@ -343,6 +343,52 @@ async fn looks_up_through_whatever_proxy_the_environment_names() {
 }
 
 #[tokio::test]
+async fn a_redirect_is_an_answer_never_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let elsewhere = {
+        let hits = hits.clone();
+        axum::Router::new().fallback(move || {
+            hits.fetch_add(1, Ordering::SeqCst);
+            async { "{}" }
+        })
+    };
+    let elsewhere = serve(elsewhere).await;
+    let api = axum::Router::new().fallback(move || {
+        let location = format!("{elsewhere}/users/getToken");
+        async move { (StatusCode::FOUND, [(http::header::LOCATION, location)], "") }
+    });
+    let client = IamportClient::builder()
+        .base_url(serve(api).await)
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .build()
+        .unwrap();
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::UpstreamStatus {
+                status: StatusCode::FOUND,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // The credentials were not carried anywhere else.
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+/// Serves `app` on a loopback port; returns its URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
 async fn unknown_ids_are_not_found() {
     let emulator = Emulator::start().await.unwrap();
     let error = emulator

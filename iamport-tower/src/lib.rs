@@ -125,8 +125,8 @@
 //! those types; methods such as `.year()` need nothing. Behind features: `axum-core`
 //! (`axum`), `deadpool_postgres::Pool` in `PostgresStore::from_pool` (`postgres`, to share
 //! your pool) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
-//! (`redis`, for TLS or auth settings of your own). The HTTP client (hyper's, over rustls) is an implementation detail:
-//! no public signature names it.
+//! (`redis`, for TLS or auth settings of your own). The HTTP client (hyper's, over rustls)
+//! is an implementation detail: no public signature names it.
 //!
 //! Secrets live in [`Secret`], whose `Debug` and `Display` are redacted. No log line of this
 //! crate prints a secret, a token, or a person's name, phone, birth date, CI or DI; rejection
