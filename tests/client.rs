@@ -276,54 +276,81 @@ async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
     (url, seen)
 }
 
+/// Runs the child test below with these variables (off the runtime: it waits for a process).
+async fn child(env: &[(&str, &str)]) -> std::process::Output {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_child_test(
+            "looks_up_through_whatever_proxy_the_environment_names",
+            &env,
+        )
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_named_in_the_environment_carries_every_call() {
     let emulator = Emulator::start().await.unwrap();
     let (proxy, seen) = connect_proxy().await;
-    let output = tokio::task::spawn_blocking({
-        let (url, proxy) = (emulator.url(), proxy.clone());
-        move || {
-            run_child_test(
-                "looks_up_through_whatever_proxy_the_environment_names",
-                &[("EMULATOR_URL", &url), ("HTTP_PROXY", &proxy)],
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let url = emulator.url();
+    let output = child(&[("EMULATOR_URL", &url), ("HTTP_PROXY", &proxy)]).await;
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{log}");
     // The child's token request and lookup reached the emulator, through one tunnel.
     assert_eq!(emulator.calls(Endpoint::GetToken), 1);
     assert_eq!(emulator.calls_for(ADULT), 1);
-    let authority = emulator.url().trim_start_matches("http://").to_owned();
+    let authority = url.trim_start_matches("http://");
     assert_eq!(
         *seen.lock().unwrap(),
         [format!("CONNECT {authority} HTTP/1.1")]
     );
 
     // `NO_PROXY` naming the host: straight to the emulator, the proxy sees nothing more.
-    let output = tokio::task::spawn_blocking({
-        let (url, proxy) = (emulator.url(), proxy.clone());
-        move || {
-            run_child_test(
-                "looks_up_through_whatever_proxy_the_environment_names",
-                &[
-                    ("EMULATOR_URL", &url),
-                    ("HTTP_PROXY", &proxy),
-                    ("NO_PROXY", "127.0.0.1"),
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let output = child(&[
+        ("EMULATOR_URL", &url),
+        ("HTTP_PROXY", &proxy),
+        ("NO_PROXY", "127.0.0.1"),
+    ])
+    .await;
     assert!(output.status.success());
     assert_eq!(emulator.calls_for(ADULT), 2);
     assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // An `http` API without a port is tunnelled to port 80 (hyper-util's tunnel would ask
+    // for 443); the proxy cannot reach it, and the call fails.
+    let output = child(&[
+        ("EMULATOR_URL", "http://emulator.test"),
+        ("HTTP_PROXY", &proxy),
+        ("CHILD_EXPECTS", "unavailable"),
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        "CONNECT emulator.test:80 HTTP/1.1"
+    );
+
+    // An `https://` proxy would be spoken to in clear text: refused when the client is built.
+    let output = child(&[
+        ("EMULATOR_URL", &url),
+        ("HTTP_PROXY", "https://user:secret@127.0.0.1:9"),
+        ("CHILD_EXPECTS", "config"),
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// The child half of the test above (it does nothing when run on its own).
@@ -333,13 +360,72 @@ async fn looks_up_through_whatever_proxy_the_environment_names() {
     if std::env::var_os("IAMPORT_E2E_CHILD").is_none() {
         return;
     }
-    let client = IamportClient::builder()
+    let built = IamportClient::builder()
         .base_url(std::env::var("EMULATOR_URL").unwrap())
         .key(TEST_KEY)
         .secret(TEST_SECRET)
+        .retry(RetryPolicy::NONE)
+        .build();
+    match std::env::var("CHILD_EXPECTS").as_deref() {
+        Ok("config") => {
+            let error = built.unwrap_err();
+            let message = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{error:?}");
+            assert!(
+                message.contains("http://") && !message.contains("secret"),
+                "{message}"
+            );
+        }
+        Ok("unavailable") => {
+            let error = built.unwrap().certification(&id(ADULT)).await.unwrap_err();
+            assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+        }
+        _ => assert!(
+            built
+                .unwrap()
+                .certification(&id(ADULT))
+                .await
+                .unwrap()
+                .certified
+        ),
+    }
+}
+
+#[tokio::test]
+async fn the_connect_timeout_covers_the_tls_handshake() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A server that accepts and never says a word: the TLS handshake stalls.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        }
+    });
+    let client = IamportClient::builder()
+        .base_url(format!("https://{address}"))
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(600))
+        .retry(RetryPolicy::NONE)
         .build()
         .unwrap();
-    assert!(client.certification(&id(ADULT)).await.unwrap().certified);
+    // Correctness, not speed: without a bound on the handshake the call would wait for the
+    // 600 s whole-call bound.
+    let error = tokio::time::timeout(Duration::from_secs(60), client.certification(&id(ADULT)))
+        .await
+        .expect("the connect timeout ends the call")
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout(_)), "{error:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

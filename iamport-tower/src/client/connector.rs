@@ -1,13 +1,20 @@
 //! The pooled HTTP/1.1 client both PortOne clients send through: hyper's client over
-//! rustls (ring, the Mozilla roots of `webpki-roots`), TCP_NODELAY, a connect timeout, and —
-//! when the environment names a proxy for the API's URL (`HTTPS_PROXY`, `HTTP_PROXY`,
-//! `ALL_PROXY`, minus `NO_PROXY`, the conventions curl and reqwest follow) — a `CONNECT`
-//! tunnel through it.
+//! rustls (ring, the Mozilla roots of `webpki-roots`), TCP_NODELAY, TCP keepalive (15 s, as
+//! reqwest sets it), one connect timeout over everything a new connection takes (DNS, TCP, a
+//! proxy's `CONNECT`, the TLS handshake), and — when the environment names a proxy for the
+//! API's URL — a `CONNECT` tunnel through it.
+//!
+//! The proxy is read when the client is built, by hyper-util's matcher (the one reqwest
+//! uses): `HTTPS_PROXY` for an `https` API, `HTTP_PROXY` for an `http` one (ignored when
+//! `REQUEST_METHOD` is set, as under CGI), else `ALL_PROXY`; upper or lower case; not for
+//! hosts in `NO_PROXY`. It must be an `http://` proxy (credentials in its URL become
+//! `Proxy-Authorization`); an `https://` or SOCKS proxy is refused when the client is built
+//! rather than spoken to in clear text.
 //!
 //! hyper's client rather than a general-purpose one: every call goes to one host with one of
 //! three request shapes, so redirect following, cookie and retry machinery would be work per
 //! request for nothing (the transport has its own, budgeted retries; a redirect from the API
-//! is an answer, never followed with the token). See BENCHMARKS.md for what it saves.
+//! is an answer, never followed with the token). BENCHMARKS.md has what it saves.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +38,7 @@ use crate::error::Error;
 pub(crate) type RequestBody = Full<Bytes>;
 
 /// The pooled client.
-pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<Route>, RequestBody>;
+pub(crate) type HttpClient = Client<Connector, RequestBody>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,10 +69,60 @@ impl Service<Uri> for Route {
                 Box::pin(async move { connecting.await.map_err(Into::into) })
             }
             Self::Tunnel(tunnel) => {
+                // The tunnel asks for port 443 when the URI names none; an `http` API's
+                // default port is 80.
+                let destination = match (destination.scheme_str(), destination.port()) {
+                    (Some("http"), None) => match with_port(&destination, 80) {
+                        Ok(uri) => uri,
+                        Err(error) => return Box::pin(async move { Err(error) }),
+                    },
+                    _ => destination,
+                };
                 let connecting = tunnel.call(destination);
                 Box::pin(async move { connecting.await.map_err(Into::into) })
             }
         }
+    }
+}
+
+fn with_port(uri: &Uri, port: u16) -> Result<Uri, BoxError> {
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    Ok(Uri::builder()
+        .scheme("http")
+        .authority(format!("{authority}:{port}"))
+        .path_and_query("/")
+        .build()?)
+}
+
+/// The TLS connector under one timeout: a new connection is ready within `timeout` — name
+/// resolved, TCP connected, tunnel opened, TLS handshake done — or fails as timed out.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    https: hyper_rustls::HttpsConnector<Route>,
+    timeout: Duration,
+}
+
+impl Service<Uri> for Connector {
+    type Response = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.https.poll_ready(cx)
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        let connecting = self.https.call(destination);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected,
+                Err(_elapsed) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {timeout:?}"),
+                )) as BoxError),
+            }
+        })
     }
 }
 
@@ -79,8 +136,20 @@ pub(crate) fn build(
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect_timeout));
+    tcp.set_keepalive(Some(KEEPALIVE));
+    tcp.set_keepalive_interval(Some(KEEPALIVE));
+    tcp.set_keepalive_retries(Some(3));
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    tcp.set_tcp_user_timeout(Some(2 * KEEPALIVE));
     let route = match Matcher::from_env().intercept(base) {
         None => Route::Direct(tcp),
+        Some(proxy) if proxy.uri().scheme_str() != Some("http") => {
+            return Err(Error::Config(format!(
+                "the proxy the environment names for the PortOne API must be an http:// URL, \
+                 not {}:// (set NO_PROXY to the API's host to connect directly)",
+                proxy.uri().scheme_str().unwrap_or("?")
+            )));
+        }
         Some(proxy) => {
             let tunnel = Tunnel::new(proxy.uri().clone(), tcp);
             Route::Tunnel(match proxy.basic_auth() {
@@ -102,11 +171,18 @@ pub(crate) fn build(
         .https_or_http()
         .enable_http1()
         .wrap_connector(route);
+    let connector = Connector {
+        https,
+        timeout: connect_timeout,
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle_timeout)
         .pool_timer(TokioTimer::new())
-        .build(https))
+        .build(connector))
 }
+
+/// TCP keepalive: idle time before the first probe and between probes (reqwest's default).
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Whether `error` or one of its sources is an I/O time-out (a connect timeout).
 pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -276,6 +276,11 @@ fn normalize_base_url(url: &str) -> Result<String, Error> {
     if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
         return Err(Error::Config("the API URL must be an http(s) URL".into()));
     }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::Config(
+            "the API URL must not carry a user name or password".into(),
+        ));
+    }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(Error::Config(
             "the API URL must not have a query or fragment".into(),
@@ -307,7 +312,8 @@ macro_rules! transport_setters {
             self
         }
 
-        /// Time allowed to open a TCP/TLS connection (default 3 s).
+        /// Time allowed to open a connection — name resolution, TCP, a proxy's tunnel, the TLS
+        /// handshake (default 3 s).
         pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.transport.connect_timeout = timeout;
             self
@@ -708,6 +714,20 @@ mod tests {
                     "{base} + {path}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_api_url_with_credentials_is_refused() {
+        for url in [
+            "https://user@api.iamport.kr",
+            "https://user:pw@api.iamport.kr",
+        ] {
+            let mut options = TransportOptions::new("https://api.iamport.kr");
+            options.base_url = url.into();
+            let error = options.build().unwrap_err().to_string();
+            assert!(error.contains("user name or password"), "{error}");
+            assert!(!error.contains("pw"), "{error}");
         }
     }
 
