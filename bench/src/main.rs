@@ -83,7 +83,9 @@ async fn guarded(person: Certified) -> (StatusCode, String) {
 #[derive(Clone)]
 struct Upstream {
     http: reqwest::Client,
-    base: String,
+    /// Shared, as an app's state would be: axum clones the state for every request (twice
+    /// behind a layer), and a `String` would cost an allocation each time.
+    base: Arc<str>,
     token: Arc<str>,
     /// The crate's client, for `client`: a hand-written handler calling it directly.
     client: IamportClient,
@@ -289,7 +291,7 @@ async fn child_rss(route: &str, n: usize) {
     let upstream = Upstream {
         token: upstream_token.clone(),
         http,
-        base: emulator.url(),
+        base: emulator.url().into(),
         client: client.clone(),
     };
     let arrived = Arc::new(AtomicUsize::new(0));
@@ -735,7 +737,7 @@ async fn main() {
     let upstream_token = token.clone();
     let upstream = Upstream {
         http,
-        base: emulator.url(),
+        base: emulator.url().into(),
         token,
         client: client.clone(),
     };
