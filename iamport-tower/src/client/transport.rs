@@ -363,8 +363,9 @@ pub(crate) use transport_setters;
 /// The built transport: see the module docs.
 pub(crate) struct Transport {
     http: HttpClient,
-    /// The API's URL, normalized, without a trailing slash: each call's URL is this and its
-    /// path, so no request parses a whole URL (host, IDNA) again.
+    /// The API's URL, normalized once (host in lower case and punycode), without a trailing
+    /// slash: each call's URI is this and its path, read by `http::Uri`'s scan — no WHATWG
+    /// parse, no IDNA per request.
     pub(crate) base_url: String,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
