@@ -7,7 +7,8 @@
 //!
 //! - `guarded`: `#[require_certified(max_birth_year = 1999)]` behind `CertificationLayer`.
 //! - `plain`: a hand-written handler making the same single upstream call (one lookup with a
-//!   token fetched once at startup) with a pooled `reqwest::Client` — the floor.
+//!   token fetched once at startup) with a pooled `reqwest::Client`: what a user would write by
+//!   hand, the reference the ratios are taken against.
 //! - `client`: a hand-written handler calling this crate's `IamportClient` directly (no layer,
 //!   no guard): what the client costs apart from the layer.
 //! - `guide`: PortOne's guide as written: a token request, then the lookup, on every request.
