@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use iamport_e2e::Captured;
+use iamport_e2e::{Captured, serve_axum};
 use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::client::RetryPolicy;
 use iamport_tower::{Error, IamportClient, ImpUid, Secret};
@@ -214,18 +214,32 @@ async fn unreachable_upstream_is_unavailable() {
     );
 }
 
-/// Runs this test binary again, for `test`, with `env` set: the proxy variables are read from
-/// the process environment, which a test may not change in a running process.
-fn run_child_test(test: &str, env: &[(&str, &str)]) -> std::process::Output {
+/// Runs this test binary again for the child test below, with `env` set (the proxy variables
+/// are read from the process environment, which a running test may not change), and checks
+/// that the child passed.
+async fn child(env: &[(&str, &str)]) {
     let mut child = std::process::Command::new(std::env::current_exe().expect("own path"));
     child
-        .args(["--exact", test, "--include-ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "looks_up_through_whatever_proxy_the_environment_names",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .env("IAMPORT_E2E_CHILD", "1");
     for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
         child.env_remove(var).env_remove(var.to_lowercase());
     }
     child.envs(env.iter().copied());
-    child.output().expect("child test")
+    // Off the runtime: it waits for a process.
+    let output = tokio::task::spawn_blocking(move || child.output().expect("child test"))
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// A `CONNECT` proxy on loopback: records each request line, then splices the tunnel.
@@ -276,31 +290,12 @@ async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
     (url, seen)
 }
 
-/// Runs the child test below with these variables (off the runtime: it waits for a process).
-async fn child(env: &[(&str, &str)]) -> std::process::Output {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_child_test(
-            "looks_up_through_whatever_proxy_the_environment_names",
-            &env,
-        )
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_named_in_the_environment_carries_every_call() {
     let emulator = Emulator::start().await.unwrap();
     let (proxy, seen) = connect_proxy().await;
     let url = emulator.url();
-    let output = child(&[("EMULATOR_URL", &url), ("HTTP_PROXY", &proxy)]).await;
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{log}");
+    child(&[("EMULATOR_URL", &url), ("HTTP_PROXY", &proxy)]).await;
     // The child's token request and lookup reached the emulator, through one tunnel.
     assert_eq!(emulator.calls(Endpoint::GetToken), 1);
     assert_eq!(emulator.calls_for(ADULT), 1);
@@ -311,46 +306,35 @@ async fn a_proxy_named_in_the_environment_carries_every_call() {
     );
 
     // `NO_PROXY` naming the host: straight to the emulator, the proxy sees nothing more.
-    let output = child(&[
+    child(&[
         ("EMULATOR_URL", &url),
         ("HTTP_PROXY", &proxy),
         ("NO_PROXY", "127.0.0.1"),
     ])
     .await;
-    assert!(output.status.success());
     assert_eq!(emulator.calls_for(ADULT), 2);
     assert_eq!(seen.lock().unwrap().len(), 1);
 
     // An `http` API without a port is tunnelled to port 80 (hyper-util's tunnel would ask
     // for 443); the proxy cannot reach it, and the call fails.
-    let output = child(&[
+    child(&[
         ("EMULATOR_URL", "http://emulator.test"),
         ("HTTP_PROXY", &proxy),
         ("CHILD_EXPECTS", "unavailable"),
     ])
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
     assert_eq!(
         seen.lock().unwrap().last().unwrap(),
         "CONNECT emulator.test:80 HTTP/1.1"
     );
 
     // An `https://` proxy would be spoken to in clear text: refused when the client is built.
-    let output = child(&[
+    child(&[
         ("EMULATOR_URL", &url),
         ("HTTP_PROXY", "https://user:secret@127.0.0.1:9"),
         ("CHILD_EXPECTS", "config"),
     ])
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
 }
 
 /// The child half of the test above (it does nothing when run on its own).
@@ -440,13 +424,15 @@ async fn a_redirect_is_an_answer_never_followed() {
             async { "{}" }
         })
     };
-    let elsewhere = serve(elsewhere).await;
+    let elsewhere = serve_axum(elsewhere).await;
+    let target = elsewhere.url.clone();
     let api = axum::Router::new().fallback(move || {
-        let location = format!("{elsewhere}/users/getToken");
+        let location = format!("{target}/users/getToken");
         async move { (StatusCode::FOUND, [(http::header::LOCATION, location)], "") }
     });
+    let api = serve_axum(api).await;
     let client = IamportClient::builder()
-        .base_url(serve(api).await)
+        .base_url(api.url.clone())
         .key(TEST_KEY)
         .secret(TEST_SECRET)
         .build()
@@ -464,14 +450,6 @@ async fn a_redirect_is_an_answer_never_followed() {
     );
     // The credentials were not carried anywhere else.
     assert_eq!(hits.load(Ordering::SeqCst), 0);
-}
-
-/// Serves `app` on a loopback port; returns its URL.
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
 }
 
 #[tokio::test]
