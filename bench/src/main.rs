@@ -35,8 +35,9 @@
 //! Three processes share the machine: the app (this process), the emulator
 //! ([`EmulatorProcess`], steered over a pipe) and the load driver (a child per scenario run),
 //! so that each holds only its own sockets. Two measurements run in further child processes,
-//! so nothing else lives in their memory: resident memory per 1 000 in-flight requests
-//! (`--in-flight`; the upstream holds every answer until all requests are in flight), and a
+//! so nothing else lives in their memory: the app's resident memory per 1 000 in-flight
+//! requests (`--in-flight`; an app process of its own, with its emulator and its driver in
+//! theirs; the upstream holds every answer until all requests are in flight), and a
 //! cold process's first guarded request (a new client, no token yet) at the upstream latency.
 //!
 //! 4 096 connections need about 8 200 file descriptors in the app (the inbound sockets and its
@@ -277,20 +278,26 @@ fn child(args: &[String]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// `rss ROUTE N`: memory of N requests in flight at once on `plain`, `guarded`, `held` or `direct`
-/// (straight to the emulator); prints
-/// the resident-memory growth in bytes per request. The emulator holds every answer until
-/// it has seen all N lookups (a long latency), so all N are in flight when it is read.
+/// `rss ROUTE N`: this process is the app alone — the emulator and the driver run in processes
+/// of their own — and prints its resident-memory growth in bytes per request with N requests
+/// in flight at once on `held`, `plain` or `guarded`. The emulator holds every answer until
+/// all N lookups have arrived (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
-    let emulator = emulator_with(n + 1).await;
-    let client = emulator.client();
+    use std::io::{BufRead as _, Write as _};
+    let emulator = EmulatorProcess::start(n + 1);
+    let client = IamportClient::builder()
+        .base_url(emulator.url())
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .build()
+        .expect("client");
     let http = reqwest::Client::new();
     let upstream_token: Arc<str> = fetch_token(&http, &emulator.url())
         .await
         .expect("token")
         .into();
     let upstream = Upstream {
-        token: upstream_token.clone(),
+        token: upstream_token,
         http,
         base: emulator.url().into(),
         client: client.clone(),
@@ -320,40 +327,39 @@ async fn child_rss(route: &str, n: usize) {
     let listener = deep_listener();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let driver = reqwest::Client::builder()
-        .pool_max_idle_per_host(n)
-        .build()
-        .unwrap();
-    // `direct`: the driver asks the emulator itself — what the driver and the emulator cost
-    // per request, without the app.
-    let token = upstream_token.clone();
-    let request = |i: usize| match route {
-        "direct" => driver
-            .get(format!("{}/certifications/{}", emulator.url(), imp_uid(i)))
-            .header("Authorization", &*token),
-        _ => driver.get(format!("{base}/{route}?imp_uid={}", imp_uid(i))),
-    };
-    // Warm-up: the token, the first connections, the allocator's first arenas.
+    // Warm-up (one request, not measured): the token, the first connections, the allocator's
+    // first arenas.
     let warm = match route {
-        "held" => driver.get(format!("{base}/ok")),
-        _ => request(n),
+        "held" => format!("{base}/ok"),
+        _ => format!("{base}/{route}?imp_uid={}", imp_uid(n)),
     };
-    assert_eq!(warm.send().await.expect("warm-up").status(), 200);
+    let url = format!("{base}/{route}");
+    let mut driver = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--child", "hold", &url, &warm, &n.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("driver process");
+    let mut to_driver = driver.stdin.take().expect("piped");
+    let mut from_driver = std::io::BufReader::new(driver.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let read_line = |from: &mut std::io::BufReader<_>, line: &mut String| {
+        line.clear();
+        from.read_line(line).expect("the driver's answer");
+    };
+    tokio::task::block_in_place(|| read_line(&mut from_driver, &mut line));
+    assert_eq!(line.trim(), "warm", "the warm-up request failed");
     emulator.reset_counters();
     emulator.set_latency(Duration::from_secs(30));
     let before = rss_bytes();
-    let requests: Vec<_> = (0..n)
-        .map(|i| {
-            let request = request(i);
-            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
-        })
-        .collect();
+    writeln!(to_driver, "go").expect("driver command");
+    to_driver.flush().expect("driver command");
     let deadline = Instant::now() + Duration::from_secs(60);
     let reached = || match route {
         "held" => arrived.load(Ordering::SeqCst),
-        _ => emulator.calls(Endpoint::GetCertification) as usize,
+        _ => emulator.calls().1 as usize,
     };
-    while reached() < n {
+    while tokio::task::block_in_place(reached) < n {
         assert!(
             Instant::now() < deadline,
             "requests did not all reach the upstream"
@@ -361,10 +367,37 @@ async fn child_rss(route: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let during = rss_bytes();
-    for request in requests {
-        request.abort();
-    }
+    let _ = driver.kill();
+    let _ = driver.wait();
     println!("{}", during.saturating_sub(before) / n as u64);
+}
+
+/// `hold URL WARM_URL N`: the driver of [`child_rss`]. Sends one request to `WARM_URL` and
+/// prints `warm`; on a line on stdin, sends N requests to `URL` at once (each naming its own
+/// person, on a connection of its own) and waits until it is killed.
+async fn child_hold(url: &str, warm: &str, n: usize) {
+    use std::io::{BufRead as _, Write as _};
+    let driver = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .unwrap();
+    let status = driver.get(warm).send().await.expect("warm-up").status();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", if status == 200 { "warm" } else { "failed" }).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    tokio::task::block_in_place(|| {
+        let mut go = String::new();
+        std::io::stdin().lock().read_line(&mut go).expect("go");
+    });
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let request = driver.get(format!("{url}?imp_uid={}", imp_uid(i)));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    std::future::pending::<()>().await;
+    drop(requests);
 }
 
 /// `cold LATENCY_MS WARM_UP`: a new process's first guarded request, at that upstream
@@ -708,6 +741,9 @@ async fn main() {
                 .await;
             }
             ["drive", ref rest @ ..] => child_drive(rest).await,
+            ["hold", url, warm, n] => {
+                child_hold(url, warm, n.parse().expect("hold URL WARM N")).await
+            }
             ["emulator", persons] => child_emulator(persons.parse().expect("emulator N")).await,
             _ => panic!("unknown child measurement {args:?}"),
         }
@@ -1006,22 +1042,20 @@ async fn main() {
     }
 }
 
-/// Resident memory per 1 000 requests in flight (MiB), each measured in a fresh child
-/// process, median of three: the driver and the emulator alone, the driver and an app whose
-/// handler never answers nor calls upstream (`held`: what the inbound connection costs),
-/// then `plain` and `guarded` (whose difference to the first is what the app holds per
-/// request).
+/// The app's resident memory per 1 000 requests in flight (MiB), each measured in a fresh
+/// app process (the driver and the emulator in processes of their own), median of three: a
+/// route whose handler never answers nor calls upstream (`held`: what the inbound connection
+/// and the request cost any route), then `plain` and `guarded` (whose difference to `held` is
+/// what asking PortOne holds per request).
 fn in_flight_memory(counts: &[usize]) {
     if counts.is_empty() {
         return;
     }
+    println!("\nresident memory of the app alone per 1 000 requests in flight (MiB)");
     println!(
-        "\nresident memory per 1 000 requests in flight (whole process: driver, app, emulator)"
+        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded | guarded beyond the inbound connection |"
     );
-    println!(
-        "| in flight | driver + emulator alone (direct) | driver + app answering nothing (held) | plain | guarded | the app's share: plain | the app's share: guarded |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for &n in counts {
         let per_1000 = |route: &str| {
             median(
@@ -1035,14 +1069,12 @@ fn in_flight_memory(counts: &[usize]) {
                     .collect(),
             )
         };
-        let direct = per_1000("direct");
         let held = per_1000("held");
         let plain = per_1000("plain");
         let guarded = per_1000("guarded");
         println!(
-            "| {n} | {direct:.2} | {held:.2} | {plain:.2} | {guarded:.2} | {:.2} | {:.2} |",
-            plain - direct,
-            guarded - direct
+            "| {n} | {held:.2} | {plain:.2} | {guarded:.2} | {:.2} |",
+            guarded - held
         );
     }
 }
