@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use iamport_e2e::{Captured, serve_axum};
 use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
-use iamport_tower::client::RetryPolicy;
+use iamport_tower::client::{HttpVersions, RetryPolicy};
 use iamport_tower::{Error, IamportClient, ImpUid, Secret};
 use serde_json::json;
 
@@ -165,6 +165,84 @@ async fn dropped_connections_are_retried() {
     emulator.drop_next(Endpoint::GetCertification, 3);
     let error = client.certification(&id(ADULT)).await.unwrap_err();
     assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+}
+
+/// 50 lookups in flight at once: over HTTP/2 they share the token's connection; over
+/// HTTP/1.1 (the control) each holds a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_share_one_http2_connection() {
+    let emulator = Emulator::start().await.unwrap();
+    // Every lookup is still in flight when the last one starts.
+    emulator.set_latency(Duration::from_millis(300));
+    let lookups = |client: IamportClient| async move {
+        client.warm_up().await.unwrap();
+        let calls = (0..50).map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.certification(&id(ADULT)).await })
+        });
+        for call in futures_util::future::join_all(calls).await {
+            assert!(call.unwrap().unwrap().certified);
+        }
+    };
+    let h2 = emulator
+        .client_builder()
+        .http_versions(HttpVersions::Http2Only)
+        .build()
+        .unwrap();
+    lookups(h2).await;
+    assert_eq!(emulator.calls_for(ADULT), 50);
+    assert_eq!(emulator.connections(), 1, "one HTTP/2 connection");
+
+    let h1 = emulator
+        .client_builder()
+        .http_versions(HttpVersions::Http1Only)
+        .build()
+        .unwrap();
+    lookups(h1).await;
+    assert_eq!(emulator.calls_for(ADULT), 100);
+    assert!(
+        emulator.connections() > 1 + 25,
+        "HTTP/1.1 opens a connection per call in flight: {}",
+        emulator.connections()
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_http2_connection_is_retried_on_a_new_one() {
+    let emulator = Emulator::start().await.unwrap();
+    let client = emulator
+        .client_builder()
+        .http_versions(HttpVersions::Http2Only)
+        .build()
+        .unwrap();
+    client.certification(&id(ADULT)).await.unwrap();
+    assert_eq!(emulator.connections(), 1);
+    emulator.drop_next(Endpoint::GetCertification, 2);
+    assert!(client.certification(&id(ADULT)).await.unwrap().certified);
+    assert_eq!(emulator.calls_for(ADULT), 4);
+    assert_eq!(
+        emulator.connections(),
+        3,
+        "a new connection after each drop"
+    );
+}
+
+#[tokio::test]
+async fn http2_only_against_an_http1_server_fails_clearly() {
+    // hyper's HTTP/1.1-only server (axum::serve would detect the HTTP/2 preface).
+    let app = axum::Router::new().route("/users/getToken", axum::routing::post(|| async { "" }));
+    let server = iamport_e2e::serve_hyper(app).await;
+    let client = IamportClient::builder()
+        .base_url(server.url.clone())
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .http_versions(HttpVersions::Http2Only)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+    assert!(error.to_string().contains("connection error"), "{error}");
 }
 
 #[tokio::test]

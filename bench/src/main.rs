@@ -55,6 +55,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::cache::LookupCache;
+use iamport_tower::client::HttpVersions;
 use iamport_tower::unique::{PostgresStore, RedisStore, UniqueKey, UniqueKeys, UniqueStore};
 use iamport_tower::{CertificationLayer, Certified, IamportClient, Secret, require_certified};
 use serde::Deserialize;
@@ -280,7 +281,8 @@ fn child(args: &[String]) -> String {
 
 /// `rss ROUTE N`: this process is the app alone — the emulator and the driver run in processes
 /// of their own — and prints its resident-memory growth in bytes per request with N requests
-/// in flight at once on `held`, `plain` or `guarded`. The emulator holds every answer until
+/// in flight at once on `held`, `plain`, `guarded` or `guarded-h2` (the client speaking
+/// HTTP/2 to the emulator). The emulator holds every answer until
 /// all N lookups have arrived (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
@@ -289,6 +291,13 @@ async fn child_rss(route: &str, n: usize) {
         .base_url(emulator.url())
         .key(TEST_KEY)
         .secret(TEST_SECRET)
+        .build()
+        .expect("client");
+    let h2 = IamportClient::builder()
+        .base_url(emulator.url())
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .http_versions(HttpVersions::Http2Only)
         .build()
         .expect("client");
     let http = reqwest::Client::new();
@@ -308,6 +317,12 @@ async fn child_rss(route: &str, n: usize) {
             "/guarded",
             get(guarded)
                 .layer(CertificationLayer::new(client).lookup_cache(LookupCache::disabled())),
+        )
+        // The same over HTTP/2 (h2c: the emulator speaks it without TLS): every lookup on
+        // one upstream connection.
+        .route(
+            "/guarded-h2",
+            get(guarded).layer(CertificationLayer::new(h2).lookup_cache(LookupCache::disabled())),
         )
         .route("/plain", get(plain))
         // `held`: a handler that never answers and asks nothing upstream — what the inbound
@@ -742,7 +757,7 @@ async fn main() {
             }
             ["drive", ref rest @ ..] => child_drive(rest).await,
             ["hold", url, warm, n] => {
-                child_hold(url, warm, n.parse().expect("hold URL WARM N")).await
+                child_hold(url, warm, n.parse().expect("hold URL WARM N")).await;
             }
             ["emulator", persons] => child_emulator(persons.parse().expect("emulator N")).await,
             _ => panic!("unknown child measurement {args:?}"),
@@ -1046,16 +1061,16 @@ async fn main() {
 /// app process (the driver and the emulator in processes of their own), median of three: a
 /// route whose handler never answers nor calls upstream (`held`: what the inbound connection
 /// and the request cost any route), then `plain` and `guarded` (whose difference to `held` is
-/// what asking PortOne holds per request).
+/// what asking PortOne holds per request), and `guarded` with the client on HTTP/2.
 fn in_flight_memory(counts: &[usize]) {
     if counts.is_empty() {
         return;
     }
     println!("\nresident memory of the app alone per 1 000 requests in flight (MiB)");
     println!(
-        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded | guarded beyond the inbound connection |"
+        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded | guarded beyond the inbound connection | guarded, HTTP/2 upstream | the same beyond the inbound connection |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for &n in counts {
         let per_1000 = |route: &str| {
             median(
@@ -1072,9 +1087,11 @@ fn in_flight_memory(counts: &[usize]) {
         let held = per_1000("held");
         let plain = per_1000("plain");
         let guarded = per_1000("guarded");
+        let guarded_h2 = per_1000("guarded-h2");
         println!(
-            "| {n} | {held:.2} | {plain:.2} | {guarded:.2} | {:.2} |",
-            guarded - held
+            "| {n} | {held:.2} | {plain:.2} | {guarded:.2} | {:.2} | {guarded_h2:.2} | {:.2} |",
+            guarded - held,
+            guarded_h2 - held
         );
     }
 }

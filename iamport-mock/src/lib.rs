@@ -52,6 +52,7 @@ mod v2;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -78,6 +79,7 @@ pub const TEST_V2_SECRET: &str = "portone-v2-emulator-api-secret";
 pub struct Emulator {
     addr: SocketAddr,
     state: Arc<State>,
+    accepted: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -168,6 +170,13 @@ impl Emulator {
     /// How many certification requests (`GET` and `DELETE`) named `id`.
     pub fn calls_for(&self, id: &str) -> u64 {
         self.state.calls_for(id)
+    }
+
+    /// How many TCP connections it has accepted since it started (not reset by
+    /// [`reset_counters`](Self::reset_counters)): HTTP/1.1 clients open one per call in
+    /// flight, HTTP/2 clients share one.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// How many requests were refused for a missing, wrong or expired token.
@@ -416,7 +425,13 @@ impl EmulatorBuilder {
                 }
             })
             .with_state(state.clone());
-        let task = tokio::spawn(server::serve(listener, router));
-        Ok(Emulator { addr, state, task })
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(server::serve(listener, router, accepted.clone()));
+        Ok(Emulator {
+            addr,
+            state,
+            accepted,
+            task,
+        })
     }
 }

@@ -1,12 +1,16 @@
-//! The emulator's accept loop: plain HTTP/1.1 on a loopback socket, with the ability to drop
-//! a connection mid-request (a fault real networks produce and `axum::serve` cannot).
+//! The emulator's accept loop on a loopback socket: plain HTTP/1.1, or HTTP/2 for a client
+//! that starts with its preface (h2c with prior knowledge: there is no TLS to negotiate it
+//! in), with the ability to drop a connection mid-request (a fault real networks produce and
+//! `axum::serve` cannot). Over HTTP/2 that drops every call sharing the connection, as a
+//! real connection reset would.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -24,7 +28,8 @@ impl ConnAbort {
     }
 }
 
-pub(crate) async fn serve(listener: TcpListener, router: Router) {
+/// Serves `router` on `listener`, counting accepted connections in `accepted`.
+pub(crate) async fn serve(listener: TcpListener, router: Router, accepted: Arc<AtomicU64>) {
     let mut connections = JoinSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -35,6 +40,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router) {
                 continue;
             }
         };
+        accepted.fetch_add(1, Ordering::Relaxed);
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let router = router.clone();
@@ -47,8 +53,8 @@ pub(crate) async fn serve(listener: TcpListener, router: Router) {
                     let mut router = router.clone();
                     async move { router.call(request).await }
                 });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = server.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
                 () = abort.0.notified() => {}

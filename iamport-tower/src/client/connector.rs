@@ -1,8 +1,14 @@
-//! The pooled HTTP/1.1 client both PortOne clients send through: hyper's client over
-//! rustls (ring, the Mozilla roots of `webpki-roots`), TCP_NODELAY, TCP keepalive (15 s, as
-//! reqwest sets it), one connect timeout over everything a new connection takes (DNS, TCP, a
-//! proxy's `CONNECT`, the TLS handshake), and — when the environment names a proxy for the
-//! API's URL — a `CONNECT` tunnel through it.
+//! The pooled HTTP client both PortOne clients send through: hyper's client over rustls
+//! (ring, the Mozilla roots of `webpki-roots`), TCP_NODELAY, TCP keepalive (15 s, as reqwest
+//! sets it), one connect timeout over everything a new connection takes (DNS, TCP, a proxy's
+//! `CONNECT`, the TLS handshake), and — when the environment names a proxy for the API's URL
+//! — a `CONNECT` tunnel through it.
+//!
+//! HTTP versions ([`HttpVersions`]): over TLS the handshake offers HTTP/2 and HTTP/1.1
+//! (ALPN) and the server picks; a server that picks HTTP/2 gets every concurrent call on one
+//! connection, pinged every 15 s while calls are open (a connection silent for 15 s more is
+//! closed and its calls fail, to be retried like any dropped connection). HTTP/1.1 holds one
+//! connection — a socket, hyper's two 8 KiB buffers, a task — per call in flight.
 //!
 //! The proxy is read when the client is built, by hyper-util's matcher (the one reqwest
 //! uses): `HTTPS_PROXY` for an `https` API, `HTTP_PROXY` for an `http` one (ignored when
@@ -126,11 +132,28 @@ impl Service<Uri> for Connector {
     }
 }
 
+/// The HTTP versions the client speaks to the API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpVersions {
+    /// Over TLS, offer HTTP/2 and HTTP/1.1 in the handshake (ALPN) and speak what the server
+    /// picks; over plain `http`, HTTP/1.1. The default.
+    #[default]
+    Negotiated,
+    /// HTTP/1.1 only: a connection per call in flight.
+    Http1Only,
+    /// HTTP/2 only: offered alone in the TLS handshake, or spoken without negotiation on a
+    /// plain `http` URL ("h2c with prior knowledge": for an emulator or a gateway known to
+    /// speak it — a server that does not fails every call).
+    Http2Only,
+}
+
 /// Builds the client for an API at `base` (already checked to be an http(s) URL).
 pub(crate) fn build(
     base: &Uri,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    versions: HttpVersions,
 ) -> Result<HttpClient, Error> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
@@ -168,9 +191,12 @@ pub(crate) fn build(
         .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(route);
+        .https_or_http();
+    let https = match versions {
+        HttpVersions::Negotiated => https.enable_all_versions().wrap_connector(route),
+        HttpVersions::Http1Only => https.enable_http1().wrap_connector(route),
+        HttpVersions::Http2Only => https.enable_http2().wrap_connector(route),
+    };
     let connector = Connector {
         https,
         timeout: connect_timeout,
@@ -178,6 +204,12 @@ pub(crate) fn build(
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle_timeout)
         .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(versions == HttpVersions::Http2Only)
+        // A dead HTTP/2 connection would stall every call on it: pinged while calls are
+        // open, closed when a ping goes unanswered.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .http2_keep_alive_timeout(KEEPALIVE)
         .build(connector))
 }
 

@@ -27,6 +27,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+pub use self::connector::HttpVersions;
 pub(crate) use self::fields::{Record, unreadable};
 pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub(crate) use self::json::Json;

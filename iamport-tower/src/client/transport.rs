@@ -16,7 +16,7 @@ use http_body_util::{BodyExt as _, Full};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::connector::{self, HttpClient, RequestBody};
+use super::connector::{self, HttpClient, HttpVersions, RequestBody};
 use crate::error::Error;
 use crate::metrics::{self, Answered, Endpoint};
 
@@ -221,6 +221,7 @@ pub(crate) struct TransportOptions {
     pub(crate) budget: RetryBudget,
     pub(crate) max_body_size: usize,
     pub(crate) idle_timeout: Duration,
+    pub(crate) versions: HttpVersions,
 }
 
 impl fmt::Debug for TransportOptions {
@@ -233,6 +234,7 @@ impl fmt::Debug for TransportOptions {
             .field("budget", &self.budget)
             .field("max_body_size", &self.max_body_size)
             .field("idle_timeout", &self.idle_timeout)
+            .field("versions", &self.versions)
             .finish()
     }
 }
@@ -247,6 +249,7 @@ impl TransportOptions {
             budget: RetryBudget::default(),
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            versions: HttpVersions::default(),
         }
     }
 
@@ -256,7 +259,12 @@ impl TransportOptions {
         let base: Uri = base_url
             .parse()
             .map_err(|e| Error::Config(format!("the API URL is not a valid URI: {e}")))?;
-        let http = connector::build(&base, self.connect_timeout, self.idle_timeout)?;
+        let http = connector::build(
+            &base,
+            self.connect_timeout,
+            self.idle_timeout,
+            self.versions,
+        )?;
         Ok(Transport {
             http,
             base_url,
@@ -354,6 +362,17 @@ macro_rules! transport_setters {
         /// sooner.
         pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.transport.idle_timeout = timeout;
+            self
+        }
+
+        /// The HTTP versions spoken to the API (default
+        /// [`HttpVersions::Negotiated`](crate::client::HttpVersions::Negotiated): HTTP/2 when
+        /// the server picks it in the TLS handshake, else HTTP/1.1). Over HTTP/2 every
+        /// concurrent call shares one connection, up to the server's limit of concurrent
+        /// streams (calls past it wait for a stream, within their timeout); over HTTP/1.1
+        /// each call in flight holds a connection of its own.
+        pub fn http_versions(mut self, versions: $crate::client::HttpVersions) -> Self {
+            self.transport.versions = versions;
             self
         }
     };
