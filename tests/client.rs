@@ -207,6 +207,120 @@ async fn concurrent_lookups_share_one_http2_connection() {
     );
 }
 
+/// A TLS front for the emulator, as PortOne's servers are reached: `https://127.0.0.1:PORT`
+/// with a certificate from the test CA (`fixtures/tls`), offering `alpn` in the handshake;
+/// it passes the decrypted bytes to the emulator, which speaks whichever protocol the client
+/// chose (HTTP/2 without TLS is h2c to it).
+async fn tls_front(emulator: &Emulator, alpn: &[&[u8]]) -> String {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(include_bytes!("fixtures/tls/server.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("fixtures/tls/server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = listener.local_addr().unwrap();
+    let backend = emulator.addr();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut plain = tokio::net::TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    format!("https://{front}")
+}
+
+const TEST_CA: &[u8] = include_bytes!("fixtures/tls/ca.pem");
+
+/// Over TLS the client offers HTTP/2 and HTTP/1.1 and speaks what the server picks: 50
+/// concurrent lookups share one connection where it picks HTTP/2, and each holds its own
+/// where it only offers HTTP/1.1. Without the test CA as a root, nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_server_picks_http2_or_http1() {
+    let emulator = Emulator::start().await.unwrap();
+    emulator.set_latency(Duration::from_millis(300));
+    let lookups = |client: IamportClient| async move {
+        client.warm_up().await.unwrap();
+        let calls = (0..50).map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.certification(&id(ADULT)).await })
+        });
+        for call in futures_util::future::join_all(calls).await {
+            assert!(call.unwrap().unwrap().certified);
+        }
+    };
+    let client = |url: &str| {
+        IamportClient::builder()
+            .base_url(url)
+            .key(TEST_KEY)
+            .secret(TEST_SECRET)
+            .root_certificate(TEST_CA)
+            .build()
+            .unwrap()
+    };
+
+    let h2 = tls_front(&emulator, &[b"h2", b"http/1.1"]).await;
+    lookups(client(&h2)).await;
+    assert_eq!(emulator.calls_for(ADULT), 50);
+    assert_eq!(emulator.connections(), 1, "HTTP/2, picked in the handshake");
+
+    let h1 = tls_front(&emulator, &[b"http/1.1"]).await;
+    lookups(client(&h1)).await;
+    assert_eq!(emulator.calls_for(ADULT), 100);
+    assert!(
+        emulator.connections() > 1 + 25,
+        "HTTP/1.1: a connection per call in flight ({})",
+        emulator.connections()
+    );
+
+    let before = emulator.connections();
+    let untrusting = IamportClient::builder()
+        .base_url(&h2)
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .build()
+        .unwrap();
+    let error = untrusting.certification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    assert_eq!(
+        emulator.connections(),
+        before,
+        "nothing reached the emulator"
+    );
+}
+
+#[test]
+fn a_root_certificate_must_hold_a_certificate() {
+    for pem in [
+        &b"not a pem"[..],
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    ] {
+        let error = IamportClient::builder()
+            .key(TEST_KEY)
+            .secret(TEST_SECRET)
+            .root_certificate(pem)
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, Error::Config(_)), "{error:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_dropped_http2_connection_is_retried_on_a_new_one() {
     let emulator = Emulator::start().await.unwrap();

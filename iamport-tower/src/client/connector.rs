@@ -36,6 +36,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use tower_service::Service;
 
 use crate::error::Error;
@@ -154,6 +156,7 @@ pub(crate) fn build(
     connect_timeout: Duration,
     idle_timeout: Duration,
     versions: HttpVersions,
+    extra_roots: Vec<CertificateDer<'static>>,
 ) -> Result<HttpClient, Error> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
@@ -184,6 +187,11 @@ pub(crate) fn build(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots
+            .add(root)
+            .map_err(|e| Error::Config(format!("a root certificate is not usable: {e}")))?;
+    }
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?
@@ -211,6 +219,25 @@ pub(crate) fn build(
         .http2_keep_alive_interval(KEEPALIVE)
         .http2_keep_alive_timeout(KEEPALIVE)
         .build(connector))
+}
+
+/// The certificates of each PEM document given to `root_certificate`.
+pub(crate) fn extra_roots(pems: &[Vec<u8>]) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let mut roots = Vec::new();
+    for pem in pems {
+        let before = roots.len();
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            roots.push(certificate.map_err(|e| {
+                Error::Config(format!("a root certificate's PEM is not readable: {e}"))
+            })?);
+        }
+        if roots.len() == before {
+            return Err(Error::Config(
+                "a PEM given as a root certificate holds no certificate".into(),
+            ));
+        }
+    }
+    Ok(roots)
 }
 
 /// TCP keepalive: idle time before the first probe and between probes (reqwest's default).

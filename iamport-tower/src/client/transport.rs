@@ -222,6 +222,9 @@ pub(crate) struct TransportOptions {
     pub(crate) max_body_size: usize,
     pub(crate) idle_timeout: Duration,
     pub(crate) versions: HttpVersions,
+    /// PEM documents whose certificates the API's TLS chain may end at, besides the Mozilla
+    /// roots.
+    pub(crate) extra_roots: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for TransportOptions {
@@ -235,6 +238,7 @@ impl fmt::Debug for TransportOptions {
             .field("max_body_size", &self.max_body_size)
             .field("idle_timeout", &self.idle_timeout)
             .field("versions", &self.versions)
+            .field("extra_roots", &self.extra_roots.len())
             .finish()
     }
 }
@@ -250,20 +254,23 @@ impl TransportOptions {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             versions: HttpVersions::default(),
+            extra_roots: Vec::new(),
         }
     }
 
-    /// Checks the URL and builds the one pooled HTTP client (rustls, HTTP/1.1).
+    /// Checks the URL and the roots, and builds the one pooled HTTP client.
     pub(crate) fn build(self) -> Result<Transport, Error> {
         let base_url = normalize_base_url(&self.base_url)?;
         let base: Uri = base_url
             .parse()
             .map_err(|e| Error::Config(format!("the API URL is not a valid URI: {e}")))?;
+        let roots = connector::extra_roots(&self.extra_roots)?;
         let http = connector::build(
             &base,
             self.connect_timeout,
             self.idle_timeout,
             self.versions,
+            roots,
         )?;
         Ok(Transport {
             http,
@@ -373,6 +380,16 @@ macro_rules! transport_setters {
         /// each call in flight holds a connection of its own.
         pub fn http_versions(mut self, versions: $crate::client::HttpVersions) -> Self {
             self.transport.versions = versions;
+            self
+        }
+
+        /// Also trusts the certificates in `pem` (one or more `BEGIN CERTIFICATE` blocks) as
+        /// roots for the API's TLS chain, besides the Mozilla roots every client trusts: for
+        /// an egress proxy that inspects TLS with a CA of your own, or a test server. Checked
+        /// when the client is built (a PEM without a certificate is a
+        /// [`Error::Config`](crate::Error::Config)).
+        pub fn root_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+            self.transport.extra_roots.push(pem.as_ref().to_vec());
             self
         }
     };
