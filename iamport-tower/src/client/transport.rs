@@ -364,9 +364,9 @@ macro_rules! transport_setters {
 
         /// How long a pooled connection to PortOne may sit idle before it is closed
         /// (default [`DEFAULT_IDLE_TIMEOUT`](crate::client::DEFAULT_IDLE_TIMEOUT), 90 s).
-        /// After a burst of thousands of concurrent lookups the pool holds that many
-        /// connections (and file descriptors) until then; shorten it to give them back
-        /// sooner.
+        /// Over HTTP/1.1, after a burst of thousands of concurrent lookups the pool holds that
+        /// many connections (and file descriptors) until then; shorten it to give them back
+        /// sooner. Over HTTP/2 the burst shared one.
         pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.transport.idle_timeout = timeout;
             self
