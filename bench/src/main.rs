@@ -1,11 +1,13 @@
 //! Load benchmark: `cargo run --release -p iamport-bench [-- --rounds 3 --seconds 2
-//! --connections 32,256,1024,4096 --upstream-latency-ms 20 --in-flight 1000,4000
+//! --connections 32,256,1024,4096 --upstream-latency-ms 20 --in-flight 1000
 //! --scenarios plain,guarded --cold-start no]`
 //!
 //! Axum routes answer the same question — "is the person behind this `imp_uid` an adult by
 //! PortOne's guide (born 1999 or earlier)?" — against the PortOne emulator over loopback HTTP:
 //!
 //! - `guarded`: `#[require_certified(max_birth_year = 1999)]` behind `CertificationLayer`.
+//! - `guarded-h2`: the same with the client on HTTP/2 (h2c to the emulator; over TLS, what
+//!   PortOne's servers get when they pick HTTP/2): every lookup on one upstream connection.
 //! - `plain`: a hand-written handler making the same single upstream call (one lookup with a
 //!   token fetched once at startup) with a pooled `reqwest::Client`: what a user would write by
 //!   hand, the reference the ratios are taken against.
@@ -194,7 +196,9 @@ fn options() -> Options {
         seconds: 2.0,
         connections: vec![32, 256, 1024, 4096],
         latencies_ms: vec![20],
-        in_flight: vec![1000, 4000],
+        // Each run opens thousands of loopback connections, whose ports then wait out
+        // TIME_WAIT: more counts in one run can run out of ports.
+        in_flight: vec![1000],
         scenarios: None,
         cold_start: true,
         child: None,
@@ -211,7 +215,7 @@ fn options() -> Options {
             "--seconds" => o.seconds = value.parse().expect("--seconds S"),
             "--connections" => o.connections = list(value, "--connections 32,256"),
             "--upstream-latency-ms" => o.latencies_ms = list(value, "--upstream-latency-ms 0,20"),
-            "--in-flight" => o.in_flight = list(value, "--in-flight 1000,4000"),
+            "--in-flight" => o.in_flight = list(value, "--in-flight 1000"),
             "--scenarios" => o.scenarios = Some(list(value, "--scenarios plain,guarded")),
             "--cold-start" => o.cold_start = value != "no",
             other => panic!("unknown argument {other}"),
@@ -282,7 +286,8 @@ fn child(args: &[String]) -> String {
 /// `rss ROUTE N`: this process is the app alone — the emulator and the driver run in processes
 /// of their own — and prints its resident-memory growth in bytes per request with N requests
 /// in flight at once on `held`, `plain`, `guarded` or `guarded-h2` (the client speaking
-/// HTTP/2 to the emulator). The emulator holds every answer until
+/// HTTP/2 to the emulator); then the connections the emulator accepted meanwhile (the app's
+/// upstream ones, with its warm-up's). The emulator holds every answer until
 /// all N lookups have arrived (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
@@ -349,14 +354,16 @@ async fn child_rss(route: &str, n: usize) {
         _ => format!("{base}/{route}?imp_uid={}", imp_uid(n)),
     };
     let url = format!("{base}/{route}");
-    let mut driver = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["--child", "hold", &url, &warm, &n.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("driver process");
-    let mut to_driver = driver.stdin.take().expect("piped");
-    let mut from_driver = std::io::BufReader::new(driver.stdout.take().expect("piped"));
+    let mut driver = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args(["--child", "hold", &url, &warm, &n.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("driver process"),
+    );
+    let mut to_driver = driver.0.stdin.take().expect("piped");
+    let mut from_driver = std::io::BufReader::new(driver.0.stdout.take().expect("piped"));
     let mut line = String::new();
     let read_line = |from: &mut std::io::BufReader<_>, line: &mut String| {
         line.clear();
@@ -374,17 +381,32 @@ async fn child_rss(route: &str, n: usize) {
         "held" => arrived.load(Ordering::SeqCst),
         _ => emulator.calls().1 as usize,
     };
-    while tokio::task::block_in_place(reached) < n {
+    loop {
+        let reached = tokio::task::block_in_place(reached);
+        if reached >= n {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "requests did not all reach the upstream"
+            "{reached} of {n} requests reached the upstream within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let during = rss_bytes();
-    let _ = driver.kill();
-    let _ = driver.wait();
-    println!("{}", during.saturating_sub(before) / n as u64);
+    let connections = tokio::task::block_in_place(|| emulator.connections());
+    drop(driver);
+    println!("{} {connections}", during.saturating_sub(before) / n as u64);
+}
+
+/// A child process killed when this is dropped — also when a measurement panics, so that
+/// no driver outlives it holding the parent's pipes.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `hold URL WARM_URL N`: the driver of [`child_rss`]. Sends one request to `WARM_URL` and
@@ -520,11 +542,16 @@ impl EmulatorProcess {
             numbers.next().expect("lookups"),
         )
     }
+
+    /// Connections the emulator has accepted since it started.
+    fn connections(&self) -> u64 {
+        self.command("connections").parse().expect("a count")
+    }
 }
 
 /// `emulator PERSONS`: serves an emulator holding that many persons, prints its URL, then
-/// answers commands on stdin — `latency MS`, `reset`, `calls` (prints `TOKEN LOOKUPS`) —
-/// until stdin closes.
+/// answers commands on stdin — `latency MS`, `reset`, `calls` (prints `TOKEN LOOKUPS`),
+/// `connections` (accepted since it started) — until stdin closes.
 async fn child_emulator(persons: usize) {
     let emulator = emulator_with(persons).await;
     // The commands are read on a blocking thread; the emulator serves on the runtime.
@@ -549,6 +576,7 @@ async fn child_emulator(persons: usize) {
                     emulator.calls(Endpoint::GetToken),
                     emulator.calls(Endpoint::GetCertification)
                 ),
+                ["connections"] => emulator.connections().to_string(),
                 _ => panic!("unknown emulator command {line:?}"),
             };
             writeln!(out, "{answer}").unwrap();
@@ -778,6 +806,15 @@ async fn main() {
         .build()
         .expect("client");
     let uncached = || CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled());
+    // The same client speaking HTTP/2 to the emulator (h2c): every lookup on one connection.
+    let h2 = IamportClient::builder()
+        .base_url(emulator.url())
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .idle_timeout(IDLE)
+        .http_versions(HttpVersions::Http2Only)
+        .build()
+        .expect("client");
     let http = reqwest::Client::builder()
         .pool_idle_timeout(IDLE)
         .build()
@@ -815,6 +852,10 @@ async fn main() {
     let all_keys: Vec<UniqueKey> = (0..PERSONS).map(|n| keys.key_for(&ci(n))).collect();
     let mut app = Router::new()
         .route("/guarded", get(guarded).layer(uncached()))
+        .route(
+            "/guarded-h2",
+            get(guarded).layer(CertificationLayer::new(h2).lookup_cache(LookupCache::disabled())),
+        )
         .route("/twice-uncached", get(guarded).layer(uncached()))
         .route(
             "/twice-cached",
@@ -842,6 +883,7 @@ async fn main() {
         "plain",
         "client",
         "guarded",
+        "guarded-h2",
         "guide",
         "direct",
         "bare",
@@ -1068,28 +1110,31 @@ fn in_flight_memory(counts: &[usize]) {
     }
     println!("\nresident memory of the app alone per 1 000 requests in flight (MiB)");
     println!(
-        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded | guarded beyond the inbound connection | guarded, HTTP/2 upstream | the same beyond the inbound connection |"
+        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded (upstream connections) | guarded beyond the inbound connection | guarded, HTTP/2 upstream (upstream connections) | the same beyond the inbound connection |"
     );
     println!("|---|---|---|---|---|---|---|");
     for &n in counts {
         let per_1000 = |route: &str| {
-            median(
-                (0..3)
-                    .map(|_| {
-                        let bytes: f64 = child(&["rss".into(), route.into(), n.to_string()])
-                            .parse()
-                            .expect("bytes per request");
-                        bytes * 1000.0 / (1024.0 * 1024.0)
-                    })
-                    .collect(),
-            )
+            let runs: Vec<(f64, f64)> = (0..3)
+                .map(|_| {
+                    let line = child(&["rss".into(), route.into(), n.to_string()]);
+                    let mut numbers = line
+                        .split_whitespace()
+                        .map(|v| v.parse::<f64>().expect("a number"));
+                    let bytes = numbers.next().expect("bytes per request");
+                    let connections = numbers.next().expect("upstream connections");
+                    (bytes * 1000.0 / (1024.0 * 1024.0), connections)
+                })
+                .collect();
+            let connections = median(runs.iter().map(|r| r.1).collect());
+            (median(runs.into_iter().map(|r| r.0).collect()), connections)
         };
-        let held = per_1000("held");
-        let plain = per_1000("plain");
-        let guarded = per_1000("guarded");
-        let guarded_h2 = per_1000("guarded-h2");
+        let (held, _) = per_1000("held");
+        let (plain, _) = per_1000("plain");
+        let (guarded, h1_connections) = per_1000("guarded");
+        let (guarded_h2, h2_connections) = per_1000("guarded-h2");
         println!(
-            "| {n} | {held:.2} | {plain:.2} | {guarded:.2} | {:.2} | {guarded_h2:.2} | {:.2} |",
+            "| {n} | {held:.2} | {plain:.2} | {guarded:.2} ({h1_connections:.0}) | {:.2} | {guarded_h2:.2} ({h2_connections:.0}) | {:.2} |",
             guarded - held,
             guarded_h2 - held
         );
