@@ -1892,8 +1892,9 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
     }
     let n = calls.len();
 
-    // Held by the proxy, the first statements keep the batching task's slots busy, so every
-    // other commit queues; the proxy then lets them all through.
+    // Held by the proxy, the first commits (each alone in its statement, as a commit is
+    // while a slot is free) keep every slot busy, so every other commit queues for the
+    // batching task; the proxy then lets them all through.
     let before = proxy.round_trips();
     proxy.freeze();
     let answers = tokio::spawn({
@@ -1974,9 +1975,9 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
     drop_table(&url, &table).await;
 }
 
-/// The store's commit-batching task runs on the runtime of the store's first commit; a
-/// commit on another runtime after that one shut down starts a new task (a store kept in a
-/// static, or shared by tests that each have their own runtime).
+/// A store's pooled connections, and its commit-batching task, run on the runtime that
+/// started them; a signup on another runtime after that one shut down still commits (a
+/// store kept in a static, or shared by tests that each have their own runtime).
 #[test]
 fn a_postgres_store_commits_on_a_second_runtime_after_the_first_shut_down() {
     let Some(url) =

@@ -48,13 +48,13 @@ const COMMIT_QUEUE: usize = COMMIT_STATEMENTS_IN_FLIGHT * COMMIT_BATCH;
 /// - **Concurrent commits share one statement**, hence one WAL flush: `UPDATE … FROM
 ///   unnest($1::bytea[], $2::text[]) WITH ORDINALITY … WHERE key = c.key AND token = c.token
 ///   AND committed = false RETURNING c.i`, and each caller gets its own answer — `true` iff its
-///   token held its key and the key is now committed, as if it had been alone. A task of the
-///   store's own (started by the first commit, ended when the store is dropped) sends a commit
-///   at once while fewer than 4 batch statements are in flight: there is no waiting window,
-///   and a commit alone costs what it always did. Otherwise the commit waits in a queue, and
-///   the next statement to start takes every commit queued meanwhile, up to 512. So commits
-///   hold at most 4 of the pool's connections for their flushes, whatever the load, and
-///   reservations keep the others. The queue holds 2 048 commits; a caller finding it full
+///   token held its key and the key is now committed, as if it had been alone. While fewer
+///   than 4 commit statements are in flight a commit runs at once, alone, in its caller's
+///   task: there is no waiting window, and a commit alone costs one statement. Otherwise it
+///   waits in a queue, and a task of the store's own (started by the first queued commit,
+///   ended when the store is dropped) starts the next statement as soon as one ends, with
+///   every commit queued meanwhile, up to 512. So commits hold at most 4 of the pool's
+///   connections for their flushes, whatever the load, and reservations keep the others. The queue holds 2 048 commits; a caller finding it full
 ///   waits for room, within its timeout. A batch that fails or times out fails every caller
 ///   in it (the layer retries each, as after any failed commit); a caller that gave up
 ///   (timed out, dropped) before its batch started is left out of it.
@@ -88,6 +88,9 @@ pub struct PostgresStore {
     last_purge: Mutex<Option<Instant>>,
     /// The queue of the task that batches commits, once a commit started it.
     commits: Mutex<Option<mpsc::Sender<QueuedCommit>>>,
+    /// One permit per commit statement in flight, shared by lone commits and the batching
+    /// task.
+    commit_slots: Arc<Semaphore>,
 }
 
 /// What running a statement takes, shared by the store, its background purge and its
@@ -267,6 +270,7 @@ impl PostgresStore {
             db: Arc::new(db),
             last_purge: Mutex::new(None),
             commits: Mutex::new(None),
+            commit_slots: Arc::new(Semaphore::new(COMMIT_STATEMENTS_IN_FLIGHT)),
         }
     }
 
@@ -391,14 +395,30 @@ impl PostgresStore {
         Ok(rows.len() == 1)
     }
 
-    /// Queues the commit for the batching task and waits for its answer, all within the
-    /// timeout.
+    /// Runs the commit at once while a statement slot is free, else queues it for the
+    /// batching task and waits for its answer, all within the timeout.
     async fn commit_key(
         &self,
         key: &UniqueKey,
         token: ReservationToken,
     ) -> Result<bool, StoreError> {
         let deadline = Instant::now() + self.db.timeout;
+        // A free slot means no commit is queued (queued commits wait only while every slot
+        // is busy, and a freed slot goes to the waiting batching task first): this one runs
+        // alone, in its caller's task, without the hop through the batching task.
+        if let Ok(slot) = self.commit_slots.clone().try_acquire_owned() {
+            let keys = [&key.as_bytes()[..]];
+            let tokens = [token.to_hex()];
+            let alone = async {
+                let positions = run_commits(&self.db, &keys, &tokens).await?;
+                Ok(positions.first() == Some(&1))
+            };
+            let result = tokio::time::timeout_at(deadline, alone)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::timed_out(self.db.timeout)));
+            drop(slot);
+            return result;
+        }
         let (answer, answered) = oneshot::channel();
         let commit = QueuedCommit {
             key: key.clone(),
@@ -438,7 +458,11 @@ impl PostgresStore {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::new("no tokio runtime to commit on"))?;
         let (queue, queued) = mpsc::channel(COMMIT_QUEUE);
-        runtime.spawn(batch_commits(self.db.clone(), queued));
+        runtime.spawn(batch_commits(
+            self.db.clone(),
+            queued,
+            self.commit_slots.clone(),
+        ));
         *commits = Some(queue.clone());
         Ok(queue)
     }
@@ -597,8 +621,11 @@ struct QueuedCommit {
 /// to [`COMMIT_BATCH`]) into one statement, run in a task of its own. Ends once the store is
 /// dropped (its queue closed) and the queue is empty; statements still running finish on
 /// their own, within the timeout.
-async fn batch_commits(db: Arc<Db>, mut queue: mpsc::Receiver<QueuedCommit>) {
-    let statements = Arc::new(Semaphore::new(COMMIT_STATEMENTS_IN_FLIGHT));
+async fn batch_commits(
+    db: Arc<Db>,
+    mut queue: mpsc::Receiver<QueuedCommit>,
+    statements: Arc<Semaphore>,
+) {
     let mut batch = Vec::with_capacity(COMMIT_BATCH);
     loop {
         let Ok(slot) = statements.clone().acquire_owned().await else {
@@ -632,14 +659,7 @@ async fn commit_batch(db: &Db, mut batch: Vec<QueuedCommit>) {
     let result = {
         let keys: Vec<&[u8]> = batch.iter().map(|c| &c.key.as_bytes()[..]).collect();
         let tokens: Vec<String> = batch.iter().map(|c| c.token.to_hex()).collect();
-        db.query(&db.sql.commit, &[&keys, &tokens])
-            .await
-            .and_then(|rows| {
-                rows.iter()
-                    .map(|row| row.try_get::<_, i64>(0))
-                    .collect::<Result<Vec<i64>, _>>()
-                    .map_err(StoreError::new)
-            })
+        run_commits(db, &keys, &tokens).await
     };
     match result {
         Ok(positions) => {
@@ -667,6 +687,16 @@ async fn commit_batch(db: &Db, mut batch: Vec<QueuedCommit>) {
             }
         }
     }
+}
+
+/// Runs the commit statement for these (key, token) pairs: the 1-based positions of the
+/// pairs that held their key, now committed.
+async fn run_commits(db: &Db, keys: &[&[u8]], tokens: &[String]) -> Result<Vec<i64>, StoreError> {
+    let rows = db.query(&db.sql.commit, &[&keys, &tokens]).await?;
+    rows.iter()
+        .map(|row| row.try_get::<_, i64>(0))
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(StoreError::new)
 }
 
 /// One batch statement's error, given to each of its callers.
@@ -780,6 +810,26 @@ mod tests {
         .expect("the batching task ends when the store is dropped");
     }
 
+    /// A commit that finds every slot busy, so that it queues for the batching task: the
+    /// last free slot is held until the commit has queued, then given to the task.
+    fn queued_commit(store: &PostgresStore, runtime: &tokio::runtime::Runtime) -> StoreError {
+        let key = UniqueKeys::random().key_for("CI");
+        let last = store
+            .commit_slots
+            .clone()
+            .try_acquire_owned()
+            .expect("one slot left");
+        runtime.block_on(async {
+            let commit = store.commit_key(&key, ReservationToken::random());
+            let release = async {
+                tokio::task::yield_now().await;
+                drop(last);
+            };
+            let (result, ()) = tokio::join!(commit, release);
+            result.unwrap_err()
+        })
+    }
+
     #[test]
     fn a_commit_on_a_second_runtime_restarts_the_batching_task() {
         let runtime = || {
@@ -788,18 +838,44 @@ mod tests {
                 .build()
                 .unwrap()
         };
-        let key = UniqueKeys::random().key_for("CI");
         let first = runtime();
         let store = first.block_on(unreachable_store());
-        let error = first
-            .block_on(store.commit_key(&key, ReservationToken::random()))
+        // Every slot but one stays busy throughout.
+        let _busy = store
+            .commit_slots
+            .clone()
+            .try_acquire_many_owned(COMMIT_STATEMENTS_IN_FLIGHT as u32 - 1)
+            .unwrap();
+        let error = queued_commit(&store, &first);
+        assert!(refused(&error), "{error}");
+        let queue = store.commits.lock().unwrap().clone();
+        let old = queue.expect("the batching task was started");
+        // The task died with its runtime, and gave its slot back.
+        drop(first);
+        assert!(old.is_closed());
+        let error = queued_commit(&store, &runtime());
+        assert!(refused(&error), "a new task ran the statement: {error}");
+        let new = store.commits.lock().unwrap().clone().unwrap();
+        assert!(!new.same_channel(&old), "a new batching task");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_alone_runs_in_its_callers_task() {
+        let store = unreachable_store().await;
+        let key = UniqueKeys::random().key_for("CI");
+        let error = store
+            .commit_key(&key, ReservationToken::random())
+            .await
             .unwrap_err();
         assert!(refused(&error), "{error}");
-        // The task died with its runtime.
-        drop(first);
-        let error = runtime()
-            .block_on(store.commit_key(&key, ReservationToken::random()))
-            .unwrap_err();
-        assert!(refused(&error), "a new task ran the statement: {error}");
+        assert!(
+            store.commits.lock().unwrap().is_none(),
+            "no batching task for a commit alone"
+        );
+        assert_eq!(
+            store.commit_slots.available_permits(),
+            COMMIT_STATEMENTS_IN_FLIGHT,
+            "its slot given back"
+        );
     }
 }
