@@ -247,9 +247,10 @@ async fn tls_front(emulator: &Emulator, alpn: &[&[u8]]) -> String {
 
 const TEST_CA: &[u8] = include_bytes!("fixtures/tls/ca.pem");
 
-/// Over TLS the client offers HTTP/2 and HTTP/1.1 and speaks what the server picks: 50
+/// Over TLS, `Negotiated` offers HTTP/2 and HTTP/1.1 and speaks what the server picks: 50
 /// concurrent lookups share one connection where it picks HTTP/2, and each holds its own
-/// where it only offers HTTP/1.1. Without the test CA as a root, nothing is sent.
+/// where it only offers HTTP/1.1; the default client offers HTTP/1.1 alone. Without the test
+/// CA as a root, nothing is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_the_server_picks_http2_or_http1() {
     let emulator = Emulator::start().await.unwrap();
@@ -264,28 +265,38 @@ async fn over_tls_the_server_picks_http2_or_http1() {
             assert!(call.unwrap().unwrap().certified);
         }
     };
-    let client = |url: &str| {
+    let client = |url: &str, versions| {
         IamportClient::builder()
             .base_url(url)
             .key(TEST_KEY)
             .secret(TEST_SECRET)
             .root_certificate(TEST_CA)
+            .http_versions(versions)
             .build()
             .unwrap()
     };
 
     let h2 = tls_front(&emulator, &[b"h2", b"http/1.1"]).await;
-    lookups(client(&h2)).await;
+    lookups(client(&h2, HttpVersions::Negotiated)).await;
     assert_eq!(emulator.calls_for(ADULT), 50);
     assert_eq!(emulator.connections(), 1, "HTTP/2, picked in the handshake");
 
     let h1 = tls_front(&emulator, &[b"http/1.1"]).await;
-    lookups(client(&h1)).await;
+    lookups(client(&h1, HttpVersions::Negotiated)).await;
     assert_eq!(emulator.calls_for(ADULT), 100);
     assert!(
         emulator.connections() > 1 + 25,
         "HTTP/1.1: a connection per call in flight ({})",
         emulator.connections()
+    );
+
+    let before = emulator.connections();
+    lookups(client(&h2, HttpVersions::default())).await;
+    assert_eq!(emulator.calls_for(ADULT), 150);
+    assert!(
+        emulator.connections() > before + 25,
+        "the default client offers HTTP/1.1 only ({})",
+        emulator.connections() - before
     );
 
     let before = emulator.connections();
@@ -319,6 +330,33 @@ fn a_root_certificate_must_hold_a_certificate() {
             .unwrap_err();
         assert!(matches!(error, Error::Config(_)), "{error:?}");
     }
+}
+
+/// Past the server's limit of concurrent streams, HTTP/2 calls wait for a stream on the
+/// one connection — none fails, no second connection is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_calls_past_the_stream_limit_wait_for_a_stream() {
+    let emulator = Emulator::builder()
+        .http2_max_concurrent_streams(Some(4))
+        .start()
+        .await
+        .unwrap();
+    emulator.set_latency(Duration::from_millis(100));
+    let client = emulator
+        .client_builder()
+        .http_versions(HttpVersions::Http2Only)
+        .build()
+        .unwrap();
+    client.warm_up().await.unwrap();
+    let calls = (0..20).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.certification(&id(ADULT)).await })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert!(call.unwrap().unwrap().certified);
+    }
+    assert_eq!(emulator.calls_for(ADULT), 20);
+    assert_eq!(emulator.connections(), 1);
 }
 
 #[tokio::test]

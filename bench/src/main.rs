@@ -6,8 +6,10 @@
 //! PortOne's guide (born 1999 or earlier)?" — against the PortOne emulator over loopback HTTP:
 //!
 //! - `guarded`: `#[require_certified(max_birth_year = 1999)]` behind `CertificationLayer`.
-//! - `guarded-h2`: the same with the client on HTTP/2 (h2c to the emulator; over TLS, what
-//!   PortOne's servers get when they pick HTTP/2): every lookup on one upstream connection.
+//! - `guarded-h2`: the same with the client on HTTP/2 (h2c to the emulator; over TLS,
+//!   `HttpVersions::Negotiated` with a server that picks HTTP/2): every lookup on one upstream
+//!   connection, at most 200 at once (the emulator's limit of concurrent streams, as
+//!   servers announce one).
 //! - `plain`: a hand-written handler making the same single upstream call (one lookup with a
 //!   token fetched once at startup) with a pooled `reqwest::Client`: what a user would write by
 //!   hand, the reference the ratios are taken against.
@@ -55,7 +57,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use iamport_mock::{Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
+use iamport_mock::{DEFAULT_HTTP2_STREAMS, Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::cache::LookupCache;
 use iamport_tower::client::HttpVersions;
 use iamport_tower::unique::{PostgresStore, RedisStore, UniqueKey, UniqueKeys, UniqueStore};
@@ -291,7 +293,8 @@ fn child(args: &[String]) -> String {
 /// all N lookups have arrived (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
-    let emulator = EmulatorProcess::start(n + 1);
+    // No limit of HTTP/2 streams: all N lookups in flight on the one connection.
+    let emulator = EmulatorProcess::start(n + 1, None);
     let client = IamportClient::builder()
         .base_url(emulator.url())
         .key(TEST_KEY)
@@ -442,7 +445,7 @@ async fn child_hold(url: &str, warm: &str, n: usize) {
 /// `CertificationSource::warm_up` before serving) or not; prints `first_request_ms
 /// startup_ms token_calls lookups`.
 async fn child_cold(latency_ms: u64, warm_up: bool) {
-    let emulator = emulator_with(1).await;
+    let emulator = emulator_with(1, Some(DEFAULT_HTTP2_STREAMS)).await;
     emulator.set_latency(Duration::from_millis(latency_ms));
     let started = Instant::now();
     let client: IamportClient = emulator.client();
@@ -489,10 +492,13 @@ struct EmulatorProcess {
 }
 
 impl EmulatorProcess {
-    fn start(persons: usize) -> Self {
+    /// An emulator holding `persons` people, allowing `streams` concurrent HTTP/2 streams
+    /// per connection (`None`: no limit).
+    fn start(persons: usize, streams: Option<u32>) -> Self {
         use std::io::BufRead as _;
+        let streams = streams.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
         let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
-            .args(["--child", "emulator", &persons.to_string()])
+            .args(["--child", "emulator", &persons.to_string(), &streams])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -549,11 +555,12 @@ impl EmulatorProcess {
     }
 }
 
-/// `emulator PERSONS`: serves an emulator holding that many persons, prints its URL, then
+/// `emulator PERSONS STREAMS`: serves an emulator holding that many persons (allowing
+/// `STREAMS` concurrent HTTP/2 streams per connection, or `unlimited`), prints its URL, then
 /// answers commands on stdin — `latency MS`, `reset`, `calls` (prints `TOKEN LOOKUPS`),
 /// `connections` (accepted since it started) — until stdin closes.
-async fn child_emulator(persons: usize) {
-    let emulator = emulator_with(persons).await;
+async fn child_emulator(persons: usize, streams: Option<u32>) {
+    let emulator = emulator_with(persons, streams).await;
     // The commands are read on a blocking thread; the emulator serves on the runtime.
     tokio::task::spawn_blocking(move || {
         use std::io::{BufRead as _, Write as _};
@@ -588,9 +595,10 @@ async fn child_emulator(persons: usize) {
 }
 
 /// An emulator holding `persons` adults, each with their own CI.
-async fn emulator_with(persons: usize) -> Emulator {
+async fn emulator_with(persons: usize, streams: Option<u32>) -> Emulator {
     let emulator = Emulator::builder()
         .without_sample_persons()
+        .http2_max_concurrent_streams(streams)
         .start()
         .await
         .expect("emulator");
@@ -787,12 +795,17 @@ async fn main() {
             ["hold", url, warm, n] => {
                 child_hold(url, warm, n.parse().expect("hold URL WARM N")).await;
             }
-            ["emulator", persons] => child_emulator(persons.parse().expect("emulator N")).await,
+            ["emulator", persons, streams] => {
+                let streams = (streams != "unlimited").then(|| streams.parse().expect("STREAMS"));
+                child_emulator(persons.parse().expect("emulator N"), streams).await;
+            }
             _ => panic!("unknown child measurement {args:?}"),
         }
         return;
     }
-    let emulator = EmulatorProcess::start(PERSONS);
+    // HTTP/2 streams limited as by default (and as real servers limit them): `guarded-h2`
+    // has at most that many lookups in flight.
+    let emulator = EmulatorProcess::start(PERSONS, Some(DEFAULT_HTTP2_STREAMS));
     // One client (one connection pool, one token) for every guarded route, as an app would
     // have: separate pools would hold idle connections per route.
     // Idle upstream connections stay open across scenarios (the emulator's sockets are in its

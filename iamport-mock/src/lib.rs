@@ -288,6 +288,7 @@ pub struct EmulatorBuilder {
     v2_store_id: Option<String>,
     persons: Vec<(Option<String>, Value)>,
     rules: TokenRules,
+    http2_streams: Option<u32>,
 }
 
 impl Default for EmulatorBuilder {
@@ -303,11 +304,24 @@ impl Default for EmulatorBuilder {
                 .map(|(label, p)| (Some(label.to_owned()), p))
                 .collect(),
             rules: TokenRules::default(),
+            http2_streams: Some(DEFAULT_HTTP2_STREAMS),
         }
     }
 }
 
+/// Concurrent HTTP/2 streams the emulator allows per connection by default: hyper's
+/// default, of the order real servers announce (nginx 128, AWS load balancers 128). A client
+/// with more calls in flight on one connection waits for a stream.
+pub const DEFAULT_HTTP2_STREAMS: u32 = 200;
+
 impl EmulatorBuilder {
+    /// Concurrent HTTP/2 streams allowed per connection (default
+    /// [`DEFAULT_HTTP2_STREAMS`]; `None`: no limit), announced in its `SETTINGS`.
+    pub fn http2_max_concurrent_streams(mut self, streams: Option<u32>) -> Self {
+        self.http2_streams = streams;
+        self
+    }
+
     /// Where to listen (default `127.0.0.1:0`, a free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -426,7 +440,12 @@ impl EmulatorBuilder {
             })
             .with_state(state.clone());
         let accepted = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(server::serve(listener, router, accepted.clone()));
+        let task = tokio::spawn(server::serve(
+            listener,
+            router,
+            accepted.clone(),
+            self.http2_streams,
+        ));
         Ok(Emulator {
             addr,
             state,

@@ -28,8 +28,14 @@ impl ConnAbort {
     }
 }
 
-/// Serves `router` on `listener`, counting accepted connections in `accepted`.
-pub(crate) async fn serve(listener: TcpListener, router: Router, accepted: Arc<AtomicU64>) {
+/// Serves `router` on `listener`, counting accepted connections in `accepted`, allowing
+/// `http2_streams` concurrent streams per HTTP/2 connection.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    accepted: Arc<AtomicU64>,
+    http2_streams: Option<u32>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -53,7 +59,8 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, accepted: Arc<A
                     let mut router = router.clone();
                     async move { router.call(request).await }
                 });
-            let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            server.http2().max_concurrent_streams(http2_streams);
             let connection = server.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}

@@ -4,11 +4,10 @@
 //! `CONNECT`, the TLS handshake), and — when the environment names a proxy for the API's URL
 //! — a `CONNECT` tunnel through it.
 //!
-//! HTTP versions ([`HttpVersions`]): over TLS the handshake offers HTTP/2 and HTTP/1.1
-//! (ALPN) and the server picks; a server that picks HTTP/2 gets every concurrent call on one
-//! connection, pinged every 15 s while calls are open (a connection silent for 15 s more is
-//! closed and its calls fail, to be retried like any dropped connection). HTTP/1.1 holds one
-//! connection — a socket, hyper's two 8 KiB buffers, a task — per call in flight.
+//! HTTP versions ([`HttpVersions`]): HTTP/1.1 by default, one connection — a socket, hyper's
+//! two 8 KiB buffers, a task — per call in flight. With HTTP/2 every concurrent call shares
+//! one connection, up to the server's limit of concurrent streams, pinged every 5 s (a
+//! connection silent for 5 s more is closed, and its calls fail as a dropped connection's).
 //!
 //! The proxy is read when the client is built, by hyper-util's matcher (the one reqwest
 //! uses): `HTTPS_PROXY` for an `https` API, `HTTP_PROXY` for an `http` one (ignored when
@@ -135,15 +134,27 @@ impl Service<Uri> for Connector {
 }
 
 /// The HTTP versions the client speaks to the API.
+///
+/// The trade-off. Over HTTP/1.1 (the default) each call in flight holds a connection of its
+/// own: a burst of N concurrent lookups opens up to N connections — N TLS handshakes, about
+/// 25 KiB each while in flight (BENCHMARKS.md) — and nothing caps their concurrency but the
+/// call timeout. Over HTTP/2 the burst shares one connection: one handshake, about 11 KiB
+/// per call in flight; but hyper's pool opens no second connection to the same API, so
+/// calls beyond the server's limit of concurrent streams (announced by the server, commonly
+/// 100–200) wait for a stream, within their timeout — throughput is at most that limit per
+/// round trip — and a connection lost with calls on it fails them all at once (each then
+/// retried within the [retry budget](crate::client::RetryBudget)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HttpVersions {
-    /// Over TLS, offer HTTP/2 and HTTP/1.1 in the handshake (ALPN) and speak what the server
-    /// picks; over plain `http`, HTTP/1.1. The default.
+    /// HTTP/1.1 only, a connection per call in flight. The default.
     #[default]
-    Negotiated,
-    /// HTTP/1.1 only: a connection per call in flight.
     Http1Only,
+    /// Over TLS, offer HTTP/2 and HTTP/1.1 in the handshake (ALPN) and speak what the server
+    /// picks; over plain `http`, HTTP/1.1. Call
+    /// [`warm_up`](crate::IamportClient::warm_up) at startup: until the first connection has
+    /// negotiated, each concurrent call opens its own.
+    Negotiated,
     /// HTTP/2 only: offered alone in the TLS handshake, or spoken without negotiation on a
     /// plain `http` URL ("h2c with prior knowledge": for an emulator or a gateway known to
     /// speak it — a server that does not fails every call).
@@ -214,10 +225,11 @@ pub(crate) fn build(
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_only(versions == HttpVersions::Http2Only)
-        // A dead HTTP/2 connection would stall every call on it: pinged while calls are
-        // open, closed when a ping goes unanswered.
-        .http2_keep_alive_interval(KEEPALIVE)
-        .http2_keep_alive_timeout(KEEPALIVE)
+        // A dead HTTP/2 connection would stall every call on it: pinged, in use or idle, and
+        // closed when a ping goes unanswered — well within a call's default 10 s bound.
+        .http2_keep_alive_interval(HTTP2_PING)
+        .http2_keep_alive_timeout(HTTP2_PING)
+        .http2_keep_alive_while_idle(true)
         .build(connector))
 }
 
@@ -239,6 +251,10 @@ pub(crate) fn extra_roots(pems: &[Vec<u8>]) -> Result<Vec<CertificateDer<'static
     }
     Ok(roots)
 }
+
+/// HTTP/2 keep-alive: a ping after this long without a frame, and the time allowed for its
+/// answer.
+const HTTP2_PING: Duration = Duration::from_secs(5);
 
 /// TCP keepalive: idle time before the first probe and between probes (reqwest's default).
 const KEEPALIVE: Duration = Duration::from_secs(15);

@@ -373,11 +373,11 @@ macro_rules! transport_setters {
         }
 
         /// The HTTP versions spoken to the API (default
-        /// [`HttpVersions::Negotiated`](crate::client::HttpVersions::Negotiated): HTTP/2 when
-        /// the server picks it in the TLS handshake, else HTTP/1.1). Over HTTP/2 every
-        /// concurrent call shares one connection, up to the server's limit of concurrent
-        /// streams (calls past it wait for a stream, within their timeout); over HTTP/1.1
-        /// each call in flight holds a connection of its own.
+        /// [`HttpVersions::Http1Only`](crate::client::HttpVersions::Http1Only): each call in
+        /// flight holds a connection of its own). Over HTTP/2 every concurrent call shares one
+        /// connection, up to the server's limit of concurrent streams: calls past it wait for
+        /// a stream, within their timeout, and no second connection is opened. The
+        /// trade-off is on [`HttpVersions`](crate::client::HttpVersions).
         pub fn http_versions(mut self, versions: $crate::client::HttpVersions) -> Self {
             self.transport.versions = versions;
             self

@@ -49,12 +49,13 @@ const COMMIT_QUEUE: usize = COMMIT_STATEMENTS_IN_FLIGHT * COMMIT_BATCH;
 ///   unnest($1::bytea[], $2::text[]) WITH ORDINALITY … WHERE key = c.key AND token = c.token
 ///   AND committed = false RETURNING c.i`, and each caller gets its own answer — `true` iff its
 ///   token held its key and the key is now committed, as if it had been alone. While fewer
-///   than 4 commit statements are in flight a commit runs at once, alone, in its caller's
-///   task: there is no waiting window, and a commit alone costs one statement. Otherwise it
-///   waits in a queue, and a task of the store's own (started by the first queued commit,
-///   ended when the store is dropped) starts the next statement as soon as one ends, with
-///   every commit queued meanwhile, up to 512. So commits hold at most 4 of the pool's
-///   connections for their flushes, whatever the load, and reservations keep the others. The queue holds 2 048 commits; a caller finding it full
+///   than 4 commit statements are in flight a commit runs at once, alone (in a task that
+///   holds its slot until the statement ends, even if the caller gives up): there is no
+///   waiting window, and a commit alone costs one statement. Otherwise it waits in a queue,
+///   and a task of the store's own (started by the first queued commit, ended when the store
+///   is dropped) starts the next statement as soon as one ends, with every commit queued
+///   meanwhile, up to 512. So commits hold at most 4 of the pool's connections for their
+///   flushes, whatever the load, and reservations keep the others. The queue holds 2 048 commits; a caller finding it full
 ///   waits for room, within its timeout. A batch that fails or times out fails every caller
 ///   in it (the layer retries each, as after any failed commit); a caller that gave up
 ///   (timed out, dropped) before its batch started is left out of it.
@@ -403,21 +404,26 @@ impl PostgresStore {
         token: ReservationToken,
     ) -> Result<bool, StoreError> {
         let deadline = Instant::now() + self.db.timeout;
-        // A free slot means no commit is queued (queued commits wait only while every slot
-        // is busy, and a freed slot goes to the waiting batching task first): this one runs
-        // alone, in its caller's task, without the hop through the batching task.
+        // A free slot: the commit runs at once, alone, without the hop through the batching
+        // task (which waits for a slot only with commits in hand, and gets a freed slot
+        // before anyone else). The statement runs in a task of its own that holds the slot
+        // until it ends, so a caller that gives up never leaves more statements running than
+        // there are slots.
         if let Ok(slot) = self.commit_slots.clone().try_acquire_owned() {
-            let keys = [&key.as_bytes()[..]];
-            let tokens = [token.to_hex()];
-            let alone = async {
-                let positions = run_commits(&self.db, &keys, &tokens).await?;
-                Ok(positions.first() == Some(&1))
+            let db = self.db.clone();
+            let key = key.as_bytes().to_vec();
+            let statement = tokio::spawn(async move {
+                let positions = run_commits(&db, &[&key[..]], &[token.to_hex()]).await;
+                drop(slot);
+                Ok(positions?.first() == Some(&1))
+            });
+            return match tokio::time::timeout_at(deadline, statement).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(panicked)) => Err(StoreError::new(format!(
+                    "the commit statement's task failed: {panicked}"
+                ))),
+                Err(_) => Err(StoreError::timed_out(self.db.timeout)),
             };
-            let result = tokio::time::timeout_at(deadline, alone)
-                .await
-                .unwrap_or_else(|_| Err(StoreError::timed_out(self.db.timeout)));
-            drop(slot);
-            return result;
         }
         let (answer, answered) = oneshot::channel();
         let commit = QueuedCommit {
@@ -616,9 +622,10 @@ struct QueuedCommit {
     answer: oneshot::Sender<Result<bool, StoreError>>,
 }
 
-/// The commit-batching task of a store: while fewer than [`COMMIT_STATEMENTS_IN_FLIGHT`]
-/// batch statements run, takes the next queued commit and every other one queued by then (up
-/// to [`COMMIT_BATCH`]) into one statement, run in a task of its own. Ends once the store is
+/// The commit-batching task of a store: takes the next queued commit, waits for a statement
+/// slot (fewer than [`COMMIT_STATEMENTS_IN_FLIGHT`] commit statements running), and puts it
+/// with every other commit queued by then (up to [`COMMIT_BATCH`]) into one statement, run in
+/// a task of its own. Ends once the store is
 /// dropped (its queue closed) and the queue is empty; statements still running finish on
 /// their own, within the timeout.
 async fn batch_commits(
@@ -628,11 +635,20 @@ async fn batch_commits(
 ) {
     let mut batch = Vec::with_capacity(COMMIT_BATCH);
     loop {
+        // A commit first, then a slot: an idle task holds none, so commits alone get all of
+        // them.
+        let Some(first) = queue.recv().await else {
+            return;
+        };
         let Ok(slot) = statements.clone().acquire_owned().await else {
             return;
         };
-        if queue.recv_many(&mut batch, COMMIT_BATCH).await == 0 {
-            return;
+        batch.push(first);
+        while batch.len() < COMMIT_BATCH {
+            match queue.try_recv() {
+                Ok(commit) => batch.push(commit),
+                Err(_) => break,
+            }
         }
         // Callers that gave up (timed out, dropped) while queued: left out.
         batch.retain(|commit: &QueuedCommit| !commit.answer.is_closed());
@@ -859,8 +875,51 @@ mod tests {
         assert!(!new.same_channel(&old), "a new batching task");
     }
 
+    /// A caller that gives up on its commit (the layer's bound, a dropped request) leaves the
+    /// statement running, and its slot held, until the statement ends: never more commit
+    /// statements on the database than slots.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_alone_runs_in_its_callers_task() {
+    async fn a_commit_given_up_holds_its_slot_until_its_statement_ends() {
+        // A database that accepts connections and never says a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted, mut connected) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                let _ = accepted.send(());
+                held.push(socket);
+            }
+        });
+        let store = PostgresStore::new(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+            .unwrap()
+            .timeout(Duration::from_millis(800));
+        let key = UniqueKeys::random().key_for("CI");
+        let commit = store.commit_key(&key, ReservationToken::random());
+        let gave_up = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                _ = commit => panic!("the database never answers"),
+                _ = connected.recv() => {}
+            }
+        })
+        .await;
+        assert!(gave_up.is_ok(), "the statement reached the database");
+        assert_eq!(
+            store.commit_slots.available_permits(),
+            COMMIT_STATEMENTS_IN_FLIGHT - 1,
+            "the statement still holds its slot"
+        );
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while store.commit_slots.available_permits() < COMMIT_STATEMENTS_IN_FLIGHT {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the slot is given back once the statement timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_alone_runs_without_the_batching_task() {
         let store = unreachable_store().await;
         let key = UniqueKeys::random().key_for("CI");
         let error = store
