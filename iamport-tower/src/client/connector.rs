@@ -138,7 +138,7 @@ impl Service<Uri> for Connector {
 /// The trade-off. Over HTTP/1.1 (the default) each call in flight holds a connection of its
 /// own: a burst of N concurrent lookups opens up to N connections — N TLS handshakes, about
 /// 25 KiB each while in flight (BENCHMARKS.md) — and nothing caps their concurrency but the
-/// call timeout. Over HTTP/2 the burst shares one connection: one handshake, about 11 KiB
+/// call timeout. Over HTTP/2 the burst shares one connection: one handshake, about 12 KiB
 /// per call in flight; but hyper's pool opens no second connection to the same API, so
 /// calls beyond the server's limit of concurrent streams (announced by the server, commonly
 /// 100–200) wait for a stream, within their timeout — throughput is at most that limit per

@@ -85,10 +85,10 @@ pub(crate) fn path_segment(value: &str) -> Result<String, Error> {
 /// - **Connections:** hyper's pooled client over rustls (the Mozilla roots, and any
 ///   [`root_certificate`](IamportClientBuilder::root_certificate) of yours), TCP_NODELAY.
 ///   HTTP/1.1, a connection per call in flight, or HTTP/2, every concurrent call on one
-///   connection ([`http_versions`](IamportClientBuilder::http_versions)). A redirect is an answer, never
-///   followed (it would carry the token elsewhere). A proxy named by `HTTPS_PROXY`,
-///   `HTTP_PROXY` or `ALL_PROXY` (not for hosts in `NO_PROXY`), read when the client is
-///   built, is reached through a `CONNECT` tunnel.
+///   connection ([`http_versions`](IamportClientBuilder::http_versions)). A redirect is an
+///   answer, never followed (it would carry the token elsewhere). A proxy named by
+///   `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (not for hosts in `NO_PROXY`), read when the
+///   client is built, is reached through a `CONNECT` tunnel.
 #[derive(Clone)]
 pub struct IamportClient {
     inner: Arc<Inner>,

@@ -55,10 +55,11 @@ const COMMIT_QUEUE: usize = COMMIT_STATEMENTS_IN_FLIGHT * COMMIT_BATCH;
 ///   and a task of the store's own (started by the first queued commit, ended when the store
 ///   is dropped) starts the next statement as soon as one ends, with every commit queued
 ///   meanwhile, up to 512. So commits hold at most 4 of the pool's connections for their
-///   flushes, whatever the load, and reservations keep the others. The queue holds 2 048 commits; a caller finding it full
-///   waits for room, within its timeout. A batch that fails or times out fails every caller
-///   in it (the layer retries each, as after any failed commit); a caller that gave up
-///   (timed out, dropped) before its batch started is left out of it.
+///   flushes, whatever the load, and reservations keep the others. The queue holds 2 048
+///   commits; a caller finding it full waits for room, within its timeout. A batch that
+///   fails or times out fails every caller in it (the layer retries each, as after any
+///   failed commit); a caller that gave up (timed out, dropped) before its batch started is
+///   left out of it.
 /// - Leases are not worth a disk flush: `reserve`, `renew` and `release` commit without
 ///   waiting for the WAL (`synchronous_commit = off` for that one statement's transaction),
 ///   `commit`, `register` and `forget` wait for it. After a database crash, reservations
@@ -410,9 +411,11 @@ impl PostgresStore {
         // until it ends, so a caller that gives up never leaves more statements running than
         // there are slots.
         if let Ok(slot) = self.commit_slots.clone().try_acquire_owned() {
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|_| StoreError::new("no tokio runtime to commit on"))?;
             let db = self.db.clone();
             let key = key.as_bytes().to_vec();
-            let statement = tokio::spawn(async move {
+            let statement = runtime.spawn(async move {
                 let positions = run_commits(&db, &[&key[..]], &[token.to_hex()]).await;
                 drop(slot);
                 Ok(positions?.first() == Some(&1))
@@ -625,9 +628,8 @@ struct QueuedCommit {
 /// The commit-batching task of a store: takes the next queued commit, waits for a statement
 /// slot (fewer than [`COMMIT_STATEMENTS_IN_FLIGHT`] commit statements running), and puts it
 /// with every other commit queued by then (up to [`COMMIT_BATCH`]) into one statement, run in
-/// a task of its own. Ends once the store is
-/// dropped (its queue closed) and the queue is empty; statements still running finish on
-/// their own, within the timeout.
+/// a task of its own. Ends once the store is dropped (its queue closed) and the queue is
+/// empty; statements still running finish on their own, within the timeout.
 async fn batch_commits(
     db: Arc<Db>,
     mut queue: mpsc::Receiver<QueuedCommit>,
