@@ -212,7 +212,8 @@ impl Emulator {
             .queue_fault(endpoint, FaultKind::Status(status), times);
     }
 
-    /// The next `times` requests to `endpoint` have their connection closed unanswered.
+    /// The next `times` requests to `endpoint` have their connection closed unanswered (over
+    /// HTTP/2, with every other call sharing it, as a real connection reset would).
     pub fn drop_next(&self, endpoint: Endpoint, times: u32) {
         self.state.queue_fault(endpoint, FaultKind::Drop, times);
     }
