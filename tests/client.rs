@@ -167,6 +167,18 @@ async fn dropped_connections_are_retried() {
     assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
 }
 
+/// Fetches the token, then looks `ADULT` up `n` times at once; each lookup must succeed.
+async fn concurrent_lookups(client: &IamportClient, n: usize) {
+    client.warm_up().await.unwrap();
+    let calls = (0..n).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.certification(&id(ADULT)).await })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert!(call.unwrap().unwrap().certified);
+    }
+}
+
 /// 50 lookups in flight at once: over HTTP/2 they share the token's connection; over
 /// HTTP/1.1 (the control) each holds a connection of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,22 +186,12 @@ async fn concurrent_lookups_share_one_http2_connection() {
     let emulator = Emulator::start().await.unwrap();
     // Every lookup is still in flight when the last one starts.
     emulator.set_latency(Duration::from_millis(300));
-    let lookups = |client: IamportClient| async move {
-        client.warm_up().await.unwrap();
-        let calls = (0..50).map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.certification(&id(ADULT)).await })
-        });
-        for call in futures_util::future::join_all(calls).await {
-            assert!(call.unwrap().unwrap().certified);
-        }
-    };
     let h2 = emulator
         .client_builder()
         .http_versions(HttpVersions::Http2Only)
         .build()
         .unwrap();
-    lookups(h2).await;
+    concurrent_lookups(&h2, 50).await;
     assert_eq!(emulator.calls_for(ADULT), 50);
     assert_eq!(emulator.connections(), 1, "one HTTP/2 connection");
 
@@ -198,7 +200,7 @@ async fn concurrent_lookups_share_one_http2_connection() {
         .http_versions(HttpVersions::Http1Only)
         .build()
         .unwrap();
-    lookups(h1).await;
+    concurrent_lookups(&h1, 50).await;
     assert_eq!(emulator.calls_for(ADULT), 100);
     assert!(
         emulator.connections() > 1 + 25,
@@ -255,16 +257,6 @@ const TEST_CA: &[u8] = include_bytes!("fixtures/tls/ca.pem");
 async fn over_tls_the_server_picks_http2_or_http1() {
     let emulator = Emulator::start().await.unwrap();
     emulator.set_latency(Duration::from_millis(300));
-    let lookups = |client: IamportClient| async move {
-        client.warm_up().await.unwrap();
-        let calls = (0..50).map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { client.certification(&id(ADULT)).await })
-        });
-        for call in futures_util::future::join_all(calls).await {
-            assert!(call.unwrap().unwrap().certified);
-        }
-    };
     let client = |url: &str, versions| {
         IamportClient::builder()
             .base_url(url)
@@ -277,12 +269,12 @@ async fn over_tls_the_server_picks_http2_or_http1() {
     };
 
     let h2 = tls_front(&emulator, &[b"h2", b"http/1.1"]).await;
-    lookups(client(&h2, HttpVersions::Negotiated)).await;
+    concurrent_lookups(&client(&h2, HttpVersions::Negotiated), 50).await;
     assert_eq!(emulator.calls_for(ADULT), 50);
     assert_eq!(emulator.connections(), 1, "HTTP/2, picked in the handshake");
 
     let h1 = tls_front(&emulator, &[b"http/1.1"]).await;
-    lookups(client(&h1, HttpVersions::Negotiated)).await;
+    concurrent_lookups(&client(&h1, HttpVersions::Negotiated), 50).await;
     assert_eq!(emulator.calls_for(ADULT), 100);
     assert!(
         emulator.connections() > 1 + 25,
@@ -291,7 +283,7 @@ async fn over_tls_the_server_picks_http2_or_http1() {
     );
 
     let before = emulator.connections();
-    lookups(client(&h2, HttpVersions::default())).await;
+    concurrent_lookups(&client(&h2, HttpVersions::default()), 50).await;
     assert_eq!(emulator.calls_for(ADULT), 150);
     assert!(
         emulator.connections() > before + 25,
@@ -347,14 +339,7 @@ async fn http2_calls_past_the_stream_limit_wait_for_a_stream() {
         .http_versions(HttpVersions::Http2Only)
         .build()
         .unwrap();
-    client.warm_up().await.unwrap();
-    let calls = (0..20).map(|_| {
-        let client = client.clone();
-        tokio::spawn(async move { client.certification(&id(ADULT)).await })
-    });
-    for call in futures_util::future::join_all(calls).await {
-        assert!(call.unwrap().unwrap().certified);
-    }
+    concurrent_lookups(&client, 20).await;
     assert_eq!(emulator.calls_for(ADULT), 20);
     assert_eq!(emulator.connections(), 1);
 }

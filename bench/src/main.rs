@@ -295,19 +295,8 @@ async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
     // No limit of HTTP/2 streams: all N lookups in flight on the one connection.
     let emulator = EmulatorProcess::start(n + 1, None);
-    let client = IamportClient::builder()
-        .base_url(emulator.url())
-        .key(TEST_KEY)
-        .secret(TEST_SECRET)
-        .build()
-        .expect("client");
-    let h2 = IamportClient::builder()
-        .base_url(emulator.url())
-        .key(TEST_KEY)
-        .secret(TEST_SECRET)
-        .http_versions(HttpVersions::Http2Only)
-        .build()
-        .expect("client");
+    let client = upstream_client(&emulator.url(), HttpVersions::Http1Only);
+    let h2 = upstream_client(&emulator.url(), HttpVersions::Http2Only);
     let http = reqwest::Client::new();
     let upstream_token: Arc<str> = fetch_token(&http, &emulator.url())
         .await
@@ -594,6 +583,19 @@ async fn child_emulator(persons: usize, streams: Option<u32>) {
     .expect("emulator commands");
 }
 
+/// The crate's client for the emulator at `url`, speaking `versions`, its idle connections
+/// kept for [`IDLE`].
+fn upstream_client(url: &str, versions: HttpVersions) -> IamportClient {
+    IamportClient::builder()
+        .base_url(url)
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .idle_timeout(IDLE)
+        .http_versions(versions)
+        .build()
+        .expect("client")
+}
+
 /// An emulator holding `persons` adults, each with their own CI.
 async fn emulator_with(persons: usize, streams: Option<u32>) -> Emulator {
     let emulator = Emulator::builder()
@@ -811,23 +813,10 @@ async fn main() {
     // Idle upstream connections stay open across scenarios (the emulator's sockets are in its
     // own process: at 4 096 connections the app holds the inbound ones and two pools' worth of
     // upstream ones, about 12 300 descriptors).
-    let client = IamportClient::builder()
-        .base_url(emulator.url())
-        .key(TEST_KEY)
-        .secret(TEST_SECRET)
-        .idle_timeout(IDLE)
-        .build()
-        .expect("client");
+    let client = upstream_client(&emulator.url(), HttpVersions::Http1Only);
     let uncached = || CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled());
     // The same client speaking HTTP/2 to the emulator (h2c): every lookup on one connection.
-    let h2 = IamportClient::builder()
-        .base_url(emulator.url())
-        .key(TEST_KEY)
-        .secret(TEST_SECRET)
-        .idle_timeout(IDLE)
-        .http_versions(HttpVersions::Http2Only)
-        .build()
-        .expect("client");
+    let h2 = upstream_client(&emulator.url(), HttpVersions::Http2Only);
     let http = reqwest::Client::builder()
         .pool_idle_timeout(IDLE)
         .build()
