@@ -1975,6 +1975,129 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
     drop_table(&url, &table).await;
 }
 
+/// Concurrent reservations on PostgreSQL share batch statements as commits do — far fewer
+/// round trips than reservations, counted by the proxy — and each caller gets the answer it
+/// would get alone: free keys are reserved, of several reservations of one free key exactly
+/// one wins, a key whose lease ended is taken over, and committed, reserved and cooling-down
+/// keys stay taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_postgres_reservations_share_statements_and_one_per_key_wins() {
+    let Some(url) =
+        database_url("concurrent_postgres_reservations_share_statements_and_one_per_key_wins")
+    else {
+        return;
+    };
+    let (proxy, table, store) = postgres_behind_a_proxy(&url, "iamport_batch_reserve").await;
+    let store = Arc::new(store.timeout(Duration::from_secs(20)));
+    let keys = UniqueKeys::random();
+    let long = Duration::from_secs(120);
+    let short = Duration::from_millis(200);
+    const PEOPLE: usize = 200;
+    let people: Vec<UniqueKey> = (0..PEOPLE)
+        .map(|i| keys.key_for(&format!("CI-RESERVE-{i}")))
+        .collect();
+    // Before: per five people, one committed, one reserved by someone else, one whose lease
+    // ends before the burst, one cooling down after a `forget`, one free.
+    let cooldown = SystemTime::now() + Duration::from_secs(600);
+    for (i, key) in people.iter().enumerate() {
+        match i % 5 {
+            0 => {
+                let token = reserved(&*store, key, long).await;
+                assert!(store.commit(key, token).await.unwrap());
+            }
+            1 => drop(reserved(&*store, key, long).await),
+            2 => drop(reserved(&*store, key, short).await),
+            3 => {
+                let token = reserved(&*store, key, long).await;
+                assert!(store.commit(key, token).await.unwrap());
+                store.forget(key, Some(cooldown)).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+    tokio::time::sleep(short * 2).await;
+
+    // The burst: every person three times, interleaved, each call with a token of its own.
+    let calls: Vec<(usize, ReservationToken)> = (0..3)
+        .flat_map(|_| (0..PEOPLE).map(|i| (i, ReservationToken::random())))
+        .collect();
+    let n = calls.len();
+    let before = proxy.round_trips();
+    proxy.freeze();
+    let answers = tokio::spawn({
+        let (store, people, calls) = (store.clone(), people.clone(), calls.clone());
+        async move {
+            let reservations = calls
+                .iter()
+                .map(|(i, token)| store.reserve(&people[*i], *token, long));
+            futures_util::future::join_all(reservations).await
+        }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the first statements are sent",
+        async || proxy.bytes_held() > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.thaw();
+    let answers = tokio::time::timeout(Duration::from_secs(30), answers)
+        .await
+        .expect("every reservation is answered")
+        .unwrap();
+    let trips = proxy.round_trips() - before;
+    notice(&format!("{n} concurrent reservations: {trips} round trips"));
+
+    let mut winners = vec![Vec::new(); PEOPLE];
+    for ((i, token), answer) in calls.iter().zip(answers) {
+        match answer.unwrap_or_else(|e| panic!("person {i}: {e}")) {
+            Reservation::Reserved => winners[*i].push(*token),
+            Reservation::Taken => {}
+        }
+    }
+    for (i, won) in winners.iter().enumerate() {
+        // Free (4) or its lease ended (2): exactly one of the three wins; else none.
+        let expected = usize::from(matches!(i % 5, 2 | 4));
+        assert_eq!(won.len(), expected, "person {i}: {} winners", won.len());
+    }
+    // The winners hold their keys: their tokens commit them.
+    for (i, won) in winners.iter().enumerate() {
+        if let [token] = won[..] {
+            assert!(store.commit(&people[i], token).await.unwrap(), "person {i}");
+        }
+    }
+    for (i, key) in people.iter().enumerate() {
+        let status = status(&*store, key).await;
+        match i % 5 {
+            1 => assert_eq!(status, KeyStatus::Reserved, "person {i}"),
+            3 => assert!(
+                matches!(status, KeyStatus::CoolingDown { .. }),
+                "person {i}: {status:?}"
+            ),
+            _ => assert_eq!(status, KeyStatus::Committed, "person {i}"),
+        }
+    }
+    // The batching path was taken: at most 4 statements were in flight while the proxy held
+    // them, and the rest went in a few more, each carrying many reservations (at most three
+    // round trips a statement: a new connection's startup, preparing, running it); a
+    // statement per reservation would take `n` or more.
+    assert!(trips <= 20, "{n} reservations took {trips} round trips");
+
+    // Alone, a reservation is sent at once, in one statement: one round trip.
+    for i in 0..5 {
+        let key = keys.key_for(&format!("CI-ALONE-{i}"));
+        let before = proxy.round_trips();
+        reserved(&*store, &key, long).await;
+        let trips = proxy.round_trips() - before;
+        assert!(
+            (1..=2).contains(&trips),
+            "a lone reservation: {trips} round trips"
+        );
+    }
+    drop(store);
+    drop_table(&url, &table).await;
+}
+
 /// A store's pooled connections, and its commit-batching task, run on the runtime that
 /// started them; a signup on another runtime after that one shut down still commits (a
 /// store kept in a static, or shared by tests that each have their own runtime).

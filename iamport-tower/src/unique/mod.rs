@@ -18,9 +18,10 @@
 //! Stores: [`MemoryStore`] (one process; the default), `PostgresStore` (feature `postgres`),
 //! `RedisStore` and `RedisClusterStore` (feature `redis`) for several app replicas. All pass
 //! one conformance suite (`tests/unique.rs`). An admission is one store round trip to
-//! reserve and one to commit; on PostgreSQL, commits that arrive while others are being
-//! written share one statement and one WAL flush (a commit alone is sent at once), so under
-//! load an admission costs less than one round trip to commit.
+//! reserve and one to commit; on PostgreSQL, reservations and commits that arrive while
+//! others of their kind are being written share one statement (a call alone is sent at
+//! once), so under load an admission costs the database a share of one statement to reserve
+//! and a share of one statement and WAL flush to commit.
 //!
 //! # Faults
 //!

@@ -1,5 +1,6 @@
 //! `PostgresStore`: reservations in a PostgreSQL table, shared by every app replica.
 
+mod batch;
 mod tls;
 
 use std::str::FromStr;
@@ -7,13 +8,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey};
 use crate::unique::DEFAULT_STORE_TIMEOUT;
+use batch::{Batched, Batcher};
 
 /// The default table name.
 pub const DEFAULT_POSTGRES_TABLE: &str = "iamport_unique_keys";
@@ -24,56 +26,51 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(300);
 /// Rows per purge statement, so a purge never holds many locks at once.
 const PURGE_BATCH: i64 = 10_000;
 
-/// The most commits one batch statement carries.
-const COMMIT_BATCH: usize = 512;
-
-/// Batch statements of one store in flight at once, each on a pooled connection of its own:
-/// commits use at most this many of the pool's connections, the rest stay free for
-/// reservations and releases.
-const COMMIT_STATEMENTS_IN_FLIGHT: usize = 4;
-
-/// Commits waiting for a batch statement, at most; a caller finding the queue full waits
-/// for room within its timeout.
-const COMMIT_QUEUE: usize = COMMIT_STATEMENTS_IN_FLIGHT * COMMIT_BATCH;
-
 /// Reservations in PostgreSQL, for several app replicas.
 ///
 /// - `reserve` is one `INSERT … ON CONFLICT (key) DO UPDATE … WHERE committed = false AND
 ///   lease_until <= now()`: atomic, so of any number of concurrent reservations of a free key
 ///   exactly one wins; an ended lease or cooldown is taken over in the same statement.
 ///   Leases use the database's clock, never the app servers'.
-/// - `renew` / `release` are one `UPDATE` / `DELETE … WHERE key = $1 AND token = $2`;
+/// - `commit` is one `UPDATE … WHERE key = c.key AND token = c.token AND committed = false`,
+///   with its WAL flush.
+/// - **Concurrent reservations share one statement, and so do concurrent commits** (each
+///   kind with `unnest` over arrays: `INSERT … SELECT … FROM unnest($1::bytea[],
+///   $2::text[], $3::float8[]) … RETURNING u.key`, `UPDATE … FROM unnest(…) WITH ORDINALITY
+///   … RETURNING c.i`), and each caller gets the answer it would get alone. Of several
+///   reservations of one key in a batch, the first queued goes in (one statement may not
+///   change a row twice) and the others are `Taken`, which they would be after it anyway.
+///   While fewer than 4 statements of its kind are in flight a call runs at once, alone:
+///   there is no waiting window, and a call alone costs one statement (a commit in a task
+///   that holds its slot until the statement ends, even if the caller gives up; a
+///   reservation in the request's own task, which a new task would only delay). Otherwise
+///   it waits in a queue, and a task of the store's own (started by the first queued call,
+///   ended when the store is dropped) starts the next statement as soon as one ends, with
+///   every call queued meanwhile, up to 512. So under load the database runs one statement
+///   — one round trip, one transaction, one WAL flush for commits — per batch instead of
+///   one per signup; reservations and commits each hold at most 4 of the pool's 16
+///   connections, whatever the load, and the rest stay free for releases. Each queue holds
+///   2 048 calls; a caller finding it full waits for room, within its timeout. A batch that
+///   fails or times out fails every caller in it (the layer answers 503 for a reservation
+///   and releases whatever it may have reserved, and retries a commit, as after any failed
+///   call); a caller that gave up (timed out, dropped) before its batch started is left out
+///   of it.
+/// - `renew` / `release` are one `UPDATE` / `DELETE … WHERE key = $1 AND token = $2`, not
+///   batched (a failed signup's response waits for its `release`, and they are rare);
 ///   `register` and `forget` are one statement each, batched with `unnest` for many keys
 ///   (the `iamport-unique` command). A cooldown is a row held by no token until its date.
-/// - **Concurrent commits share one statement**, hence one WAL flush: `UPDATE … FROM
-///   unnest($1::bytea[], $2::text[]) WITH ORDINALITY … WHERE key = c.key AND token = c.token
-///   AND committed = false RETURNING c.i`, and each caller gets its own answer — `true` iff its
-///   token held its key and the key is now committed, as if it had been alone. While fewer
-///   than 4 commit statements are in flight a commit runs at once, alone (in a task that
-///   holds its slot until the statement ends, even if the caller gives up): there is no
-///   waiting window, and a commit alone costs one statement. Otherwise it waits in a queue,
-///   and a task of the store's own (started by the first queued commit, ended when the store
-///   is dropped) starts the next statement as soon as one ends, with every commit queued
-///   meanwhile, up to 512. So commits hold at most 4 of the pool's connections for their
-///   flushes, whatever the load, and reservations keep the others. The queue holds 2 048
-///   commits; a caller finding it full waits for room, within its timeout. A batch that
-///   fails or times out fails every caller in it (the layer retries each, as after any
-///   failed commit); a caller that gave up (timed out, dropped) before its batch started is
-///   left out of it.
 /// - Leases are not worth a disk flush: `reserve`, `renew` and `release` commit without
 ///   waiting for the WAL (`synchronous_commit = off` for that one statement's transaction),
 ///   `commit`, `register` and `forget` wait for it. After a database crash, reservations
 ///   from its last moments may be gone; a signup whose reservation vanished fails its
 ///   commit (an ERROR log and [`UniqueCounters::commits_failed`](super::UniqueCounters)),
-///   which the `UNIQUE` constraint pattern of the [module docs](super) covers. This is also
-///   why only commits are batched: the other statements hold their connection for one round
-///   trip, not for a disk flush, so sharing one would save little and add a hop through the
-///   batching task — to `release` too, which the response of a failed signup waits for.
-/// - Each call is one round trip on a pooled connection (a commit: its share of one;
-///   prepared statements are cached per connection), bounded by [`timeout`](Self::timeout)
-///   (default 2 s) including the wait for a connection — and for a commit, the wait in the
-///   queue; each batch statement is bounded by the same timeout. A connection whose
-///   statement timed out is dropped from the pool, never reused; closed ones are recycled.
+///   which the `UNIQUE` constraint pattern of the [module docs](super) covers.
+/// - Each call is one round trip on a pooled connection (a reservation or a commit: its
+///   share of one; prepared statements are cached per connection), bounded by
+///   [`timeout`](Self::timeout) (default 2 s) including the wait for a connection — and
+///   for a reservation or a commit, the wait in the queue; each batch statement is bounded
+///   by the same timeout. A connection whose statement timed out is dropped from the pool,
+///   never reused; closed ones are recycled.
 /// - Ended leases and cooldowns are deleted in the background at most every five minutes
 ///   (started by a `reserve`), or by [`purge_expired`](Self::purge_expired).
 /// - TLS (rustls) when the URL asks for it, with libpq's words: `sslmode=require`
@@ -88,11 +85,8 @@ const COMMIT_QUEUE: usize = COMMIT_STATEMENTS_IN_FLIGHT * COMMIT_BATCH;
 pub struct PostgresStore {
     db: Arc<Db>,
     last_purge: Mutex<Option<Instant>>,
-    /// The queue of the task that batches commits, once a commit started it.
-    commits: Mutex<Option<mpsc::Sender<QueuedCommit>>>,
-    /// One permit per commit statement in flight, shared by lone commits and the batching
-    /// task.
-    commit_slots: Arc<Semaphore>,
+    reservations: Batcher<Reservations>,
+    commits: Batcher<Commits>,
 }
 
 /// What running a statement takes, shared by the store, its background purge and its
@@ -161,13 +155,16 @@ fn statements(t: &str) -> Statements {
     // A cooldown is a row with `committed = false`, no token ('') and `lease_until` = its end.
     let live = "(committed OR lease_until > now())";
     Statements {
+        // Many reservations: `$1` the keys (each once), `$2` their tokens, `$3` their leases
+        // in seconds; returns the keys reserved.
         reserve: format!(
             "INSERT INTO {t} AS u (key, token, committed, lease_until) \
-             SELECT $1, $2, false, now() + $3::float8 * interval '1 second' FROM {FAST} \
+             SELECT r.key, r.token, false, now() + r.lease * interval '1 second' \
+             FROM unnest($1::bytea[], $2::text[], $3::float8[]) AS r(key, token, lease), {FAST} \
              ON CONFLICT (key) DO UPDATE \
                SET token = EXCLUDED.token, lease_until = EXCLUDED.lease_until, reserved_at = now() \
                WHERE u.committed = false AND u.lease_until <= now() \
-             RETURNING 1"
+             RETURNING u.key"
         ),
         renew: format!(
             "UPDATE {t} SET lease_until = now() + $3::float8 * interval '1 second' FROM {FAST} \
@@ -253,8 +250,9 @@ impl PostgresStore {
         Self::from_pool(pool, DEFAULT_POSTGRES_TABLE)
     }
 
-    /// A store over an existing pool (bring your own TLS and pool settings). Commits use at
-    /// most 4 of its connections at once (see [`PostgresStore`]); give it more than that.
+    /// A store over an existing pool (bring your own TLS and pool settings). Reservations
+    /// and commits each use at most 4 of its connections at once (see [`PostgresStore`]);
+    /// give it more than 8.
     pub fn from_pool(pool: Pool, table: &str) -> Result<Self, StoreError> {
         let t = quoted_table(table)?;
         Ok(Self::with_db(Db {
@@ -271,8 +269,8 @@ impl PostgresStore {
         Self {
             db: Arc::new(db),
             last_purge: Mutex::new(None),
-            commits: Mutex::new(None),
-            commit_slots: Arc::new(Semaphore::new(COMMIT_STATEMENTS_IN_FLIGHT)),
+            reservations: Batcher::new(),
+            commits: Batcher::new(),
         }
     }
 
@@ -364,21 +362,16 @@ impl PostgresStore {
         token: ReservationToken,
         lease: Duration,
     ) -> Result<Reservation, StoreError> {
-        let rows = self
-            .db
-            .query(
-                &self.db.sql.reserve,
-                &[&&key.as_bytes()[..], &token.to_hex(), &lease.as_secs_f64()],
-            )
-            .await?;
+        let call = ReserveCall {
+            key: key.clone(),
+            token,
+            lease,
+        };
+        let reservation = self.reservations.call(&self.db, call).await?;
         if self.purge_due() {
             self.purge_in_background();
         }
-        Ok(if rows.is_empty() {
-            Reservation::Taken
-        } else {
-            Reservation::Reserved
-        })
+        Ok(reservation)
     }
 
     async fn renew_key(
@@ -397,83 +390,16 @@ impl PostgresStore {
         Ok(rows.len() == 1)
     }
 
-    /// Runs the commit at once while a statement slot is free, else queues it for the
-    /// batching task and waits for its answer, all within the timeout.
     async fn commit_key(
         &self,
         key: &UniqueKey,
         token: ReservationToken,
     ) -> Result<bool, StoreError> {
-        let deadline = Instant::now() + self.db.timeout;
-        // A free slot: the commit runs at once, alone, without the hop through the batching
-        // task (which waits for a slot only with commits in hand, and gets a freed slot
-        // before anyone else). The statement runs in a task of its own that holds the slot
-        // until it ends, so a caller that gives up never leaves more statements running than
-        // there are slots.
-        if let Ok(slot) = self.commit_slots.clone().try_acquire_owned() {
-            let runtime = tokio::runtime::Handle::try_current()
-                .map_err(|_| StoreError::new("no tokio runtime to commit on"))?;
-            let db = self.db.clone();
-            let key = key.as_bytes().to_vec();
-            let statement = runtime.spawn(async move {
-                let positions = run_commits(&db, &[&key[..]], &[token.to_hex()]).await;
-                drop(slot);
-                Ok(positions?.first() == Some(&1))
-            });
-            return match tokio::time::timeout_at(deadline, statement).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(panicked)) => Err(StoreError::new(format!(
-                    "the commit statement's task failed: {panicked}"
-                ))),
-                Err(_) => Err(StoreError::timed_out(self.db.timeout)),
-            };
-        }
-        let (answer, answered) = oneshot::channel();
-        let commit = QueuedCommit {
+        let call = CommitCall {
             key: key.clone(),
             token,
-            answer,
         };
-        let run = async {
-            self.queue_commit(commit).await?;
-            answered
-                .await
-                .map_err(|_| StoreError::new("the commit batching task stopped"))?
-        };
-        tokio::time::timeout_at(deadline, run)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::timed_out(self.db.timeout)))
-    }
-
-    /// Queues `commit`, waiting for room if the queue is full. A batching task that is gone
-    /// (its runtime shut down) is replaced, once.
-    async fn queue_commit(&self, mut commit: QueuedCommit) -> Result<(), StoreError> {
-        for _ in 0..2 {
-            match self.commit_queue()?.send(commit).await {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => commit = back,
-            }
-        }
-        Err(StoreError::new("the commit batching task is not running"))
-    }
-
-    /// The batching task's queue, starting the task on the current runtime if it is not
-    /// running (first commit, or its runtime shut down).
-    fn commit_queue(&self) -> Result<mpsc::Sender<QueuedCommit>, StoreError> {
-        let mut commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(queue) = commits.as_ref().filter(|queue| !queue.is_closed()) {
-            return Ok(queue.clone());
-        }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::new("no tokio runtime to commit on"))?;
-        let (queue, queued) = mpsc::channel(COMMIT_QUEUE);
-        runtime.spawn(batch_commits(
-            self.db.clone(),
-            queued,
-            self.commit_slots.clone(),
-        ));
-        *commits = Some(queue.clone());
-        Ok(queue)
+        self.commits.call(&self.db, call).await
     }
 
     async fn release_key(
@@ -618,118 +544,104 @@ impl Db {
     }
 }
 
-/// A commit waiting for its batch statement, and where its caller waits for the answer.
-struct QueuedCommit {
+/// A reservation: the key, for a token, for a lease.
+struct ReserveCall {
     key: UniqueKey,
     token: ReservationToken,
-    answer: oneshot::Sender<Result<bool, StoreError>>,
+    lease: Duration,
 }
 
-/// The commit-batching task of a store: takes the next queued commit, waits for a statement
-/// slot (fewer than [`COMMIT_STATEMENTS_IN_FLIGHT`] commit statements running), and puts it
-/// with every other commit queued by then (up to [`COMMIT_BATCH`]) into one statement, run in
-/// a task of its own. Ends once the store is dropped (its queue closed) and the queue is
-/// empty; statements still running finish on their own, within the timeout.
-async fn batch_commits(
-    db: Arc<Db>,
-    mut queue: mpsc::Receiver<QueuedCommit>,
-    statements: Arc<Semaphore>,
-) {
-    let mut batch = Vec::with_capacity(COMMIT_BATCH);
-    loop {
-        // A commit first, then a slot: an idle task holds none, so commits alone get all of
-        // them.
-        let Some(first) = queue.recv().await else {
-            return;
-        };
-        let Ok(slot) = statements.clone().acquire_owned().await else {
-            return;
-        };
-        batch.push(first);
-        while batch.len() < COMMIT_BATCH {
-            match queue.try_recv() {
-                Ok(commit) => batch.push(commit),
-                Err(_) => break,
+/// Reservations, alone or batched: one `INSERT … SELECT … FROM unnest(…) ON CONFLICT …`.
+struct Reservations;
+
+impl Batched for Reservations {
+    type Call = ReserveCall;
+    type Answer = Reservation;
+    const NAME: &'static str = "reserve";
+    const ALONE_IN_A_TASK: bool = false;
+
+    fn key(call: &ReserveCall) -> &[u8] {
+        call.key.as_bytes()
+    }
+
+    async fn run(db: &Db, calls: &[ReserveCall]) -> Result<Vec<Reservation>, StoreError> {
+        // One statement may not change a row twice: each key goes in once, for the first
+        // of its calls (they come in key order); the others are `Taken` whatever it gets —
+        // of concurrent reservations of one key, one at most wins.
+        let first = |i: usize| i == 0 || calls[i - 1].key != calls[i].key;
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(calls.len());
+        let mut tokens = Vec::with_capacity(calls.len());
+        let mut leases = Vec::with_capacity(calls.len());
+        for (i, call) in calls.iter().enumerate() {
+            if first(i) {
+                keys.push(call.key.as_bytes());
+                tokens.push(call.token.to_hex());
+                leases.push(call.lease.as_secs_f64());
             }
         }
-        // Callers that gave up (timed out, dropped) while queued: left out.
-        batch.retain(|commit: &QueuedCommit| !commit.answer.is_closed());
-        if batch.is_empty() {
-            continue;
+        debug_assert!(keys.is_sorted(), "calls come in key order");
+        let rows = db
+            .query(&db.sql.reserve, &[&keys, &tokens, &leases])
+            .await?;
+        let mut won = vec![false; keys.len()];
+        for row in &rows {
+            let key: &[u8] = row.try_get(0).map_err(StoreError::new)?;
+            if let Ok(i) = keys.binary_search(&key) {
+                won[i] = true;
+            }
         }
-        let commits = std::mem::replace(&mut batch, Vec::with_capacity(COMMIT_BATCH));
-        let db = db.clone();
-        tokio::spawn(async move {
-            commit_batch(&db, commits).await;
-            drop(slot);
-        });
-    }
-}
-
-/// Runs one batch statement and answers each of its commits.
-async fn commit_batch(db: &Db, mut batch: Vec<QueuedCommit>) {
-    // In key order, as `forget`'s index scan visits its rows: with the usual plan (a lookup
-    // of the primary key per pair, in the given order), statements that lock the same rows
-    // lock them in the same order. (Two batches share a row only if one key is committed
-    // twice at once, which the layer never does.) A deadlock PostgreSQL still detects fails
-    // the batch, and the layer retries its callers as after any failed commit.
-    batch.sort_unstable_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-    let result = {
-        let keys: Vec<&[u8]> = batch.iter().map(|c| &c.key.as_bytes()[..]).collect();
-        let tokens: Vec<String> = batch.iter().map(|c| c.token.to_hex()).collect();
-        run_commits(db, &keys, &tokens).await
-    };
-    match result {
-        Ok(positions) => {
-            let mut committed = vec![false; batch.len()];
-            for position in positions {
-                if let Some(done) = usize::try_from(position - 1)
-                    .ok()
-                    .and_then(|i| committed.get_mut(i))
-                {
-                    *done = true;
+        let mut position = 0;
+        Ok((0..calls.len())
+            .map(|i| {
+                if !first(i) {
+                    return Reservation::Taken;
                 }
-            }
-            for (commit, committed) in batch.into_iter().zip(committed) {
-                // A caller that gave up meanwhile is not waiting any more: fine.
-                let _ = commit.answer.send(Ok(committed));
-            }
-        }
-        Err(error) => {
-            tracing::debug!(%error, commits = batch.len(), "a batch of unique commits failed");
-            let error = Arc::new(error);
-            for commit in batch {
-                let _ = commit
-                    .answer
-                    .send(Err(StoreError::new(SharedError(error.clone()))));
-            }
-        }
+                position += 1;
+                if won[position - 1] {
+                    Reservation::Reserved
+                } else {
+                    Reservation::Taken
+                }
+            })
+            .collect())
     }
 }
 
-/// Runs the commit statement for these (key, token) pairs: the 1-based positions of the
-/// pairs that held their key, now committed.
-async fn run_commits(db: &Db, keys: &[&[u8]], tokens: &[String]) -> Result<Vec<i64>, StoreError> {
-    let rows = db.query(&db.sql.commit, &[&keys, &tokens]).await?;
-    rows.iter()
-        .map(|row| row.try_get::<_, i64>(0))
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(StoreError::new)
+/// A commit: the key, held by a token.
+struct CommitCall {
+    key: UniqueKey,
+    token: ReservationToken,
 }
 
-/// One batch statement's error, given to each of its callers.
-#[derive(Debug)]
-struct SharedError(Arc<StoreError>);
+/// Commits, alone or batched: one `UPDATE … FROM unnest(…)`, with its WAL flush.
+struct Commits;
 
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0.0, f)
+impl Batched for Commits {
+    type Call = CommitCall;
+    type Answer = bool;
+    const NAME: &'static str = "commit";
+    const ALONE_IN_A_TASK: bool = true;
+
+    fn key(call: &CommitCall) -> &[u8] {
+        call.key.as_bytes()
     }
-}
 
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.0.source()
+    async fn run(db: &Db, calls: &[CommitCall]) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<&[u8]> = calls.iter().map(|c| &c.key.as_bytes()[..]).collect();
+        let tokens: Vec<String> = calls.iter().map(|c| c.token.to_hex()).collect();
+        let rows = db.query(&db.sql.commit, &[&keys, &tokens]).await?;
+        // The 1-based positions of the pairs that held their key, now committed.
+        let mut committed = vec![false; calls.len()];
+        for row in &rows {
+            let position: i64 = row.try_get(0).map_err(StoreError::new)?;
+            if let Some(done) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| committed.get_mut(i))
+            {
+                *done = true;
+            }
+        }
+        Ok(committed)
     }
 }
 
@@ -763,6 +675,7 @@ super::unique_store_via_inherent!(impl for PostgresStore);
 
 #[cfg(test)]
 mod tests {
+    use super::batch::STATEMENTS_IN_FLIGHT;
     use super::*;
     use crate::unique::UniqueKeys;
 
@@ -812,7 +725,7 @@ mod tests {
         }
         assert_eq!(answered, 50);
         assert!(
-            store.commits.lock().unwrap().is_some(),
+            store.commits.queue.lock().unwrap().is_some(),
             "the batching task was started"
         );
 
@@ -833,7 +746,8 @@ mod tests {
     fn queued_commit(store: &PostgresStore, runtime: &tokio::runtime::Runtime) -> StoreError {
         let key = UniqueKeys::random().key_for("CI");
         let last = store
-            .commit_slots
+            .commits
+            .slots
             .clone()
             .try_acquire_owned()
             .expect("one slot left");
@@ -860,20 +774,21 @@ mod tests {
         let store = first.block_on(unreachable_store());
         // Every slot but one stays busy throughout.
         let _busy = store
-            .commit_slots
+            .commits
+            .slots
             .clone()
-            .try_acquire_many_owned(COMMIT_STATEMENTS_IN_FLIGHT as u32 - 1)
+            .try_acquire_many_owned(STATEMENTS_IN_FLIGHT as u32 - 1)
             .unwrap();
         let error = queued_commit(&store, &first);
         assert!(refused(&error), "{error}");
-        let queue = store.commits.lock().unwrap().clone();
+        let queue = store.commits.queue.lock().unwrap().clone();
         let old = queue.expect("the batching task was started");
         // The task died with its runtime, and gave its slot back.
         drop(first);
         assert!(old.is_closed());
         let error = queued_commit(&store, &runtime());
         assert!(refused(&error), "a new task ran the statement: {error}");
-        let new = store.commits.lock().unwrap().clone().unwrap();
+        let new = store.commits.queue.lock().unwrap().clone().unwrap();
         assert!(!new.same_channel(&old), "a new batching task");
     }
 
@@ -885,7 +800,7 @@ mod tests {
         // A database that accepts connections and never says a word.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (accepted, mut connected) = mpsc::unbounded_channel();
+        let (accepted, mut connected) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((socket, _)) = listener.accept().await {
@@ -907,12 +822,12 @@ mod tests {
         .await;
         assert!(gave_up.is_ok(), "the statement reached the database");
         assert_eq!(
-            store.commit_slots.available_permits(),
-            COMMIT_STATEMENTS_IN_FLIGHT - 1,
+            store.commits.slots.available_permits(),
+            STATEMENTS_IN_FLIGHT - 1,
             "the statement still holds its slot"
         );
         tokio::time::timeout(Duration::from_secs(5), async {
-            while store.commit_slots.available_permits() < COMMIT_STATEMENTS_IN_FLIGHT {
+            while store.commits.slots.available_permits() < STATEMENTS_IN_FLIGHT {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -930,12 +845,12 @@ mod tests {
             .unwrap_err();
         assert!(refused(&error), "{error}");
         assert!(
-            store.commits.lock().unwrap().is_none(),
+            store.commits.queue.lock().unwrap().is_none(),
             "no batching task for a commit alone"
         );
         assert_eq!(
-            store.commit_slots.available_permits(),
-            COMMIT_STATEMENTS_IN_FLIGHT,
+            store.commits.slots.available_permits(),
+            STATEMENTS_IN_FLIGHT,
             "its slot given back"
         );
     }
