@@ -1952,7 +1952,7 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
         let nobody = keys.key_for(&format!("CI-NOBODY-{i}"));
         assert_eq!(status(&*store, &nobody).await, KeyStatus::Free);
     }
-    // The batching path was taken: at most 4 statements were in flight while the proxy held
+    // The batching path was taken: at most 2 statements were in flight while the proxy held
     // them, and one more took every commit queued meanwhile. Each statement costs at most
     // three round trips (a new connection's startup, preparing the statement, running it);
     // a statement per commit would take `n` or more. With at most 20 statements for `n` =
@@ -2077,7 +2077,7 @@ async fn concurrent_postgres_reservations_share_statements_and_one_per_key_wins(
             _ => assert_eq!(status, KeyStatus::Committed, "person {i}"),
         }
     }
-    // The batching path was taken: at most 4 statements were in flight while the proxy held
+    // The batching path was taken: at most 2 statements were in flight while the proxy held
     // them, and the rest went in a few more, each carrying many reservations (at most three
     // round trips a statement: a new connection's startup, preparing, running it); a
     // statement per reservation would take `n` or more.

@@ -23,7 +23,7 @@ use crate::unique::StoreError;
 /// Statements of one kind in flight at once, each on a pooled connection of its own:
 /// reservations and commits each use at most this many of the pool's connections, the rest
 /// stay free for releases, renewals and imports.
-pub(super) const STATEMENTS_IN_FLIGHT: usize = 4;
+pub(super) const STATEMENTS_IN_FLIGHT: usize = 2;
 
 /// The most calls one statement carries.
 pub(super) const BATCH: usize = 512;
