@@ -2098,7 +2098,7 @@ async fn concurrent_postgres_reservations_share_statements_and_one_per_key_wins(
     drop_table(&url, &table).await;
 }
 
-/// A store's pooled connections, and its commit-batching task, run on the runtime that
+/// A store's pooled connections, and its batching tasks, run on the runtime that
 /// started them; a signup on another runtime after that one shut down still commits (a
 /// store kept in a static, or shared by tests that each have their own runtime).
 #[test]

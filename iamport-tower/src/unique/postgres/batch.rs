@@ -1,15 +1,20 @@
-//! Statements shared by concurrent calls: reservations and commits of a [`PostgresStore`]
-//! (super::PostgresStore).
+//! Statements shared by concurrent calls: the reservations and the commits of a
+//! [`PostgresStore`](super::PostgresStore).
 //!
 //! Each kind of call has a few statement slots ([`STATEMENTS_IN_FLIGHT`]). A call that finds
 //! a slot free runs at once, alone: no waiting window, and a call alone costs one statement.
-//! Otherwise it queues, and a task of the store's own (started by the first queued call,
-//! ended when the store is dropped) starts the next statement as soon as a slot is free, with
-//! every call queued meanwhile, up to [`BATCH`]. So the database sees at most a few statements
-//! of each kind at once whatever the load, and under load each carries many calls: one
-//! round trip, one transaction, one wake-up of a backend for all of them. A caller that gave
-//! up (timed out, dropped) before its batch started is left out of it; a batch that fails or
-//! times out fails every call in it.
+//! Otherwise it queues, and a task of the store's own (one per kind, started by the first
+//! queued call, ended when the store is dropped) starts the next statement as soon as a slot
+//! is free, with every call queued meanwhile, up to [`BATCH`]. So under load each statement
+//! carries many calls: one round trip, one transaction, one wake-up of a backend for all of
+//! them. A caller that gave up (timed out, dropped) before its batch started is left out of
+//! it; a batch statement is given up at the first of its callers' deadlines, and one that
+//! fails or times out fails every call in it.
+//!
+//! The slots bound the statements the store starts. A commit alone holds its slot until its
+//! statement ends, whatever its caller does; a reservation alone runs in its caller's task,
+//! so a caller that gives up frees the slot at once, and drops the statement's connection
+//! (the database may still finish that one statement).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -52,11 +57,12 @@ pub(super) trait Batched: Send + Sync + 'static {
     /// same rows lock them in the same order.
     fn key(call: &Self::Call) -> &[u8];
 
-    /// Runs one statement for `calls` (in key order; a key may come more than once) and
-    /// answers each, in the same order.
+    /// Runs one statement for `calls` (in key order; a key may come more than once), given
+    /// up at `deadline`, and answers each, in the same order.
     fn run(
         db: &Db,
         calls: &[Self::Call],
+        deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Self::Answer>, StoreError>> + Send;
 }
 
@@ -68,10 +74,12 @@ pub(super) struct Batcher<B: Batched> {
     pub(super) queue: Mutex<Option<mpsc::Sender<Queued<B>>>>,
 }
 
-/// A call waiting for its batch statement, and where its caller waits for the answer.
+/// A call waiting for its batch statement, where its caller waits for the answer, and when
+/// the caller gives up.
 pub(super) struct Queued<B: Batched> {
     call: B::Call,
     answer: oneshot::Sender<Result<B::Answer, StoreError>>,
+    deadline: Instant,
 }
 
 impl<B: Batched> Batcher<B> {
@@ -92,7 +100,7 @@ impl<B: Batched> Batcher<B> {
         // anyone else).
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             if !B::ALONE_IN_A_TASK {
-                let answer = tokio::time::timeout_at(deadline, run_alone::<B>(db, call))
+                let answer = tokio::time::timeout_at(deadline, run_alone::<B>(db, call, deadline))
                     .await
                     .unwrap_or_else(|_| Err(timed_out()));
                 drop(slot);
@@ -102,7 +110,7 @@ impl<B: Batched> Batcher<B> {
                 .map_err(|_| StoreError::new(format!("no tokio runtime to {} on", B::NAME)))?;
             let db = db.clone();
             let statement = runtime.spawn(async move {
-                let answer = run_alone::<B>(&db, call).await;
+                let answer = run_alone::<B>(&db, call, deadline).await;
                 drop(slot);
                 answer
             });
@@ -117,7 +125,12 @@ impl<B: Batched> Batcher<B> {
         }
         let (answer, answered) = oneshot::channel();
         let run = async {
-            self.enqueue(db, Queued { call, answer }).await?;
+            let queued = Queued {
+                call,
+                answer,
+                deadline,
+            };
+            self.enqueue(db, queued).await?;
             answered
                 .await
                 .map_err(|_| StoreError::new(format!("the {} batching task stopped", B::NAME)))?
@@ -159,8 +172,12 @@ impl<B: Batched> Batcher<B> {
 }
 
 /// One call's statement, alone.
-async fn run_alone<B: Batched>(db: &Db, call: B::Call) -> Result<B::Answer, StoreError> {
-    B::run(db, std::slice::from_ref(&call))
+async fn run_alone<B: Batched>(
+    db: &Db,
+    call: B::Call,
+    deadline: Instant,
+) -> Result<B::Answer, StoreError> {
+    B::run(db, std::slice::from_ref(&call), deadline)
         .await?
         .pop()
         .ok_or_else(|| StoreError::new(format!("the {} statement gave no answer", B::NAME)))
@@ -192,7 +209,8 @@ async fn run_batches<B: Batched>(
             }
         }
         // Callers that gave up (timed out, dropped) while queued: left out.
-        batch.retain(|queued: &Queued<B>| !queued.answer.is_closed());
+        let now = Instant::now();
+        batch.retain(|queued: &Queued<B>| !queued.answer.is_closed() && queued.deadline > now);
         if batch.is_empty() {
             continue;
         }
@@ -205,16 +223,22 @@ async fn run_batches<B: Batched>(
     }
 }
 
-/// Runs one batch statement and answers each of its callers.
+/// Runs one batch statement and answers each of its callers. The statement is given up at
+/// the first of their deadlines, as if it were that caller's own: none of them may have its
+/// call land (a reservation made) later than a call of its own could, after it was told the
+/// store failed — the layer's release of what a failed call may still do counts on that.
 async fn run_batch<B: Batched>(db: &Db, mut batch: Vec<Queued<B>>) {
     // In key order (stable: of calls for one key, the first queued comes first), as
     // `forget`'s index scan visits its rows: with the usual plan (a lookup of the primary
     // key per row, in the given order), statements that lock the same rows lock them in the
     // same order. A deadlock PostgreSQL still detects fails the batch, as any failure.
     batch.sort_by(|a, b| B::key(&a.call).cmp(B::key(&b.call)));
+    let Some(deadline) = batch.iter().map(|queued| queued.deadline).min() else {
+        return;
+    };
     let (calls, answers): (Vec<B::Call>, Vec<_>) =
         batch.into_iter().map(|q| (q.call, q.answer)).unzip();
-    match B::run(db, &calls).await {
+    match B::run(db, &calls, deadline).await {
         Ok(results) if results.len() == answers.len() => {
             for (answer, result) in answers.into_iter().zip(results) {
                 // A caller that gave up meanwhile is not waiting any more: fine.

@@ -55,8 +55,9 @@ const PURGE_BATCH: i64 = 10_000;
 ///   reservation to 0.77× and 0.72× with four slots and 0.85× and 0.80× with two; one
 ///   gained no more and would let one statement waiting on a row lock hold up every
 ///   reservation.) Each queue holds 1 024 calls; a caller finding it full waits for room,
-///   within its timeout. A batch that
-///   fails or times out fails every caller in it (the layer answers 503 for a reservation
+///   within its timeout. A batch statement is given up at the first of its callers'
+///   deadlines (none of them has its call land later than a call alone could), and one
+///   that fails or times out fails every caller in it (the layer answers 503 for a reservation
 ///   and releases whatever it may have reserved, and retries a commit, as after any failed
 ///   call); a caller that gave up (timed out, dropped) before its batch started is left out
 ///   of it.
@@ -73,9 +74,9 @@ const PURGE_BATCH: i64 = 10_000;
 /// - Each call is one round trip on a pooled connection (a reservation or a commit: its
 ///   share of one; prepared statements are cached per connection), bounded by
 ///   [`timeout`](Self::timeout) (default 2 s) including the wait for a connection — and
-///   for a reservation or a commit, the wait in the queue; each batch statement is bounded
-///   by the same timeout. A connection whose statement timed out is dropped from the pool,
-///   never reused; closed ones are recycled.
+///   for a reservation or a commit, the wait in the queue and for its batch statement. A
+///   connection whose statement timed out is dropped from the pool, never reused; closed
+///   ones are recycled.
 /// - Ended leases and cooldowns are deleted in the background at most every five minutes
 ///   (started by a `reserve`), or by [`purge_expired`](Self::purge_expired).
 /// - TLS (rustls) when the URL asks for it, with libpq's words: `sslmode=require`
@@ -95,7 +96,7 @@ pub struct PostgresStore {
 }
 
 /// What running a statement takes, shared by the store, its background purge and its
-/// commit-batching task.
+/// batching tasks.
 #[derive(Clone)]
 struct Db {
     pool: Pool,
@@ -213,10 +214,14 @@ fn statements(t: &str) -> Statements {
         status: format!(
             "SELECT committed, token, lease_until, lease_until > now() FROM {t} WHERE key = $1"
         ),
+        // Locks the rows it deletes first, in key order as batches of reservations and
+        // commits do, skipping any row another statement holds (a reservation taking an ended
+        // lease over): it never waits, so never deadlocks with them, and a row that changed
+        // meanwhile is checked again under its lock, never deleted live.
         purge: format!(
             "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} \
                WHERE committed = false AND lease_until <= now() - $1::float8 * interval '1 second' \
-               LIMIT {PURGE_BATCH}) \
+               ORDER BY key LIMIT {PURGE_BATCH} FOR UPDATE SKIP LOCKED) \
              RETURNING 1"
         ),
     }
@@ -279,8 +284,8 @@ impl PostgresStore {
         }
     }
 
-    /// A store like this one, with `change` made to what it runs statements with. A commit
-    /// batching task already running ends with the old store, `self`.
+    /// A store like this one, with `change` made to what it runs statements with. Batching
+    /// tasks already running end with the old store, `self`.
     fn changed(self, change: impl FnOnce(&mut Db)) -> Self {
         let mut db = Db::clone(&self.db);
         change(&mut db);
@@ -304,8 +309,9 @@ impl PostgresStore {
     }
 
     /// The most one call may take, waiting for a connection included (default
-    /// [`DEFAULT_STORE_TIMEOUT`]); past it the call fails with a [`StoreError`]. A commit's
-    /// wait for its batch statement counts too, and each batch statement has this bound.
+    /// [`DEFAULT_STORE_TIMEOUT`]); past it the call fails with a [`StoreError`]. For a
+    /// reservation or a commit, the wait for its batch statement and the statement count
+    /// too.
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
         self.changed(|db| db.timeout = timeout)
@@ -517,7 +523,17 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let deadline = Instant::now() + self.timeout;
+        self.query_until(sql, params, Instant::now() + self.timeout)
+            .await
+    }
+
+    /// [`query`](Self::query), given up at `deadline`.
+    async fn query_until(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        deadline: Instant,
+    ) -> Result<Vec<Row>, StoreError> {
         let in_flight = tokio::time::timeout_at(deadline, self.client())
             .await
             .map_err(|_| StoreError::timed_out(self.timeout))??;
@@ -569,7 +585,11 @@ impl Batched for Reservations {
         call.key.as_bytes()
     }
 
-    async fn run(db: &Db, calls: &[ReserveCall]) -> Result<Vec<Reservation>, StoreError> {
+    async fn run(
+        db: &Db,
+        calls: &[ReserveCall],
+        deadline: Instant,
+    ) -> Result<Vec<Reservation>, StoreError> {
         // One statement may not change a row twice: each key goes in once, for the first
         // of its calls (they come in key order); the others are `Taken` whatever it gets —
         // of concurrent reservations of one key, one at most wins.
@@ -586,7 +606,7 @@ impl Batched for Reservations {
         }
         debug_assert!(keys.is_sorted(), "calls come in key order");
         let rows = db
-            .query(&db.sql.reserve, &[&keys, &tokens, &leases])
+            .query_until(&db.sql.reserve, &[&keys, &tokens, &leases], deadline)
             .await?;
         let mut won = vec![false; keys.len()];
         for row in &rows {
@@ -631,10 +651,16 @@ impl Batched for Commits {
         call.key.as_bytes()
     }
 
-    async fn run(db: &Db, calls: &[CommitCall]) -> Result<Vec<bool>, StoreError> {
+    async fn run(
+        db: &Db,
+        calls: &[CommitCall],
+        deadline: Instant,
+    ) -> Result<Vec<bool>, StoreError> {
         let keys: Vec<&[u8]> = calls.iter().map(|c| &c.key.as_bytes()[..]).collect();
         let tokens: Vec<String> = calls.iter().map(|c| c.token.to_hex()).collect();
-        let rows = db.query(&db.sql.commit, &[&keys, &tokens]).await?;
+        let rows = db
+            .query_until(&db.sql.commit, &[&keys, &tokens], deadline)
+            .await?;
         // The 1-based positions of the pairs that held their key, now committed.
         let mut committed = vec![false; calls.len()];
         for row in &rows {
@@ -797,15 +823,12 @@ mod tests {
         assert!(!new.same_channel(&old), "a new batching task");
     }
 
-    /// A caller that gives up on its commit (the layer's bound, a dropped request) leaves the
-    /// statement running, and its slot held, until the statement ends: never more commit
-    /// statements on the database than slots.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_given_up_holds_its_slot_until_its_statement_ends() {
-        // A database that accepts connections and never says a word.
+    /// A database that accepts connections and never says a word: a store on it (its
+    /// statements time out after 800 ms), and a signal per connection it accepted.
+    async fn silent_database() -> (PostgresStore, tokio::sync::mpsc::UnboundedReceiver<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (accepted, mut connected) = tokio::sync::mpsc::unbounded_channel();
+        let (accepted, connected) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((socket, _)) = listener.accept().await {
@@ -816,6 +839,15 @@ mod tests {
         let store = PostgresStore::new(&format!("postgres://postgres@127.0.0.1:{port}/test"))
             .unwrap()
             .timeout(Duration::from_millis(800));
+        (store, connected)
+    }
+
+    /// A caller that gives up on its commit (the layer's bound, a dropped request) leaves the
+    /// statement running, and its slot held, until the statement ends: never more commit
+    /// statements on the database than slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_given_up_holds_its_slot_until_its_statement_ends() {
+        let (store, mut connected) = silent_database().await;
         let key = UniqueKeys::random().key_for("CI");
         let commit = store.commit_key(&key, ReservationToken::random());
         let gave_up = tokio::time::timeout(Duration::from_secs(5), async {
@@ -838,6 +870,45 @@ mod tests {
         })
         .await
         .expect("the slot is given back once the statement timed out");
+    }
+
+    /// A reservation alone runs in its caller's task: a caller that gives up (a dropped
+    /// request) frees its slot at once, and one the database does not answer fails at the
+    /// store's timeout, its slot given back too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reservation_given_up_frees_its_slot() {
+        let (store, mut connected) = silent_database().await;
+        let key = UniqueKeys::random().key_for("CI");
+        let lease = Duration::from_secs(60);
+        let reserve = store.reserve_key(&key, ReservationToken::random(), lease);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                _ = reserve => panic!("the database never answers"),
+                _ = connected.recv() => {}
+            }
+        })
+        .await
+        .expect("the statement reached the database");
+        assert_eq!(
+            store.reservations.slots.available_permits(),
+            STATEMENTS_IN_FLIGHT,
+            "the dropped reservation's slot is free"
+        );
+
+        let reserve = store.reserve_key(&key, ReservationToken::random(), lease);
+        let error = tokio::time::timeout(Duration::from_secs(5), reserve)
+            .await
+            .expect("bounded by the store's timeout")
+            .unwrap_err();
+        assert!(error.to_string().contains("no answer within"), "{error}");
+        assert_eq!(
+            store.reservations.slots.available_permits(),
+            STATEMENTS_IN_FLIGHT
+        );
+        assert!(
+            store.reservations.queue.lock().unwrap().is_none(),
+            "a reservation alone never queued"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
