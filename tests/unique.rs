@@ -1824,6 +1824,32 @@ async fn a_postgres_admission_is_one_round_trip_to_reserve_and_one_to_commit() {
     drop_table(&url, &table).await;
 }
 
+/// Runs `burst` (many concurrent store calls) while the proxy holds what the store sends:
+/// the first statements (each alone, as a call is while a slot is free) keep every statement
+/// slot busy, so every other call queues for a batching task; then the proxy lets them all
+/// through. Returns the burst's answers and the round trips it took.
+async fn held_then_let_through<T: Send + 'static>(
+    proxy: &FreezableProxy,
+    burst: impl Future<Output = T> + Send + 'static,
+) -> (T, usize) {
+    let before = proxy.round_trips();
+    proxy.freeze();
+    let answers = tokio::spawn(burst);
+    eventually(
+        Duration::from_secs(10),
+        "the first statements are sent",
+        async || proxy.bytes_held() > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.thaw();
+    let answers = tokio::time::timeout(Duration::from_secs(30), answers)
+        .await
+        .expect("every call is answered")
+        .unwrap();
+    (answers, proxy.round_trips() - before)
+}
+
 /// What one concurrent commit in
 /// `concurrent_postgres_commits_share_statements_and_each_caller_gets_its_own_answer` must
 /// be answered.
@@ -1892,12 +1918,7 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
     }
     let n = calls.len();
 
-    // Held by the proxy, the first commits (each alone in its statement, as a commit is
-    // while a slot is free) keep every slot busy, so every other commit queues for the
-    // batching task; the proxy then lets them all through.
-    let before = proxy.round_trips();
-    proxy.freeze();
-    let answers = tokio::spawn({
+    let (answers, trips) = held_then_let_through(&proxy, {
         let (store, calls) = (store.clone(), calls.clone());
         async move {
             let commits = calls
@@ -1905,20 +1926,8 @@ async fn concurrent_postgres_commits_share_statements_and_each_caller_gets_its_o
                 .map(|(key, token, _)| store.commit(key, *token));
             futures_util::future::join_all(commits).await
         }
-    });
-    eventually(
-        Duration::from_secs(10),
-        "the first batches are sent",
-        async || proxy.bytes_held() > 0,
-    )
+    })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.thaw();
-    let answers = tokio::time::timeout(Duration::from_secs(30), answers)
-        .await
-        .expect("every commit is answered")
-        .unwrap();
-    let trips = proxy.round_trips() - before;
     notice(&format!("{n} concurrent commits: {trips} round trips"));
 
     // Each caller's own answer.
@@ -2022,9 +2031,7 @@ async fn concurrent_postgres_reservations_share_statements_and_one_per_key_wins(
         .flat_map(|_| (0..PEOPLE).map(|i| (i, ReservationToken::random())))
         .collect();
     let n = calls.len();
-    let before = proxy.round_trips();
-    proxy.freeze();
-    let answers = tokio::spawn({
+    let (answers, trips) = held_then_let_through(&proxy, {
         let (store, people, calls) = (store.clone(), people.clone(), calls.clone());
         async move {
             let reservations = calls
@@ -2032,20 +2039,8 @@ async fn concurrent_postgres_reservations_share_statements_and_one_per_key_wins(
                 .map(|(i, token)| store.reserve(&people[*i], *token, long));
             futures_util::future::join_all(reservations).await
         }
-    });
-    eventually(
-        Duration::from_secs(10),
-        "the first statements are sent",
-        async || proxy.bytes_held() > 0,
-    )
+    })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.thaw();
-    let answers = tokio::time::timeout(Duration::from_secs(30), answers)
-        .await
-        .expect("every reservation is answered")
-        .unwrap();
-    let trips = proxy.round_trips() - before;
     notice(&format!("{n} concurrent reservations: {trips} round trips"));
 
     let mut winners = vec![Vec::new(); PEOPLE];
