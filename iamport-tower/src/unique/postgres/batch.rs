@@ -57,8 +57,9 @@ pub(super) trait Batched: Send + Sync + 'static {
     /// same rows lock them in the same order.
     fn key(call: &Self::Call) -> &[u8];
 
-    /// Runs one statement for `calls` (in key order; a key may come more than once), given
-    /// up at `deadline`, and answers each, in the same order.
+    /// Runs one statement for `calls` (in key order; a key may come more than once) and
+    /// answers each, in the same order; gives up at `deadline` (waiting for a connection
+    /// included) with a timeout error.
     fn run(
         db: &Db,
         calls: &[Self::Call],
@@ -100,9 +101,8 @@ impl<B: Batched> Batcher<B> {
         // anyone else).
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             if !B::ALONE_IN_A_TASK {
-                let answer = tokio::time::timeout_at(deadline, run_alone::<B>(db, call, deadline))
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out()));
+                // `run` gives up at the deadline itself: no second timer on the request's path.
+                let answer = run_alone::<B>(db, call, deadline).await;
                 drop(slot);
                 return answer;
             }
