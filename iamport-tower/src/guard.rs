@@ -23,23 +23,58 @@ use crate::unique::reservation::{SlotHolder as _, UniqueSlot};
 /// layer's rejection; `Option<Certified>` never refuses. Under `#[require_certified(...)]`
 /// the policy has already been applied when it runs.
 #[derive(Clone)]
-pub struct Certified(Arc<Certification>, Option<UniqueKey>);
+pub struct Certified(Arc<Certification>, Option<UniqueKey>, Option<UniqueSlot>);
 
 impl Certified {
     fn new(cert: Arc<Certification>, verification: &Verification) -> Self {
-        let key = verification.slot().and_then(UniqueSlot::key);
-        Self(cert, key)
+        let slot = verification.slot().cloned();
+        let key = slot.as_ref().and_then(UniqueSlot::key);
+        Self(cert, key, slot)
     }
 
     /// The person's key in the unique store (HMAC-SHA256 of the CI under your secret; no
     /// personal data), once a `unique` policy admitted this request; `None` otherwise.
-    ///
-    /// Keep it on the account's row under a `UNIQUE` constraint, written in the transaction
-    /// that creates the account (`key.to_hex()`, 64 characters): then even a crash between
-    /// your handler's success and the store's commit cannot give one person two accounts.
-    /// See [`unique`](crate::unique#the-belt-and-braces-the-key-under-a-unique-constraint).
     pub fn unique_key(&self) -> Option<&UniqueKey> {
         self.1.as_ref()
+    }
+
+    /// Records that this person now has an account, in the transaction that creates it: one
+    /// `INSERT` of the person's key into the [`PostgresStore`](crate::unique::PostgresStore)'s
+    /// accounts table on your connection, under its primary key. Commit your transaction and
+    /// the account and its person are one fact; roll it back (or crash) and neither exists.
+    ///
+    /// Call it after your own inserts, before `commit`. A 2xx then needs no further write by
+    /// the layer (its reservation is released alongside the response), and admission refuses
+    /// this person from then on — whatever happens to any reservation.
+    ///
+    /// [`RecordError::AlreadyRegistered`](crate::unique::RecordError::AlreadyRegistered) means
+    /// the table holds the person already (roll back, answer 409 — with the `axum` feature the
+    /// error is that response); `NotReserved` means this request was not admitted under
+    /// `unique = true` behind a layer whose store is a `PostgresStore`.
+    ///
+    /// ```no_run
+    /// # async fn signup(pool: sqlx::PgPool, person: iamport_tower::Certified) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO users (nickname) VALUES ($1)").bind("k").execute(&mut *tx).await?;
+    /// person.record_account(&mut tx).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub async fn record_account(
+        &self,
+        connection: &mut sqlx::PgConnection,
+    ) -> Result<(), crate::unique::RecordError> {
+        let slot = self
+            .2
+            .as_ref()
+            .ok_or(crate::unique::RecordError::NotReserved)?;
+        let (statement, key) = slot
+            .record_statement()
+            .ok_or(crate::unique::RecordError::NotReserved)?;
+        crate::unique::record(statement, &key, connection).await?;
+        slot.mark_recorded();
+        Ok(())
     }
 
     /// The certification shared with the request.
@@ -258,6 +293,22 @@ mod axum {
     impl IntoResponse for Rejection {
         fn into_response(self) -> Response {
             into_axum(self.problem_response())
+        }
+    }
+
+    /// `AlreadyRegistered` is the 409 a second signup gets at admission; anything else is a
+    /// 500 whose body names nothing (the cause is logged at ERROR, without personal data).
+    #[cfg(feature = "postgres")]
+    impl IntoResponse for crate::unique::RecordError {
+        fn into_response(self) -> Response {
+            let rejection = match self {
+                Self::AlreadyRegistered => Rejection::AlreadyRegistered,
+                other => {
+                    tracing::error!(error = ?other.to_string(), "could not record an account's key");
+                    Rejection::LayerMissing
+                }
+            };
+            rejection.into_response()
         }
     }
 

@@ -123,8 +123,8 @@
 //! date in Korea, which is what an age rule needs; `certified_at` a `jiff::Timestamp`; the
 //! [`korea`] functions; [`Policy::check_at`]) — add `jiff` to your own dependencies to name
 //! those types; methods such as `.year()` need nothing. Behind features: `axum-core`
-//! (`axum`), `deadpool_postgres::Pool` in `PostgresStore::from_pool` (`postgres`, to share
-//! your pool) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
+//! (`axum`), `sqlx::PgPool` in `PostgresStore::new` and `sqlx::PgConnection` in
+//! `Certified::record_account` (`postgres`: your own pool and transaction) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
 //! (`redis`, for TLS or auth settings of your own). The HTTP client (hyper's, over rustls)
 //! is an implementation detail: no public signature names it.
 //!

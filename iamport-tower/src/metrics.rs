@@ -47,6 +47,10 @@ pub const REJECTIONS_TOTAL: &str = "iamport_rejections_total";
 /// Unique-store calls the layer makes (`op`: `reserve`, `commit`, `release`, `renew`,
 /// `status`), by `result`.
 pub const UNIQUE_OPERATIONS_TOTAL: &str = "iamport_unique_operations_total";
+/// Counter: faults of the unique machinery operators alert on, by `fault`: `commit_retry`,
+/// `commit_recovered`, `commit_failed` (a 2xx turned into a 503; alert on it),
+/// `abandoned_released` (a reservation left by a failed call, released later).
+pub const UNIQUE_FAULTS_TOTAL: &str = "iamport_unique_faults_total";
 /// Time of each unique-store operation, by `op`.
 pub const UNIQUE_OPERATION_DURATION_SECONDS: &str = "iamport_unique_operation_duration_seconds";
 /// Requests that joined a lookup already in flight for the same id.
@@ -96,6 +100,11 @@ pub fn describe() {
         LOOKUP_CACHE_TOTAL,
         Unit::Count,
         "Lookups answered from the layer's result cache, by effect"
+    );
+    describe_counter!(
+        UNIQUE_FAULTS_TOTAL,
+        Unit::Count,
+        "Faults of the unique machinery, by fault (alert on commit_failed)"
     );
 }
 
@@ -241,6 +250,11 @@ pub(crate) fn token_fetch(ok: bool) {
 /// A guard refused a request with this [`Rejection::code`].
 pub(crate) fn rejection(kind: &'static str) {
     counter!(REJECTIONS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// One fault of the unique machinery (`UniqueCounters` holds the layer's own count).
+pub(crate) fn unique_fault(fault: &'static str) {
+    counter!(UNIQUE_FAULTS_TOTAL, "fault" => fault).increment(1);
 }
 
 /// One unique-store operation `op` ended with `result` after `elapsed`.

@@ -2,22 +2,24 @@
 //! `unique` reservation by the response's status.
 //!
 //! Settling runs in a task of its own, counted by the layer's
-//! [`UniqueTasks`](crate::unique::UniqueTasks). After a 2xx the commit runs alongside the
-//! response by default — the future returns the response at once — or, under
-//! [`UniqueCommit::BeforeResponse`](crate::unique::UniqueCommit::BeforeResponse), the future
-//! waits for one commit attempt first (state `Settling`). After anything else it always waits
-//! for the release, so a retry right after a failure finds the person free.
+//! [`UniqueTasks`](crate::unique::UniqueTasks), and the future waits for it (state
+//! `Settling`): after a 2xx for the commit — a 2xx whose commit did not land becomes a 503 —
+//! and after anything else for the release, so a retry right after a failure finds the
+//! person free. Only a 2xx whose handler recorded the account in its own transaction
+//! (`Certified::record_account`) is returned at once, its reservation released alongside.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
+use bytes::Bytes;
+use http::{Extensions, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::Verification;
+use crate::rejection::{Rejection, refuse};
 use crate::unique::reservation::HeldReservation;
 
 type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<Verification>)> + Send>>;
@@ -25,10 +27,9 @@ type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<Verification>)> + Sen
 pin_project! {
     /// Response future of [`CertificationService`](super::CertificationService): reads the
     /// body when the id is in it, calls the inner service, then settles a `unique`
-    /// reservation — commit on a 2xx response (alongside the response by default, before it
-    /// with [`UniqueCommit::BeforeResponse`](crate::unique::UniqueCommit::BeforeResponse)),
-    /// release otherwise (before the response), and release in the background if this future
-    /// is dropped first.
+    /// reservation — commit on a 2xx response before it is returned (a 503 instead if the
+    /// commit cannot land), release otherwise (before the response), and release in the
+    /// background if this future is dropped first.
     pub struct ResponseFuture<S, R>
     where
         S: Service<R>,
@@ -45,9 +46,10 @@ pin_project! {
     enum State<F, T, E, R> {
         Preparing { future: Preparing<R> },
         Calling { #[pin] future: F },
-        // Waiting for a release, or for a commit under `UniqueCommit::BeforeResponse`.
+        // Waiting for a commit or a release; `true` when the response may stand.
         Settling {
-            settle: tokio::task::JoinHandle<()>,
+            settle: tokio::task::JoinHandle<bool>,
+            verification: Verification,
             result: Option<Result<T, E>>,
         },
     }
@@ -85,6 +87,7 @@ where
 impl<S, R, ResBody> Future for ResponseFuture<S, R>
 where
     S: Service<R, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
 {
     type Output = Result<S::Response, S::Error>;
 
@@ -105,24 +108,34 @@ where
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
                     let success = matches!(&result, Ok(response) if response.status().is_success());
-                    // `None`: nothing held, or a commit that runs alongside the response.
-                    let Some(settle) = this.reservation.settle(success) else {
+                    // `None`: nothing held, or a recorded account's release alongside.
+                    let Some((settle, verification)) = this.reservation.settle(success) else {
                         return Poll::Ready(result);
                     };
                     this.state.set(State::Settling {
                         settle,
+                        verification,
                         result: Some(result),
                     });
                 }
-                StateProj::Settling { settle, result } => {
-                    // A panic inside `settle` is already logged by the runtime; the response
-                    // stands either way.
-                    let _ = ready!(Pin::new(settle).poll(cx));
-                    return Poll::Ready(
-                        result
-                            .take()
-                            .expect("settling holds the result until it completes"),
-                    );
+                StateProj::Settling {
+                    settle,
+                    verification,
+                    result,
+                } => {
+                    // A panic inside `settle` is already logged by the runtime: fail closed.
+                    let stands = ready!(Pin::new(settle).poll(cx)).unwrap_or(false);
+                    let result = result
+                        .take()
+                        .expect("settling holds the result until it completes");
+                    if stands || !matches!(&result, Ok(r) if r.status().is_success()) {
+                        return Poll::Ready(result);
+                    }
+                    // A success whose uniqueness is not durable is not a success.
+                    let mut extensions = Extensions::new();
+                    extensions.insert(verification.clone());
+                    let refused = refuse(&Rejection::StoreUnavailable, &extensions);
+                    return Poll::Ready(Ok(refused.map(ResBody::from)));
                 }
             }
         }

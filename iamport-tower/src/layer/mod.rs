@@ -41,10 +41,9 @@ use crate::binding::Binding;
 use crate::cache::{LookupCache, Lookups};
 use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
-use crate::secret::Secret;
 use crate::source::CertificationSource;
 use crate::unique::reservation::UniqueConfig;
-use crate::unique::{MemoryStore, UniqueCommit, UniqueKeys, UniqueStore, UniqueTasks};
+use crate::unique::{MemoryStore, UniqueCounters, UniqueKeys, UniqueStore, UniqueTasks};
 
 /// The default limit on a body read to find the id: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -159,8 +158,10 @@ impl CertificationLayer {
                     keys: UniqueKeys::random(),
                     lease: DEFAULT_UNIQUE_LEASE,
                     timeout: crate::unique::DEFAULT_STORE_TIMEOUT,
-                    commit: UniqueCommit::default(),
+                    #[cfg(feature = "postgres")]
+                    record: None,
                     tasks: Arc::default(),
+                    counters: Arc::default(),
                 }),
             }),
             mode: PhantomData,
@@ -245,25 +246,34 @@ impl<M> CertificationLayer<M> {
         self
     }
 
-    /// Where `unique = true` policies reserve people, and the secret that keys them
-    /// (HMAC-SHA256 of the CI; keep it stable and secret — see [`unique`](crate::unique)).
-    /// The default is a [`MemoryStore`] with a random secret: correct for one process.
+    /// Where `unique = true` policies reserve people, and the keys they are known by
+    /// (HMAC-SHA256 of the CI under your secret — [`UniqueKeys::from_env`] reads
+    /// `UNIQUE_KEY_SECRET`; see [`unique`](crate::unique)). The default is a [`MemoryStore`]
+    /// with a random secret: correct for one process.
+    ///
+    /// With a [`PostgresStore`](crate::unique::PostgresStore) (or an `Arc` of one), handlers
+    /// can record the account's key in their own transaction with
+    /// [`Certified::record_account`](crate::Certified::record_account).
     ///
     /// ```no_run
     /// # #[cfg(feature = "postgres")]
-    /// # async fn run(client: iamport_tower::IamportClient) -> Result<(), Box<dyn std::error::Error>> {
-    /// use iamport_tower::{CertificationLayer, unique::PostgresStore};
+    /// # async fn run(client: iamport_tower::IamportClient, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use iamport_tower::CertificationLayer;
+    /// use iamport_tower::unique::{PostgresStore, UniqueKeys};
     ///
-    /// let store = PostgresStore::new(&std::env::var("DATABASE_URL")?)?;
     /// let layer = CertificationLayer::new(client)
-    ///     .unique_store(store, std::env::var("UNIQUE_KEY_SECRET")?);
+    ///     .unique_store(PostgresStore::new(pool), UniqueKeys::from_env()?);
     /// # Ok(()) }
     /// ```
     #[must_use]
-    pub fn unique_store(mut self, store: impl UniqueStore, key_secret: impl Into<Secret>) -> Self {
+    pub fn unique_store<S: UniqueStore>(mut self, store: S, keys: UniqueKeys) -> Self {
         let unique = Arc::make_mut(&mut self.shared_mut().unique);
+        #[cfg(feature = "postgres")]
+        {
+            unique.record = crate::unique::PostgresStore::record_statement_of(&store);
+        }
         unique.store = Arc::new(store);
-        unique.keys = UniqueKeys::new(&key_secret.into());
+        unique.keys = keys;
         self
     }
 
@@ -284,14 +294,10 @@ impl<M> CertificationLayer<M> {
         self
     }
 
-    /// When a `unique` reservation is committed after a 2xx response (default
-    /// [`UniqueCommit::AlongsideResponse`]: the response does not wait for the store's
-    /// write). [`UniqueCommit::BeforeResponse`] makes the response wait for one commit
-    /// attempt. See [`unique`](crate::unique#faults) for the trade-off.
-    #[must_use]
-    pub fn unique_commit(mut self, when: UniqueCommit) -> Self {
-        Arc::make_mut(&mut self.shared_mut().unique).commit = when;
-        self
+    /// This layer's unique fault counters so far (shared with its clones and the services
+    /// they made): what operators alert on, also recorded as `metrics` counters.
+    pub fn unique_counters(&self) -> UniqueCounters {
+        self.shared.unique.counters.snapshot()
     }
 
     /// The commit, release and retry tasks of this layer's `unique` reservations (shared
@@ -303,9 +309,9 @@ impl<M> CertificationLayer<M> {
 
     /// Resolves once every commit, release and retry task started by this layer (its clones,
     /// and the services they made) has finished — [`UniqueTasks::settled`]. Await it, bounded
-    /// by a timeout, after a graceful shutdown: an acknowledged signup's commit is then never
-    /// lost. The future owns what it needs, so it may be made before the layer is moved into
-    /// a router.
+    /// by a timeout, after a graceful shutdown: reservations of failed signups are then
+    /// released rather than left to their lease. The future owns what it needs, so it may be
+    /// made before the layer is moved into a router.
     ///
     /// ```no_run
     /// # async fn run(client: iamport_tower::IamportClient, listener: tokio::net::TcpListener)

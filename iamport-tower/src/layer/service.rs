@@ -84,6 +84,7 @@ pub(crate) enum Prepared<R> {
 impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, ReadBodies>
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + Clone,
+    ResBody: From<Bytes>,
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -127,6 +128,7 @@ where
 impl<S, B, ResBody> Service<Request<B>> for CertificationService<S, QueryOnly>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    ResBody: From<Bytes>,
 {
     type Response = S::Response;
     type Error = S::Error;

@@ -6,7 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey};
+use async_trait::async_trait;
+
+use super::{
+    KeyStatus, Reservation, ReservationToken, StoreError, UniqueAdmin, UniqueKey, UniqueStore,
+};
 
 enum Entry {
     Reserved {
@@ -62,7 +66,20 @@ impl MemoryStore {
         f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    async fn reserve_key(
+    fn status_of(&self, key: &UniqueKey) -> KeyStatus {
+        self.with(|entries| match entries.get(key) {
+            Some(e) if !e.live(Instant::now()) => KeyStatus::Free,
+            Some(Entry::Reserved { .. }) => KeyStatus::Reserved,
+            Some(Entry::Committed) => KeyStatus::Committed,
+            Some(Entry::CoolingDown { until }) => KeyStatus::CoolingDown { until: *until },
+            None => KeyStatus::Free,
+        })
+    }
+}
+
+#[async_trait]
+impl UniqueStore for MemoryStore {
+    async fn reserve(
         &self,
         key: &UniqueKey,
         token: ReservationToken,
@@ -79,36 +96,18 @@ impl MemoryStore {
         }))
     }
 
-    async fn renew_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(self.with(|entries| match entries.get_mut(key) {
-            Some(Entry::Reserved { token: t, until }) if *t == token => {
-                *until = Instant::now() + lease;
+    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+        Ok(self.with(|entries| match entries.get(key) {
+            Some(Entry::Committed) => true,
+            Some(entry) if entry.held_by(token) => {
+                entries.insert(key.clone(), Entry::Committed);
                 true
             }
             _ => false,
         }))
     }
 
-    async fn commit_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
-        Ok(self.with(|entries| {
-            let holds = entries.get(key).is_some_and(|e| e.held_by(token));
-            if holds {
-                entries.insert(key.clone(), Entry::Committed);
-            }
-            holds
-        }))
-    }
-
-    async fn release_key(
+    async fn release(
         &self,
         key: &UniqueKey,
         token: ReservationToken,
@@ -122,61 +121,46 @@ impl MemoryStore {
         }))
     }
 
-    async fn register_key(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+    async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+        Ok(self.status_of(key) != KeyStatus::Free)
+    }
+}
+
+#[async_trait]
+impl UniqueAdmin for MemoryStore {
+    async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
         Ok(self.with(|entries| {
-            !matches!(
-                entries.insert(key.clone(), Entry::Committed),
-                Some(Entry::Committed)
-            )
+            keys.iter()
+                .filter(|key| {
+                    !matches!(
+                        entries.insert((*key).clone(), Entry::Committed),
+                        Some(Entry::Committed)
+                    )
+                })
+                .count() as u64
         }))
     }
 
-    async fn forget_key(
-        &self,
-        key: &UniqueKey,
-        cooldown_until: Option<SystemTime>,
-    ) -> Result<bool, StoreError> {
-        Ok(self.with(|entries| {
-            let before = match cooldown_until {
-                Some(until) => entries.insert(key.clone(), Entry::CoolingDown { until }),
-                None => entries.remove(key),
-            };
-            before.is_some_and(|e| e.live(Instant::now()))
-        }))
-    }
-
-    async fn key_status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
-        Ok(self.with(|entries| {
-            let now = Instant::now();
-            match entries.get(key) {
-                Some(e) if !e.live(now) => KeyStatus::Free,
-                Some(Entry::Reserved { .. }) => KeyStatus::Reserved,
-                Some(Entry::Committed) => KeyStatus::Committed,
-                Some(Entry::CoolingDown { until }) => KeyStatus::CoolingDown { until: *until },
-                None => KeyStatus::Free,
-            }
-        }))
-    }
-
-    async fn register_keys(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
-        let mut new = 0;
-        for key in keys {
-            new += u64::from(self.register_key(key).await?);
-        }
-        Ok(new)
-    }
-
-    async fn forget_keys(
+    async fn forget(
         &self,
         keys: &[UniqueKey],
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
-        let mut found = 0;
-        for key in keys {
-            found += u64::from(self.forget_key(key, cooldown_until).await?);
-        }
-        Ok(found)
+        Ok(self.with(|entries| {
+            let now = Instant::now();
+            keys.iter()
+                .filter(|key| {
+                    let before = match cooldown_until {
+                        Some(until) => entries.insert((*key).clone(), Entry::CoolingDown { until }),
+                        None => entries.remove(*key),
+                    };
+                    before.is_some_and(|e| e.live(now))
+                })
+                .count() as u64
+        }))
+    }
+
+    async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+        Ok(self.status_of(key))
     }
 }
-
-super::unique_store_via_inherent!(impl for MemoryStore);

@@ -8,29 +8,31 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
+use async_trait::async_trait;
+
 use super::{
-    DEFAULT_STORE_TIMEOUT, KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey,
+    DEFAULT_STORE_TIMEOUT, KeyStatus, Reservation, ReservationToken, StoreError, UniqueAdmin,
+    UniqueKey, UniqueStore,
 };
 
 /// The default key prefix.
 pub const DEFAULT_REDIS_PREFIX: &str = "iamport:unique:";
 
-/// Keys handled concurrently by `register_all` / `forget_all` (pipelined on the connection).
+/// Keys handled concurrently by `register` / `forget` (pipelined on the connection).
 const BATCH_IN_FLIGHT: usize = 512;
 
 /// Values: the holder's token (a reservation, with an expiry), `committed…` (no expiry), or
 /// `cooldown` (expiring at the cooldown's end).
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-/// `GET` = token → replace the value (which clears the expiry) with a committed marker.
+///
+/// `GET` = token → replace the value (which clears the expiry) with a committed marker;
+/// already committed → 1 too (an earlier attempt landed).
 const COMMIT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
   redis.call('SET', KEYS[1], 'committed:' .. ARGV[1])
+  return 1
+end
+if v and string.sub(v, 1, 9) == 'committed' then
   return 1
 end
 return 0
@@ -72,7 +74,6 @@ return {v, redis.call('PTTL', KEYS[1])}
 ";
 
 struct Scripts {
-    renew: Script,
     commit: Script,
     release: Script,
     register: Script,
@@ -141,7 +142,6 @@ impl Core {
             prefix: DEFAULT_REDIS_PREFIX.into(),
             timeout: DEFAULT_STORE_TIMEOUT,
             scripts: Scripts {
-                renew: Script::new(RENEW),
                 commit: Script::new(COMMIT),
                 release: Script::new(RELEASE),
                 register: Script::new(REGISTER),
@@ -239,16 +239,6 @@ impl Core {
             Some(_) => Reservation::Reserved,
             None => Reservation::Taken,
         })
-    }
-
-    async fn renew_key(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let args = [token.to_hex(), millis(lease).to_string()];
-        Ok(self.script(&self.scripts.renew, key, &args).await? == 1)
     }
 
     async fn commit_key(
@@ -351,7 +341,7 @@ fn millis(d: Duration) -> u64 {
 /// Reservations in one Redis, for several app replicas.
 ///
 /// - `reserve` is `SET key token NX PX lease`: atomic; the lease is Redis's own expiry.
-/// - `commit`, `renew` and `release` are Lua scripts that act only if the key still holds the
+/// - `commit` and `release` are Lua scripts that act only if the key still holds the
 ///   caller's token; `commit` rewrites the value without an expiry, so it stays forever.
 ///   `register` and `forget` are scripts too; a cooldown is a value expiring at its end
 ///   (`PXAT`). Every operation is one atomic command or script on one key.
@@ -475,5 +465,54 @@ impl RedisClusterStore {
     }
 }
 
-super::unique_store_via_inherent!(impl for RedisStore => core);
-super::unique_store_via_inherent!(impl for RedisClusterStore => core);
+/// Both stores are their [`Core`].
+macro_rules! via_core {
+    ($($store:ty),*) => {$(
+        #[async_trait]
+        impl UniqueStore for $store {
+            async fn reserve(
+                &self,
+                key: &UniqueKey,
+                token: ReservationToken,
+                lease: Duration,
+            ) -> Result<Reservation, StoreError> {
+                self.core.reserve_key(key, token, lease).await
+            }
+            async fn commit(
+                &self,
+                key: &UniqueKey,
+                token: ReservationToken,
+            ) -> Result<bool, StoreError> {
+                self.core.commit_key(key, token).await
+            }
+            async fn release(
+                &self,
+                key: &UniqueKey,
+                token: ReservationToken,
+            ) -> Result<bool, StoreError> {
+                self.core.release_key(key, token).await
+            }
+            async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+                Ok(self.core.key_status(key).await? != KeyStatus::Free)
+            }
+        }
+
+        #[async_trait]
+        impl UniqueAdmin for $store {
+            async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+                self.core.register_keys(keys).await
+            }
+            async fn forget(
+                &self,
+                keys: &[UniqueKey],
+                cooldown_until: Option<SystemTime>,
+            ) -> Result<u64, StoreError> {
+                self.core.forget_keys(keys, cooldown_until).await
+            }
+            async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+                self.core.key_status(key).await
+            }
+        }
+    )*};
+}
+via_core!(RedisStore, RedisClusterStore);

@@ -2,58 +2,114 @@
 //! (which commits or releases), with the fault handling described in [`unique`](super).
 //!
 //! Every commit, release and retry runs in a task of its own, counted by the layer's
-//! [`UniqueTasks`]: after a 2xx the commit runs alongside the response by default
-//! ([`UniqueCommit::AlongsideResponse`]), or before it ([`UniqueCommit::BeforeResponse`]);
-//! after anything else the response waits for the release, so a person who retries at once
-//! finds themselves free. [`UniqueTasks::settled`] waits for all of them at shutdown.
+//! [`UniqueTasks`]: after a 2xx the response waits for the commit (unless the handler
+//! recorded the account in PostgreSQL, the permanent fact already); after anything else it
+//! waits for the release, so a person who retries at once finds themselves free.
+//! [`UniqueTasks::settled`] waits for all of them at shutdown.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{
-    Counters, KeyStatus, Reservation, ReservationToken, StoreError, UniqueKey, UniqueKeys,
-    UniqueStore, count,
-};
+use super::{ReservationToken, StoreError, UniqueKey, UniqueKeys, UniqueStore};
+use super::store::Reservation;
 use crate::metrics;
 use crate::rejection::Rejection;
 
 /// The default bound of every unique store call made by the layer.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many times a commit after a successful response is attempted before giving up.
-pub const COMMIT_ATTEMPTS: u32 = 5;
+/// How many times a commit after a successful response is attempted in all: the first
+/// [`COMMIT_ATTEMPTS_BEFORE_RESPONSE`] before the response leaves, the rest in the
+/// background after a 503 (the person stays reserved meanwhile).
+pub const COMMIT_ATTEMPTS: u32 = 6;
 
-/// How many times a reservation whose `reserve` failed is released before giving up (it then
-/// ends with its lease).
-const RELEASE_ATTEMPTS: u32 = 8;
+/// How many commit attempts a 2xx waits for before it is turned into a 503.
+pub const COMMIT_ATTEMPTS_BEFORE_RESPONSE: u32 = 3;
+
+/// How long a reservation left by a failed call is chased with releases while the store
+/// does not answer at all: a stall of any length up to this still frees the person within
+/// about a second and a store timeout of the store answering again.
+const ABANDONED_BUDGET: Duration = Duration::from_secs(3600);
 
 /// The first pause between retries; doubled each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// When the layer commits a `unique` reservation after a successful (2xx) response
-/// ([`CertificationLayer::unique_commit`](crate::CertificationLayer::unique_commit)).
-///
-/// Either way the commit runs in a task of its own (it completes if the client goes away),
-/// failed commits are retried in the background, and the response is the handler's whatever
-/// the commit does. While the commit runs the reservation keeps the person out, so a
-/// concurrent or later signup of the same person is refused (409) under both settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UniqueCommit {
-    /// The response is returned at once; the commit runs alongside it (the default). A signup
-    /// does not wait for the store's durable write (a WAL flush on PostgreSQL). A process
-    /// killed between the response and the commit's end loses that commit — the reservation
-    /// then ends with its lease (see [`unique`](super#faults)); a graceful shutdown loses
-    /// nothing if it waits for [`CertificationLayer::settled`](crate::CertificationLayer::settled).
-    #[default]
-    AlongsideResponse,
-    /// The response waits for one commit attempt (bounded by the store timeout) before it is
-    /// returned: once a client has its 2xx, the commit has been tried, even if the process is
-    /// killed right after.
-    BeforeResponse,
+/// Counters of one layer's unique faults — what operators alert on. Each is also a
+/// `metrics` counter, `iamport_unique_faults_total{fault=…}` (see [`crate::metrics`]).
+/// Read them with
+/// [`CertificationLayer::unique_counters`](crate::CertificationLayer::unique_counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UniqueCounters {
+    /// Store calls that failed or timed out (each is a 503 at admission, or a retry).
+    pub store_errors: u64,
+    /// Reservations left by a failed or timed-out call, later released by their token
+    /// (`fault="abandoned_released"`).
+    pub abandoned_released: u64,
+    /// Commit attempts after the first one (`fault="commit_retry"`).
+    pub commit_retries: u64,
+    /// Commits that failed at first and then held (`fault="commit_recovered"`).
+    pub commits_recovered: u64,
+    /// Commits given up (`fault="commit_failed"`): the 2xx was turned into a 503, the
+    /// handler's work may exist, and the person may sign up again once the lease ends.
+    /// Alert on it.
+    pub commits_failed: u64,
+}
+
+/// The live counters behind [`UniqueCounters`], shared by a layer and its clones.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    store_errors: AtomicU64,
+    abandoned_released: AtomicU64,
+    commit_retries: AtomicU64,
+    commits_recovered: AtomicU64,
+    commits_failed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> UniqueCounters {
+        UniqueCounters {
+            store_errors: self.store_errors.load(Ordering::Relaxed),
+            abandoned_released: self.abandoned_released.load(Ordering::Relaxed),
+            commit_retries: self.commit_retries.load(Ordering::Relaxed),
+            commits_recovered: self.commits_recovered.load(Ordering::Relaxed),
+            commits_failed: self.commits_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, fault: Fault) {
+        let counter = match fault {
+            Fault::AbandonedReleased => &self.abandoned_released,
+            Fault::CommitRetry => &self.commit_retries,
+            Fault::CommitRecovered => &self.commits_recovered,
+            Fault::CommitFailed => &self.commits_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::unique_fault(fault.label());
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    AbandonedReleased,
+    CommitRetry,
+    CommitRecovered,
+    CommitFailed,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Self::AbandonedReleased => "abandoned_released",
+            Self::CommitRetry => "commit_retry",
+            Self::CommitRecovered => "commit_recovered",
+            Self::CommitFailed => "commit_failed",
+        }
+    }
 }
 
 /// What the layer was configured with.
@@ -63,10 +119,14 @@ pub(crate) struct UniqueConfig {
     pub(crate) keys: UniqueKeys,
     pub(crate) lease: Duration,
     pub(crate) timeout: Duration,
-    pub(crate) commit: UniqueCommit,
+    /// The statement that records an account's key in the handler's transaction, when the
+    /// store is a `PostgresStore`.
+    #[cfg(feature = "postgres")]
+    pub(crate) record: Option<Arc<str>>,
     /// Shared by every configuration made from one layer (its clones, and layers configured
     /// from them).
     pub(crate) tasks: Arc<Tasks>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// The running commit, release and retry tasks of a layer's reservations.
@@ -90,10 +150,10 @@ impl Drop for Running {
 impl Tasks {
     /// Spawns `task`, counted until it ends. `None` (and a warning) without a tokio runtime:
     /// the reservation then ends with its lease.
-    fn spawn(
+    fn spawn<T: Send + 'static>(
         self: &Arc<Self>,
-        task: impl Future<Output = ()> + Send + 'static,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<T>> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 "no tokio runtime to settle a unique reservation; it ends with its lease"
@@ -104,7 +164,7 @@ impl Tasks {
         let running = Running(self.clone());
         Some(runtime.spawn(async move {
             let _running = running;
-            task.await;
+            task.await
         }))
     }
 
@@ -175,9 +235,18 @@ impl UniqueConfig {
         };
         metrics::unique_operation(op, label, started.elapsed());
         if result.is_err() {
-            count(|c: &Counters| &c.store_errors);
+            self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+        self.bounded("commit", self.store.commit(key, token)).await
+    }
+
+    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+        self.bounded("release", self.store.release(key, token))
+            .await
     }
 }
 
@@ -195,23 +264,17 @@ impl Answered for Reservation {
     }
 }
 
-/// `commit`, `renew`, `release`: whether the token still held the key.
+/// `commit`, `release`: whether the token still held the key.
 impl Answered for bool {
     fn label(&self) -> &'static str {
         if *self { "ok" } else { "not_held" }
     }
 }
 
-impl Answered for KeyStatus {
-    fn label(&self) -> &'static str {
-        "ok"
-    }
-}
-
-fn backoff(retry: u32) -> Duration {
+fn backoff(retry: u32, cap: Duration) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1 << retry.min(10))
-        .min(MAX_BACKOFF)
+        .min(cap)
 }
 
 #[derive(Default)]
@@ -220,6 +283,8 @@ struct State {
     held: Option<(UniqueKey, ReservationToken)>,
     /// The key reserved for this request (kept after settling, for `Certified::unique_key`).
     key: Option<UniqueKey>,
+    /// The handler recorded the account's key in its own transaction.
+    recorded: bool,
 }
 
 /// Shared by the request (as an extension) and the layer's response future.
@@ -272,7 +337,7 @@ impl UniqueSlot {
             }
             Ok(Reservation::Taken) => Err(Rejection::AlreadyRegistered),
             Err(error) => {
-                tracing::warn!(%error, "unique store unavailable; refusing the request (503)");
+                tracing::warn!(error = ?error.to_string(), "unique store unavailable; refusing the request (503)");
                 release_abandoned(self.config.clone(), key, token);
                 Err(Rejection::StoreUnavailable)
             }
@@ -284,122 +349,149 @@ impl UniqueSlot {
         self.lock().key.clone()
     }
 
+    /// The statement that records the account's key, and the key, if this request holds a
+    /// reservation behind a `PostgresStore`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn record_statement(&self) -> Option<(Arc<str>, UniqueKey)> {
+        let record = self.config.record.clone()?;
+        let key = self.lock().held.as_ref()?.0.clone();
+        Some((record, key))
+    }
+
+    /// The handler wrote the key in its account's transaction: a 2xx needs no commit.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn mark_recorded(&self) {
+        self.lock().recorded = true;
+    }
+
     /// Whether this request holds a reservation that still needs settling.
     fn is_held(&self) -> bool {
         self.lock().held.is_some()
     }
 
-    /// Commits (`success`) or releases the reservation, if one is held. Returns after one
-    /// attempt (bounded by the store timeout); retries continue in counted background tasks.
-    pub(crate) async fn settle(&self, success: bool) {
-        let Some((key, token)) = self.lock().held.take() else {
-            return;
+    /// Settles the reservation, if one is held, and tells whether the response may stand:
+    ///
+    /// - after a 2xx whose handler recorded the account (PostgreSQL): the account's row is
+    ///   the permanent fact; the reservation is released and the response stands;
+    /// - after any other 2xx: commits, with up to [`COMMIT_ATTEMPTS_BEFORE_RESPONSE`]
+    ///   attempts; `false` if none landed (the response becomes a 503, and the commit goes
+    ///   on being retried in the background while the reservation keeps the person out);
+    /// - otherwise: releases (retried in the background if the store fails).
+    pub(crate) async fn settle(&self, success: bool) -> bool {
+        let Some((key, token, recorded)) = ({
+            let mut state = self.lock();
+            let recorded = state.recorded;
+            state.held.take().map(|(key, token)| (key, token, recorded))
+        }) else {
+            return true;
         };
         let config = &self.config;
-        if !success {
-            if let Err(error) = config
-                .bounded("release", config.store.release(&key, token))
-                .await
-            {
-                tracing::warn!(%error, key = %key.prefix(), "could not release a unique reservation; retrying in the background");
+        if !success || recorded {
+            if let Err(error) = config.release(&key, token).await {
+                tracing::warn!(error = ?error.to_string(), key = %key.prefix(), "could not release a unique reservation; retrying in the background");
                 release_abandoned(config.clone(), key, token);
             }
-            return;
+            return true;
         }
-        match config
-            .bounded("commit", config.store.commit(&key, token))
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => lease_lost(config, &key).await,
-            Err(error) => {
-                tracing::warn!(%error, key = %key.prefix(), "could not commit a unique reservation after a successful response; retrying in the background");
-                let retry = config.clone();
-                config
-                    .tasks
-                    .spawn(async move { retry_commit(&retry, key, token).await });
+        for attempt in 0..COMMIT_ATTEMPTS_BEFORE_RESPONSE {
+            if attempt > 0 {
+                config.counters.count(Fault::CommitRetry);
+                tokio::time::sleep(backoff(attempt - 1, MAX_BACKOFF)).await;
+            }
+            match config.commit(&key, token).await {
+                Ok(true) => {
+                    if attempt > 0 {
+                        config.counters.count(Fault::CommitRecovered);
+                    }
+                    return true;
+                }
+                Ok(false) => {
+                    lease_lost(config, &key);
+                    return false;
+                }
+                Err(error) => {
+                    tracing::warn!(error = ?error.to_string(), key = %key.prefix(), attempt, "could not commit a unique reservation after a successful response");
+                }
             }
         }
+        tracing::error!(
+            key = %key.prefix(),
+            "the unique store did not record a successful signup; answering 503 instead of the \
+             handler's success and retrying the commit in the background"
+        );
+        let retry = config.clone();
+        config
+            .tasks
+            .spawn(async move { retry_commit(&retry, key, token).await });
+        false
     }
 
     /// Releases in the background (the request was dropped before it finished).
     fn release_detached(self) {
         let tasks = self.config.tasks.clone();
-        tasks.spawn(async move { self.settle(false).await });
+        tasks.spawn(async move {
+            self.settle(false).await;
+        });
     }
 }
 
-/// The token no longer holds the key. Fine if the key is committed all the same (an earlier
-/// attempt that timed out on our side landed, or an import); otherwise the lease ended first.
-async fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
-    if let Ok(KeyStatus::Committed) = config.bounded("status", config.store.status(key)).await {
-        count(|c: &Counters| &c.commits_recovered);
-        tracing::info!(key = %key.prefix(), "the unique reservation is committed (an earlier attempt landed)");
-        return;
-    }
-    count(|c: &Counters| &c.commits_failed);
+/// The token no longer holds the key and it is not committed: the lease ended first (and
+/// someone else may hold it now), or the store forgot it.
+fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
+    config.counters.count(Fault::CommitFailed);
     tracing::error!(
         key = %key.prefix(),
-        "the reservation's lease ended before the handler's success was committed; the person \
-         may register again. Raise `unique_lease` above your handler's worst-case time"
+        "the reservation's lease ended before the handler's success was committed; answering \
+         503. Raise `unique_lease` above your handler's worst-case time"
     );
 }
 
-/// Retries a commit after a successful response, renewing the lease before each attempt so
-/// the person stays reserved meanwhile.
+/// Retries a commit in the background after the response was turned into a 503, so a
+/// signup whose handler did create an account still ends up recorded.
 async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationToken) {
-    for retry in 1..COMMIT_ATTEMPTS {
-        tokio::time::sleep(backoff(retry - 1)).await;
-        count(|c: &Counters| &c.commit_retries);
-        if let Ok(false) = config
-            .bounded("renew", config.store.renew(&key, token, config.lease))
-            .await
-        {
-            // The store answered: our reservation is gone — committed by an earlier attempt,
-            // or lost (lease ended, forgotten).
-            return lease_lost(config, &key).await;
-        }
-        match config
-            .bounded("commit", config.store.commit(&key, token))
-            .await
-        {
+    for retry in COMMIT_ATTEMPTS_BEFORE_RESPONSE..COMMIT_ATTEMPTS {
+        tokio::time::sleep(backoff(retry, MAX_BACKOFF)).await;
+        config.counters.count(Fault::CommitRetry);
+        match config.commit(&key, token).await {
             Ok(true) => {
-                count(|c: &Counters| &c.commits_recovered);
+                config.counters.count(Fault::CommitRecovered);
                 tracing::info!(key = %key.prefix(), retry, "committed a unique reservation on a retry");
                 return;
             }
-            Ok(false) => return lease_lost(config, &key).await,
+            Ok(false) => return lease_lost(config, &key),
             Err(error) => {
-                tracing::warn!(%error, key = %key.prefix(), retry, "unique commit retry failed");
+                tracing::warn!(error = ?error.to_string(), key = %key.prefix(), retry, "unique commit retry failed");
             }
         }
     }
-    count(|c: &Counters| &c.commits_failed);
+    config.counters.count(Fault::CommitFailed);
     tracing::error!(
         key = %key.prefix(),
         attempts = COMMIT_ATTEMPTS,
-        "gave up committing a unique reservation after a successful response; it ends with \
-         its lease and the person may then register again unless the app keeps the key under \
-         a UNIQUE constraint"
+        "gave up committing a unique reservation after a successful handler; it ends with its \
+         lease and the person may then sign up again"
     );
 }
 
 /// Releases, in the background, a reservation that a failed or timed-out call may have made
-/// (or failed to release): retries until it released it, or until the store answered three
-/// times, with growing pauses, that the token holds nothing — a call sent on a connection
-/// that was given up may still land after the first answers.
+/// (or failed to release).
+///
+/// A call given up on our side may still land when the store answers again — after a stall
+/// of any length, with a fresh lease. So this keeps trying, pausing at most a second between
+/// attempts, for as long as the store does not answer at all (up to an hour), and once it
+/// answers, until it released the reservation or answered three times that the token holds
+/// nothing (a call queued on a connection we gave up may land just after the first answer).
 fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: ReservationToken) {
     let tasks = config.tasks.clone();
     tasks.spawn(async move {
+        let started = tokio::time::Instant::now();
+        let cap = config.timeout.min(Duration::from_secs(1));
         let mut answered_empty = 0;
-        for retry in 0..RELEASE_ATTEMPTS {
-            tokio::time::sleep(backoff(retry)).await;
-            match config
-                .bounded("release", config.store.release(&key, token))
-                .await
-            {
+        for retry in 0.. {
+            tokio::time::sleep(backoff(retry, cap)).await;
+            match config.release(&key, token).await {
                 Ok(true) => {
-                    count(|c: &Counters| &c.abandoned_released);
+                    config.counters.count(Fault::AbandonedReleased);
                     tracing::info!(key = %key.prefix(), "released a reservation left by a failed store call");
                     return;
                 }
@@ -409,6 +501,7 @@ fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: Reservati
                         return;
                     }
                 }
+                Err(_) if started.elapsed() > ABANDONED_BUDGET => break,
                 Err(_) => {}
             }
         }
@@ -436,28 +529,30 @@ impl<H: SlotHolder> HeldReservation<H> {
         self.0 = holder;
     }
 
-    /// The slot, if a reservation was made and still needs settling.
-    fn take_held(&mut self) -> Option<UniqueSlot> {
-        self.0.take()?.slot().filter(|slot| slot.is_held()).cloned()
+    /// The slot, if a reservation was made and still needs settling, and its holder.
+    fn take_held(&mut self) -> Option<(UniqueSlot, H)> {
+        let holder = self.0.take()?;
+        let slot = holder.slot().filter(|slot| slot.is_held()).cloned()?;
+        Some((slot, holder))
     }
 
     /// Commits (`success`) or releases in a counted task of its own, so it completes even if
-    /// the client goes away while it runs. Returns the task when the response must wait for
-    /// it: a release (a person retrying right after a failure must find themselves free), or
-    /// a commit under [`UniqueCommit::BeforeResponse`]. `None` when nothing is held or the
-    /// commit runs alongside the response.
-    pub(crate) fn settle(&mut self, success: bool) -> Option<tokio::task::JoinHandle<()>> {
-        let slot = self.take_held()?;
-        let wait = !success || slot.config.commit == UniqueCommit::BeforeResponse;
+    /// the client goes away while it runs. Returns the task, whose answer says whether the
+    /// response may stand (see [`UniqueSlot::settle`]), and the holder (to render a 503 with).
+    /// `None` when nothing is held, or when a recorded account's reservation is released
+    /// alongside the response.
+    pub(crate) fn settle(&mut self, success: bool) -> Option<(tokio::task::JoinHandle<bool>, H)> {
+        let (slot, holder) = self.take_held()?;
+        let wait = !(success && slot.lock().recorded);
         let tasks = slot.config.tasks.clone();
         let task = tasks.spawn(async move { slot.settle(success).await })?;
-        wait.then_some(task)
+        wait.then_some((task, holder))
     }
 }
 
 impl<H: SlotHolder> Drop for HeldReservation<H> {
     fn drop(&mut self) {
-        if let Some(slot) = self.take_held() {
+        if let Some((slot, _)) = self.take_held() {
             slot.release_detached();
         }
     }
