@@ -60,7 +60,7 @@ use axum::routing::get;
 use iamport_mock::{DEFAULT_HTTP2_STREAMS, Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::cache::LookupCache;
 use iamport_tower::client::HttpVersions;
-use iamport_tower::unique::{PostgresStore, RedisStore, UniqueKey, UniqueKeys, UniqueStore};
+use iamport_tower::unique::{PostgresStore, RedisStore, UniqueAdmin, UniqueKey, UniqueKeys};
 use iamport_tower::{CertificationLayer, Certified, IamportClient, Secret, require_certified};
 use serde::Deserialize;
 
@@ -832,15 +832,17 @@ async fn main() {
         token,
         client: client.clone(),
     };
-    let mut stores: Vec<(&str, Arc<dyn UniqueStore>)> = vec![(
+    let mut stores: Vec<(&str, Arc<dyn UniqueAdmin>)> = vec![(
         "unique-memory",
         Arc::new(iamport_tower::unique::MemoryStore::new()),
     )];
     let table = format!("iamport_bench_{}", std::process::id());
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        let store = PostgresStore::new(&url)
+        let store = PostgresStore::connect_lazy(&url)
             .expect("DATABASE_URL")
             .table(&table)
+            .expect("table")
+            .accounts_table(&format!("{table}_accounts"))
             .expect("table");
         stores.push(("unique-postgres", Arc::new(store)));
     }
@@ -850,7 +852,7 @@ async fn main() {
             .prefix(format!("{table}:"));
         stores.push(("unique-redis", Arc::new(store)));
     }
-    let keys = UniqueKeys::new(&Secret::new(UNIQUE_SECRET));
+    let keys = UniqueKeys::new(&Secret::new(UNIQUE_SECRET)).expect("a 32-byte secret");
     let all_keys: Vec<UniqueKey> = (0..PERSONS).map(|n| keys.key_for(&ci(n))).collect();
     let mut app = Router::new()
         .route("/guarded", get(guarded).layer(uncached()))
@@ -873,7 +875,7 @@ async fn main() {
     for (name, store) in &stores {
         app = app.route(
             &format!("/{name}"),
-            get(signup).layer(uncached().unique_store(store.clone(), UNIQUE_SECRET)),
+            get(signup).layer(uncached().unique_store(store.clone(), keys.clone())),
         );
     }
     let app = app.with_state(upstream);
@@ -1089,11 +1091,11 @@ async fn main() {
         cold_start(&o.latencies_ms, o.rounds);
     }
     if let Ok(url) = std::env::var("DATABASE_URL")
-        && let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+        && let Ok(pool) = sqlx::PgPool::connect(&url).await
     {
-        tokio::spawn(connection);
-        let _ = client
-            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        let drop = format!("DROP TABLE IF EXISTS \"{table}\", \"{table}_accounts\"");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&pool)
             .await;
     }
     if let Some(store) = store_of("unique-redis") {
@@ -1182,7 +1184,7 @@ fn cold_start(latencies_ms: &[u64], rounds: usize) {
 /// busy with the last window's backlog may time out, so this tries a few times.
 /// Forgets the keys of the persons named from `first` to `named` (cycled): all of them that
 /// a run may have signed up.
-async fn forget_named(store: &dyn UniqueStore, keys: &[UniqueKey], first: usize, named: usize) {
+async fn forget_named(store: &dyn UniqueAdmin, keys: &[UniqueKey], first: usize, named: usize) {
     let named: Vec<UniqueKey> = if named - first >= keys.len() {
         keys.to_vec()
     } else {
@@ -1192,13 +1194,13 @@ async fn forget_named(store: &dyn UniqueStore, keys: &[UniqueKey], first: usize,
     };
     for chunk in named.chunks(10_000) {
         for attempt in 1.. {
-            match store.forget_all(chunk, None).await {
+            match store.forget(chunk, None).await {
                 Ok(_) => break,
                 Err(error) if attempt < 10 => {
-                    eprintln!("forget_all: {error}; again");
+                    eprintln!("forget: {error}; again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(error) => panic!("forget_all: {error}"),
+                Err(error) => panic!("forget: {error}"),
             }
         }
     }

@@ -23,13 +23,24 @@ use crate::unique::reservation::{SlotHolder as _, UniqueSlot};
 /// layer's rejection; `Option<Certified>` never refuses. Under `#[require_certified(...)]`
 /// the policy has already been applied when it runs.
 #[derive(Clone)]
-pub struct Certified(Arc<Certification>, Option<UniqueKey>, Option<UniqueSlot>);
+pub struct Certified(Arc<Certification>, Option<UniqueKey>, Recorder);
+
+/// What `record_account` needs: the request's reservation.
+#[derive(Clone)]
+struct Recorder {
+    #[cfg(feature = "postgres")]
+    slot: Option<UniqueSlot>,
+}
 
 impl Certified {
     fn new(cert: Arc<Certification>, verification: &Verification) -> Self {
-        let slot = verification.slot().cloned();
-        let key = slot.as_ref().and_then(UniqueSlot::key);
-        Self(cert, key, slot)
+        let slot = verification.slot();
+        let key = slot.and_then(UniqueSlot::key);
+        let recorder = Recorder {
+            #[cfg(feature = "postgres")]
+            slot: slot.cloned(),
+        };
+        Self(cert, key, recorder)
     }
 
     /// The person's key in the unique store (HMAC-SHA256 of the CI under your secret; no
@@ -67,6 +78,7 @@ impl Certified {
     ) -> Result<(), crate::unique::RecordError> {
         let slot = self
             .2
+            .slot
             .as_ref()
             .ok_or(crate::unique::RecordError::NotReserved)?;
         let (statement, key) = slot

@@ -43,14 +43,30 @@ const RESULT_LIFETIME: Duration = Duration::from_secs(600);
 /// At most this many results are kept; the oldest go first.
 const RESULT_CAPACITY: usize = 10_000;
 
-/// What the demo keeps: account ids. A real app stores the person's name and so on here —
-/// everything but the CI, which the unique store keeps (hashed).
+/// Where the demo keeps its accounts.
+#[derive(Clone, Debug)]
+pub(crate) enum Accounts {
+    /// In this process (ids only; gone on restart).
+    Memory(Arc<AtomicU64>),
+    /// In PostgreSQL (`DATABASE_URL`): each account and its person's key in one transaction.
+    Postgres(sqlx::PgPool),
+}
+
+/// The demo's accounts table. A real app keeps the person's name and so on here —
+/// everything but the CI, whose keyed hash `record_account` writes beside it.
+pub(crate) const ACCOUNTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS demo_accounts (
+    id         BIGSERIAL PRIMARY KEY,
+    birth_year INTEGER,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
+
+/// What the demo keeps: accounts, and the redirect flow's results.
 #[derive(Clone, Debug)]
 pub(crate) struct App {
     sdk: Sdk,
     /// `None`: PortOne's guide's unbound flow (`SIGNUP_BINDING=off`).
     binding: Option<Binding>,
-    next_account: Arc<AtomicU64>,
+    accounts: Accounts,
     results: Arc<Results>,
     metrics: Option<PrometheusHandle>,
 }
@@ -59,29 +75,54 @@ impl App {
     pub(crate) fn new(
         sdk: Sdk,
         binding: Option<Binding>,
+        accounts: Accounts,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         Self {
             sdk,
             binding,
-            next_account: Arc::new(AtomicU64::new(1)),
+            accounts,
             results: Arc::default(),
             metrics,
         }
     }
 
-    fn create_account(&self, person: &Certified) -> Welcome {
-        let account_id = format!(
-            "acct_{:06}",
-            self.next_account.fetch_add(1, Ordering::SeqCst)
-        );
+    /// Creates the account. On PostgreSQL the person's key is written in the account's own
+    /// transaction: a crash at any instant leaves both or neither, so nobody who got a 201
+    /// can sign up again — before or after any reservation's lease ends.
+    async fn create_account(&self, person: &Certified) -> Result<Welcome, Response> {
+        let id = match &self.accounts {
+            Accounts::Memory(next) => next.fetch_add(1, Ordering::SeqCst),
+            Accounts::Postgres(pool) => {
+                let unavailable = |error: sqlx::Error| {
+                    tracing::warn!(error = ?error.to_string(), "could not create an account");
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                };
+                let mut tx = pool.begin().await.map_err(unavailable)?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO demo_accounts (birth_year) VALUES ($1) RETURNING id",
+                )
+                .bind(person.birth_date.map(|d| i32::from(d.year())))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                // 409 if the person has an account already (`RecordError` is that response).
+                person
+                    .record_account(&mut tx)
+                    .await
+                    .map_err(IntoResponse::into_response)?;
+                tx.commit().await.map_err(unavailable)?;
+                id as u64
+            }
+        };
+        let account_id = format!("acct_{id:06}");
         tracing::info!(%account_id, "account created");
         // What the person sees of themselves: a masked name and the birth year.
-        Welcome {
+        Ok(Welcome {
             account_id,
             name: person.name.as_deref().map(mask_name),
             birth_year: person.birth_date.map(|d| d.year()),
-        }
+        })
     }
 }
 
@@ -111,36 +152,35 @@ pub(crate) fn router(app: App, layer: CertificationLayer) -> Router {
 /// PortOne's guide's adult check ("born 1999 or before"), one account per person, and the
 /// verification must have been started by this browser session.
 #[require_certified(max_birth_year = 1999, unique = true, bound = true)]
-async fn signup_bound(State(app): State<App>, person: Certified) -> (StatusCode, Json<Value>) {
-    account_created(&app, &person)
+async fn signup_bound(State(app): State<App>, person: Certified) -> Response {
+    account_created(&app, &person).await
 }
 
 /// The same without binding (`SIGNUP_BINDING=off`): PortOne's guide as written.
 #[require_certified(max_birth_year = 1999, unique = true)]
-async fn signup(State(app): State<App>, person: Certified) -> (StatusCode, Json<Value>) {
-    account_created(&app, &person)
+async fn signup(State(app): State<App>, person: Certified) -> Response {
+    account_created(&app, &person).await
 }
 
 /// The redirect (mobile) flow: PortOne sends the browser to
 /// `/certifications/redirect?imp_uid=…&merchant_uid=…&success=…`. Same policy and the same
 /// answer as the popup flow; [`see_other`] turns it into a redirect to a result page.
 #[require_certified(max_birth_year = 1999, unique = true, bound = true)]
-async fn signup_redirect_bound(
-    State(app): State<App>,
-    person: Certified,
-) -> (StatusCode, Json<Value>) {
-    account_created(&app, &person)
+async fn signup_redirect_bound(State(app): State<App>, person: Certified) -> Response {
+    account_created(&app, &person).await
 }
 
 /// The same without binding (`SIGNUP_BINDING=off`).
 #[require_certified(max_birth_year = 1999, unique = true)]
-async fn signup_redirect(State(app): State<App>, person: Certified) -> (StatusCode, Json<Value>) {
-    account_created(&app, &person)
+async fn signup_redirect(State(app): State<App>, person: Certified) -> Response {
+    account_created(&app, &person).await
 }
 
-fn account_created(app: &App, person: &Certified) -> (StatusCode, Json<Value>) {
-    let welcome = app.create_account(person);
-    (StatusCode::CREATED, Json(welcome.to_json()))
+async fn account_created(app: &App, person: &Certified) -> Response {
+    match app.create_account(person).await {
+        Ok(welcome) => (StatusCode::CREATED, Json(welcome.to_json())).into_response(),
+        Err(refused) => refused,
+    }
 }
 
 /// One outcome of the redirect flow, kept for its result page.

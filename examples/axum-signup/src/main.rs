@@ -12,8 +12,9 @@
 //! | `PORTONE_API_SECRET`, `PORTONE_STORE_ID`, `PORTONE_CHANNEL_KEY` | real PortOne v2 (implies `PORTONE_API=v2`) |
 //! | `IMP_CODE` | merchant code for the browser SDK (`IMP.init`), with real credentials |
 //! | `IAMPORT_API_URL` | PortOne's API base URL (e.g. an emulator elsewhere) |
-//! | `DATABASE_URL` / `REDIS_URL` | keep "one account per person" in PostgreSQL / Redis (else: memory) |
-//! | `UNIQUE_KEY_SECRET` | the secret keying CI hashes, at least 32 bytes (`openssl rand -hex 32`); on the emulator (development mode) a development default, with a warning, and a shorter one is only warned about |
+//! | `DATABASE_URL` | keep the accounts in PostgreSQL, each written with its person's key in one transaction (and the reservations there too) |
+//! | `REDIS_URL` | keep "one account per person" in Redis (accounts in memory) |
+//! | `UNIQUE_KEY_SECRET` | the secret keying CI hashes, at least 32 bytes (`openssl rand -hex 32`, kept in your secret manager: the same value on every start); on the emulator (development mode) a development default when unset, with a warning |
 //! | `SIGNUP_BINDING=off` | PortOne's guide's unbound flow: any id is accepted from anyone (for API clients that post a raw `imp_uid`); default: on, each verification bound to the browser session that started it |
 //! | `BINDING_SECRET` | the secret keying binding tickets; the same rules as `UNIQUE_KEY_SECRET` |
 //! | `SIGNUP_TICKET_LIFETIME_SECS` | how long a binding ticket stays valid (default 1800) |
@@ -33,12 +34,12 @@ use std::sync::Arc;
 
 use iamport_mock::Emulator;
 use iamport_tower::binding::Binding;
-use iamport_tower::unique::{MemoryStore, PostgresStore, RedisStore, UniqueKeys, UniqueStore};
+use iamport_tower::unique::{MemoryStore, PostgresStore, RedisStore, UniqueAdmin, UniqueKeys};
 use iamport_tower::{
     CertificationLayer, CertificationSource, Error, IamportClient, PortOneClient, Secret,
 };
 
-use crate::app::{App, Sdk};
+use crate::app::{Accounts, App, Sdk};
 
 /// Used when `UNIQUE_KEY_SECRET` is unset. Never in production: anyone who knows it can test
 /// whether a given CI has an account.
@@ -159,31 +160,62 @@ async fn main() -> ExitCode {
         }
     };
 
-    // One account per person.
-    let store: Arc<dyn UniqueStore> = if let Some(url) = env("DATABASE_URL") {
-        match PostgresStore::new(&url) {
-            Ok(store) => {
-                println!("Unique store: PostgreSQL (table iamport_unique_keys)");
-                Arc::new(store)
+    // One account per person: with DATABASE_URL the accounts live in PostgreSQL, each one
+    // written with its person's key in one transaction, on one pool shared with the store.
+    let (store, accounts): (Arc<dyn UniqueAdmin>, Accounts) = if let Some(url) = env("DATABASE_URL")
+    {
+        let pool = match sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect(&url)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(error) => {
+                return fail(format!(
+                    "cannot connect to PostgreSQL at {}: {error}",
+                    postgres_address(&url)
+                ));
             }
+        };
+        let store = PostgresStore::new(pool.clone());
+        let migrated = match store.migrate().await {
+            Ok(()) => sqlx::raw_sql(app::ACCOUNTS_TABLE)
+                .execute(&pool)
+                .await
+                .map(|_| ()),
             Err(error) => return fail(error),
+        };
+        if let Err(error) = migrated {
+            return fail(format!("cannot create the demo's accounts table: {error}"));
         }
+        println!(
+            "Accounts and unique store: PostgreSQL at {} (tables demo_accounts, iamport_accounts, \
+             iamport_unique_keys)",
+            postgres_address(&url)
+        );
+        (Arc::new(store), Accounts::Postgres(pool))
     } else if let Some(url) = env("REDIS_URL") {
         match RedisStore::new(&url) {
             Ok(store) => {
-                println!("Unique store: Redis");
-                Arc::new(store)
+                println!("Unique store: Redis (accounts in memory)");
+                (Arc::new(store), Accounts::Memory(Arc::default()))
             }
             Err(error) => return fail(error),
         }
     } else {
-        println!("Unique store: in memory (set DATABASE_URL or REDIS_URL to share it)");
-        Arc::new(MemoryStore::new())
+        println!(
+            "Accounts and unique store: in memory (set DATABASE_URL to keep them in PostgreSQL)"
+        );
+        (
+            Arc::new(MemoryStore::new()),
+            Accounts::Memory(Arc::default()),
+        )
     };
     // Development mode: on the built-in emulator, where no real person signs up.
     let development = emulator.is_some();
-    let secret = match key_secret("UNIQUE_KEY_SECRET", DEVELOPMENT_SECRET, development) {
-        Ok(secret) => secret,
+    let keys = match unique_keys(development) {
+        Ok(keys) => keys,
         Err(error) => return fail(error),
     };
 
@@ -197,7 +229,7 @@ async fn main() -> ExitCode {
         }
     }
     if emulator.is_some() {
-        preregister(&*source, &*store, &UniqueKeys::new(&secret)).await;
+        preregister(&*source, &*store, &keys).await;
     }
 
     // Replay-proof verifications: each one bound to the browser session that started it.
@@ -232,14 +264,13 @@ async fn main() -> ExitCode {
         }
     };
 
-    let mut layer = CertificationLayer::from_shared_source(source).unique_store(store, secret);
+    let mut layer = CertificationLayer::from_shared_source(source).unique_store(store, keys);
     if let Some(binding) = &binding {
         layer = layer.binding(binding.clone());
     }
-    // Commits of "one account per person" run alongside the responses: at shutdown, wait
-    // for the ones still running so no acknowledged signup loses its commit.
+    // Releases of failed signups' reservations may still run at shutdown: let them land.
     let unique_tasks = layer.unique_tasks();
-    let router = app::router(App::new(sdk, binding, metrics), layer);
+    let router = app::router(App::new(sdk, binding, accounts, metrics), layer);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -264,15 +295,15 @@ async fn main() -> ExitCode {
     {
         return fail(error);
     }
-    // Bounded: a commit retried against a store that stays down gives up on its own later.
+    // Bounded: nothing a 2xx promised depends on these tasks.
     if tokio::time::timeout(SETTLE_TIMEOUT, unique_tasks.settled())
         .await
         .is_err()
     {
         tracing::warn!(
             running = unique_tasks.running(),
-            "stopping with unique-store commits or releases still running; their \
-             reservations end with their lease"
+            "stopping with unique-store releases still running; their reservations end \
+             with their lease"
         );
     }
     ExitCode::SUCCESS
@@ -304,17 +335,49 @@ fn key_secret(name: &str, development_default: &str, development: bool) -> Resul
     }
 }
 
+/// The unique store's keys from `UNIQUE_KEY_SECRET` ([`UniqueKeys::from_env`], the function
+/// `iamport-unique` reads it with too). In development mode (the emulator) a missing one
+/// falls back to a development secret, with a warning; otherwise it stops the demo with a
+/// message saying how to make one and where to keep it.
+fn unique_keys(development: bool) -> Result<UniqueKeys, Error> {
+    match UniqueKeys::from_env() {
+        Ok(keys) => Ok(keys),
+        Err(error) if !development || std::env::var_os("UNIQUE_KEY_SECRET").is_some() => Err(error),
+        Err(_) => {
+            tracing::warn!(
+                "UNIQUE_KEY_SECRET is not set: using a DEVELOPMENT secret (development mode, the \
+                 built-in emulator). Before real people sign up, make one with `openssl rand -hex \
+                 32`, keep it in your secret manager, and give the same value to every start"
+            );
+            UniqueKeys::new(&Secret::new(DEVELOPMENT_SECRET))
+        }
+    }
+}
+
+/// `host:port/database` of a PostgreSQL URL, for messages (never its credentials).
+fn postgres_address(url: &str) -> String {
+    match url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(options) => format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        ),
+        Err(_) => "an unreadable DATABASE_URL".to_owned(),
+    }
+}
+
 /// Registers the emulator's "already registered" sample person, as if they had signed up
 /// before: register their key, as `iamport-unique import` does for existing accounts. Looks
 /// the person up through the layer's own source, so it shares the layer's token.
-async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueStore, keys: &UniqueKeys) {
+async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueAdmin, keys: &UniqueKeys) {
     let Ok(cert) = source.lookup(ALREADY_REGISTERED).await else {
         return;
     };
     let Some(ci) = cert.unique_key.as_deref() else {
         return;
     };
-    if let Err(error) = store.register(&keys.key_for(ci)).await {
-        tracing::warn!(%error, "could not pre-register the sample person");
+    if let Err(error) = store.register(&[keys.key_for(ci)]).await {
+        tracing::warn!(error = ?error.to_string(), "could not pre-register the sample person");
     }
 }

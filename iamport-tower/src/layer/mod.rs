@@ -251,8 +251,8 @@ impl<M> CertificationLayer<M> {
     /// `UNIQUE_KEY_SECRET`; see [`unique`](crate::unique)). The default is a [`MemoryStore`]
     /// with a random secret: correct for one process.
     ///
-    /// With a [`PostgresStore`](crate::unique::PostgresStore) (or an `Arc` of one), handlers
-    /// can record the account's key in their own transaction with
+    /// With a [`PostgresStore`](crate::unique::PostgresStore) (also behind an `Arc<dyn
+    /// UniqueStore>`), handlers can record the account's key in their own transaction with
     /// [`Certified::record_account`](crate::Certified::record_account).
     ///
     /// ```no_run
@@ -270,7 +270,7 @@ impl<M> CertificationLayer<M> {
         let unique = Arc::make_mut(&mut self.shared_mut().unique);
         #[cfg(feature = "postgres")]
         {
-            unique.record = crate::unique::PostgresStore::record_statement_of(&store);
+            unique.record = store.account_statement();
         }
         unique.store = Arc::new(store);
         unique.keys = keys;

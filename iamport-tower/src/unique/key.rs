@@ -196,19 +196,27 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(A.as_bytes()).unwrap();
         mac.update(b"The quick brown fox jumps over the lazy dog");
         let expected = UniqueKey(mac.finalize().into_bytes().into());
-        assert_eq!(a.key_for("The quick brown fox jumps over the lazy dog"), expected);
+        assert_eq!(
+            a.key_for("The quick brown fox jumps over the lazy dog"),
+            expected
+        );
         assert!(!format!("{a:?} {:?}", a.key_for(ci)).contains(ci));
     }
 
     #[test]
     fn every_way_to_build_keys_refuses_a_short_or_padded_secret() {
-        let short = UniqueKeys::new(&Secret::new("too short")).unwrap_err().to_string();
+        let short = UniqueKeys::new(&Secret::new("too short"))
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("9 bytes long"), "{short}");
         let padded = UniqueKeys::new(&Secret::new(format!("{A}\n")))
             .unwrap_err()
             .to_string();
         assert!(padded.contains("whitespace"), "{padded}");
-        assert!(!padded.contains(A), "the secret is never in a message: {padded}");
+        assert!(
+            !padded.contains(A),
+            "the secret is never in a message: {padded}"
+        );
     }
 
     #[test]

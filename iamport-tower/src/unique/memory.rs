@@ -17,7 +17,8 @@ enum Entry {
         token: ReservationToken,
         until: Instant,
     },
-    Committed,
+    /// By this token's signup, or `None`: imported.
+    Committed(Option<ReservationToken>),
     CoolingDown {
         until: SystemTime,
     },
@@ -28,7 +29,7 @@ impl Entry {
     fn live(&self, now: Instant) -> bool {
         match self {
             Entry::Reserved { until, .. } => *until > now,
-            Entry::Committed => true,
+            Entry::Committed(_) => true,
             Entry::CoolingDown { until } => *until > SystemTime::now(),
         }
     }
@@ -70,7 +71,7 @@ impl MemoryStore {
         self.with(|entries| match entries.get(key) {
             Some(e) if !e.live(Instant::now()) => KeyStatus::Free,
             Some(Entry::Reserved { .. }) => KeyStatus::Reserved,
-            Some(Entry::Committed) => KeyStatus::Committed,
+            Some(Entry::Committed(_)) => KeyStatus::Committed,
             Some(Entry::CoolingDown { until }) => KeyStatus::CoolingDown { until: *until },
             None => KeyStatus::Free,
         })
@@ -98,20 +99,16 @@ impl UniqueStore for MemoryStore {
 
     async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
         Ok(self.with(|entries| match entries.get(key) {
-            Some(Entry::Committed) => true,
+            Some(Entry::Committed(by)) => *by == Some(token),
             Some(entry) if entry.held_by(token) => {
-                entries.insert(key.clone(), Entry::Committed);
+                entries.insert(key.clone(), Entry::Committed(Some(token)));
                 true
             }
             _ => false,
         }))
     }
 
-    async fn release(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
+    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
         Ok(self.with(|entries| {
             let holds = entries.get(key).is_some_and(|e| e.held_by(token));
             if holds {
@@ -133,8 +130,8 @@ impl UniqueAdmin for MemoryStore {
             keys.iter()
                 .filter(|key| {
                     !matches!(
-                        entries.insert((*key).clone(), Entry::Committed),
-                        Some(Entry::Committed)
+                        entries.insert((*key).clone(), Entry::Committed(None)),
+                        Some(Entry::Committed(_))
                     )
                 })
                 .count() as u64

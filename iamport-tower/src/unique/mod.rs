@@ -141,7 +141,11 @@ pub use async_trait::async_trait;
 pub use self::key::{KEY_SECRET_ENV, ReservationToken, UniqueKey, UniqueKeys};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use self::postgres::{DEFAULT_ACCOUNTS_TABLE, DEFAULT_POSTGRES_TABLE, PostgresStore, RecordError};
+pub(crate) use self::postgres::record;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{
+    DEFAULT_ACCOUNTS_TABLE, DEFAULT_POSTGRES_TABLE, PostgresStore, RecordError,
+};
 #[cfg(feature = "redis")]
 pub use self::redis::{DEFAULT_REDIS_PREFIX, RedisClusterStore, RedisStore};
 pub use self::reservation::{
@@ -149,5 +153,3 @@ pub use self::reservation::{
     UniqueTasks,
 };
 pub use self::store::{KeyStatus, Reservation, StoreError, UniqueAdmin, UniqueStore};
-#[cfg(feature = "postgres")]
-pub(crate) use self::postgres::record;

@@ -1,6 +1,5 @@
 //! `PostgresStore`: reservations and accounts' keys in the app's own PostgreSQL, through sqlx.
 
-use std::any::Any;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -160,8 +159,7 @@ fn statements(t: &str, a: &str) -> Statements {
             "WITH done AS (UPDATE {t} SET committed = true, lease_until = NULL, committed_at = now() \
                            WHERE key = $1 AND token = $2 AND committed = false RETURNING 1) \
              SELECT EXISTS (SELECT 1 FROM done) \
-                 OR EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND committed) \
-                 OR EXISTS (SELECT 1 FROM {a} WHERE key = $1)"
+                 OR EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND token = $2 AND committed)"
         )
         .into(),
         release: format!(
@@ -175,8 +173,11 @@ fn statements(t: &str, a: &str) -> Statements {
              FROM (SELECT 1) AS one LEFT JOIN {t} AS r ON r.key = $1"
         )
         .into(),
+        // The accounts table is the fact; a reservation or cooldown in its way goes (its
+        // holder can no longer commit), and a committed reservation is not "new".
         register: format!(
-            "WITH new AS (INSERT INTO {a} (key) SELECT DISTINCT k FROM unnest($1::bytea[]) AS k \
+            "WITH cleared AS (DELETE FROM {t} WHERE key = ANY($1::bytea[]) AND NOT committed), \
+                  new AS (INSERT INTO {a} (key) SELECT DISTINCT k FROM unnest($1::bytea[]) AS k \
                           ON CONFLICT (key) DO NOTHING RETURNING key) \
              SELECT count(*) FROM new \
              WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {t}.key = new.key AND committed)"
@@ -368,21 +369,6 @@ impl PostgresStore {
         }
     }
 
-    /// The statement a handler runs in its account's transaction.
-    pub(crate) fn record_statement(&self) -> Arc<str> {
-        self.inner.sql.record.clone()
-    }
-
-    /// The record statement of `store` if it is a `PostgresStore` (or an `Arc` of one).
-    pub(crate) fn record_statement_of(store: &dyn Any) -> Option<Arc<str>> {
-        if let Some(store) = store.downcast_ref::<PostgresStore>() {
-            return Some(store.record_statement());
-        }
-        store
-            .downcast_ref::<Arc<PostgresStore>>()
-            .map(|store| store.record_statement())
-    }
-
     /// Runs `call` within the timeout; errors name the database's address and the cause.
     async fn bounded<T>(
         &self,
@@ -523,11 +509,7 @@ impl UniqueStore for PostgresStore {
         Ok(row.is_some_and(|row| row.try_get::<bool, _>(0).unwrap_or(false)))
     }
 
-    async fn release(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
+    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
         let row = self
             .fetch(&self.inner.sql.release, key, Some(token), None)
             .await?;
@@ -536,6 +518,10 @@ impl UniqueStore for PostgresStore {
 
     async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
         Ok(self.status(key).await? != KeyStatus::Free)
+    }
+
+    fn account_statement(&self) -> Option<Arc<str>> {
+        Some(self.inner.sql.record.clone())
     }
 }
 
@@ -552,7 +538,10 @@ impl UniqueAdmin for PostgresStore {
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
         match cooldown_until {
-            None => self.keys_statement(&self.inner.sql.forget, keys, None).await,
+            None => {
+                self.keys_statement(&self.inner.sql.forget, keys, None)
+                    .await
+            }
             Some(until) => {
                 self.keys_statement(&self.inner.sql.forget_cooling, keys, Some(until))
                     .await

@@ -25,14 +25,14 @@ const BATCH_IN_FLIGHT: usize = 512;
 /// `cooldown` (expiring at the cooldown's end).
 ///
 /// `GET` = token → replace the value (which clears the expiry) with a committed marker;
-/// already committed → 1 too (an earlier attempt landed).
+/// already committed by this token → 1 too (an earlier attempt landed).
 const COMMIT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('SET', KEYS[1], 'committed:' .. ARGV[1])
   return 1
 end
-if v and string.sub(v, 1, 9) == 'committed' then
+if v == 'committed:' .. ARGV[1] then
   return 1
 end
 return 0

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{ReservationToken, StoreError, UniqueKey, UniqueKeys, UniqueStore};
 use super::store::Reservation;
+use super::{ReservationToken, StoreError, UniqueKey, UniqueKeys, UniqueStore};
 use crate::metrics;
 use crate::rejection::Rejection;
 
@@ -272,9 +272,7 @@ impl Answered for bool {
 }
 
 fn backoff(retry: u32, cap: Duration) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << retry.min(10))
-        .min(cap)
+    FIRST_BACKOFF.saturating_mul(1 << retry.min(10)).min(cap)
 }
 
 #[derive(Default)]

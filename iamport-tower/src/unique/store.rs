@@ -76,19 +76,26 @@ pub trait UniqueStore: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Reservation, StoreError>;
 
-    /// Makes the reservation held by `token` permanent: `true` if the key is committed now —
-    /// by this call, or already (an earlier attempt that timed out on our side landed, or an
-    /// import). `false` if `token` no longer holds it and it is not committed (released,
-    /// forgotten, or its lease ended and someone else took it, or the store forgot it).
+    /// Makes the reservation held by `token` permanent: `true` if the key is committed by
+    /// this token now — by this call, or by an earlier one that timed out on our side but
+    /// landed. `false` otherwise: released, forgotten, imported over it, or its lease ended
+    /// (and someone else may hold it, or the store forgot it).
     async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError>;
 
     /// Gives up the reservation held by `token`. `false` if `token` does not hold it.
-    async fn release(&self, key: &UniqueKey, token: ReservationToken)
-    -> Result<bool, StoreError>;
+    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError>;
 
     /// Whether a signup of this person would be refused now: committed, cooling down, or
     /// validly reserved.
     async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError>;
+
+    /// The statement that writes an account's key in the handler's own transaction
+    /// ([`Certified::record_account`](crate::Certified::record_account)), for a store whose
+    /// accounts table lives in the app's database. Only `PostgresStore` has one.
+    #[doc(hidden)]
+    fn account_statement(&self) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// What operators do to a [`UniqueStore`]: import people who already have accounts, forget
@@ -128,15 +135,14 @@ impl<S: UniqueStore + ?Sized> UniqueStore for Arc<S> {
     async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
         (**self).commit(key, token).await
     }
-    async fn release(
-        &self,
-        key: &UniqueKey,
-        token: ReservationToken,
-    ) -> Result<bool, StoreError> {
+    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
         (**self).release(key, token).await
     }
     async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
         (**self).is_taken(key).await
+    }
+    fn account_statement(&self) -> Option<Arc<str>> {
+        (**self).account_statement()
     }
 }
 
