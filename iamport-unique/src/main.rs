@@ -23,7 +23,7 @@
 //! - **The whole input is checked before the first store call.** A line is a CI when, with
 //!   whitespace at either end trimmed, it is 88 characters of standard base64 ending in `==`
 //!   (PortOne's CI: 64 bytes, padded); with `--keys`, 64 hex digits. Blank lines are skipped
-//!   (they still count in line numbers). One line that is neither refuses the whole input:
+//!   — `psql -At` prints an account without a CI as one — and still count in line numbers. One line that is neither refuses the whole input:
 //!   exit 2 naming the line numbers (never their content), and nothing is written — never
 //!   half a file. The keys are held in memory meanwhile (32 bytes a person, at most
 //!   50 million lines; split larger files).
@@ -343,47 +343,47 @@ fn length(line: &[u8]) -> String {
     if line.len() > MAX_LINE {
         format!("over {MAX_LINE} characters")
     } else {
-        format!(
-            "{} characters",
-            String::from_utf8_lossy(line).chars().count()
-        )
+        match String::from_utf8_lossy(line).chars().count() {
+            1 => "1 character".into(),
+            n => format!("{n} characters"),
+        }
     }
 }
 
-/// Why `line` is not a CI, or `None` if it is one: PortOne's CI is 64 bytes in standard
-/// base64 with padding, so 86 characters of the alphabet and `==`. (Bits past the 64th
-/// byte are not checked: the emulator's CIs do not zero them.)
-fn not_a_ci(line: &[u8]) -> Option<String> {
+/// `line` as a CI, or why it is not one: PortOne's CI is 64 bytes in standard base64 with
+/// padding, so 86 characters of the alphabet and `==`. (Bits past the 64th byte are not
+/// checked: the emulator's CIs do not zero them.)
+fn as_ci(line: &[u8]) -> Result<&str, String> {
     if line.len() != 88 {
-        let hint = if UniqueKey::from_hex(&String::from_utf8_lossy(line)).is_some() {
+        let hint = if as_key(line).is_ok() {
             "; a store key? pass --keys"
         } else {
             ""
         };
-        return Some(format!("{}, not 88{hint}", length(line)));
+        return Err(format!("{}, not 88{hint}", length(line)));
     }
     let (body, padding) = line.split_at(86);
     if !body
         .iter()
         .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
     {
-        return Some("a character outside standard base64 (A-Z a-z 0-9 + /)".into());
+        return Err("a character outside standard base64 (A-Z a-z 0-9 + /)".into());
     }
     if padding != b"==" {
-        return Some("it does not end in `==`".into());
+        return Err("it does not end in `==`".into());
     }
-    None
+    std::str::from_utf8(line).map_err(|_| "not UTF-8".into())
 }
 
-/// Why `line` is not a store key, or `None` if it is one: 64 hex digits.
-fn not_a_key(line: &[u8]) -> Option<String> {
+/// `line` as a store key, or why it is not one: 64 hex digits.
+fn as_key(line: &[u8]) -> Result<UniqueKey, String> {
     if line.len() != 64 {
-        return Some(format!("{}, not 64", length(line)));
+        return Err(format!("{}, not 64", length(line)));
     }
-    if !line.iter().all(u8::is_ascii_hexdigit) {
-        return Some("a character that is not a hex digit".into());
-    }
-    None
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(UniqueKey::from_hex)
+        .ok_or_else(|| "a character that is not a hex digit".into())
 }
 
 /// The next line of `input` without its line ending, into `line`: `Ok(false)` at the end.
@@ -402,14 +402,16 @@ fn next_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<bo
     } else if line.len() > MAX_LINE {
         // Drop the rest of this line, a bounded piece at a time.
         let mut rest = Vec::new();
-        while {
+        loop {
             rest.clear();
             let n = input
                 .by_ref()
                 .take(MAX_LINE as u64)
                 .read_until(b'\n', &mut rest)?;
-            n > 0 && rest.last() != Some(&b'\n')
-        } {}
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
     }
     Ok(true)
 }
@@ -424,9 +426,10 @@ fn read_people(
     nothing_done: &str,
 ) -> Result<Vec<UniqueKey>, Failure> {
     const SHOWN: usize = 10;
-    let (what, check): (&str, fn(&[u8]) -> Option<String>) = match keys {
-        Some(_) => ("a CI", not_a_ci),
-        None => ("a store key", not_a_key),
+    let what = if keys.is_some() {
+        "a CI"
+    } else {
+        "a store key"
     };
     let mut people = Vec::new();
     let mut first_bad: Option<(u64, String)> = None;
@@ -441,32 +444,26 @@ fn read_people(
         if text.is_empty() {
             continue;
         }
-        if let Some(reason) = check(text) {
-            match first_bad {
-                None => first_bad = Some((number, reason)),
-                Some(_) => {
-                    more_bad_count += 1;
-                    if more_bad.len() < SHOWN {
-                        more_bad.push(number.to_string());
-                    }
+        let person = match keys {
+            Some(keys) => as_ci(text).map(|ci| keys.key_in(scope, ci)),
+            None => as_key(text),
+        };
+        match (person, &first_bad) {
+            (Err(reason), None) => first_bad = Some((number, reason)),
+            (Err(_), Some(_)) => {
+                more_bad_count += 1;
+                if more_bad.len() < SHOWN {
+                    more_bad.push(number.to_string());
                 }
             }
-            continue;
+            (Ok(_), Some(_)) => {}
+            (Ok(_), None) if people.len() == MAX_PEOPLE => {
+                return Err(usage(format!(
+                    "more than {MAX_PEOPLE} people on standard input: split it; {nothing_done}"
+                )));
+            }
+            (Ok(key), None) => people.push(key),
         }
-        if first_bad.is_some() {
-            continue;
-        }
-        if people.len() == MAX_PEOPLE {
-            return Err(usage(format!(
-                "more than {MAX_PEOPLE} people on standard input: split it; {nothing_done}"
-            )));
-        }
-        // Checked above: ASCII.
-        let text = std::str::from_utf8(text).expect("a CI or a key is ASCII");
-        people.push(match keys {
-            Some(keys) => keys.key_in(scope, text),
-            None => UniqueKey::from_hex(text).expect("checked: 64 hex digits"),
-        });
     }
     let Some((first, reason)) = first_bad else {
         return Ok(people);
@@ -679,25 +676,18 @@ mod tests {
     fn what_a_ci_is() {
         let ci = format!("{}==", "Ab+/09".repeat(14) + "xy");
         assert_eq!(ci.len(), 88);
-        assert_eq!(not_a_ci(ci.as_bytes()), None);
-        assert!(
-            not_a_ci(b"not a ci")
-                .unwrap()
-                .contains("8 characters, not 88")
-        );
-        let no_padding = format!("{}A", &ci[..87]);
-        assert!(not_a_ci(no_padding.as_bytes()).unwrap().contains("=="));
-        let url_safe = ci.replace('+', "-");
-        assert!(not_a_ci(url_safe.as_bytes()).unwrap().contains("base64"));
+        assert_eq!(as_ci(ci.as_bytes()), Ok(ci.as_str()));
+        let not = |line: &str| as_ci(line.as_bytes()).unwrap_err();
+        assert!(not("not a ci").contains("8 characters, not 88"));
+        assert!(not(&format!("{}A", &ci[..87])).contains("=="));
+        assert!(not(&ci.replace('+', "-")).contains("base64"));
         let hex = "ab".repeat(32);
-        assert!(not_a_ci(hex.as_bytes()).unwrap().contains("pass --keys"));
-        assert_eq!(not_a_key(hex.as_bytes()), None);
-        assert!(not_a_key(b"abc").unwrap().contains("3 characters, not 64"));
-        assert!(
-            not_a_key("g".repeat(64).as_bytes())
-                .unwrap()
-                .contains("hex")
-        );
+        assert!(not(&hex).contains("pass --keys"));
+        assert_eq!(as_key(hex.as_bytes()).ok(), UniqueKey::from_hex(&hex));
+        let not = |line: &str| as_key(line.as_bytes()).unwrap_err();
+        assert!(not("abc").contains("3 characters, not 64"));
+        assert!(not("a").contains("1 character, not 64"));
+        assert!(not(&"g".repeat(64)).contains("hex"));
     }
 
     #[test]
@@ -714,8 +704,8 @@ mod tests {
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert_eq!(lines[0], "a\r");
         assert!(
-            not_a_ci(lines[1].as_bytes())
-                .unwrap()
+            as_ci(lines[1].as_bytes())
+                .unwrap_err()
                 .contains("over 1024 characters")
         );
         assert_eq!(lines[2], "");

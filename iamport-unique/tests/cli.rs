@@ -481,17 +481,14 @@ async fn bad_lines_change_nothing_on_redis() {
     delete_prefix(&[url], &prefix).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_on_a_redis_cluster() {
-    let Some(urls) = var("REDIS_CLUSTER_URLS", "lifecycle_on_a_redis_cluster") else {
-        return;
-    };
+/// A Redis Cluster store with a fresh prefix, its nodes, and its documented CLI URL
+/// (`redis+cluster://host:port,host:port`).
+fn cluster(urls: &str) -> (RedisClusterStore, Vec<String>, String, String) {
     let prefix = format!("{}:", unique_name("iamport-cli"));
-    let nodes: Vec<&str> = urls.split(',').map(str::trim).collect();
-    let store = RedisClusterStore::new(nodes.iter().copied())
+    let nodes: Vec<String> = urls.split(',').map(|n| n.trim().to_owned()).collect();
+    let store = RedisClusterStore::new(nodes.iter().map(String::as_str))
         .unwrap()
         .prefix(prefix.clone());
-    // The documented scheme: redis+cluster://host:port,host:port
     let url = format!(
         "redis+cluster://{}",
         nodes
@@ -500,14 +497,31 @@ async fn lifecycle_on_a_redis_cluster() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    lifecycle(
-        "redis cluster",
-        &url,
-        &["--prefix", &prefix],
-        Arc::new(store),
-    )
-    .await;
-    let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    (store, nodes, url, prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_on_a_redis_cluster() {
+    let Some(urls) = var("REDIS_CLUSTER_URLS", "lifecycle_on_a_redis_cluster") else {
+        return;
+    };
+    let (store, nodes, url, prefix) = cluster(&urls);
+    let extra = ["--prefix", prefix.as_str()];
+    lifecycle("redis cluster", &url, &extra, Arc::new(store)).await;
+    delete_prefix(&nodes, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_change_nothing_on_a_redis_cluster() {
+    let Some(urls) = var(
+        "REDIS_CLUSTER_URLS",
+        "bad_lines_change_nothing_on_a_redis_cluster",
+    ) else {
+        return;
+    };
+    let (store, nodes, url, prefix) = cluster(&urls);
+    let extra = ["--prefix", prefix.as_str()];
+    bad_lines_change_nothing("redis cluster", &url, &extra, Arc::new(store)).await;
     delete_prefix(&nodes, &prefix).await;
 }
 
