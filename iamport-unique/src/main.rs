@@ -28,6 +28,9 @@
 //!   half a file. The keys are held in memory meanwhile (32 bytes a person, at most
 //!   50 million lines; split larger files).
 //! - **CIs are never printed**: only store keys (`status`), line numbers and counts.
+//! - **A run the store stopped halfway can be run again**: the message says how many people
+//!   were written; `import` and `forget` are idempotent, so the same input again finishes
+//!   the job.
 //!
 //! Exit status: 0 done, 1 the store failed (its message names the store's address and the
 //! cause), 2 bad usage or input.
@@ -662,6 +665,19 @@ mod tests {
         for bad in ["", "d", "30", "30 d", "30w", "-1d", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn redis_addresses_never_carry_credentials() {
+        assert_eq!(redis_address("redis://127.0.0.1:1"), "127.0.0.1:1");
+        assert_eq!(redis_address("redis://cache"), "cache:6379");
+        assert_eq!(
+            redis_address("rediss://user:p%40ss@cache.internal:6380/2?protocol=resp3"),
+            "cache.internal:6380"
+        );
+        assert_eq!(redis_address("redis://[::1]:7001"), "[::1]:7001");
+        assert_eq!(redis_address("redis://[::1]"), "[::1]:6379");
+        assert_eq!(redis_address("unix:///run/redis.sock"), "/run/redis.sock");
     }
 
     #[test]
