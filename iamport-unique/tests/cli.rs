@@ -36,7 +36,7 @@ fn var(name: &str, test: &str) -> Option<String> {
                 "DATABASE_URL" => "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test",
                 "REDIS_URL" => "REDIS_URL=redis://127.0.0.1:6379",
                 _ => {
-                    "REDIS_CLUSTER_URLS=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+                    "REDIS_CLUSTER_URLS=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
                       (start one with `eval \"$(.ci/redis-cluster)\"`)"
                 }
             };
