@@ -10,25 +10,48 @@
 //! Each reads one CI per line on standard input (or, with `--keys`, one store key — 64 hex
 //! characters, as `Certified::unique_key` gives them). The store comes from `--store URL`,
 //! else `DATABASE_URL` (PostgreSQL), else `REDIS_URL` (Redis); a Redis Cluster is
-//! `redis+cluster://host1:7001,host2:7002` or a comma-separated list of `redis://` nodes. The
-//! key secret comes from `UNIQUE_KEY_SECRET` — the same one the app gives
-//! `CertificationLayer::unique_store`. CIs are never printed.
+//! `redis+cluster://host1:7001,host2:7002` or a comma-separated list of `redis://` nodes. On
+//! PostgreSQL, `import` writes the accounts table (`iamport_accounts`, `--accounts-table`) —
+//! where the app's handlers record accounts — and `forget` deletes from both tables.
+//!
+//! Decisions an operator can rely on:
+//!
+//! - **The secret is the app's, read the app's way**: `UNIQUE_KEY_SECRET` through
+//!   `UniqueKeys::from_env`, the one function the app uses too. It is trimmed, so a secret
+//!   file's trailing newline gives the app's keys; a secret under 32 bytes is refused (exit 2
+//!   with the library's message).
+//! - **The whole input is checked before the first store call.** A line is a CI when, with
+//!   whitespace at either end trimmed, it is 88 characters of standard base64 ending in `==`
+//!   (PortOne's CI: 64 bytes, padded); with `--keys`, 64 hex digits. Blank lines are skipped
+//!   — `psql -At` prints an account without a CI as one — and still count in line numbers. One line that is neither refuses the whole input:
+//!   exit 2 naming the line numbers (never their content), and nothing is written — never
+//!   half a file. The keys are held in memory meanwhile (32 bytes a person, at most
+//!   50 million lines; split larger files).
+//! - **CIs are never printed**: only store keys (`status`), line numbers and counts.
+//! - **A run the store stopped halfway can be run again**: the message says how many people
+//!   were written; `import` and `forget` are idempotent, so the same input again finishes
+//!   the job.
+//!
+//! Exit status: 0 done, 1 the store failed (its message names the store's address and the
+//! cause), 2 bad usage or input.
 
-use std::io::Write as _;
+use std::io::{BufRead, Read as _, Write as _};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use iamport_tower::Secret;
 use iamport_tower::unique::{
-    KeyStatus, PostgresStore, RedisClusterStore, RedisStore, UniqueKey, UniqueKeys, UniqueStore,
+    KeyStatus, PostgresStore, RedisClusterStore, RedisStore, StoreError, UniqueAdmin, UniqueKey,
+    UniqueKeys,
 };
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const USAGE: &str = "\
 usage: iamport-unique [OPTIONS] <import | forget [--cooldown DURATION] | status>
 
-Reads one CI per line on standard input (or one hex store key with --keys).
+Reads one CI per line on standard input (or one hex store key with --keys). The
+whole input is checked first: a line that is not a CI (88 characters of base64
+ending in `==`; with --keys, 64 hex digits) stops the run with exit 2 and its
+line number, before anything is written. Blank lines are skipped.
 
 commands:
   import               register people who already have accounts (signup → 409)
@@ -39,7 +62,10 @@ commands:
 options:
   --store URL          postgres://…, redis://…, redis+cluster://h1:7001,h2:7002
                        (default: $DATABASE_URL, else $REDIS_URL)
-  --table NAME         PostgreSQL table (default iamport_unique_keys)
+  --table NAME         PostgreSQL reservations table (default iamport_unique_keys)
+  --accounts-table NAME
+                       PostgreSQL accounts table, where `import` writes
+                       (default iamport_accounts)
   --prefix PREFIX      Redis key prefix (default iamport:unique:)
   --scope NAME         the `unique = \"NAME\"` scope (default: the default scope)
   --keys               read hex store keys instead of CIs (no secret needed)
@@ -47,8 +73,16 @@ options:
   --timeout D          bound of one store call (default 60s)
   -h, --help           this text
 
-environment: UNIQUE_KEY_SECRET (required unless --keys), DATABASE_URL, REDIS_URL
+environment: UNIQUE_KEY_SECRET (required unless --keys; the app's own secret,
+             trimmed as the app trims it), DATABASE_URL, REDIS_URL
 exit status: 0 done, 1 the store failed, 2 bad usage or input";
+
+/// The longest line read whole: a CI is 88 bytes, a key 64; anything longer is refused
+/// without being held in memory.
+const MAX_LINE: usize = 1024;
+
+/// The most people one run holds in memory (32 bytes each) before writing any.
+const MAX_PEOPLE: usize = 50_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
@@ -62,6 +96,7 @@ struct Options {
     command: Command,
     store: Option<String>,
     table: Option<String>,
+    accounts_table: Option<String>,
     prefix: Option<String>,
     scope: Option<String>,
     keys: bool,
@@ -126,6 +161,7 @@ fn parse_args() -> Result<Options, Failure> {
         command: Command::Status,
         store: None,
         table: None,
+        accounts_table: None,
         prefix: None,
         scope: None,
         keys: false,
@@ -144,6 +180,9 @@ fn parse_args() -> Result<Options, Failure> {
             }
             Long("table") => {
                 options.table = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
+            }
+            Long("accounts-table") => {
+                options.accounts_table = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
             }
             Long("prefix") => {
                 options.prefix = Some(parser.value().map_err(bad)?.string().map_err(bad)?);
@@ -196,9 +235,54 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The store named by `url`.
-fn open_store(url: &str, options: &Options) -> Result<Arc<dyn UniqueStore>, Failure> {
-    let invalid = |e: iamport_tower::unique::StoreError| usage(format!("--store: {e}"));
+/// The store an operator named, and how its errors name it.
+struct Store {
+    admin: Arc<dyn UniqueAdmin>,
+    /// Put before the store's errors when the library's own do not name the address
+    /// (PostgreSQL's do; Redis's name only the cause).
+    address: Option<String>,
+}
+
+impl Store {
+    fn failed(&self, error: StoreError) -> String {
+        let message = match &self.address {
+            Some(address) => StoreError::new(format!("{address}: {}", error.0)).to_string(),
+            None => error.to_string(),
+        };
+        // sqlx reports a refused (or unanswered) connection as its pool's timeout.
+        if message.contains("pool timed out") {
+            format!(
+                "{message} (no connection could be opened: is the server running there, \
+                 accepting connections?)"
+            )
+        } else {
+            message
+        }
+    }
+}
+
+/// `host:port` (or a socket path) of a `redis://` URL, without credentials, path or query.
+fn redis_address(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    if scheme == "unix" || scheme == "redis+unix" {
+        return rest.split('?').next().unwrap_or(rest).to_owned();
+    }
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    let has_port = match host.rsplit_once(':') {
+        Some((_, port)) => !port.contains(']'),
+        None => false,
+    };
+    if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    }
+}
+
+/// The store named by `url`. Nothing is connected yet: the first call connects.
+fn open_store(url: &str, options: &Options) -> Result<Store, Failure> {
+    let invalid = |e: StoreError| usage(format!("--store: {e}"));
     let cluster_nodes: Option<Vec<String>> =
         if let Some(nodes) = url.strip_prefix("redis+cluster://") {
             Some(
@@ -219,16 +303,26 @@ fn open_store(url: &str, options: &Options) -> Result<Arc<dyn UniqueStore>, Fail
         if let Some(prefix) = &options.prefix {
             store = store.prefix(prefix.clone());
         }
-        return Ok(Arc::new(store));
+        let addresses: Vec<String> = nodes.iter().map(|n| redis_address(n)).collect();
+        return Ok(Store {
+            admin: Arc::new(store),
+            address: Some(format!("Redis Cluster at {}", addresses.join(","))),
+        });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut store = PostgresStore::new(url)
+        let mut store = PostgresStore::connect_lazy(url)
             .map_err(invalid)?
             .timeout(options.timeout);
         if let Some(table) = &options.table {
             store = store.table(table).map_err(invalid)?;
         }
-        return Ok(Arc::new(store));
+        if let Some(table) = &options.accounts_table {
+            store = store.accounts_table(table).map_err(invalid)?;
+        }
+        return Ok(Store {
+            admin: Arc::new(store),
+            address: None,
+        });
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
         let mut store = RedisStore::new(url)
@@ -237,15 +331,181 @@ fn open_store(url: &str, options: &Options) -> Result<Arc<dyn UniqueStore>, Fail
         if let Some(prefix) = &options.prefix {
             store = store.prefix(prefix.clone());
         }
-        return Ok(Arc::new(store));
+        return Ok(Store {
+            admin: Arc::new(store),
+            address: Some(format!("Redis at {}", redis_address(url))),
+        });
     }
     Err(usage(
         "--store: the URL must start with postgres://, postgresql://, redis:// or redis+cluster://",
     ))
 }
 
+/// How long `line` is, for a message (a line cut at [`MAX_LINE`] was longer).
+fn length(line: &[u8]) -> String {
+    if line.len() > MAX_LINE {
+        format!("over {MAX_LINE} characters")
+    } else {
+        match String::from_utf8_lossy(line).chars().count() {
+            1 => "1 character".into(),
+            n => format!("{n} characters"),
+        }
+    }
+}
+
+/// `line` as a CI, or why it is not one: PortOne's CI is 64 bytes in standard base64 with
+/// padding, so 86 characters of the alphabet and `==`. (Bits past the 64th byte are not
+/// checked: the emulator's CIs do not zero them.)
+fn as_ci(line: &[u8]) -> Result<&str, String> {
+    if line.len() != 88 {
+        let hint = if as_key(line).is_ok() {
+            "; a store key? pass --keys"
+        } else {
+            ""
+        };
+        return Err(format!("{}, not 88{hint}", length(line)));
+    }
+    let (body, padding) = line.split_at(86);
+    if !body
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+    {
+        return Err("a character outside standard base64 (A-Z a-z 0-9 + /)".into());
+    }
+    if padding != b"==" {
+        return Err("it does not end in `==`".into());
+    }
+    std::str::from_utf8(line).map_err(|_| "not UTF-8".into())
+}
+
+/// `line` as a store key, or why it is not one: 64 hex digits.
+fn as_key(line: &[u8]) -> Result<UniqueKey, String> {
+    if line.len() != 64 {
+        return Err(format!("{}, not 64", length(line)));
+    }
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(UniqueKey::from_hex)
+        .ok_or_else(|| "a character that is not a hex digit".into())
+}
+
+/// The next line of `input` without its line ending, into `line`: `Ok(false)` at the end.
+/// A line longer than [`MAX_LINE`] is cut there (the rest read and dropped): it is no CI.
+fn next_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<bool> {
+    line.clear();
+    let read = input
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', line)?;
+    if read == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > MAX_LINE {
+        // Drop the rest of this line, a bounded piece at a time.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let n = input
+                .by_ref()
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut rest)?;
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Every person in `input` — CIs turned into keys (`keys`), or hex keys when `keys` is
+/// `None` — or, if any line is neither, an error naming the bad lines (never their
+/// content). Nothing is written before the whole input passed.
+fn read_people(
+    mut input: impl BufRead,
+    keys: Option<&UniqueKeys>,
+    scope: Option<&str>,
+    nothing_done: &str,
+) -> Result<Vec<UniqueKey>, Failure> {
+    const SHOWN: usize = 10;
+    let what = if keys.is_some() {
+        "a CI"
+    } else {
+        "a store key"
+    };
+    let mut people = Vec::new();
+    let mut first_bad: Option<(u64, String)> = None;
+    let (mut more_bad, mut more_bad_count) = (Vec::new(), 0u64);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    while next_line(&mut input, &mut line)
+        .map_err(|e| usage(format!("cannot read standard input: {e}")))?
+    {
+        number += 1;
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let person = match keys {
+            Some(keys) => as_ci(text).map(|ci| keys.key_in(scope, ci)),
+            None => as_key(text),
+        };
+        match (person, &first_bad) {
+            (Err(reason), None) => first_bad = Some((number, reason)),
+            (Err(_), Some(_)) => {
+                more_bad_count += 1;
+                if more_bad.len() < SHOWN {
+                    more_bad.push(number.to_string());
+                }
+            }
+            (Ok(_), Some(_)) => {}
+            (Ok(_), None) if people.len() == MAX_PEOPLE => {
+                return Err(usage(format!(
+                    "more than {MAX_PEOPLE} people on standard input: split it; {nothing_done}"
+                )));
+            }
+            (Ok(key), None) => people.push(key),
+        }
+    }
+    let Some((first, reason)) = first_bad else {
+        return Ok(people);
+    };
+    let unshown = more_bad_count - more_bad.len() as u64;
+    let tail = match unshown {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let others = match more_bad.as_slice() {
+        [] => String::new(),
+        [one] => format!(", nor is line {one}"),
+        many => format!(", nor are lines {}{tail}", many.join(", ")),
+    };
+    let shape = match keys {
+        Some(_) => "A CI is 88 characters of standard base64 ending in `==`",
+        None => "A store key is 64 hex digits",
+    };
+    Err(usage(format!(
+        "line {first} is not {what} ({reason}){others}; {nothing_done}. {shape}"
+    )))
+}
+
 fn progress(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
+/// "1 person", "2 people".
+fn people(n: u64) -> String {
+    if n == 1 {
+        "1 person".into()
+    } else {
+        format!("{n} people")
+    }
+}
+
+/// "was" for one, "were" for any other number.
+fn was(n: u64) -> &'static str {
+    if n == 1 { "was" } else { "were" }
 }
 
 fn describe(status: KeyStatus) -> String {
@@ -274,89 +534,73 @@ async fn run(options: Options) -> Result<String, Failure> {
     let keys = if options.keys {
         None
     } else {
-        let secret = env("UNIQUE_KEY_SECRET").ok_or_else(|| {
-            usage(
-                "UNIQUE_KEY_SECRET is not set (the app's key secret; or pass --keys with hex keys)",
-            )
-        })?;
-        Some(UniqueKeys::new(&Secret::new(secret)))
+        // The app's function: same bytes, same trimming, same refusals.
+        Some(UniqueKeys::from_env().map_err(|e| {
+            usage(format!(
+                "{e} (the CLI needs the app's own secret; or pass --keys with hex store keys)"
+            ))
+        })?)
     };
-    let scope = options.scope.as_deref();
+    let nothing_done = match options.command {
+        Command::Import => "nothing was imported",
+        Command::Forget { .. } => "nothing was forgotten",
+        Command::Status => "nothing was looked up",
+    };
+    let input = std::io::stdin().lock();
+    let all = read_people(input, keys.as_ref(), options.scope.as_deref(), nothing_done)?;
+    let total = all.len() as u64;
     let cooldown_until = match options.command {
         Command::Forget { cooldown: Some(d) } => Some(SystemTime::now() + d),
         _ => None,
     };
 
     let started = Instant::now();
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let (mut read, mut changed, mut line_number) = (0u64, 0u64, 0u64);
-    let mut batch: Vec<UniqueKey> = Vec::with_capacity(options.batch);
+    let (mut done, mut changed) = (0u64, 0u64);
     let mut stdout = std::io::stdout().lock();
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(|e| usage(format!("cannot read standard input: {e}")))?;
-        let done = line.is_none();
-        if let Some(line) = line {
-            line_number += 1;
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
+    for batch in all.chunks(options.batch) {
+        let failed = |e| {
+            store_failure(format!(
+                "the store failed after {done} of {} ({changed} changed): {}",
+                people(total),
+                store.failed(e)
+            ))
+        };
+        match options.command {
+            Command::Import => changed += store.admin.register(batch).await.map_err(failed)?,
+            Command::Forget { .. } => {
+                changed += store
+                    .admin
+                    .forget(batch, cooldown_until)
+                    .await
+                    .map_err(failed)?;
             }
-            let key = match &keys {
-                Some(keys) => keys.key_in(scope, line),
-                // Never echo the line: it may be a CI pasted by mistake.
-                None => UniqueKey::from_hex(line).ok_or_else(|| {
-                    usage(format!("line {line_number}: not a 64-hex-digit store key"))
-                })?,
-            };
-            batch.push(key);
-            read += 1;
-        }
-        if batch.len() >= options.batch || (done && !batch.is_empty()) {
-            let failed = |e: iamport_tower::unique::StoreError| {
-                store_failure(format!(
-                    "the store failed after {} lines ({changed} changed): {e}",
-                    read - batch.len() as u64
-                ))
-            };
-            match options.command {
-                Command::Import => changed += store.register_all(&batch).await.map_err(failed)?,
-                Command::Forget { .. } => {
-                    changed += store
-                        .forget_all(&batch, cooldown_until)
-                        .await
-                        .map_err(failed)?;
-                }
-                Command::Status => {
-                    for key in &batch {
-                        let status = store.status(key).await.map_err(failed)?;
-                        let _ = writeln!(stdout, "{} {}", key.to_hex(), describe(status));
-                    }
+            Command::Status => {
+                for key in batch {
+                    let status = store.admin.status(key).await.map_err(failed)?;
+                    let _ = writeln!(stdout, "{} {}", key.to_hex(), describe(status));
                 }
             }
-            batch.clear();
-            if !done && options.command != Command::Status {
-                progress(&format!(
-                    "… {read} read, {changed} changed ({:.0}/s)",
-                    read as f64 / started.elapsed().as_secs_f64().max(1e-3)
-                ));
-            }
         }
-        if done {
-            break;
+        done += batch.len() as u64;
+        if done < total && options.command != Command::Status {
+            progress(&format!(
+                "… {done} of {total} done, {changed} changed ({:.0}/s)",
+                done as f64 / started.elapsed().as_secs_f64().max(1e-3)
+            ));
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let read = people(total);
     Ok(match options.command {
         Command::Import => format!(
-            "imported {read} people in {seconds:.1} s: {changed} newly registered, {} already were",
-            read - changed
+            "imported {read} in {seconds:.1} s: {changed} newly registered, {} already {}",
+            total - changed,
+            was(total - changed)
         ),
         Command::Forget { cooldown: None } => {
             format!(
-                "forgot {read} people in {seconds:.1} s ({changed} were registered or reserved)"
+                "forgot {read} in {seconds:.1} s ({changed} {} registered, reserved or cooling down)",
+                was(changed)
             )
         }
         Command::Forget { cooldown: Some(_) } => {
@@ -365,8 +609,9 @@ async fn run(options: Options) -> Result<String, Failure> {
                 .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
                 .unwrap_or_default();
             format!(
-                "forgot {read} people in {seconds:.1} s ({changed} were registered or reserved); \
-                 refused until {until}"
+                "forgot {read} in {seconds:.1} s ({changed} {} registered, reserved or cooling \
+                 down); refused until {until}",
+                was(changed)
             )
         }
         Command::Status => format!("{read} looked up"),
@@ -420,5 +665,91 @@ mod tests {
         for bad in ["", "d", "30", "30 d", "30w", "-1d", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn redis_addresses_never_carry_credentials() {
+        assert_eq!(redis_address("redis://127.0.0.1:1"), "127.0.0.1:1");
+        assert_eq!(redis_address("redis://cache"), "cache:6379");
+        assert_eq!(
+            redis_address("rediss://user:p%40ss@cache.internal:6380/2?protocol=resp3"),
+            "cache.internal:6380"
+        );
+        assert_eq!(redis_address("redis://[::1]:7001"), "[::1]:7001");
+        assert_eq!(redis_address("redis://[::1]"), "[::1]:6379");
+        assert_eq!(redis_address("unix:///run/redis.sock"), "/run/redis.sock");
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(people(0), "0 people");
+        assert_eq!(people(1), "1 person");
+        assert_eq!(people(2), "2 people");
+        assert_eq!((was(1), was(0), was(2)), ("was", "were", "were"));
+    }
+
+    #[test]
+    fn what_a_ci_is() {
+        let ci = format!("{}==", "Ab+/09".repeat(14) + "xy");
+        assert_eq!(ci.len(), 88);
+        assert_eq!(as_ci(ci.as_bytes()), Ok(ci.as_str()));
+        let not = |line: &str| as_ci(line.as_bytes()).unwrap_err();
+        assert!(not("not a ci").contains("8 characters, not 88"));
+        assert!(not(&format!("{}A", &ci[..87])).contains("=="));
+        assert!(not(&ci.replace('+', "-")).contains("base64"));
+        let hex = "ab".repeat(32);
+        assert!(not(&hex).contains("pass --keys"));
+        assert_eq!(as_key(hex.as_bytes()).ok(), UniqueKey::from_hex(&hex));
+        let not = |line: &str| as_key(line.as_bytes()).unwrap_err();
+        assert!(not("abc").contains("3 characters, not 64"));
+        assert!(not("a").contains("1 character, not 64"));
+        assert!(not(&"g".repeat(64)).contains("hex"));
+    }
+
+    #[test]
+    fn lines_are_bounded_and_numbered() {
+        let long = "x".repeat(MAX_LINE * 3 + 5);
+        let text = format!("a\r\n{long}\n\nb");
+        let mut input = std::io::Cursor::new(text.into_bytes());
+        let mut line = Vec::new();
+        let mut lines = Vec::new();
+        while next_line(&mut input, &mut line).unwrap() {
+            assert!(line.len() <= MAX_LINE + 1);
+            lines.push(String::from_utf8(line.clone()).unwrap());
+        }
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "a\r");
+        assert!(
+            as_ci(lines[1].as_bytes())
+                .unwrap_err()
+                .contains("over 1024 characters")
+        );
+        assert_eq!(lines[2], "");
+        assert_eq!(lines[3], "b");
+    }
+
+    #[test]
+    fn a_bad_line_refuses_the_whole_input_by_number() {
+        let ci = format!("{}==", "A".repeat(86));
+        let input = format!("{ci}\n\nnot a ci\n{ci}\nnope\n{}\n", "x".repeat(5000));
+        let keys = UniqueKeys::random();
+        let Err(failure) = read_people(input.as_bytes(), Some(&keys), None, "nothing was done")
+        else {
+            panic!("accepted");
+        };
+        assert!(failure.usage);
+        assert!(
+            failure.message.starts_with(
+                "line 3 is not a CI (8 characters, not 88), nor are lines 5, 6; nothing was done"
+            ),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("not a ci"), "{}", failure.message);
+        let fine = format!(" {ci} \r\n\n{ci}\n");
+        let people = read_people(fine.as_bytes(), Some(&keys), None, "")
+            .ok()
+            .unwrap();
+        assert_eq!(people, vec![keys.key_for(&ci), keys.key_for(&ci)]);
     }
 }
