@@ -308,13 +308,18 @@ mod axum {
         }
     }
 
-    /// `AlreadyRegistered` is the 409 a second signup gets at admission; anything else is a
-    /// 500 whose body names nothing (the cause is logged at ERROR, without personal data).
+    /// `AlreadyRegistered` is the 409 a second signup gets at admission; a database error the
+    /// 503 of an unavailable store; `NotReserved` (a programming error) a 500. The cause is
+    /// logged (WARN / ERROR, escaped, without personal data), never put in the body.
     #[cfg(feature = "postgres")]
     impl IntoResponse for crate::unique::RecordError {
         fn into_response(self) -> Response {
             let rejection = match self {
                 Self::AlreadyRegistered => Rejection::AlreadyRegistered,
+                Self::Database(error) => {
+                    tracing::warn!(error = ?error.to_string(), "could not write an account's transaction");
+                    Rejection::StoreUnavailable
+                }
                 other => {
                     tracing::error!(error = ?other.to_string(), "could not record an account's key");
                     Rejection::LayerMissing

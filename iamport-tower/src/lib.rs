@@ -45,12 +45,11 @@
 //!    `certified` answer the [`cache`] keeps for a minute), later
 //!    askers in the request get its result. It applies the [`Policy`], and either admits or answers a
 //!    [`Rejection`] as `application/problem+json` (RFC 9457).
-//! 3. Under `unique = true` admission reserves the person's key in a [`unique`] store. When
-//!    the handler has answered, a 2xx commits the reservation in a task of its own, alongside
-//!    the response (the response does not wait for the store's write; see
-//!    [`unique::UniqueCommit`]); any other status releases it before the response is sent,
-//!    and a dropped request releases it in the background. At shutdown,
-//!    [`CertificationLayer::settled`] waits for the commits still running.
+//! 3. Under `unique = true` admission reserves the person's key in a [`unique`] store. On
+//!    PostgreSQL the handler writes the key in the account's own transaction
+//!    (`Certified::record_account`, feature `postgres`); otherwise a 2xx commits the reservation before the
+//!    response leaves the layer (a 503 if the commit cannot land). Any other status releases
+//!    it before the response is sent, and a dropped request releases it in the background.
 //!
 //! Safe requests have no side effects: a guard never admits `HEAD`, `OPTIONS` or a
 //! speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`) — 403

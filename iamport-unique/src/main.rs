@@ -235,48 +235,15 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The store an operator named, and how its errors name it.
+/// The store an operator named.
 struct Store {
     admin: Arc<dyn UniqueAdmin>,
-    /// Put before the store's errors when the library's own do not name the address
-    /// (PostgreSQL's do; Redis's name only the cause).
-    address: Option<String>,
 }
 
 impl Store {
+    /// The store's own message names its address and the cause.
     fn failed(&self, error: StoreError) -> String {
-        let message = match &self.address {
-            Some(address) => StoreError::new(format!("{address}: {}", error.0)).to_string(),
-            None => error.to_string(),
-        };
-        // sqlx reports a refused (or unanswered) connection as its pool's timeout.
-        if message.contains("pool timed out") {
-            format!(
-                "{message} (no connection could be opened: is the server running there, \
-                 accepting connections?)"
-            )
-        } else {
-            message
-        }
-    }
-}
-
-/// `host:port` (or a socket path) of a `redis://` URL, without credentials, path or query.
-fn redis_address(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
-    if scheme == "unix" || scheme == "redis+unix" {
-        return rest.split('?').next().unwrap_or(rest).to_owned();
-    }
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    let has_port = match host.rsplit_once(':') {
-        Some((_, port)) => !port.contains(']'),
-        None => false,
-    };
-    if has_port {
-        host.to_owned()
-    } else {
-        format!("{host}:6379")
+        error.to_string()
     }
 }
 
@@ -303,10 +270,8 @@ fn open_store(url: &str, options: &Options) -> Result<Store, Failure> {
         if let Some(prefix) = &options.prefix {
             store = store.prefix(prefix.clone());
         }
-        let addresses: Vec<String> = nodes.iter().map(|n| redis_address(n)).collect();
         return Ok(Store {
             admin: Arc::new(store),
-            address: Some(format!("Redis Cluster at {}", addresses.join(","))),
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -321,7 +286,6 @@ fn open_store(url: &str, options: &Options) -> Result<Store, Failure> {
         }
         return Ok(Store {
             admin: Arc::new(store),
-            address: None,
         });
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
@@ -333,7 +297,6 @@ fn open_store(url: &str, options: &Options) -> Result<Store, Failure> {
         }
         return Ok(Store {
             admin: Arc::new(store),
-            address: Some(format!("Redis at {}", redis_address(url))),
         });
     }
     Err(usage(
@@ -665,19 +628,6 @@ mod tests {
         for bad in ["", "d", "30", "30 d", "30w", "-1d", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn redis_addresses_never_carry_credentials() {
-        assert_eq!(redis_address("redis://127.0.0.1:1"), "127.0.0.1:1");
-        assert_eq!(redis_address("redis://cache"), "cache:6379");
-        assert_eq!(
-            redis_address("rediss://user:p%40ss@cache.internal:6380/2?protocol=resp3"),
-            "cache.internal:6380"
-        );
-        assert_eq!(redis_address("redis://[::1]:7001"), "[::1]:7001");
-        assert_eq!(redis_address("redis://[::1]"), "[::1]:6379");
-        assert_eq!(redis_address("unix:///run/redis.sock"), "/run/redis.sock");
     }
 
     #[test]

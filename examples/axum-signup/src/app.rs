@@ -92,7 +92,7 @@ impl App {
     /// can sign up again — before or after any reservation's lease ends.
     async fn create_account(&self, person: &Certified) -> Result<Welcome, Response> {
         let id = match &self.accounts {
-            Accounts::Memory(next) => next.fetch_add(1, Ordering::SeqCst),
+            Accounts::Memory(next) => next.fetch_add(1, Ordering::SeqCst) + 1,
             Accounts::Postgres(pool) => {
                 let unavailable = |error: sqlx::Error| {
                     tracing::warn!(error = ?error.to_string(), "could not create an account");

@@ -251,9 +251,9 @@ impl<M> CertificationLayer<M> {
     /// `UNIQUE_KEY_SECRET`; see [`unique`](crate::unique)). The default is a [`MemoryStore`]
     /// with a random secret: correct for one process.
     ///
-    /// With a [`PostgresStore`](crate::unique::PostgresStore) (also behind an `Arc<dyn
+    /// With a `PostgresStore` (also behind an `Arc<dyn
     /// UniqueStore>`), handlers can record the account's key in their own transaction with
-    /// [`Certified::record_account`](crate::Certified::record_account).
+    /// `Certified::record_account`.
     ///
     /// ```no_run
     /// # #[cfg(feature = "postgres")]

@@ -9,10 +9,10 @@
 //!   person's key atomically, so only one request can be creating that person's account, and
 //!   a second signup is a fast 409 before its handler runs. Each reservation carries a lease,
 //!   so a crashed process cannot block a person forever.
-//! - **The permanent fact**: "this person has an account". With [`PostgresStore`] (feature
+//! - **The permanent fact**: "this person has an account". With `PostgresStore` (feature
 //!   `postgres`, on the app's own `sqlx::PgPool`) the handler writes the person's key *in
 //!   the transaction that creates the account* —
-//!   [`Certified::record_account`](crate::Certified::record_account) — under a primary key,
+//!   `Certified::record_account` — under a primary key,
 //!   and admission checks that table too. A crash at any instant leaves both or neither.
 //!   With any other store (memory, Redis), the layer commits the reservation **before** a
 //!   2xx leaves it; if the commit cannot land, the 2xx becomes a 503.

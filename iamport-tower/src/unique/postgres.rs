@@ -24,6 +24,9 @@ pub const DEFAULT_ACCOUNTS_TABLE: &str = "iamport_accounts";
 /// How often (at most) a `reserve` starts a background purge of ended leases and cooldowns.
 const PURGE_INTERVAL: Duration = Duration::from_secs(300);
 
+/// The bound of an explicit [`PostgresStore::migrate`] (DDL at startup, on a cold pool).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Rows per purge statement, so a purge never holds many locks at once.
 const PURGE_BATCH: i64 = 10_000;
 
@@ -334,15 +337,23 @@ impl PostgresStore {
     }
 
     /// Creates both tables if they do not exist (what the first call does unless
-    /// [`create_tables(false)`](Self::create_tables)).
+    /// [`create_tables(false)`](Self::create_tables)), within 30 s: run it at startup, where
+    /// a database that cannot be reached should stop the app with its address and cause.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.migrate_within(MIGRATION_TIMEOUT).await
+    }
+
+    async fn migrate_within(&self, bound: Duration) -> Result<(), StoreError> {
+        let migrate = async {
             sqlx::raw_sql(AssertSqlSafe(self.inner.sql.migration.clone()))
                 .execute(&self.inner.pool)
-                .await?;
-            Ok(())
-        })
-        .await
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(bound, migrate).await {
+            Ok(result) => result.map_err(|error| self.failed(error)),
+            Err(_) => Err(self.silent(bound)),
+        }
     }
 
     /// Deletes reservations and cooldowns that ended more than `grace` ago, in batches; how
@@ -374,15 +385,29 @@ impl PostgresStore {
         &self,
         call: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        let address = &self.inner.address;
         match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(StoreError::new(format!("PostgreSQL at {address}: {error}"))),
-            Err(_) => Err(StoreError::new(format!(
-                "PostgreSQL at {address}: no answer within {:?}",
-                self.inner.timeout
-            ))),
+            Ok(result) => result.map_err(|error| self.failed(error)),
+            Err(_) => Err(self.silent(self.inner.timeout)),
         }
+    }
+
+    fn failed(&self, error: sqlx::Error) -> StoreError {
+        let address = &self.inner.address;
+        match error {
+            // sqlx's word for "no connection could be opened in time".
+            sqlx::Error::PoolTimedOut => StoreError::new(format!(
+                "PostgreSQL at {address}: no connection could be opened (refused, or not \
+                 answering; is the server running there?)"
+            )),
+            error => StoreError::new(format!("PostgreSQL at {address}: {error}")),
+        }
+    }
+
+    fn silent(&self, bound: Duration) -> StoreError {
+        StoreError::new(format!(
+            "PostgreSQL at {}: no answer within {bound:?}",
+            self.inner.address
+        ))
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -391,7 +416,7 @@ impl PostgresStore {
         }
         self.inner
             .ready
-            .get_or_try_init(|| self.migrate())
+            .get_or_try_init(|| self.migrate_within(self.inner.timeout))
             .await
             .map(|_| ())
     }

@@ -130,15 +130,18 @@ impl ConnectionLike for Connection {
 /// What both Redis stores share: naming, scripts, timeouts.
 struct Core {
     backend: Backend,
+    /// `Redis at host:port` (or the cluster's nodes), for error messages; never credentials.
+    name: String,
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
 }
 
 impl Core {
-    fn new(backend: Backend) -> Self {
+    fn new(backend: Backend, name: String) -> Self {
         Self {
             backend,
+            name,
             prefix: DEFAULT_REDIS_PREFIX.into(),
             timeout: DEFAULT_STORE_TIMEOUT,
             scripts: Scripts {
@@ -197,9 +200,14 @@ impl Core {
             let connection = self.connection().await?;
             f(connection).await.map_err(StoreError::new)
         };
-        tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| StoreError::timed_out(self.timeout))?
+        match tokio::time::timeout(self.timeout, run).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::new(format!("{}: {error}", self.name))),
+            Err(_) => Err(StoreError::new(format!(
+                "{}: no answer within {:?}",
+                self.name, self.timeout
+            ))),
+        }
     }
 
     async fn script(
@@ -334,6 +342,26 @@ impl Core {
     }
 }
 
+/// `host:port` (or a socket path) of a `redis://` URL, without credentials, path or query:
+/// what error messages name.
+fn address(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    if scheme == "unix" || scheme == "redis+unix" {
+        return rest.split('?').next().unwrap_or(rest).to_owned();
+    }
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    let has_port = match host.rsplit_once(':') {
+        Some((_, port)) => !port.contains(']'),
+        None => false,
+    };
+    if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -374,10 +402,13 @@ impl RedisStore {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::new(format!("invalid Redis URL: {e}")))?;
         Ok(Self {
-            core: Core::new(Backend::Single {
-                client,
-                connection: OnceCell::new(),
-            }),
+            core: Core::new(
+                Backend::Single {
+                    client,
+                    connection: OnceCell::new(),
+                },
+                format!("Redis at {}", address(url)),
+            ),
         })
     }
 
@@ -436,22 +467,28 @@ impl RedisClusterStore {
                 "a Redis Cluster store needs at least one node",
             ));
         }
+        let addresses: Vec<String> = nodes.iter().map(|node| address(node)).collect();
         let client = ClusterClient::builder(nodes)
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .retries(2)
             .build()
             .map_err(|e| StoreError::new(format!("invalid Redis Cluster nodes: {e}")))?;
-        Ok(Self::from_client(client, timeout))
+        let mut store = Self::from_client(client, timeout);
+        store.core.name = format!("Redis Cluster at {}", addresses.join(","));
+        Ok(store)
     }
 
     /// A store over a cluster client you built (TLS, credentials, address maps, read
     /// routing…); every call is bounded by `timeout`.
     pub fn from_client(client: ClusterClient, timeout: Duration) -> Self {
-        let mut core = Core::new(Backend::Cluster {
-            client: Box::new(client),
-            connection: OnceCell::new(),
-        });
+        let mut core = Core::new(
+            Backend::Cluster {
+                client: Box::new(client),
+                connection: OnceCell::new(),
+            },
+            "Redis Cluster".to_owned(),
+        );
         core.timeout = timeout;
         Self { core }
     }
@@ -516,3 +553,21 @@ macro_rules! via_core {
     )*};
 }
 via_core!(RedisStore, RedisClusterStore);
+
+#[cfg(test)]
+mod address_tests {
+    use super::address;
+
+    #[test]
+    fn addresses_never_carry_credentials() {
+        assert_eq!(address("redis://127.0.0.1:1"), "127.0.0.1:1");
+        assert_eq!(address("redis://cache"), "cache:6379");
+        assert_eq!(
+            address("rediss://user:p%40ss@cache.internal:6380/2?protocol=resp3"),
+            "cache.internal:6380"
+        );
+        assert_eq!(address("redis://[::1]:7001"), "[::1]:7001");
+        assert_eq!(address("redis://[::1]"), "[::1]:6379");
+        assert_eq!(address("unix:///run/redis.sock"), "/run/redis.sock");
+    }
+}

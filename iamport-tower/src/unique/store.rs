@@ -90,7 +90,7 @@ pub trait UniqueStore: Send + Sync + 'static {
     async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError>;
 
     /// The statement that writes an account's key in the handler's own transaction
-    /// ([`Certified::record_account`](crate::Certified::record_account)), for a store whose
+    /// (`Certified::record_account`), for a store whose
     /// accounts table lives in the app's database. Only `PostgresStore` has one.
     #[doc(hidden)]
     fn account_statement(&self) -> Option<Arc<str>> {
