@@ -416,6 +416,29 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_the_server_never_issued_is_no_session() {
+        let b = binding();
+        // Well-formed values of the old shape and of the new, none of them issued here.
+        let issued_elsewhere = Binding::new("another secret entirely.............")
+            .mint(&HeaderMap::new())
+            .into_parts()
+            .1
+            .unwrap();
+        let elsewhere = issued_elsewhere.to_str().unwrap().split(';').next().unwrap();
+        let elsewhere = elsewhere.split_once('=').unwrap().1.to_owned();
+        for planted in [session(3), "A".repeat(43), elsewhere] {
+            let mut headers = HeaderMap::new();
+            let cookie = format!("__Host-iamport_binding={planted}");
+            headers.insert(COOKIE, cookie.parse().unwrap());
+            let minted = b.mint(&headers);
+            let fresh = minted.set_cookie().expect("a planted value is replaced");
+            let fresh = fresh.to_str().unwrap().split(';').next().unwrap();
+            assert_ne!(fresh, cookie, "{planted}");
+            assert!(!b.verify(minted.ticket(), &planted), "{planted}");
+        }
+    }
+
+    #[test]
     fn debug_shows_no_key() {
         let b = Binding::new("the-secret-value-123456789012345");
         assert!(!format!("{b:?}").contains("the-secret"));

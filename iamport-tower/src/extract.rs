@@ -367,6 +367,46 @@ mod tests {
     }
 
     #[test]
+    fn two_spellings_name_one_id_or_are_ambiguous() {
+        const V2: &[&str] = &["identityVerificationId", "identity_verification_id"];
+        let never = |_: &str, _: &str| false;
+        assert_eq!(
+            id_from_query(
+                Some("identityVerificationId=a&identity_verification_id=b"),
+                V2,
+                never
+            ),
+            Some(Err(Rejection::AmbiguousId))
+        );
+        assert_eq!(
+            id_from_query(
+                Some("identity_verification_id=a&identityVerificationId=a"),
+                V2,
+                never
+            ),
+            Some(Ok("a".into()))
+        );
+        for format in [BodyFormat::Json, BodyFormat::Form] {
+            let (differ, same): (&[u8], &[u8]) = match format {
+                BodyFormat::Json => (
+                    br#"{"identityVerificationId":"a","identity_verification_id":"b"}"#,
+                    br#"{"identityVerificationId":"a","identity_verification_id":"a"}"#,
+                ),
+                BodyFormat::Form => (
+                    b"identityVerificationId=a&identity_verification_id=b",
+                    b"identityVerificationId=a&identity_verification_id=a",
+                ),
+            };
+            assert_eq!(
+                id_from_body(format, differ, V2),
+                Err(Rejection::AmbiguousId),
+                "{format:?}"
+            );
+            assert_eq!(id_from_body(format, same, V2), Ok("a".into()), "{format:?}");
+        }
+    }
+
+    #[test]
     fn bodies() {
         let json = br#"{"name":{"nested":[1,2]},"imp_uid":"imp_9","merchant_uid":"m"}"#;
         assert_eq!(

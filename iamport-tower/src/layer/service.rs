@@ -224,5 +224,15 @@ mod tests {
         h.clear();
         h.insert("sec-purpose", "something-else".parse().unwrap());
         assert!(!is_speculative(&Method::GET, &h));
+        // Link previews and Firefox's old prefetch header.
+        h.clear();
+        h.insert("x-purpose", "preview".parse().unwrap());
+        assert!(is_speculative(&Method::GET, &h));
+        h.clear();
+        h.insert("x-moz", "prefetch".parse().unwrap());
+        assert!(is_speculative(&Method::GET, &h));
+        h.clear();
+        h.insert("x-moz", "something-else".parse().unwrap());
+        assert!(!is_speculative(&Method::GET, &h));
     }
 }
