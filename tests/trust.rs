@@ -336,7 +336,11 @@ async fn an_id_named_twice_is_one_id_or_a_400() {
                     .body(body.to_owned()),
             )
             .await;
-        assert_eq!((status, problem_type(&text).as_str()), (400, ambiguous), "{what}: {text}");
+        assert_eq!(
+            (status, problem_type(&text).as_str()),
+            (400, ambiguous),
+            "{what}: {text}"
+        );
     }
     assert_eq!(w.lookups(), 0, "an ambiguous request reaches no one");
     // A JSON array a handler's struct could read by position is no object: refused too.
@@ -350,7 +354,10 @@ async fn an_id_named_twice_is_one_id_or_a_400() {
         .await;
     assert_eq!(status, 400, "{text}");
     // The same id twice is one id; a body without the field leaves the query's.
-    for body in [format!(r#"{{"imp_uid":"{ADULT}"}}"#), r#"{"nickname":"kim"}"#.into()] {
+    for body in [
+        format!(r#"{{"imp_uid":"{ADULT}"}}"#),
+        r#"{"nickname":"kim"}"#.into(),
+    ] {
         let (status, echoed) = w
             .send(
                 w.http
@@ -378,7 +385,9 @@ async fn an_id_named_twice_is_one_id_or_a_400() {
     assert_eq!(problem_type(&text), ambiguous);
     for (body, content_type) in [
         (
-            format!(r#"{{"identityVerificationId":"{ADULT}","identity_verification_id":"{MINOR}"}}"#),
+            format!(
+                r#"{{"identityVerificationId":"{ADULT}","identity_verification_id":"{MINOR}"}}"#
+            ),
             "application/json",
         ),
         (query.clone(), "application/x-www-form-urlencoded"),
@@ -390,7 +399,11 @@ async fn an_id_named_twice_is_one_id_or_a_400() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 400, "two spellings in a {content_type} body");
+        assert_eq!(
+            response.status(),
+            400,
+            "two spellings in a {content_type} body"
+        );
         assert_eq!(problem_type(&response.text().await.unwrap()), ambiguous);
     }
     let response = http
@@ -399,10 +412,15 @@ async fn an_id_named_twice_is_one_id_or_a_400() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400, "one spelling in the query, the other in the body");
+    assert_eq!(
+        response.status(),
+        400,
+        "one spelling in the query, the other in the body"
+    );
     assert_eq!(lookups(), 0);
     // Both spellings with one value: one id, admitted.
-    let body = format!(r#"{{"identityVerificationId":"{ADULT}","identity_verification_id":"{ADULT}"}}"#);
+    let body =
+        format!(r#"{{"identityVerificationId":"{ADULT}","identity_verification_id":"{ADULT}"}}"#);
     let response = http
         .post(format!("{}/echo?identityVerificationId={ADULT}", app.url))
         .header("content-type", "application/json")
@@ -445,7 +463,8 @@ async fn link_previews_and_prefetches_are_never_admitted() {
 
 /// A binding with a plain-http cookie, and a cookie header for a fresh session of it.
 fn binding_and_session() -> (Binding, String) {
-    let binding = Binding::new("binding secret for the trust tests, 32+ bytes").secure_cookie(false);
+    let binding =
+        Binding::new("binding secret for the trust tests, 32+ bytes").secure_cookie(false);
     let set = binding.mint(&http::HeaderMap::new());
     let set = set.set_cookie().unwrap().to_str().unwrap();
     let cookie = set.split(';').next().unwrap().to_owned();
@@ -482,7 +501,11 @@ async fn certify(emulator: &str, api: &str, person: &str, ticket: &str, back: &s
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 303, "the emulator completed the verification");
+    assert_eq!(
+        response.status(),
+        303,
+        "the emulator completed the verification"
+    );
     response.headers()["location"].to_str().unwrap().to_owned()
 }
 
@@ -621,7 +644,9 @@ async fn hostile_upstream(message: &'static str) -> iamport_e2e::Served {
                 get(move || async move {
                     (
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        axum::Json(serde_json::json!({"code": -1, "message": message, "response": null})),
+                        axum::Json(
+                            serde_json::json!({"code": -1, "message": message, "response": null}),
+                        ),
                     )
                 }),
             ),
@@ -646,14 +671,23 @@ async fn upstream_text_cannot_forge_log_lines() {
     let (captured, _guard) = iamport_e2e::Captured::install();
     let app = iamport_e2e::serve_axum(router(client)).await;
     let response = reqwest::Client::new()
-        .get(format!("{}/certifications/redirect?imp_uid={ADULT}", app.url))
+        .get(format!(
+            "{}/certifications/redirect?imp_uid={ADULT}",
+            app.url
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
     let logs = captured.text();
-    assert!(logs.contains("identity verification lookup failed"), "{logs}");
-    assert!(logs.contains("실패"), "the upstream text is kept, readable: {logs}");
+    assert!(
+        logs.contains("identity verification lookup failed"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("실패"),
+        "the upstream text is kept, readable: {logs}"
+    );
     assert!(
         !logs.lines().any(|line| line.starts_with("1999-01-01")),
         "a forged line: {logs}"
@@ -732,7 +766,10 @@ async fn held_bodies_beyond_the_global_budget_are_refused_at_once() {
     let head = refused.to_ascii_lowercase();
     assert!(head.contains("\r\nretry-after: "), "{refused}");
     assert!(head.contains("application/problem+json"), "{refused}");
-    assert!(refused.contains("urn:iamport-tower:problem:busy"), "{refused}");
+    assert!(
+        refused.contains("urn:iamport-tower:problem:busy"),
+        "{refused}"
+    );
     let lookups = w.lookups();
     // The held bodies' clients go away: their buffers are dropped, the budget comes back.
     drop(held);

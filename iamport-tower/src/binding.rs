@@ -424,7 +424,12 @@ mod tests {
             .into_parts()
             .1
             .unwrap();
-        let elsewhere = issued_elsewhere.to_str().unwrap().split(';').next().unwrap();
+        let elsewhere = issued_elsewhere
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
         let elsewhere = elsewhere.split_once('=').unwrap().1.to_owned();
         for planted in [session(3), "A".repeat(43), elsewhere] {
             let mut headers = HeaderMap::new();

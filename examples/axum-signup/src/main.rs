@@ -193,7 +193,10 @@ async fn main() -> ExitCode {
         Ok(()) => {}
         Err(error @ (Error::BadCredentials | Error::Config(_))) => return fail(error),
         Err(error) => {
-            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again");
+            tracing::warn!(
+                ?error,
+                "PortOne is not answering yet; the first request will try again"
+            );
         }
     }
     if emulator.is_some() {
@@ -315,6 +318,6 @@ async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueStore, 
         return;
     };
     if let Err(error) = store.register(&keys.key_for(ci)).await {
-        tracing::warn!(%error, "could not pre-register the sample person");
+        tracing::warn!(?error, "could not pre-register the sample person");
     }
 }

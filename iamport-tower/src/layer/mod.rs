@@ -39,6 +39,7 @@ use self::verification::Asked;
 pub use self::verification::{Outcome, Verification};
 use crate::binding::Binding;
 use crate::cache::{LookupCache, Lookups};
+use crate::escaped::Escaped;
 use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::secret::Secret;
@@ -79,10 +80,11 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// PortOne: the layer may sit in front of a whole router (404s, 405s, unguarded pages) at the
 /// cost of a look at a few headers (the query string is parsed when a guard asks, or at once
 /// when a JSON/form body could carry the id instead, or a [`binding`](Self::binding) needs
-/// to know whether there is an id to bind). `HEAD`, `OPTIONS` and speculative
-/// loads (`Sec-Purpose: prefetch`, `Purpose: prefetch`) are never admitted by a guard (403
-/// `speculative-request`, no lookup, no reservation), so a link preview or a prefetch cannot
-/// use up a person's signup.
+/// to know whether there is an id to bind). `HEAD`, `OPTIONS` and loads that say they are
+/// speculative (`Sec-Purpose: prefetch`, `Purpose: prefetch`, `X-Moz: prefetch`,
+/// `X-Purpose: preview`) are never admitted by a guard (403 `speculative-request`, no
+/// lookup, no reservation). A preview that says nothing is a `GET` like any other: an
+/// unbound `GET` route can be consumed by anything that follows the link — bind it.
 ///
 /// The inner service receives `Request<iamport_tower::body::Body>`: the layer must be able to
 /// put back bytes it read, which hyper's `Incoming` cannot carry. A stack that only uses the
@@ -439,7 +441,8 @@ impl Shared {
 }
 
 /// One upstream lookup: counted, and logged — at WARN with the upstream status and the
-/// latency when PortOne (or the way to it) failed.
+/// latency when PortOne (or the way to it) failed. The error's text may quote PortOne's own
+/// message: it is logged [`Escaped`], so it cannot forge a log line.
 pub(crate) async fn upstream_lookup(source: &dyn CertificationSource, id: &str) -> Outcome {
     let started = tokio::time::Instant::now();
     let (outcome, error) = match source.lookup(id).await {
@@ -457,7 +460,7 @@ pub(crate) async fn upstream_lookup(source: &dyn CertificationSource, id: &str) 
             result = result.as_str(),
             status = error.upstream_status(),
             latency_ms,
-            %error,
+            error = %Escaped(&error),
             "identity verification lookup failed"
         ),
         _ => tracing::debug!(

@@ -144,12 +144,19 @@ where
     }
 }
 
-/// `HEAD`, `OPTIONS`, and loads a browser makes on speculation (`Sec-Purpose: prefetch`, or
-/// the older `Purpose: prefetch`): requests that must have no side effects, so no guard
-/// admits them.
+/// `HEAD`, `OPTIONS`, and loads made on speculation — a browser's prefetch or prerender
+/// (`Sec-Purpose: prefetch`, the older `Purpose: prefetch`, Firefox's `X-Moz: prefetch`) or a
+/// link preview that says so (`X-Purpose: preview`): requests that must have no side effects,
+/// so no guard admits them. Previews that say nothing cannot be told from a visit; only
+/// binding stops those (see [`binding`](crate::binding)).
 fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
-    // One walk over the (few) names instead of hashing two that are rarely there.
-    let purpose = |name: &HeaderName| matches!(name.as_str(), "sec-purpose" | "purpose");
+    // One walk over the (few) names instead of hashing four that are rarely there.
+    let purpose = |name: &HeaderName| {
+        matches!(
+            name.as_str(),
+            "sec-purpose" | "purpose" | "x-purpose" | "x-moz"
+        )
+    };
     *method == Method::HEAD
         || *method == Method::OPTIONS
         || headers.keys().filter(|name| purpose(name)).any(|name| {
@@ -158,6 +165,7 @@ fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
                     v.split([';', ',', ' ']).any(|token| {
                         token.eq_ignore_ascii_case("prefetch")
                             || token.eq_ignore_ascii_case("prerender")
+                            || token.eq_ignore_ascii_case("preview")
                     })
                 })
             })

@@ -135,7 +135,7 @@ impl Verification {
     }
 
     /// Whether the request may not be admitted whatever its id: a `HEAD` or `OPTIONS`, or a
-    /// speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`). Guards refuse it
+    /// speculative load (`Sec-Purpose`/`Purpose`/`X-Moz: prefetch`, `X-Purpose: preview`). Guards refuse it
     /// without a lookup.
     pub fn is_speculative(&self) -> bool {
         self.inner.speculative
