@@ -770,7 +770,6 @@ async fn held_bodies_beyond_the_global_budget_are_refused_at_once() {
         refused.contains("urn:iamport-tower:problem:busy"),
         "{refused}"
     );
-    let lookups = w.lookups();
     // The held bodies' clients go away: their buffers are dropped, the budget comes back.
     drop(held);
     tokio::time::timeout(Duration::from_secs(8), async {
@@ -783,5 +782,4 @@ async fn held_bodies_beyond_the_global_budget_are_refused_at_once() {
     })
     .await
     .expect("once the held bodies are gone, bodies are read again");
-    assert!(w.lookups() > lookups);
 }

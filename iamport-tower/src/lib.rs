@@ -145,6 +145,7 @@ mod macros;
 
 pub mod binding;
 pub mod body;
+mod budget;
 pub mod cache;
 mod certification;
 pub mod client;

@@ -38,6 +38,7 @@ pub use self::service::CertificationService;
 use self::verification::Asked;
 pub use self::verification::{Outcome, Verification};
 use crate::binding::Binding;
+use crate::budget::BodyBudget;
 use crate::cache::{LookupCache, Lookups};
 use crate::escaped::Escaped;
 use crate::metrics::{self, LookupResult};
@@ -52,6 +53,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// The default time a body read to find the id may take to arrive: 10 s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default budget of body bytes the layer may hold buffered across all requests at once:
+/// 16 MiB (256 bodies at the default limit).
+pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
 
 /// Finds the PortOne verification id of every request that passes through, and looks it up
 /// when — and only when — a guard asks.
@@ -117,6 +122,7 @@ impl<M> Clone for CertificationLayer<M> {
 pub(crate) struct Shared {
     body_limit: usize,
     body_timeout: Duration,
+    body_budget: Arc<BodyBudget>,
     binding: Option<Binding>,
     renderer: Option<RejectionRenderer>,
     pub(super) unique: Arc<UniqueConfig>,
@@ -134,6 +140,7 @@ impl<M> fmt::Debug for CertificationLayer<M> {
             .field("lookup_cache", &self.shared.lookups.settings())
             .field("body_limit", &self.shared.body_limit)
             .field("body_timeout", &self.shared.body_timeout)
+            .field("body_budget", &self.shared.body_budget)
             .field("binding", &self.shared.binding)
             .field("custom_rejections", &self.shared.renderer.is_some())
             .field("mode", &std::any::type_name::<M>())
@@ -154,6 +161,7 @@ impl CertificationLayer {
                 lookups: Lookups::new(source, LookupCache::default()),
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
+                body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
                 binding: None,
                 renderer: None,
                 unique: Arc::new(UniqueConfig {
@@ -190,6 +198,7 @@ impl<M> CertificationLayer<M> {
                 lookups: Lookups::new(s.source().clone(), s.lookups.settings()),
                 body_limit: s.body_limit,
                 body_timeout: s.body_timeout,
+                body_budget: s.body_budget.clone(),
                 binding: s.binding.clone(),
                 renderer: s.renderer.clone(),
                 unique: s.unique.clone(),
@@ -214,6 +223,22 @@ impl<M> CertificationLayer<M> {
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.shared_mut().body_timeout = timeout;
         self
+    }
+
+    /// The most body bytes this layer (with its clones and the services they made) may hold
+    /// buffered at once, across all requests (default [`DEFAULT_BODY_BUDGET`], 16 MiB). See
+    /// [the layer's docs](Self#memory) for how a body takes its share and what a client gets
+    /// when the budget is spent (503 `busy` with `Retry-After`, at once).
+    #[must_use]
+    pub fn body_budget(mut self, bytes: usize) -> Self {
+        self.shared_mut().body_budget = BodyBudget::new(bytes);
+        self
+    }
+
+    /// The body bytes this layer's buffers hold now (out of its
+    /// [`body_budget`](Self::body_budget)): for a gauge, or a test.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.body_budget.in_use()
     }
 
     /// Checks `bound = true` policies with these tickets: the layer records each request's
@@ -420,6 +445,10 @@ impl Shared {
             (Some(ticket), Some(session)) => binding.verify(ticket, session),
             _ => false,
         })
+    }
+
+    pub(crate) fn binding(&self) -> Option<&Binding> {
+        self.binding.as_ref()
     }
 
     pub(crate) fn source(&self) -> &Arc<dyn CertificationSource> {
