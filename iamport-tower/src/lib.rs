@@ -68,9 +68,10 @@
 //!
 //! | case | status |
 //! |---|---|
-//! | no id; malformed id; the id given twice; unreadable body (bad JSON, the id field twice, trailing bytes, invalid UTF-8); verification cancelled | 400 |
+//! | no id; malformed id; the id named twice with different values (query and body, or v2's two spellings) or repeated in the query; unreadable body (bad JSON, not an object, the id field twice, trailing bytes, invalid UTF-8); verification cancelled | 400 |
 //! | a body that does not arrive within the body timeout (default 10 s) | 408 |
 //! | body over the extraction limit | 413 |
+//! | the layer's budget of buffered body bytes, across all requests, is spent (the body is not read) | 503 with `Retry-After` |
 //! | id unknown to PortOne; `certified == false`; policy not met | 403 |
 //! | `HEAD`, `OPTIONS`, a prefetch or preview that says so (`Sec-Purpose`, `Purpose`, `X-Moz`, `X-Purpose`) on a guarded route | 403 |
 //! | `unique` and the person already has an account (or one is being created) | 409 |

@@ -88,7 +88,9 @@ async fn app() {
 
 /// One held connection: sends the head and `SENT` bytes; counts a 503 if one comes.
 async fn hold(port: u16, content_type: &'static str, refused: Arc<AtomicUsize>) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let head = format!(
         "POST /signup HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
          Content-Length: {DECLARED}\r\n\r\n"
@@ -100,7 +102,8 @@ async fn hold(port: u16, content_type: &'static str, refused: Arc<AtomicUsize>) 
         let _ = stream.write_all(&body).await;
     }
     let mut answer = [0u8; 12];
-    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut answer)).await
+    if let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(1), stream.read(&mut answer)).await
         && answer[..n].starts_with(b"HTTP/1.1 503")
     {
         refused.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +197,9 @@ async fn main() {
     } else {
         args.iter().map(|a| a.parse().expect("a count")).collect()
     };
-    println!("| content type | held connections | RSS before (MiB) | while held | after release | answered 503 |");
+    println!(
+        "| content type | held connections | RSS before (MiB) | while held | after release | answered 503 |"
+    );
     println!("|---|---|---|---|---|---|");
     for &n in &counts {
         for content_type in ["application/json", "text/plain"] {
