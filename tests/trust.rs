@@ -783,3 +783,34 @@ async fn held_bodies_beyond_the_global_budget_are_refused_at_once() {
     .await
     .expect("once the held bodies are gone, bodies are read again");
 }
+
+#[tokio::test]
+async fn a_budget_holds_declared_and_chunked_bodies_alike() {
+    let layer = std::sync::OnceLock::new();
+    let w = World::start(|client| {
+        let budget = CertificationLayer::new(client).body_budget(100);
+        layer.set(budget.clone()).unwrap();
+        Router::new().route("/echo", post(echo)).layer(budget)
+    })
+    .await;
+    let layer = layer.get().unwrap();
+    let fits = format!(r#"{{"imp_uid":"{ADULT}"}}"#);
+    let too_much = format!(r#"{{"imp_uid":"{ADULT}","pad":"{}"}}"#, "a".repeat(100));
+    assert_eq!(post_whole(w.app.addr, &fits).await.0, 200);
+    let (status, text) = post_whole(w.app.addr, &too_much).await;
+    assert_eq!(status, 503, "a declared length past the budget: {text}");
+    // Chunked: no length to reserve up front, so the bytes are reserved as they arrive.
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json";
+    let chunks: Vec<&[u8]> = vec![fits.as_bytes()];
+    assert_eq!(
+        iamport_e2e::post_chunked(w.app.addr, head, &chunks).await,
+        200
+    );
+    let (first, rest) = too_much.as_bytes().split_at(60);
+    assert_eq!(
+        iamport_e2e::post_chunked(w.app.addr, head, &[first, rest]).await,
+        503,
+        "a chunked body growing past the budget"
+    );
+    assert_eq!(layer.buffered_bytes(), 0, "every share was given back");
+}

@@ -274,7 +274,7 @@ where
             Some(Err(_)) => {
                 let mut replay = Replay::new(collected.freeze(), None, None);
                 replay.failed = true;
-                return Buffered::Failed(replay);
+                return Buffered::Failed(replay.holding(reserved));
             }
         }
     }

@@ -426,7 +426,8 @@ impl<S, M> Layer<S> for CertificationLayer<M> {
 
 impl Shared {
     /// Puts what the layer found into the extensions: the lazy [`Verification`]. `id` is what
-    /// the body said (`None`: the query string is read when a guard asks). Returns the
+    /// the layer read — the one id of the query string and the body, when it read the body
+    /// (`None`: the query string is read when a guard asks). Returns the
     /// verification whose `unique` reservation the response settles, unless the request can
     /// come to hold none.
     pub(crate) fn record(
