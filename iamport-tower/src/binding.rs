@@ -177,8 +177,10 @@ impl Binding {
         self
     }
 
-    /// Whether the session cookie is `Secure` (default `true`; turn it off only for plain
-    /// `http://` development servers).
+    /// Whether the session cookie is `Secure`, and so named with the `__Host-` prefix
+    /// (default `true`). Turn it off only where browsers reach the server over plain `http://`
+    /// on loopback: anywhere else a cookie without it can be planted by a sibling subdomain or
+    /// any plain-http response on the way (see [Sessions](crate::binding#sessions-are-minted-by-the-server)).
     #[must_use]
     pub fn secure_cookie(mut self, secure: bool) -> Self {
         self.secure = secure;
