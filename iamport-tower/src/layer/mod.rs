@@ -116,10 +116,11 @@ pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
 /// The budget counts body bytes; the allocator and hyper's own read buffer come on top.
 /// Measured (`cargo run --release -p iamport-bench --bin held-bodies`: the app alone, its
 /// resident memory with N connections each holding 65 000 bytes of a 65 536-byte JSON body,
-/// the default layer with a 5-minute body timeout, 2 cores): 2 000 connections 51 MiB (256
-/// held, 1 744 answered 503 at once), 10 000 connections 55 MiB (9 744 answered 503) — 47
-/// MiB of it what 10 000 such connections cost with a `text/plain` body the layer never
-/// reads — against 293 MiB and 1 424 MiB without a budget. Memory freed after the clients go
+/// the default layer with a 5-minute body timeout, 2 cores, five runs each): 2 000
+/// connections 50–53 MiB (256 held, 1 744 answered 503 at once), 10 000 connections 46–84
+/// MiB, median 62 (9 744 answered 503) — 41–47 MiB of it what 10 000 such connections cost
+/// with a `text/plain` body the layer never reads — against 293 MiB and 1 424 MiB without a
+/// budget. Memory freed after the clients go
 /// is kept by the allocator for reuse, not returned: it stays at the peak, which the budget
 /// bounds. The budget turns a memory exhaustion into 503s for body-carrying requests while it
 /// lasts: limit connections per client in front of the app (a proxy) so that one client
