@@ -46,6 +46,8 @@ pub trait CertificationSource: Send + Sync + 'static {
     /// `query` its query string. Default: PortOne v1's redirect, whose query string carries
     /// the `merchant_uid` the page passed (`?imp_uid=…&merchant_uid=…`); the popup flow's
     /// body carries none the layer reads, and the record's ticket decides after the lookup.
+    /// A source that overrides [`binding_ticket`](Self::binding_ticket) overrides this too
+    /// (`None` when its requests carry no ticket), or genuine requests may be refused.
     fn request_ticket<'r>(&self, id: &'r str, query: Option<&'r str>) -> Option<Cow<'r, str>> {
         let _ = id;
         form_urlencoded::parse(query?.as_bytes())
