@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use iamport_e2e::World;
+use iamport_tower::binding::Binding;
 use iamport_tower::{CertificationLayer, Certified, IamportClient, require_certified};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -305,4 +306,511 @@ async fn a_trickled_body_is_cut_off_at_the_timeout() {
         ));
     }
     assert_eq!(w.lookups(), 0, "a body that never arrived made no lookup");
+}
+
+/// A v2 app: the same routes over PortOne's v2 API (`identityVerificationId`).
+fn v2_router(client: iamport_tower::PortOneClient) -> Router {
+    Router::new()
+        .route("/echo", post(echo))
+        .route("/redirect", get(echo))
+        .layer(CertificationLayer::new(client).body_timeout(BODY_TIMEOUT))
+}
+
+#[tokio::test]
+async fn an_id_named_twice_is_one_id_or_a_400() {
+    let w = world().await;
+    let ambiguous = "urn:iamport-tower:problem:ambiguous-verification-id";
+    // The query names one person, the body another: whichever the handler reads, it must be
+    // the one checked — so neither is.
+    let json = format!(r#"{{"imp_uid":"{MINOR}"}}"#);
+    let form = format!("imp_uid={MINOR}");
+    for (what, body, content_type) in [
+        ("JSON", json.as_str(), "application/json"),
+        ("form", form.as_str(), "application/x-www-form-urlencoded"),
+    ] {
+        let (status, text) = w
+            .send(
+                w.http
+                    .post(w.url(&format!("/echo?imp_uid={ADULT}")))
+                    .header("content-type", content_type)
+                    .body(body.to_owned()),
+            )
+            .await;
+        assert_eq!(
+            (status, problem_type(&text).as_str()),
+            (400, ambiguous),
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(w.lookups(), 0, "an ambiguous request reaches no one");
+    // A JSON array a handler's struct could read by position is no object: refused too.
+    let (status, text) = w
+        .send(
+            w.http
+                .post(w.url(&format!("/echo?imp_uid={ADULT}")))
+                .header("content-type", "application/json")
+                .body(format!(r#"["{MINOR}"]"#)),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    // The same id twice is one id; a body without the field leaves the query's.
+    for body in [
+        format!(r#"{{"imp_uid":"{ADULT}"}}"#),
+        r#"{"nickname":"kim"}"#.into(),
+    ] {
+        let (status, echoed) = w
+            .send(
+                w.http
+                    .post(w.url(&format!("/echo?imp_uid={ADULT}")))
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
+            )
+            .await;
+        assert_eq!((status, echoed.as_str()), (200, body.as_str()));
+    }
+
+    // v2's two spellings, in the query and in bodies.
+    let emulator = iamport_mock::Emulator::start().await.unwrap();
+    let app = iamport_e2e::serve_axum(v2_router(emulator.v2_client())).await;
+    let lookups = || emulator.calls(iamport_mock::Endpoint::GetIdentityVerification);
+    let http = reqwest::Client::new();
+    let query = format!("identityVerificationId={ADULT}&identity_verification_id={MINOR}");
+    let response = http
+        .get(format!("{}/redirect?{query}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "two spellings in the query");
+    let text = response.text().await.unwrap();
+    assert_eq!(problem_type(&text), ambiguous);
+    for (body, content_type) in [
+        (
+            format!(
+                r#"{{"identityVerificationId":"{ADULT}","identity_verification_id":"{MINOR}"}}"#
+            ),
+            "application/json",
+        ),
+        (query.clone(), "application/x-www-form-urlencoded"),
+    ] {
+        let response = http
+            .post(format!("{}/echo", app.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            400,
+            "two spellings in a {content_type} body"
+        );
+        assert_eq!(problem_type(&response.text().await.unwrap()), ambiguous);
+    }
+    let response = http
+        .post(format!("{}/echo?identity_verification_id={MINOR}", app.url))
+        .json(&serde_json::json!({ "identityVerificationId": ADULT }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        400,
+        "one spelling in the query, the other in the body"
+    );
+    assert_eq!(lookups(), 0);
+    // Both spellings with one value: one id, admitted.
+    let body =
+        format!(r#"{{"identityVerificationId":"{ADULT}","identity_verification_id":"{ADULT}"}}"#);
+    let response = http
+        .post(format!("{}/echo?identityVerificationId={ADULT}", app.url))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), body);
+    let response = http
+        .get(format!(
+            "{}/redirect?identityVerificationId={ADULT}&identity_verification_id={ADULT}",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(lookups(), 1, "the two admitted requests shared one lookup");
+}
+
+#[tokio::test]
+async fn link_previews_and_prefetches_are_never_admitted() {
+    let w = world().await;
+    let redirect = format!("/certifications/redirect?imp_uid={ADULT}&success=true");
+    for (name, value) in [("x-purpose", "preview"), ("x-moz", "prefetch")] {
+        let (status, text) = w
+            .send(w.http.get(w.url(&redirect)).header(name, value))
+            .await;
+        assert_eq!(status, 403, "{name}: {value}: {text}");
+        assert_eq!(
+            problem_type(&text),
+            "urn:iamport-tower:problem:speculative-request"
+        );
+    }
+    assert_eq!(w.lookups(), 0, "a preview is not looked up");
+    // The person's own visit still signs them up.
+    assert_eq!(w.get(&redirect).await.0, 201);
+}
+
+/// A binding with a plain-http cookie, and a cookie header for a fresh session of it.
+fn binding_and_session() -> (Binding, String) {
+    let binding =
+        Binding::new("binding secret for the trust tests, 32+ bytes").secure_cookie(false);
+    let set = binding.mint(&http::HeaderMap::new());
+    let set = set.set_cookie().unwrap().to_str().unwrap();
+    let cookie = set.split(';').next().unwrap().to_owned();
+    (binding, cookie)
+}
+
+/// One account per person, bound to the browser session that started the verification.
+#[require_certified(max_birth_year = 1999, unique = true, bound = true)]
+async fn bound_signup(cert: Certified) -> (StatusCode, String) {
+    (StatusCode::CREATED, cert.id.clone())
+}
+
+/// Completes a verification of `person` at the emulator with `ticket` as the merchant-chosen
+/// id, as the browser SDK stand-in does (redirect mode); returns PortOne's redirect URL.
+async fn certify(emulator: &str, api: &str, person: &str, ticket: &str, back: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let ticket_field = if api == "v2" {
+        "identity_verification_id"
+    } else {
+        "merchant_uid"
+    };
+    let response = http
+        .post(format!("{emulator}/certify"))
+        .form(&[
+            ("person", person),
+            ("mode", "redirect"),
+            ("redirect_url", back),
+            ("api", api),
+            (ticket_field, ticket),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        303,
+        "the emulator completed the verification"
+    );
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_bound_route_refuses_without_a_session_or_with_a_bad_ticket_before_any_lookup() {
+    let unbound = "urn:iamport-tower:problem:unbound-verification";
+    let (binding, cookie) = binding_and_session();
+    let emulator = iamport_mock::Emulator::start().await.unwrap();
+    let layer = CertificationLayer::new(emulator.client()).binding(binding.clone());
+    let app = iamport_e2e::serve_axum(
+        Router::new()
+            .route("/certifications", post(bound_signup))
+            .route("/certifications/redirect", get(bound_signup))
+            .layer(layer),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let lookups = || emulator.calls(iamport_mock::Endpoint::GetCertification);
+    // A genuine verification of this session's: its id and its ticket.
+    let session = cookie.split_once('=').unwrap().1;
+    let ticket = binding.mint_for(session);
+    let back = format!("{}/certifications/redirect", app.url);
+    let returned = certify(&emulator.url(), "v1", ADULT, &ticket, &back).await;
+    let query = returned.split_once('?').unwrap().1.to_owned();
+    let imp_uid = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("imp_uid="))
+        .unwrap()
+        .to_owned();
+
+    // Cookieless requests, many of them: not one lookup.
+    for _ in 0..50 {
+        let response = http
+            .post(format!("{}/certifications", app.url))
+            .json(&serde_json::json!({ "imp_uid": imp_uid }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        assert_eq!(problem_type(&response.text().await.unwrap()), unbound);
+    }
+    // A cookie the server never issued.
+    let planted = "iamport_binding=AAAAAAAAAAAAAAAAAAAAAA";
+    let response = http
+        .get(format!("{}/certifications/redirect?{query}", app.url))
+        .header("cookie", planted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "a planted cookie is no session");
+    // A real session, but the redirect carries a ticket that is not this session's.
+    let forged = binding.mint_for("another session altogether");
+    for merchant_uid in [forged.as_str(), "order_1", ""] {
+        let response = http
+            .get(format!(
+                "{}/certifications/redirect?imp_uid={imp_uid}&merchant_uid={merchant_uid}",
+                app.url
+            ))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "merchant_uid={merchant_uid}");
+    }
+    assert_eq!(lookups(), 0, "nothing above reached PortOne");
+
+    // The popup flow carries no ticket of its own: the record's is checked after the lookup.
+    let (_, other_cookie) = binding_and_session();
+    let response = http
+        .post(format!("{}/certifications", app.url))
+        .header("cookie", &other_cookie)
+        .json(&serde_json::json!({ "imp_uid": imp_uid }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "another session's verification");
+    assert_eq!(lookups(), 1);
+    // The session that started it signs up through the redirect.
+    let response = http
+        .get(format!("{}/certifications/redirect?{query}", app.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // v2: the id is the ticket, so a bad one is refused before the lookup as well.
+    let v2 = iamport_e2e::serve_axum(
+        Router::new()
+            .route("/certifications", post(bound_signup))
+            .layer(CertificationLayer::new(emulator.v2_client()).binding(binding.clone())),
+    )
+    .await;
+    let v2_lookups = || emulator.calls(iamport_mock::Endpoint::GetIdentityVerification);
+    let genuine = binding.mint_for(session);
+    certify(&emulator.url(), "v2", "imp_100000000003", &genuine, &back).await;
+    for (id, cookie) in [
+        (ADULT, Some(cookie.as_str())),
+        (forged.as_str(), Some(cookie.as_str())),
+        (genuine.as_str(), None),
+        (genuine.as_str(), Some(other_cookie.as_str())),
+    ] {
+        let mut request = http
+            .post(format!("{}/certifications", v2.url))
+            .json(&serde_json::json!({ "identityVerificationId": id }));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403, "{id} with {cookie:?}");
+    }
+    assert_eq!(v2_lookups(), 0, "no v2 lookup for a bad ticket");
+    let response = http
+        .post(format!("{}/certifications", v2.url))
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({ "identityVerificationId": genuine }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(v2_lookups(), 1);
+}
+
+/// A PortOne stand-in whose every lookup fails with `message`.
+async fn hostile_upstream(message: &'static str) -> iamport_e2e::Served {
+    let token = serde_json::json!({"code": 0, "message": null,
+        "response": {"access_token": "t", "now": 0, "expired_at": 1800}});
+    iamport_e2e::serve_axum(
+        Router::new()
+            .route(
+                "/users/getToken",
+                post(move || async move { axum::Json(token.clone()) }),
+            )
+            .route(
+                "/certifications/{id}",
+                get(move || async move {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(
+                            serde_json::json!({"code": -1, "message": message, "response": null}),
+                        ),
+                    )
+                }),
+            ),
+    )
+    .await
+}
+
+// The subscriber is per thread: a current-thread runtime keeps the layer's work on this one.
+#[tokio::test(flavor = "current_thread")]
+async fn upstream_text_cannot_forge_log_lines() {
+    let upstream = hostile_upstream(
+        "실패\n1999-01-01T00:00:00.000000Z  INFO axum_signup::app: account created account_id=acct_666\r\u{1b}[2K",
+    )
+    .await;
+    let client = IamportClient::builder()
+        .base_url(&upstream.url)
+        .key("k")
+        .secret("s")
+        .retry(iamport_tower::client::RetryPolicy::NONE)
+        .build()
+        .unwrap();
+    let (captured, _guard) = iamport_e2e::Captured::install();
+    let app = iamport_e2e::serve_axum(router(client)).await;
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/certifications/redirect?imp_uid={ADULT}",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let logs = captured.text();
+    assert!(
+        logs.contains("identity verification lookup failed"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("실패"),
+        "the upstream text is kept, readable: {logs}"
+    );
+    assert!(
+        !logs.lines().any(|line| line.starts_with("1999-01-01")),
+        "a forged line: {logs}"
+    );
+    assert!(!logs.contains('\r') && !logs.contains('\u{1b}'), "{logs:?}");
+    let loud = logs
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "));
+    for line in loud {
+        assert!(!line.contains(ADULT), "an id at INFO or above: {line}");
+    }
+}
+
+/// Sends a whole small JSON body over a new connection; the status and the response head.
+async fn post_whole(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    (status, text)
+}
+
+/// Opens a connection and sends the head and 65 000 bytes of a 65 536-byte JSON body, then
+/// holds it (the server answers only when the rest comes, or at once if it refuses).
+async fn hold_body(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 65536\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut body = br#"{"imp_uid":"imp_100000000001","pad":""#.to_vec();
+    body.resize(65_000, b'a');
+    stream.write_all(&body).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_bodies_beyond_the_global_budget_are_refused_at_once() {
+    // The default layer: 64 KiB per body, a 16 MiB budget across all of them, 10 s to arrive.
+    let w = World::start(|client| {
+        Router::new()
+            .route("/echo", post(echo))
+            .layer(CertificationLayer::new(client))
+    })
+    .await;
+    let small = format!(r#"{{"imp_uid":"{ADULT}"}}"#);
+    assert_eq!(post_whole(w.app.addr, &small).await.0, 200);
+    // More held 64 KiB bodies than 16 MiB holds.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(hold_body(w.app.addr).await);
+    }
+    // Once the server has read their heads, a new body — however small — is refused at
+    // once, with a time to come back.
+    let refused = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            let (status, text) = post_whole(w.app.addr, &small).await;
+            if status == 503 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("with the budget spent, a new body must be refused with 503");
+    let head = refused.to_ascii_lowercase();
+    assert!(head.contains("\r\nretry-after: "), "{refused}");
+    assert!(head.contains("application/problem+json"), "{refused}");
+    assert!(
+        refused.contains("urn:iamport-tower:problem:busy"),
+        "{refused}"
+    );
+    // The held bodies' clients go away: their buffers are dropped, the budget comes back.
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            if post_whole(w.app.addr, &small).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("once the held bodies are gone, bodies are read again");
+}
+
+#[tokio::test]
+async fn a_budget_holds_declared_and_chunked_bodies_alike() {
+    let layer = std::sync::OnceLock::new();
+    let w = World::start(|client| {
+        let budget = CertificationLayer::new(client).body_budget(100);
+        layer.set(budget.clone()).unwrap();
+        Router::new().route("/echo", post(echo)).layer(budget)
+    })
+    .await;
+    let layer = layer.get().unwrap();
+    let fits = format!(r#"{{"imp_uid":"{ADULT}"}}"#);
+    let too_much = format!(r#"{{"imp_uid":"{ADULT}","pad":"{}"}}"#, "a".repeat(100));
+    assert_eq!(post_whole(w.app.addr, &fits).await.0, 200);
+    let (status, text) = post_whole(w.app.addr, &too_much).await;
+    assert_eq!(status, 503, "a declared length past the budget: {text}");
+    // Chunked: no length to reserve up front, so the bytes are reserved as they arrive.
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json";
+    let chunks: Vec<&[u8]> = vec![fits.as_bytes()];
+    assert_eq!(
+        iamport_e2e::post_chunked(w.app.addr, head, &chunks).await,
+        200
+    );
+    let (first, rest) = too_much.as_bytes().split_at(60);
+    assert_eq!(
+        iamport_e2e::post_chunked(w.app.addr, head, &[first, rest]).await,
+        503,
+        "a chunked body growing past the budget"
+    );
+    assert_eq!(layer.buffered_bytes(), 0, "every share was given back");
 }

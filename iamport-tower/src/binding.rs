@@ -16,10 +16,35 @@
 //! A ticket is 32 URL-safe characters (`[A-Za-z0-9_-]`, within the 40 that PGs allow for
 //! merchant ids): base64url of a 4-byte expiry, an 8-byte random nonce and a 96-bit
 //! HMAC-SHA256 tag over both and the session key. Nothing is stored on the server. The
-//! session key is, by default, a random value in an `HttpOnly`, `SameSite=Lax` cookie the
-//! library sets when minting ([`Binding::mint`]); or the application's own session id
+//! session key is, by default, the value of an `HttpOnly`, `SameSite=Lax` cookie the library
+//! sets when minting ([`Binding::mint`]); or the application's own session id
 //! ([`Binding::session_key`], e.g. from tower-sessions or axum-login, whose layers must then
 //! run before [`CertificationLayer`](crate::CertificationLayer)).
+//!
+//! # Sessions are minted by the server
+//!
+//! The library's cookie carries a random 128-bit session id and an HMAC-SHA256 tag of it
+//! under the binding secret (43 base64url characters). A value the server never issued —
+//! planted by someone who hopes the victim's verification will be bound to a session they
+//! know — is no session: [`mint`](Binding::mint) replaces it with a fresh one, and a `bound`
+//! route refuses a request carrying it before any PortOne call. Two different genuine
+//! sessions in one request (a second cookie of the name, tossed in with another `Path` or
+//! `Domain`) are no session either.
+//!
+//! The tag cannot stop an attacker from planting a genuine session of their *own*; the
+//! cookie's `__Host-` prefix and `Secure` attribute (the default,
+//! [`secure_cookie`](Binding::secure_cookie)) do: a sibling subdomain or a plain-http
+//! response can then set no cookie of that name. Turn `Secure` off only for plain `http://`
+//! on loopback.
+//!
+//! # Refused before any lookup
+//!
+//! Under `bound = true` a request with no valid session is refused (403
+//! `unbound-verification`) before PortOne is asked; so is one whose own ticket fails — the
+//! `merchant_uid` of PortOne v1's redirect (`?imp_uid=…&merchant_uid=…`), and in v2 the id
+//! itself, which *is* the ticket ([`CertificationSource::request_ticket`](crate::CertificationSource::request_ticket)).
+//! The ticket in the record PortOne returns is still checked after the lookup: that is
+//! the one that counts.
 //!
 //! ```
 //! use http::HeaderMap;
@@ -68,9 +93,14 @@ const EXPIRY_LEN: usize = 4;
 const NONCE_LEN: usize = 8;
 const TAG_LEN: usize = 12;
 const RAW_LEN: usize = EXPIRY_LEN + NONCE_LEN + TAG_LEN;
-/// Session cookie values: 16 random bytes, base64url.
-const SESSION_KEY_LEN: usize = 22;
+/// Session ids: 16 random bytes.
+const SESSION_ID_LEN: usize = 16;
+/// The session id's tag: 16 bytes of HMAC-SHA256.
+const SESSION_TAG_LEN: usize = 16;
+/// Session cookie values: id and tag, base64url.
+const SESSION_VALUE_LEN: usize = 43;
 const DOMAIN: &[u8] = b"iamport-tower binding ticket v1\0";
+const SESSION_DOMAIN: &[u8] = b"iamport-tower binding session v1\0";
 
 /// Reads the application's own session id from a request (see [`Binding::session_key`]).
 pub type SessionKeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -147,8 +177,10 @@ impl Binding {
         self
     }
 
-    /// Whether the session cookie is `Secure` (default `true`; turn it off only for plain
-    /// `http://` development servers).
+    /// Whether the session cookie is `Secure`, and so named with the `__Host-` prefix
+    /// (default `true`). Turn it off only where browsers reach the server over plain `http://`
+    /// on loopback: anywhere else a cookie without it can be planted by a sibling subdomain or
+    /// any plain-http response on the way (see [Sessions](crate::binding#sessions-are-minted-by-the-server)).
     #[must_use]
     pub fn secure_cookie(mut self, secure: bool) -> Self {
         self.secure = secure;
@@ -186,8 +218,8 @@ impl Binding {
     }
 
     /// Mints a ticket for the session of a request with these headers: its session cookie
-    /// when it has a well-formed one, else a new random session whose `Set-Cookie` the
-    /// response must carry.
+    /// when it has one this binding issued, else a new session whose `Set-Cookie` the
+    /// response must carry (replacing a value it did not issue).
     pub fn mint(&self, headers: &HeaderMap) -> Minted {
         if let Some(session) = self.cookie_session(headers) {
             return Minted {
@@ -195,7 +227,7 @@ impl Binding {
                 set_cookie: None,
             };
         }
-        let session = URL_SAFE_NO_PAD.encode(random::<16>());
+        let session = self.new_session();
         let mut cookie = format!("{}={session}; Path=/; HttpOnly; SameSite=Lax", self.name());
         if self.secure {
             cookie.push_str("; Secure");
@@ -235,7 +267,7 @@ impl Binding {
     }
 
     /// The session key of a request, as the layer records it: the application's, or our
-    /// cookie's.
+    /// cookie's when this binding issued it.
     pub(crate) fn session_of(&self, parts: &Parts) -> Option<Box<str>> {
         match &self.session_key {
             Some(key) => key(parts).map(String::into_boxed_str),
@@ -243,21 +275,52 @@ impl Binding {
         }
     }
 
+    /// The request's session cookie, if this binding issued it (and the request carries no
+    /// other genuine one).
     fn cookie_session<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        headers
+        let mut genuine = headers
             .get_all(COOKIE)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.name())
+            .filter(|(name, _)| *name == self.name())
             .map(|(_, value)| value)
-            .filter(|value| {
-                value.len() == SESSION_KEY_LEN
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
+            .filter(|value| self.is_issued(value));
+        let session = genuine.next()?;
+        genuine.all(|other| other == session).then_some(session)
+    }
+
+    /// A new session: a random id and its tag.
+    fn new_session(&self) -> String {
+        let id = random::<SESSION_ID_LEN>();
+        let mut value = [0u8; SESSION_ID_LEN + SESSION_TAG_LEN];
+        value[..SESSION_ID_LEN].copy_from_slice(&id);
+        let tag = self.session_tag(&id).finalize().into_bytes();
+        value[SESSION_ID_LEN..].copy_from_slice(&tag[..SESSION_TAG_LEN]);
+        URL_SAFE_NO_PAD.encode(value)
+    }
+
+    /// Whether `value` is a session cookie value this binding issued (the tag compared in
+    /// constant time).
+    fn is_issued(&self, value: &str) -> bool {
+        if value.len() != SESSION_VALUE_LEN {
+            return false;
+        }
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(value) else {
+            return false;
+        };
+        let Some((id, tag)) = raw.split_at_checked(SESSION_ID_LEN) else {
+            return false;
+        };
+        tag.len() == SESSION_TAG_LEN && self.session_tag(id).verify_truncated_left(tag).is_ok()
+    }
+
+    fn session_tag(&self, id: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(SESSION_DOMAIN);
+        mac.update(id);
+        mac
     }
 
     fn tag_input(&self, expiry: u32, nonce: &[u8], session_key: &str) -> Hmac<Sha256> {
@@ -413,6 +476,34 @@ mod tests {
             .mint(&HeaderMap::new());
         let insecure = insecure.set_cookie().unwrap().to_str().unwrap();
         assert!(!insecure.contains("Secure") && insecure.starts_with("iamport_binding="));
+    }
+
+    #[test]
+    fn a_cookie_the_server_never_issued_is_no_session() {
+        let b = binding();
+        // Well-formed values of the old shape and of the new, none of them issued here.
+        let issued_elsewhere = Binding::new("another secret entirely.............")
+            .mint(&HeaderMap::new())
+            .into_parts()
+            .1
+            .unwrap();
+        let elsewhere = issued_elsewhere
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        let elsewhere = elsewhere.split_once('=').unwrap().1.to_owned();
+        for planted in [session(3), "A".repeat(43), elsewhere] {
+            let mut headers = HeaderMap::new();
+            let cookie = format!("__Host-iamport_binding={planted}");
+            headers.insert(COOKIE, cookie.parse().unwrap());
+            let minted = b.mint(&headers);
+            let fresh = minted.set_cookie().expect("a planted value is replaced");
+            let fresh = fresh.to_str().unwrap().split(';').next().unwrap();
+            assert_ne!(fresh, cookie, "{planted}");
+            assert!(!b.verify(minted.ticket(), &planted), "{planted}");
+        }
     }
 
     #[test]

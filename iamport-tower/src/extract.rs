@@ -13,11 +13,12 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 
+use crate::budget::Reserved;
 use crate::rejection::Rejection;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the query string says, if it settles the matter.
+/// What the query string says about the id, if it names one.
 pub(crate) fn id_from_query(
     query: Option<&str>,
     fields: &[&str],
@@ -25,9 +26,10 @@ pub(crate) fn id_from_query(
 ) -> Option<Result<String, Rejection>> {
     let query = query.filter(|q| !q.is_empty())?;
     // The parse the handler's `Query` extractor makes (serde_urlencoded is this underneath),
-    // borrowing what needs no decoding, in one pass: the first of `fields` present wins, and
-    // it must be present once.
-    let mut found: Option<(usize, std::borrow::Cow<'_, str>)> = None;
+    // borrowing what needs no decoding, in one pass. Any of `fields` may name the id (v2's
+    // two spellings): they must all name the same one, and none may be given twice.
+    let mut found: Option<std::borrow::Cow<'_, str>> = None;
+    let mut seen = 0u64;
     let mut ambiguous = false;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         // PortOne's redirect marks a cancelled or failed verification (v1: `success=false`);
@@ -38,22 +40,39 @@ pub(crate) fn id_from_query(
         let Some(rank) = fields.iter().position(|field| *field == key) else {
             continue;
         };
+        // `?imp_uid=a&imp_uid=b`: whichever one the handler reads, it must be the one checked.
+        let bit = 1u64 << rank.min(63);
+        ambiguous |= seen & bit != 0;
+        seen |= bit;
         match &found {
-            Some((best, _)) if *best < rank => {}
-            // `?imp_uid=a&imp_uid=b`: whichever one the handler reads, it must be the one checked.
-            Some((best, _)) if *best == rank => ambiguous = true,
-            _ => {
-                found = Some((rank, value));
-                ambiguous = false;
-            }
+            Some(id) => ambiguous |= *id != value,
+            None => found = Some(value),
         }
     }
-    let (_, value) = found?;
+    let value = found?;
     Some(if ambiguous {
         Err(Rejection::AmbiguousId)
     } else {
         Ok(value.into_owned())
     })
+}
+
+/// The one id of a request whose query string and body may both name it: the same value
+/// named twice is one id, two values are a 400, and a body that could not be read fully
+/// (malformed, too large, too slow) refuses the request even when the query names an id —
+/// it might name another.
+pub(crate) fn one_id(
+    query: Option<Result<String, Rejection>>,
+    body: Result<String, Rejection>,
+) -> Result<String, Rejection> {
+    match (query, body) {
+        (None, body) => body,
+        (Some(Err(rejection)), _) => Err(rejection),
+        (Some(Ok(query)), Err(Rejection::MissingId)) => Ok(query),
+        (Some(Ok(query)), Ok(body)) if query == body => Ok(query),
+        (Some(Ok(_)), Ok(_)) => Err(Rejection::AmbiguousId),
+        (Some(Ok(_)), Err(rejection)) => Err(rejection),
+    }
 }
 
 /// Body formats the id may travel in.
@@ -114,19 +133,22 @@ pub(crate) fn id_from_body(
     }
 }
 
-/// The first wanted field present; a field given twice is malformed (two readers of the
-/// body could pick different ones).
+/// The id the wanted fields name: a field given twice is malformed (two readers of the body
+/// could pick different ones), two fields (v2's two spellings) naming different ids are
+/// ambiguous, the same id under both is one id.
 fn pick(found: Vec<(String, String)>, fields: &[&str]) -> Result<String, Rejection> {
-    let field = fields
+    let repeated = fields
         .iter()
-        .find(|f| found.iter().any(|(k, _)| k == *f))
-        .ok_or(Rejection::MissingId)?;
-    let mut values = found.into_iter().filter(|(k, _)| k == field);
-    let (_, value) = values.next().ok_or(Rejection::MissingId)?;
-    match values.next() {
-        Some(_) => Err(Rejection::MalformedBody),
-        None => Ok(value),
+        .any(|f| found.iter().filter(|(k, _)| k == f).count() > 1);
+    if repeated {
+        return Err(Rejection::MalformedBody);
     }
+    let mut values = found.into_iter().map(|(_, value)| value);
+    let id = values.next().ok_or(Rejection::MissingId)?;
+    if values.any(|other| other != id) {
+        return Err(Rejection::AmbiguousId);
+    }
+    Ok(id)
 }
 
 /// The wanted top-level string fields of a JSON object: valid UTF-8 throughout, one value,
@@ -196,9 +218,11 @@ pub(crate) enum Buffered<B> {
     TooLarge(Replay<B>),
     /// The body failed mid-way.
     Failed(Replay<B>),
+    /// The budget of buffered bytes could not hold the next bytes: reading stopped, and what
+    /// was read is dropped.
+    OverBudget,
 }
 
-/// Reads `body` until its end or until more than `limit` bytes arrived.
 /// The body handed on after the layer gave up reading one (timeout): it fails at once.
 pub(crate) fn failed_body() -> crate::body::Body {
     let mut replay = Replay::<http_body_util::Empty<Bytes>>::new(Bytes::new(), None, None);
@@ -206,40 +230,51 @@ pub(crate) fn failed_body() -> crate::body::Body {
     crate::body::Body::new(replay)
 }
 
-pub(crate) async fn buffer<B>(body: B, limit: usize) -> Buffered<Pin<Box<B>>>
+/// Reads `body` until its end or until more than `limit` bytes arrived, within the share of
+/// the layer's budget `reserved` holds, which it grows as bytes arrive beyond it (a body
+/// without `Content-Length` starts with none). The replay keeps the share until it is
+/// dropped: the share lasts as long as the buffer.
+pub(crate) async fn buffer<B>(
+    body: B,
+    limit: usize,
+    mut reserved: Reserved,
+) -> Buffered<Pin<Box<B>>>
 where
     B: HttpBody<Data = Bytes>,
 {
     let mut body = Box::pin(body);
-    let mut collected = BytesMut::new();
+    // A declared length is allocated once, not by doubling.
+    let mut collected = BytesMut::with_capacity(reserved.bytes());
     loop {
         match body.frame().await {
             None => {
                 let bytes = collected.freeze();
-                return Buffered::Complete(Replay::new(bytes.clone(), None, None), bytes);
+                let replay = Replay::new(bytes.clone(), None, None).holding(reserved);
+                return Buffered::Complete(replay, bytes);
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
+                    if !reserved.grow_to(collected.len() + data.len()) {
+                        return Buffered::OverBudget;
+                    }
                     collected.extend_from_slice(&data);
                     if collected.len() > limit {
-                        return Buffered::TooLarge(Replay::new(
-                            collected.freeze(),
-                            None,
-                            Some(body),
-                        ));
+                        let replay = Replay::new(collected.freeze(), None, Some(body));
+                        return Buffered::TooLarge(replay.holding(reserved));
                     }
                 }
                 Err(frame) => {
                     // Trailers end the body.
                     let trailers = frame.into_trailers().ok();
                     let bytes = collected.freeze();
-                    return Buffered::Complete(Replay::new(bytes.clone(), trailers, None), bytes);
+                    let replay = Replay::new(bytes.clone(), trailers, None).holding(reserved);
+                    return Buffered::Complete(replay, bytes);
                 }
             },
             Some(Err(_)) => {
                 let mut replay = Replay::new(collected.freeze(), None, None);
                 replay.failed = true;
-                return Buffered::Failed(replay);
+                return Buffered::Failed(replay.holding(reserved));
             }
         }
     }
@@ -252,6 +287,8 @@ pin_project! {
         prefix: Option<Bytes>,
         trailers: Option<HeaderMap>,
         failed: bool,
+        // The buffer's share of the layer's budget, given back when the replay is dropped.
+        reserved: Option<Reserved>,
         #[pin]
         rest: Option<B>,
     }
@@ -263,8 +300,14 @@ impl<B> Replay<B> {
             prefix: Some(prefix).filter(|p| !p.is_empty()),
             trailers,
             failed: false,
+            reserved: None,
             rest,
         }
+    }
+
+    fn holding(mut self, reserved: Reserved) -> Self {
+        self.reserved = Some(reserved);
+        self
     }
 }
 
@@ -364,6 +407,46 @@ mod tests {
             id_from_query(Some("imp_uid=imp_1%2F.."), FIELDS, v1),
             Some(Ok("imp_1/..".into()))
         );
+    }
+
+    #[test]
+    fn two_spellings_name_one_id_or_are_ambiguous() {
+        const V2: &[&str] = &["identityVerificationId", "identity_verification_id"];
+        let never = |_: &str, _: &str| false;
+        assert_eq!(
+            id_from_query(
+                Some("identityVerificationId=a&identity_verification_id=b"),
+                V2,
+                never
+            ),
+            Some(Err(Rejection::AmbiguousId))
+        );
+        assert_eq!(
+            id_from_query(
+                Some("identity_verification_id=a&identityVerificationId=a"),
+                V2,
+                never
+            ),
+            Some(Ok("a".into()))
+        );
+        for format in [BodyFormat::Json, BodyFormat::Form] {
+            let (differ, same): (&[u8], &[u8]) = match format {
+                BodyFormat::Json => (
+                    br#"{"identityVerificationId":"a","identity_verification_id":"b"}"#,
+                    br#"{"identityVerificationId":"a","identity_verification_id":"a"}"#,
+                ),
+                BodyFormat::Form => (
+                    b"identityVerificationId=a&identity_verification_id=b",
+                    b"identityVerificationId=a&identity_verification_id=a",
+                ),
+            };
+            assert_eq!(
+                id_from_body(format, differ, V2),
+                Err(Rejection::AmbiguousId),
+                "{format:?}"
+            );
+            assert_eq!(id_from_body(format, same, V2), Ok("a".into()), "{format:?}");
+        }
     }
 
     #[test]

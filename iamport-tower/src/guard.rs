@@ -153,23 +153,18 @@ impl Admission {
         if verification.is_speculative() {
             return Err(Rejection::SpeculativeRequest);
         }
+        // Bound: no session, or a ticket of the request's own that fails, is refused before
+        // any PortOne call.
+        if policy.is_bound() {
+            bound(verification.may_be_bound())?;
+        }
         match verification.outcome().await {
             Outcome::Refused(rejection) => Err(rejection.clone()),
             Outcome::Verified(cert) => {
-                // Bound first: someone replaying another person's id learns nothing about
-                // that person from which rule refused them.
+                // The record's own ticket, first: someone replaying another person's id
+                // learns nothing about that person from which rule refused them.
                 if policy.is_bound() {
-                    match verification.is_bound(cert) {
-                        Ok(true) => {}
-                        Ok(false) => return Err(Rejection::UnboundVerification),
-                        Err(()) => {
-                            tracing::error!(
-                                "a `bound` policy runs behind a CertificationLayer without a \
-                                 binding; add `.binding(Binding::new(secret))` to the layer"
-                            );
-                            return Err(Rejection::LayerMissing);
-                        }
-                    }
+                    bound(verification.is_bound(cert))?;
                 }
                 policy.check(cert).map_err(Rejection::Policy)?;
                 if policy.is_unique() {
@@ -185,6 +180,22 @@ impl Admission {
                 }
                 Ok(Certified::new(cert.clone(), &verification))
             }
+        }
+    }
+}
+
+/// A binding check's answer as admission's: refused, or — without a binding on the layer — a
+/// misconfiguration, logged with its fix.
+fn bound(answer: Result<bool, ()>) -> Result<(), Rejection> {
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Rejection::UnboundVerification),
+        Err(()) => {
+            tracing::error!(
+                "a `bound` policy runs behind a CertificationLayer without a binding; add \
+                 `.binding(Binding::new(secret))` to the layer"
+            );
+            Err(Rejection::LayerMissing)
         }
     }
 }

@@ -51,10 +51,14 @@
 //!    response leaves the layer (a 503 if the commit cannot land). Any other status releases
 //!    it before the response is sent, and a dropped request releases it in the background.
 //!
-//! Safe requests have no side effects: a guard never admits `HEAD`, `OPTIONS` or a
-//! speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`) — 403
-//! `speculative-request`, no lookup, no reservation — so a link preview, a crawler or a
-//! browser prefetch cannot use up a person's signup; the real `GET` afterwards works.
+//! Safe requests have no side effects: a guard never admits `HEAD`, `OPTIONS` or a load that
+//! says it is speculative (`Sec-Purpose: prefetch`, `Purpose: prefetch`, `X-Moz: prefetch`,
+//! `X-Purpose: preview`) — 403 `speculative-request`, no lookup, no reservation — and the
+//! real `GET` afterwards works. But most link previews (chat apps unfurling a URL) and
+//! crawlers say nothing: **an unbound `GET` route can be consumed by anything that follows
+//! the link**, so the redirect flow's return URL, pasted into a chat, signs the person up for
+//! whoever fetches it first. Binding is the fix: under `bound = true` only the browser session
+//! that started the verification is admitted ([`binding`]).
 //!
 //! Fail closed: whatever fails (PortOne down, malformed input, the layer missing), a guarded
 //! handler never runs for an unverified request.
@@ -63,11 +67,12 @@
 //!
 //! | case | status |
 //! |---|---|
-//! | no id; malformed id; the id given twice; unreadable body (bad JSON, the id field twice, trailing bytes, invalid UTF-8); verification cancelled | 400 |
+//! | no id; malformed id; the id named twice with different values (query and body, or v2's two spellings) or repeated in the query; unreadable body (bad JSON, not an object, the id field twice, trailing bytes, invalid UTF-8); verification cancelled | 400 |
 //! | a body that does not arrive within the body timeout (default 10 s) | 408 |
 //! | body over the extraction limit | 413 |
+//! | the layer's budget of buffered body bytes, across all requests, is spent (the body is not read) | 503 with `Retry-After` |
 //! | id unknown to PortOne; `certified == false`; policy not met | 403 |
-//! | `HEAD`, `OPTIONS`, `Sec-Purpose: prefetch` on a guarded route | 403 |
+//! | `HEAD`, `OPTIONS`, a prefetch or preview that says so (`Sec-Purpose`, `Purpose`, `X-Moz`, `X-Purpose`) on a guarded route | 403 |
 //! | `unique` and the person already has an account (or one is being created) | 409 |
 //! | PortOne answered 5xx, garbage, or refused our credentials, after retries | 502 |
 //! | PortOne unreachable / timed out | 503 / 504 |
@@ -140,10 +145,12 @@ mod macros;
 
 pub mod binding;
 pub mod body;
+mod budget;
 pub mod cache;
 mod certification;
 pub mod client;
 mod error;
+mod escaped;
 mod extract;
 mod guard;
 pub mod korea;

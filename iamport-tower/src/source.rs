@@ -1,5 +1,6 @@
 //! `CertificationSource`: where the layer turns a verification id into a `Certification`.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +38,21 @@ pub trait CertificationSource: Send + Sync + 'static {
     /// PortOne (see [`binding`](crate::binding)). Default: PortOne v1's `merchant_uid`.
     fn binding_ticket<'c>(&self, cert: &'c Certification) -> Option<&'c str> {
         cert.merchant_uid.as_deref()
+    }
+
+    /// The binding ticket the request itself carries, if any: a `bound` route refuses a
+    /// request whose ticket is not genuine, unexpired and the session's before any lookup
+    /// (see [`binding`](crate::binding#refused-before-any-lookup)). `id` is the request's id,
+    /// `query` its query string. Default: PortOne v1's redirect, whose query string carries
+    /// the `merchant_uid` the page passed (`?imp_uid=…&merchant_uid=…`); the popup flow's
+    /// body carries none the layer reads, and the record's ticket decides after the lookup.
+    /// A source that overrides [`binding_ticket`](Self::binding_ticket) overrides this too
+    /// (`None` when its requests carry no ticket), or genuine requests may be refused.
+    fn request_ticket<'r>(&self, id: &'r str, query: Option<&'r str>) -> Option<Cow<'r, str>> {
+        let _ = id;
+        form_urlencoded::parse(query?.as_bytes())
+            .find(|(key, _)| key == "merchant_uid")
+            .map(|(_, value)| value)
     }
 
     /// Checks an id's syntax before any network call.
@@ -101,6 +117,10 @@ impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
 
     fn binding_ticket<'c>(&self, cert: &'c Certification) -> Option<&'c str> {
         (**self).binding_ticket(cert)
+    }
+
+    fn request_ticket<'r>(&self, id: &'r str, query: Option<&'r str>) -> Option<Cow<'r, str>> {
+        (**self).request_ticket(id, query)
     }
 
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {

@@ -60,6 +60,10 @@ pub(crate) const ACCOUNTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS demo_account
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
+/// The cookie that shows a result page to the browser it belongs to (with `__Host-` when
+/// cookies are `Secure`).
+const RESULT_COOKIE: &str = "signup_result";
+
 /// What the demo keeps: accounts, and the redirect flow's results.
 #[derive(Clone, Debug)]
 pub(crate) struct App {
@@ -69,6 +73,8 @@ pub(crate) struct App {
     accounts: Accounts,
     results: Arc<Results>,
     metrics: Option<PrometheusHandle>,
+    /// Whether the demo's own cookies are `__Host-` and `Secure` (not plain http on loopback).
+    secure_cookies: bool,
 }
 
 impl App {
@@ -84,7 +90,14 @@ impl App {
             accounts,
             results: Arc::default(),
             metrics,
+            secure_cookies: false,
         }
+    }
+
+    /// Makes the demo's own cookie (the result page's) `__Host-` and `Secure`.
+    pub(crate) fn secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 
     /// Creates the account. On PostgreSQL the person's key is written in the account's own
@@ -194,17 +207,36 @@ struct Outcome {
     /// `Accept-Language`).
     detail: String,
     welcome: Option<Welcome>,
+    /// The value of the result cookie of the browser that came back from PortOne: only it
+    /// sees the page.
+    owner: String,
 }
 
 /// Outcomes by random id, for [`RESULT_LIFETIME`].
 #[derive(Debug, Default)]
 struct Results(Mutex<HashMap<String, (Instant, Outcome)>>);
 
+/// 128 random bits, in hex.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The value of the request's cookie `name`.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
 impl Results {
     fn put(&self, outcome: Outcome) -> String {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).expect("the operating system's random source is available");
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = random_hex();
         let mut entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         entries.retain(|_, (at, _)| now.duration_since(*at) < RESULT_LIFETIME);
@@ -220,10 +252,12 @@ impl Results {
         id
     }
 
-    fn get(&self, id: &str) -> Option<Outcome> {
+    /// The outcome `id`, to the browser whose result cookie is `owner`.
+    fn get(&self, id: &str, owner: Option<&str>) -> Option<Outcome> {
         let entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (at, outcome) = entries.get(id)?;
-        (at.elapsed() < RESULT_LIFETIME).then(|| outcome.clone())
+        (at.elapsed() < RESULT_LIFETIME && owner == Some(outcome.owner.as_str()))
+            .then(|| outcome.clone())
     }
 }
 
@@ -231,7 +265,9 @@ impl Results {
 /// redirect, and the browser is sent on to a result page. Reloading that page, or coming
 /// Back to it, shows the outcome again without signing up again. The result page answers
 /// with the outcome's own status (201, 409, 403, 400, …), so a refusal or a cancellation is
-/// still a 4xx to whatever reads it.
+/// still a 4xx to whatever reads it. The page is the browser's that came back from PortOne:
+/// the redirect sets a random cookie, and the page shows the outcome only to a request that
+/// carries it — the link opened anywhere else is a "no such result" page, nothing personal.
 async fn see_other(State(app): State<App>, request: Request, next: Next) -> Response {
     if request.uri().path() != REDIRECT_PATH || request.method() != Method::GET {
         return next.run(request).await;
@@ -243,6 +279,7 @@ async fn see_other(State(app): State<App>, request: Request, next: Next) -> Resp
         .await
         .unwrap_or_default();
     let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let owner = random_hex();
     let outcome = match Welcome::from_json(&answer) {
         Some(welcome) if status.is_success() => Outcome {
             status,
@@ -250,6 +287,7 @@ async fn see_other(State(app): State<App>, request: Request, next: Next) -> Resp
             language,
             detail: String::new(),
             welcome: Some(welcome),
+            owner: owner.clone(),
         },
         _ => Outcome {
             status,
@@ -257,23 +295,44 @@ async fn see_other(State(app): State<App>, request: Request, next: Next) -> Resp
             language,
             detail: answer["detail"].as_str().unwrap_or("").to_owned(),
             welcome: None,
+            owner: owner.clone(),
         },
     };
     let id = app.results.put(outcome);
+    let mut cookie = format!(
+        "{}={owner}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+        app.result_cookie(),
+        RESULT_LIFETIME.as_secs()
+    );
+    if app.secure_cookies {
+        cookie.push_str("; Secure");
+    }
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, format!("/certifications/result/{id}")),
             (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::SET_COOKIE, cookie),
         ],
     )
         .into_response()
 }
 
+impl App {
+    fn result_cookie(&self) -> String {
+        if self.secure_cookies {
+            format!("__Host-{RESULT_COOKIE}")
+        } else {
+            RESULT_COOKIE.to_owned()
+        }
+    }
+}
+
 /// The redirect flow's result page, with the outcome's status, in the language of the
-/// browser it belongs to.
+/// browser it belongs to — and only there (see [`see_other`]).
 async fn result(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let (status, page) = match app.results.get(&id) {
+    let owner = cookie(&headers, &app.result_cookie());
+    let (status, page) = match app.results.get(&id, owner) {
         Some(outcome) => {
             let language = outcome.language;
             let detail = match &outcome.welcome {

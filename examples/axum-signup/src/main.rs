@@ -19,6 +19,7 @@
 //! | `BINDING_SECRET` | the secret keying binding tickets; the same rules as `UNIQUE_KEY_SECRET` |
 //! | `SIGNUP_TICKET_LIFETIME_SECS` | how long a binding ticket stays valid (default 1800) |
 //! | `PORT` | listen port (default 3000; 0 picks a free one) |
+//! | `PUBLIC_URL` | where browsers reach the demo, e.g. `https://signup.example.com` behind a TLS proxy (default: the loopback address it listens on). Its cookies (the binding session, the result page's) are `__Host-` + `Secure` unless this is plain `http://` on loopback (`localhost`, `127.0.0.1`, `[::1]`) — so no sibling subdomain or plain-http response can plant one |
 //! | `RUST_LOG` | log filter (default `info`: startup, token fetches, every refusal with its kind and route) |
 //!
 //! `GET /metrics` serves the library's `iamport_*` metrics in Prometheus' text format.
@@ -28,7 +29,7 @@ mod pages;
 mod prometheus;
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -85,6 +86,24 @@ async fn main() -> ExitCode {
         Some(Ok(port)) => port,
         Some(Err(_)) => return fail("PORT must be a port number"),
     };
+
+    // Its cookies are `__Host-` + `Secure` unless browsers reach it over plain http on loopback
+    // (where a `Secure` cookie would not come back). It listens on loopback only; PUBLIC_URL
+    // says where a proxy in front of it serves it.
+    let secure_cookies = match env("PUBLIC_URL").map(|url| plain_http_on_loopback(&url)) {
+        None => false,
+        Some(Ok(plain)) => !plain,
+        Some(Err(error)) => return fail(error),
+    };
+    if secure_cookies {
+        println!("Cookies: __Host- and Secure (PUBLIC_URL is not plain http on loopback)");
+        if env("PUBLIC_URL").is_some_and(|url| url.to_ascii_lowercase().starts_with("http:")) {
+            tracing::warn!(
+                "PUBLIC_URL is plain http on a non-loopback host: browsers keep no Secure \
+                 cookie from it, so signups will be refused as unbound; serve it over https"
+            );
+        }
+    }
 
     // PortOne: v1 or v2, real credentials or the emulator.
     let v2 = env("PORTONE_API").is_some_and(|v| v.eq_ignore_ascii_case("v2"))
@@ -225,7 +244,10 @@ async fn main() -> ExitCode {
         Ok(()) => {}
         Err(error @ (Error::BadCredentials | Error::Config(_))) => return fail(error),
         Err(error) => {
-            tracing::warn!(%error, "PortOne is not answering yet; the first request will try again");
+            tracing::warn!(
+                ?error,
+                "PortOne is not answering yet; the first request will try again"
+            );
         }
     }
     if emulator.is_some() {
@@ -254,8 +276,11 @@ async fn main() -> ExitCode {
                     return fail("SIGNUP_TICKET_LIFETIME_SECS must be a number of seconds");
                 }
             };
-            // The demo serves plain http on loopback: a `Secure` cookie would not come back.
-            Some(Binding::new(secret).secure_cookie(false).lifetime(lifetime))
+            Some(
+                Binding::new(secret)
+                    .secure_cookie(secure_cookies)
+                    .lifetime(lifetime),
+            )
         }
         Some(other) => {
             return fail(format!(
@@ -270,7 +295,8 @@ async fn main() -> ExitCode {
     }
     // Releases of failed signups' reservations may still run at shutdown: let them land.
     let unique_tasks = layer.unique_tasks();
-    let router = app::router(App::new(sdk, binding, accounts, metrics), layer);
+    let app = App::new(sdk, binding, accounts, metrics).secure_cookies(secure_cookies);
+    let router = app::router(app, layer);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -307,6 +333,28 @@ async fn main() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Whether `url` (PUBLIC_URL) is plain `http://` on a loopback host: the one case the demo's
+/// cookies are neither `__Host-` nor `Secure`.
+fn plain_http_on_loopback(url: &str) -> Result<bool, String> {
+    let invalid = || format!("PUBLIC_URL must be an http:// or https:// URL, not {url:?}");
+    let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => Ok(loopback),
+        "https" => Ok(false),
+        _ => Err(invalid()),
+    }
 }
 
 /// A key secret from `name`: at least 32 bytes. In development mode (the emulator) a
@@ -379,5 +427,34 @@ async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueAdmin, 
     };
     if let Err(error) = store.register(&[keys.key_for(ci)]).await {
         tracing::warn!(error = ?error.to_string(), "could not pre-register the sample person");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_on_loopback;
+
+    #[test]
+    fn only_plain_http_on_loopback_has_plain_cookies() {
+        for plain in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000/",
+            "http://[::1]:3000",
+            "HTTP://127.0.0.2",
+        ] {
+            assert_eq!(plain_http_on_loopback(plain), Ok(true), "{plain}");
+        }
+        for secure in [
+            "https://127.0.0.1:3000",
+            "https://signup.example.com",
+            "http://signup.example.com",
+            "http://127.0.0.1.example.com",
+            "http://10.0.0.7:3000",
+            "http://localhost@evil.example",
+        ] {
+            assert_eq!(plain_http_on_loopback(secure), Ok(false), "{secure}");
+        }
+        assert!(plain_http_on_loopback("signup.example.com").is_err());
+        assert!(plain_http_on_loopback("ftp://127.0.0.1").is_err());
     }
 }

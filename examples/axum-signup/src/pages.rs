@@ -50,7 +50,7 @@ const KO: Words = Words {
     verifying: "본인인증을 진행하고 있습니다…",
     back: "← 처음으로",
     expired: "결과를 찾을 수 없습니다",
-    expired_detail: "결과 페이지는 10분 동안만 볼 수 있습니다. 처음부터 다시 시도해 주세요.",
+    expired_detail: "결과 페이지는 본인인증을 진행한 브라우저에서 10분 동안만 볼 수 있습니다. 처음부터 다시 시도해 주세요.",
 };
 
 const EN: Words = Words {
@@ -64,7 +64,7 @@ const EN: Words = Words {
     verifying: "Verifying…",
     back: "← back",
     expired: "No such result",
-    expired_detail: "A result page can be seen for 10 minutes only. Please start again.",
+    expired_detail: "A result page can be seen for 10 minutes, in the browser that verified only. Please start again.",
 };
 
 /// The headline of an outcome kind.

@@ -10,10 +10,12 @@ use serde_json::{Value, json};
 
 const ADULT: &str = "imp_100000000001";
 
-/// A browser: its own cookie (the binding session), what the page gave it.
+/// A browser: its own cookies (the binding session, the result page's), what the page gave
+/// it.
 struct Browser {
     http: reqwest::Client,
-    cookie: Option<String>,
+    /// `name=value` pairs, one per name.
+    cookies: Vec<String>,
 }
 
 impl Browser {
@@ -23,15 +25,45 @@ impl Browser {
                 .redirect(Policy::none())
                 .build()
                 .unwrap(),
-            cookie: None,
+            cookies: Vec::new(),
         }
     }
 
+    /// A browser that arrives with `cookie` (`name=value`) already set, by someone else.
+    fn with_planted(cookie: &str) -> Self {
+        let mut browser = Self::new();
+        browser.cookies.push(cookie.to_owned());
+        browser
+    }
+
     fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.cookie {
-            Some(cookie) => request.header("cookie", cookie),
-            None => request,
+        if self.cookies.is_empty() {
+            return request;
         }
+        request.header("cookie", self.cookies.join("; "))
+    }
+
+    /// Keeps the cookies a response sets, replacing earlier ones of the same name.
+    fn keep_cookies(&mut self, response: &reqwest::Response) {
+        for set in response.headers().get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            assert!(
+                set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+                "{set}"
+            );
+            let pair = set.split(';').next().unwrap().to_owned();
+            let name = pair.split('=').next().unwrap().to_owned();
+            self.cookies
+                .retain(|c| c.split('=').next() != Some(name.as_str()));
+            self.cookies.push(pair);
+        }
+    }
+
+    /// The value of this browser's cookie `name`.
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find_map(|c| c.strip_prefix(name)?.strip_prefix('='))
     }
 
     /// Opens the page: keeps the session cookie it sets, returns the ticket it carries.
@@ -42,14 +74,7 @@ impl Browser {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        if let Some(set) = response.headers().get("set-cookie") {
-            let set = set.to_str().unwrap();
-            assert!(
-                set.contains("HttpOnly") && set.contains("SameSite=Lax"),
-                "{set}"
-            );
-            self.cookie = Some(set.split(';').next().unwrap().to_owned());
-        }
+        self.keep_cookies(&response);
         let html = response.text().await.unwrap();
         let needle = format!(r#"{attribute}=""#);
         let start = html
@@ -76,21 +101,33 @@ impl Browser {
 
     /// Follows a redirect-flow return URL to its result page (Post/Redirect/Get): the
     /// status the result page answers with, which is the signup's.
-    async fn land(&self, url: &str) -> u16 {
+    async fn land(&mut self, url: &str) -> u16 {
+        self.land_page(url).await.0
+    }
+
+    /// [`land`](Self::land), with the result page's URL and text.
+    async fn land_page(&mut self, url: &str) -> (u16, String, String) {
         let response = self.with_cookie(self.http.get(url)).send().await.unwrap();
         assert_eq!(
             response.status(),
             303,
             "the redirect flow answers with a redirect"
         );
+        self.keep_cookies(&response);
         let location = response.headers()["location"].to_str().unwrap();
         let origin = &url[..url.find("/certifications").unwrap()];
-        self.with_cookie(self.http.get(format!("{origin}{location}")))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let result = format!("{origin}{location}");
+        let (status, page) = self.open(&result).await;
+        (status, result, page)
+    }
+
+    /// `GET url` with this browser's cookies: the status and the page.
+    async fn open(&self, url: &str) -> (u16, String) {
+        let response = self.with_cookie(self.http.get(url)).send().await.unwrap();
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
     }
 }
 
@@ -252,4 +289,92 @@ async fn an_expired_ticket_is_refused() {
         (status, problem_type(&body)),
         (403, "urn:iamport-tower:problem:unbound-verification")
     );
+}
+
+#[tokio::test]
+async fn a_planted_session_cookie_is_replaced_and_is_no_session() {
+    let demo = support::start_demo(&[]);
+    // Someone set a well-formed cookie in the victim's browser (a sibling subdomain, a
+    // plain-http response), hoping the victim's verification gets bound to it.
+    let planted = "iamport_binding=AAAAAAAAAAAAAAAAAAAAAA";
+    let mut victim = Browser::with_planted(planted);
+    let ticket = victim.open_page(&demo, "data-merchant-uid").await;
+    let session = victim.cookie("iamport_binding").unwrap();
+    assert_ne!(
+        session, "AAAAAAAAAAAAAAAAAAAAAA",
+        "the page replaces a session the server never issued"
+    );
+    let id = id_in(
+        &verify_at_portone(&demo, "v1", ADULT, &ticket).await,
+        "imp_uid",
+    );
+    // The attacker, with the planted value, submits the victim's verification: refused.
+    let attacker = Browser::with_planted(planted);
+    let (status, body) = attacker.submit(&demo, json!({ "imp_uid": id })).await;
+    assert_eq!(
+        (status, problem_type(&body)),
+        (403, "urn:iamport-tower:problem:unbound-verification")
+    );
+    // The victim signs up.
+    let (status, _) = victim.submit(&demo, json!({ "imp_uid": id })).await;
+    assert_eq!(status, 201);
+}
+
+/// The `Set-Cookie` of the page for a browser without cookies.
+async fn page_cookie(demo: &support::Demo) -> String {
+    let response = reqwest::get(&demo.url).await.unwrap();
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_cookie_is_host_only_and_secure_unless_plain_http_on_loopback() {
+    let demo = support::start_demo(&[]);
+    let cookie = page_cookie(&demo).await;
+    assert!(
+        cookie.starts_with("iamport_binding=") && !cookie.contains("Secure"),
+        "plain http on loopback: {cookie}"
+    );
+    drop(demo);
+    for public in [
+        "https://signup.example.com",
+        "https://127.0.0.1:8443",
+        "http://signup.example.com",
+        "http://10.0.0.7:3000",
+    ] {
+        let demo = support::start_demo(&[("PUBLIC_URL", public)]);
+        let cookie = page_cookie(&demo).await;
+        assert!(
+            cookie.starts_with("__Host-iamport_binding=")
+                && cookie.contains("; Secure")
+                && cookie.contains("Path=/")
+                && !cookie.contains("Domain"),
+            "{public}: {cookie}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_result_page_is_shown_only_to_the_browser_that_signed_up() {
+    let demo = support::start_demo(&[]);
+    let mut person = Browser::new();
+    let ticket = person.open_page(&demo, "data-merchant-uid").await;
+    let return_url = verify_at_portone(&demo, "v1", ADULT, &ticket).await;
+    let (status, result, page) = person.land_page(&return_url).await;
+    assert_eq!(status, 201);
+    assert!(page.contains("김*인") && page.contains("acct_"), "{page}");
+    // The same page again in the same browser (a reload).
+    assert_eq!(person.open(&result).await, (201, page));
+    // The link in another browser — no cookie, or a session of its own: nothing personal.
+    let mut other = Browser::new();
+    let _ = other.open_page(&demo, "data-merchant-uid").await;
+    for browser in [Browser::new(), other] {
+        let (status, page) = browser.open(&result).await;
+        assert_eq!(status, 404, "{page}");
+        for personal in ["김*인", "1990", "acct_"] {
+            assert!(!page.contains(personal), "{personal} in {page}");
+        }
+    }
 }

@@ -22,6 +22,26 @@ async fn post_json(http: &reqwest::Client, url: &str, body: Value) -> (u16, Valu
     )
 }
 
+/// `GET url` as a browser does on PortOne's redirect: follows the demo's `303` to the result
+/// page with the cookie the redirect set (the page is shown to that browser only).
+async fn land(url: String) -> reqwest::Response {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 303, "{url}");
+    let location = response.headers()["location"].to_str().unwrap();
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap();
+    let origin = &url[..url.find("/certifications").unwrap()];
+    http.get(format!("{origin}{location}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_guides_routes_work_end_to_end() {
     // Raw ids, as an API client following PortOne's guide posts them: the unbound flow.
@@ -88,10 +108,9 @@ async fn the_guides_routes_work_end_to_end() {
 
     // Redirect flow: HTML pages with the outcome's status.
     let page = |query: String| {
-        let http = http.clone();
         let url = format!("{}/certifications/redirect?{query}", demo.url);
         async move {
-            let response = http.get(url).send().await.unwrap();
+            let response = land(url).await;
             let status = response.status().as_u16();
             let content_type = response.headers()["content-type"]
                 .to_str()
@@ -164,14 +183,11 @@ async fn the_same_flows_with_portone_v2() {
             .0,
         400
     );
-    let cancelled = http
-        .get(format!(
-            "{}/certifications/redirect?identityVerificationId=x&code=IDENTITY_VERIFICATION_CANCELLED",
-            demo.url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let cancelled = land(format!(
+        "{}/certifications/redirect?identityVerificationId=x&code=IDENTITY_VERIFICATION_CANCELLED",
+        demo.url
+    ))
+    .await;
     assert_eq!(cancelled.status(), 400);
     assert!(cancelled.text().await.unwrap().contains("cancelled"));
 }
@@ -205,13 +221,16 @@ async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
                 location.starts_with("/certifications/result/"),
                 "{location}"
             );
-            format!("{base}{location}")
+            // The result page is this browser's: the redirect sets the cookie that shows it.
+            let cookie = response.headers()["set-cookie"].to_str().unwrap();
+            let cookie = cookie.split(';').next().unwrap().to_owned();
+            (format!("{base}{location}"), cookie)
         }
     };
-    let open = |url: String| {
+    let open = |(url, cookie): (String, String)| {
         let http = http.clone();
         async move {
-            let response = http.get(url).send().await.unwrap();
+            let response = http.get(url).header("cookie", cookie).send().await.unwrap();
             let status = response.status().as_u16();
             (status, response.text().await.unwrap())
         }
@@ -259,7 +278,11 @@ async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
     assert!(html.contains("본인인증이 완료되기 전에 취소되었습니다."));
 
     // An unknown result id: 404, nothing else.
-    let (status, _) = open(format!("{}/certifications/result/nope", demo.url)).await;
+    let (status, _) = open((
+        format!("{}/certifications/result/nope", demo.url),
+        String::new(),
+    ))
+    .await;
     assert_eq!(status, 404);
 }
 

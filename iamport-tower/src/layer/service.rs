@@ -102,14 +102,19 @@ where
         let speculative = is_speculative(&parts.method, &parts.headers);
         // The query string is parsed now only when it decides whether to read the body;
         // otherwise when (if ever) a guard asks.
-        let body_format = body_format(&parts.headers);
+        let body_format = body_format(&parts.headers).filter(|_| !body.is_end_stream());
         let query = body_format.and_then(|_| shared.id_from_query(parts.uri.query()));
         let prepared = match (query, body_format) {
-            (None, Some(format)) => Prepared::Reading(Box::pin(async move {
-                let (id, body) = shared.read_body(format, &parts.headers, body).await;
-                let held = shared.record(&mut parts, Some(id), speculative, false);
-                (Request::from_parts(parts, body), held)
-            })),
+            // The body is read even when the query names the id: it might name another, and
+            // the handler's `Json`/`Form` would read that one.
+            (query @ (None | Some(Ok(_))), Some(format)) => {
+                Prepared::Reading(Box::pin(async move {
+                    let (id, body) = shared.read_body(format, &parts.headers, body).await;
+                    let id = extract::one_id(query, id);
+                    let held = shared.record(&mut parts, Some(id), speculative, false);
+                    (Request::from_parts(parts, body), held)
+                }))
+            }
             (query, _) => {
                 let held = shared.record(&mut parts, query, speculative, false);
                 // A body that has ended already (a GET's) is handed on without wrapping it.
@@ -146,12 +151,19 @@ where
     }
 }
 
-/// `HEAD`, `OPTIONS`, and loads a browser makes on speculation (`Sec-Purpose: prefetch`, or
-/// the older `Purpose: prefetch`): requests that must have no side effects, so no guard
-/// admits them.
+/// `HEAD`, `OPTIONS`, and loads made on speculation — a browser's prefetch or prerender
+/// (`Sec-Purpose: prefetch`, the older `Purpose: prefetch`, Firefox's `X-Moz: prefetch`) or a
+/// link preview that says so (`X-Purpose: preview`): requests that must have no side effects,
+/// so no guard admits them. Previews that say nothing cannot be told from a visit; only
+/// binding stops those (see [`binding`](crate::binding)).
 fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
-    // One walk over the (few) names instead of hashing two that are rarely there.
-    let purpose = |name: &HeaderName| matches!(name.as_str(), "sec-purpose" | "purpose");
+    // One walk over the (few) names instead of hashing four that are rarely there.
+    let purpose = |name: &HeaderName| {
+        matches!(
+            name.as_str(),
+            "sec-purpose" | "purpose" | "x-purpose" | "x-moz"
+        )
+    };
     *method == Method::HEAD
         || *method == Method::OPTIONS
         || headers.keys().filter(|name| purpose(name)).any(|name| {
@@ -160,6 +172,7 @@ fn is_speculative(method: &Method, headers: &HeaderMap) -> bool {
                     v.split([';', ',', ' ']).any(|token| {
                         token.eq_ignore_ascii_case("prefetch")
                             || token.eq_ignore_ascii_case("prerender")
+                            || token.eq_ignore_ascii_case("preview")
                     })
                 })
             })
@@ -175,8 +188,9 @@ impl Shared {
         })
     }
 
-    /// Reads a JSON or form body, within the limit and the timeout, for the id; returns the
-    /// body to hand on (the same bytes, or — after a timeout — one that fails).
+    /// Reads a JSON or form body, within the limit, the timeout and the budget, for the id;
+    /// returns the body to hand on (the same bytes; the unread body when it was not read; or —
+    /// after a timeout or with the budget spent mid-way — one that fails).
     async fn read_body<B>(
         &self,
         format: BodyFormat,
@@ -190,10 +204,19 @@ impl Shared {
         let too_large = Rejection::PayloadTooLarge {
             limit: self.body_limit,
         };
-        if content_length(headers).is_some_and(|len| len > self.body_limit as u64) {
+        let declared = content_length(headers);
+        if declared.is_some_and(|len| len > self.body_limit as u64) {
             return (Err(too_large), Body::new(body));
         }
-        let read = extract::buffer(body, self.body_limit);
+        let busy = Rejection::Busy {
+            retry_after: self.body_timeout,
+        };
+        // A declared length is reserved whole, now; a chunked body reserves as it arrives.
+        let declared = declared.map_or(0, |len| usize::try_from(len).unwrap_or(usize::MAX));
+        let Some(reserved) = self.body_budget.reserve(declared) else {
+            return (Err(busy), Body::new(body));
+        };
+        let read = extract::buffer(body, self.body_limit, reserved);
         match tokio::time::timeout(self.body_timeout, read).await {
             // The partial body is dropped with the read: nothing of it stays in memory.
             Err(_elapsed) => (Err(Rejection::BodyTimeout), extract::failed_body()),
@@ -203,6 +226,7 @@ impl Shared {
             ),
             Ok(Buffered::TooLarge(replay)) => (Err(too_large), Body::new(replay)),
             Ok(Buffered::Failed(replay)) => (Err(Rejection::MalformedBody), Body::new(replay)),
+            Ok(Buffered::OverBudget) => (Err(busy), extract::failed_body()),
         }
     }
 }
@@ -225,6 +249,16 @@ mod tests {
         assert!(is_speculative(&Method::GET, &h));
         h.clear();
         h.insert("sec-purpose", "something-else".parse().unwrap());
+        assert!(!is_speculative(&Method::GET, &h));
+        // Link previews and Firefox's old prefetch header.
+        h.clear();
+        h.insert("x-purpose", "preview".parse().unwrap());
+        assert!(is_speculative(&Method::GET, &h));
+        h.clear();
+        h.insert("x-moz", "prefetch".parse().unwrap());
+        assert!(is_speculative(&Method::GET, &h));
+        h.clear();
+        h.insert("x-moz", "something-else".parse().unwrap());
         assert!(!is_speculative(&Method::GET, &h));
     }
 }

@@ -135,7 +135,7 @@ impl Verification {
     }
 
     /// Whether the request may not be admitted whatever its id: a `HEAD` or `OPTIONS`, or a
-    /// speculative load (`Sec-Purpose: prefetch`, `Purpose: prefetch`). Guards refuse it
+    /// speculative load (`Sec-Purpose`/`Purpose`/`X-Moz: prefetch`, `X-Purpose: preview`). Guards refuse it
     /// without a lookup.
     pub fn is_speculative(&self) -> bool {
         self.inner.speculative
@@ -147,6 +147,29 @@ impl Verification {
         self.inner
             .shared
             .is_bound(cert, self.inner.session.as_deref())
+    }
+
+    /// Whether a `bound` route may look this request up at all: it has a session, and the
+    /// ticket it carries itself (v1's redirect `merchant_uid`, v2's id) is genuine,
+    /// unexpired and the session's. A request whose id is missing or malformed passes: its
+    /// lookup refuses it without a call. `Err(())` when the layer has no binding.
+    pub(crate) fn may_be_bound(&self) -> Result<bool, ()> {
+        let inner = &*self.inner;
+        let binding = inner.shared.binding().ok_or(())?;
+        let source = inner.shared.source();
+        let Ok(id) = self.id() else {
+            return Ok(true);
+        };
+        if source.validate_id(id).is_err() {
+            return Ok(true);
+        }
+        let Some(session) = inner.session.as_deref() else {
+            return Ok(false);
+        };
+        Ok(match source.request_ticket(id, inner.asked.uri.query()) {
+            Some(ticket) => binding.verify(&ticket, session),
+            None => true,
+        })
     }
 
     /// Where a `unique` guard reserves the person for this request (made on first use).

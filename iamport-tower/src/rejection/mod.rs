@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LANGUAGE, CONTENT_TYPE, HeaderValue, VARY};
+use std::time::Duration;
+
+use http::header::{CONTENT_LANGUAGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER, VARY};
 use http::{Response, StatusCode};
 
 use crate::client::InvalidId;
@@ -31,7 +33,9 @@ pub enum Rejection {
     MissingId,
     /// The id is malformed (never sent to PortOne). 400.
     InvalidId(InvalidId),
-    /// The query string names the id more than once. 400.
+    /// The request names the id more than once with different values (the query string and
+    /// the body, or two spellings of the field), or repeats the field in the query string.
+    /// 400.
     AmbiguousId,
     /// The JSON or form body holding the id could not be read, names the id twice, or has
     /// bytes after the JSON value. 400.
@@ -47,6 +51,13 @@ pub enum Rejection {
     PayloadTooLarge {
         /// The limit in bytes.
         limit: usize,
+    },
+    /// The layer's budget of buffered body bytes, across all requests, is spent: the body
+    /// was not read. 503, with `Retry-After`.
+    Busy {
+        /// When to try again (the `Retry-After` header): the layer's body timeout, by which
+        /// every body held now has arrived or been dropped.
+        retry_after: Duration,
     },
     /// PortOne does not know the id. 403.
     UnknownId,
@@ -84,7 +95,9 @@ impl Rejection {
             Self::UnknownId | Self::Policy(_) | Self::UnboundVerification => StatusCode::FORBIDDEN,
             Self::AlreadyRegistered => StatusCode::CONFLICT,
             Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
-            Self::UpstreamUnavailable | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable | Self::StoreUnavailable | Self::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,6 +114,7 @@ impl Rejection {
             Self::SpeculativeRequest => "speculative-request",
             Self::Cancelled => "verification-cancelled",
             Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::Busy { .. } => "busy",
             Self::UnknownId => "unknown-verification",
             Self::Policy(PolicyViolation::NotCertified) => "not-certified",
             Self::Policy(_) => "policy-not-met",
@@ -111,6 +125,15 @@ impl Rejection {
             Self::UpstreamTimeout => "upstream-timeout",
             Self::StoreUnavailable => "store-unavailable",
             Self::LayerMissing => "layer-missing",
+        }
+    }
+
+    /// When the client may try again (the `Retry-After` header every rendering carries), for
+    /// the refusals that pass.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -178,7 +201,19 @@ impl Rejection {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(CONTENT_LANGUAGE, HeaderValue::from_static(language.tag()));
+        self.add_retry_after(&mut response);
         response
+    }
+
+    /// `Retry-After` in whole seconds (at least 1), unless the response has one already.
+    fn add_retry_after(&self, response: &mut Response<Bytes>) {
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .entry(RETRY_AFTER)
+                .or_insert_with(|| HeaderValue::from(secs.max(1)));
+        }
     }
 
     /// Classifies a lookup failure (the layer logs what the response will not say).
@@ -236,7 +271,9 @@ pub(crate) fn refuse(rejection: &Rejection, extensions: &http::Extensions) -> Re
         return rejection.problem_response();
     };
     if let Some(RejectionRenderer(handler)) = verification.renderer() {
-        return handler(rejection);
+        let mut response = handler(rejection);
+        rejection.add_retry_after(&mut response);
+        return response;
     }
     let mut response = rejection.problem(verification.language(), verification.id_hint());
     response

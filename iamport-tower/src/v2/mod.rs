@@ -159,6 +159,15 @@ impl CertificationSource for PortOneClient {
         Some(&cert.id)
     }
 
+    /// The request's id is its ticket: a `bound` route checks it before the lookup.
+    fn request_ticket<'r>(
+        &self,
+        id: &'r str,
+        _query: Option<&'r str>,
+    ) -> Option<std::borrow::Cow<'r, str>> {
+        Some(std::borrow::Cow::Borrowed(id))
+    }
+
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
         IdentityVerificationId::parse(raw).map(drop)
     }
