@@ -25,6 +25,8 @@ pub(crate) struct Account {
 #[derive(Debug)]
 pub(crate) struct Evidence<'a> {
     pub(crate) accounts: &'a [Account],
+    /// The PostgreSQL store's accounts' keys (hex), `None` with another store.
+    pub(crate) keys: Option<&'a HashSet<String>>,
     pub(crate) ledger: &'a Ledger,
     pub(crate) persons: &'a [Person],
     pub(crate) stats: &'a Stats,
@@ -204,10 +206,31 @@ pub(crate) fn check(e: &Evidence<'_>) -> Vec<Line> {
         doubled == 0 && doubled_keys == 0,
         format!("{doubled} persons have more than one account across the two replicas"),
     ));
-    lines.push(figure(
-        "second accounts refused by an accounts table's UNIQUE key",
-        stats.caught_by_accounts_table.load(Ordering::Relaxed),
-    ));
+    if let Some(keys) = e.keys {
+        // Written in one transaction: every account has its key, every key its account.
+        let without_key = e
+            .accounts
+            .iter()
+            .filter(|a| !keys.contains(&a.store_key))
+            .count();
+        let accounts: HashSet<&str> = e.accounts.iter().map(|a| a.store_key.as_str()).collect();
+        let orphans = keys
+            .iter()
+            .filter(|k| !accounts.contains(k.as_str()))
+            .count();
+        lines.push(invariant(
+            "accounts without their key, keys without their account",
+            format!("{without_key}, {orphans} (keys: {})", keys.len()),
+            without_key == 0 && orphans == 0,
+            format!(
+                "{without_key} accounts have no key in the accounts' keys table, {orphans} keys no account"
+            ),
+        ));
+        lines.push(figure(
+            "second accounts refused by record_account (keys table)",
+            stats.refused_by_keys_table.load(Ordering::Relaxed),
+        ));
+    }
 
     // Answers the load saw.
     let wrong = lock(&stats.wrongly_admitted).clone();
@@ -335,6 +358,15 @@ mod tests {
 
     /// A run where everything held, then one thing each broken: the check must notice.
     fn verdict(accounts: &[Account], ledger: &Ledger, stats: &Stats) -> Option<String> {
+        verdict_with_keys(accounts, None, ledger, stats)
+    }
+
+    fn verdict_with_keys(
+        accounts: &[Account],
+        keys: Option<&HashSet<String>>,
+        ledger: &Ledger,
+        stats: &Stats,
+    ) -> Option<String> {
         let persons = vec![
             person(Kind::Adult, 0),
             person(Kind::Young, 1),
@@ -347,6 +379,7 @@ mod tests {
         }
         check(&Evidence {
             accounts,
+            keys,
             ledger,
             persons: &persons,
             stats,
@@ -402,6 +435,21 @@ mod tests {
     }
 
     #[test]
+    fn an_account_without_its_key_or_a_key_without_its_account_fails() {
+        let (ledger, stats) = world();
+        let accounts = [account("a", "k0", "imp_1", "s1")];
+        let keys = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<HashSet<_>>();
+        assert_eq!(
+            verdict_with_keys(&accounts, Some(&keys(&["k0"])), &ledger, &stats),
+            None
+        );
+        for wrong in [keys(&[]), keys(&["k0", "k9"])] {
+            let violation = verdict_with_keys(&accounts, Some(&wrong), &ledger, &stats).unwrap();
+            assert!(violation.contains("accounts' keys table"), "{violation}");
+        }
+    }
+
+    #[test]
     fn an_admitted_minor_fails() {
         let (ledger, stats) = world();
         let accounts = [
@@ -437,6 +485,7 @@ mod tests {
         let persons = vec![person(Kind::Adult, 0)];
         let lines = check(&Evidence {
             accounts: &accounts,
+            keys: None,
             ledger: &ledger,
             persons: &persons,
             stats: &stats,

@@ -37,8 +37,8 @@ pub(crate) struct Stats {
     pub(crate) created: Mutex<Vec<String>>,
     /// A 2xx where the request could not be admitted (scenario: reason).
     pub(crate) wrongly_admitted: Mutex<Vec<String>>,
-    /// 409s from the accounts table's `UNIQUE` key (the store let a duplicate through).
-    pub(crate) caught_by_accounts_table: AtomicU64,
+    /// 409s from `record_account`: the accounts' keys table held the person already.
+    pub(crate) refused_by_keys_table: AtomicU64,
     /// The load's own steps at the emulator (ticket pages, verifications) that failed.
     pub(crate) setup_failures: AtomicU64,
 }
@@ -247,10 +247,8 @@ impl User {
                     stats.over_bound.fetch_add(1, Ordering::Relaxed);
                 }
                 stats.count_status(status);
-                if status == 409 && body.contains("accounts table") {
-                    stats
-                        .caught_by_accounts_table
-                        .fetch_add(1, Ordering::Relaxed);
+                if status == 409 && body.contains("accounts' keys") {
+                    stats.refused_by_keys_table.fetch_add(1, Ordering::Relaxed);
                 }
                 Answer::Status(status)
             }

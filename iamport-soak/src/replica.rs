@@ -3,17 +3,20 @@
 //!
 //! Routes: `GET /ticket` (a binding ticket and session cookie), and per API version
 //! (`/v1`, `/v2`) the popup flow `POST …/signup` and the redirect flow
-//! `GET …/signup/redirect`, guarded by PortOne's guide's adult check plus no foreigners, one
-//! account per person and binding. Every admitted signup writes a row to this replica's own
-//! accounts table with the person's store key under `UNIQUE` (what [`Certified::unique_key`]
-//! is for). On start, before serving, the replica registers every key in its table with the
-//! store: an account written just before a SIGKILL, whose reservation never got its commit
-//! (the layer answers a 201 while its commit still runs), is committed now rather than left to
-//! a lease that would let the person in again. A graceful stop (the lifeline closing) waits,
-//! bounded, for the commits still running.
+//! `GET …/signup/redirect`, guarded by PortOne's guide's adult check plus no foreign nationals,
+//! one account per person and binding.
 //!
-//! Secrets (the unique-key and binding secrets) come in the environment, never in argv.
-//! Standard input is the lifeline: when it closes (the soak ended or died), the replica exits.
+//! It does only what the crate's docs tell an app to do, nothing more. Its accounts live in
+//! PostgreSQL (this replica's own accounts table), on one `sqlx::PgPool`. With `--store
+//! postgres` the unique store is `PostgresStore::new(pool.clone())` on that same pool, and
+//! each account is created in one transaction with `Certified::record_account` — the
+//! person's key in the store's accounts' keys table, shared by both replicas — so a SIGKILL at
+//! any instant leaves both or neither. With a Redis store the layer commits the reservation
+//! before the 201 leaves. There is no startup step: a restarted replica serves at once.
+//!
+//! Secrets come in the environment, never in argv: `UNIQUE_KEY_SECRET` (read by
+//! `UniqueKeys::from_env`, as an app reads it) and the binding secret. Standard input is the
+//! lifeline: when it closes (the soak ended or died), the replica exits.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -25,10 +28,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use iamport_tower::binding::{Binding, DEFAULT_INSECURE_COOKIE_NAME};
-use iamport_tower::unique::{PostgresStore, RedisClusterStore, RedisStore, UniqueKey, UniqueStore};
+use iamport_tower::unique::{
+    PostgresStore, RecordError, RedisClusterStore, RedisStore, UniqueKeys, UniqueStore,
+};
 use iamport_tower::{
     CertificationLayer, Certified, IamportClient, PortOneClient, require_certified,
 };
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::io::AsyncReadExt as _;
 
 use crate::bounds;
@@ -40,13 +47,16 @@ struct Args {
     name: String,
     port: u16,
     emulator: String,
+    /// The app's database (through the freezable proxy when it is also the unique store).
     database_url: String,
     accounts_table: String,
     store: StoreKind,
-    /// The store's URL(s): through the freezable proxy for PostgreSQL and Redis.
+    /// The Redis store's URL(s) (through the freezable proxy for one Redis).
     store_urls: Vec<String>,
-    /// The PostgreSQL store's table or the Redis key prefix.
+    /// The PostgreSQL store's reservations table or the Redis key prefix.
     store_name: String,
+    /// The PostgreSQL store's accounts' keys table (shared by the replicas).
+    keys_table: Option<String>,
 }
 
 fn parse(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
@@ -55,6 +65,7 @@ fn parse(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
     let (mut name, mut port, mut emulator, mut database_url) = (None, None, None, None);
     let (mut accounts_table, mut store, mut store_urls, mut store_name) =
         (None, None, Vec::new(), None);
+    let mut keys_table = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("name") => name = Some(parser.value()?.string()?),
@@ -65,6 +76,7 @@ fn parse(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
             Long("store") => store = Some(parser.value()?.parse()?),
             Long("store-url") => store_urls.push(parser.value()?.string()?),
             Long("store-name") => store_name = Some(parser.value()?.string()?),
+            Long("keys-table") => keys_table = Some(parser.value()?.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -78,6 +90,7 @@ fn parse(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
         store: store.ok_or_else(|| missing("store"))?,
         store_urls,
         store_name: store_name.ok_or_else(|| missing("store-name"))?,
+        keys_table,
     })
 }
 
@@ -110,48 +123,79 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn secret(name: &str) -> Result<String, BoxError> {
-    std::env::var(name)
-        .ok()
-        .filter(|s| s.len() >= 32)
-        .ok_or_else(|| format!("{name} is not set (32+ characters)").into())
+/// The app's one pool. PostgreSQL's own `statement_timeout` aborts a statement server-side
+/// before the handler gives up on it (the crate's docs advise it), so a stalled write does
+/// not hold the person's key locked long after its request was answered.
+fn app_pool(url: &str) -> Result<PgPool, BoxError> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.options([(
+        "statement_timeout",
+        bounds::ACCOUNT_STATEMENT_TIMEOUT.as_millis(),
+    )]);
+    Ok(PgPoolOptions::new()
+        .max_connections(12)
+        .acquire_timeout(bounds::ACCOUNT_POOL_TIMEOUT)
+        .connect_lazy_with(options))
 }
 
-fn shared_store(args: &Args) -> Result<Arc<dyn UniqueStore>, BoxError> {
-    Ok(match args.store {
-        StoreKind::Postgres => {
-            let url = args.store_urls.first().ok_or("--store-url is required")?;
-            Arc::new(
-                PostgresStore::new(url)?
-                    .table(&args.store_name)?
-                    .create_table(false)
-                    .timeout(bounds::STORE_TIMEOUT),
-            )
-        }
-        StoreKind::Redis => {
-            let url = args.store_urls.first().ok_or("--store-url is required")?;
-            Arc::new(
-                RedisStore::new(url)?
-                    .prefix(args.store_name.clone())
-                    .timeout(bounds::STORE_TIMEOUT),
-            )
-        }
-        StoreKind::RedisCluster => Arc::new(
-            RedisClusterStore::with_timeout(
-                args.store_urls.iter().map(String::as_str),
-                bounds::STORE_TIMEOUT,
-            )?
-            .prefix(args.store_name.clone()),
-        ),
-    })
+/// The unique store the replicas share. A `PostgresStore` stays concrete: the layer
+/// recognises it (or an `Arc` of it) to let handlers record accounts in their transaction.
+#[derive(Clone)]
+enum Store {
+    Postgres(PostgresStore),
+    Redis(Arc<dyn UniqueStore>),
 }
 
-/// The replica's state: its accounts table.
+impl Store {
+    fn new(args: &Args, pool: &PgPool) -> Result<Self, BoxError> {
+        Ok(match args.store {
+            StoreKind::Postgres => {
+                let keys = args
+                    .keys_table
+                    .as_deref()
+                    .ok_or("--keys-table is required")?;
+                Self::Postgres(
+                    PostgresStore::new(pool.clone())
+                        .table(&args.store_name)?
+                        .accounts_table(keys)?
+                        .create_tables(false)
+                        .timeout(bounds::STORE_TIMEOUT),
+                )
+            }
+            StoreKind::Redis => {
+                let url = args.store_urls.first().ok_or("--store-url is required")?;
+                Self::Redis(Arc::new(
+                    RedisStore::new(url)?
+                        .prefix(args.store_name.clone())
+                        .timeout(bounds::STORE_TIMEOUT),
+                ))
+            }
+            StoreKind::RedisCluster => Self::Redis(Arc::new(
+                RedisClusterStore::with_timeout(
+                    args.store_urls.iter().map(String::as_str),
+                    bounds::STORE_TIMEOUT,
+                )?
+                .prefix(args.store_name.clone()),
+            )),
+        })
+    }
+
+    fn guard(&self, layer: CertificationLayer, keys: UniqueKeys) -> CertificationLayer {
+        match self {
+            Self::Postgres(store) => layer.unique_store(store.clone(), keys),
+            Self::Redis(store) => layer.unique_store(store.clone(), keys),
+        }
+    }
+}
+
+/// The replica's state: its pool and its accounts table.
 #[derive(Clone)]
 struct App {
-    accounts: deadpool_postgres::Pool,
+    pool: PgPool,
     insert: Arc<str>,
     exists: Arc<str>,
+    /// The person's key goes in the account's transaction (`--store postgres`).
+    records_keys: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -160,78 +204,17 @@ impl std::fmt::Debug for App {
     }
 }
 
-fn accounts_pool(url: &str) -> Result<deadpool_postgres::Pool, BoxError> {
-    use std::str::FromStr as _;
-    let mut config = tokio_postgres::Config::from_str(url)?;
-    config.connect_timeout(bounds::ACCOUNT_POOL_TIMEOUT);
-    config.options(format!(
-        "-c statement_timeout={}",
-        bounds::ACCOUNT_STATEMENT_TIMEOUT.as_millis()
-    ));
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    Ok(deadpool_postgres::Pool::builder(manager)
-        .max_size(8)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(bounds::ACCOUNT_POOL_TIMEOUT))
-        .create_timeout(Some(bounds::ACCOUNT_POOL_TIMEOUT))
-        .build()?)
-}
-
-/// Registers every key of this replica's accounts with the store, retrying within a budget
-/// (the store may be stalled by the soak right now).
-async fn reconcile(
-    pool: &deadpool_postgres::Pool,
-    table: &str,
-    store: &dyn UniqueStore,
-) -> Result<u64, BoxError> {
-    let client = pool.get().await?;
-    let rows = client
-        .query(&format!("SELECT store_key FROM {table}"), &[])
-        .await?;
-    let keys: Vec<UniqueKey> = rows
-        .iter()
-        .filter_map(|row| UniqueKey::from_hex(row.get::<_, &str>(0)))
-        .collect();
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    let mut last = None;
-    for _ in 0..30 {
-        match tokio::time::timeout(bounds::STORE_TIMEOUT * 2, store.register_all(&keys)).await {
-            Ok(Ok(n)) => return Ok(n),
-            Ok(Err(error)) => last = Some(error.to_string()),
-            Err(_) => last = Some("timed out".into()),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    Err(format!(
-        "could not register {} keys: {}",
-        keys.len(),
-        last.unwrap_or_default()
-    )
-    .into())
-}
-
 async fn serve(args: Args) -> Result<(), BoxError> {
-    let key_secret = secret("SOAK_KEY_SECRET")?;
-    let binding = Binding::new(secret("SOAK_BINDING_SECRET")?).secure_cookie(false);
-    let store = shared_store(&args)?;
-    let accounts = accounts_pool(&args.database_url)?;
-    let recovered = reconcile(&accounts, &args.accounts_table, store.as_ref()).await?;
-    if recovered > 0 {
-        eprintln!(
-            "replica {}: {recovered} account keys had no committed reservation; registered",
-            args.name
-        );
-    }
+    let keys = UniqueKeys::from_env()?;
+    let binding_secret = std::env::var("SOAK_BINDING_SECRET")
+        .ok()
+        .filter(|s| s.len() >= 32)
+        .ok_or("SOAK_BINDING_SECRET is not set (32+ characters)")?;
+    let binding = Binding::new(binding_secret).secure_cookie(false);
+    let pool = app_pool(&args.database_url)?;
+    let store = Store::new(&args, &pool)?;
     let app = App {
-        accounts,
+        pool,
         insert: format!(
             "INSERT INTO {} (store_key, verification_id, api, session) VALUES ($1, $2, $3, $4)",
             args.accounts_table
@@ -242,6 +225,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
             args.accounts_table
         )
         .into(),
+        records_keys: matches!(store, Store::Postgres(_)),
     };
 
     let v1: IamportClient = IamportClient::builder()
@@ -263,9 +247,8 @@ async fn serve(args: Args) -> Result<(), BoxError> {
             .route("/signup/redirect", get(signup))
     };
     let layer = |layer: CertificationLayer| {
-        layer
-            .binding(binding.clone())
-            .unique_store(store.clone(), key_secret.clone())
+        store
+            .guard(layer.binding(binding.clone()), keys.clone())
             .unique_timeout(bounds::STORE_TIMEOUT)
     };
     let (v1, v2) = (
@@ -294,7 +277,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
     axum::serve(listener, router)
         .with_graceful_shutdown(lifeline)
         .await?;
-    // The 201s answered last may still have their commits running: let them land.
+    // Releases and retries still running: let them land (nothing a 201 promised needs them).
     let settled = async {
         for tasks in &unique_tasks {
             tasks.settled().await;
@@ -340,34 +323,45 @@ fn session(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Why an account was not created.
+enum Refused {
+    /// The accounts' keys table already holds the person (`RecordError::AlreadyRegistered`).
+    AlreadyRegistered,
+    /// The write failed, or its outcome is unknown.
+    Failed,
+}
+
 /// PortOne's guide's adult check, no foreign nationals, one account per person, and only
 /// verifications started by this browser session.
 #[require_certified(max_birth_year = 1999, foreigners = false, unique = true, bound = true)]
 async fn signup(State(app): State<App>, headers: HeaderMap, person: Certified) -> Response {
-    let Some(key) = person.unique_key() else {
+    let Some(key) = person.unique_key().map(|k| k.to_hex()) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no store key").into_response();
     };
-    let cert = person.certification();
-    let api = if cert.id.starts_with("imp_") {
-        "v1"
-    } else {
-        "v2"
-    };
-    let write = async {
-        let client = app.accounts.get().await.map_err(|e| e.to_string())?;
-        client
-            .execute(
-                &*app.insert,
-                &[&key.to_hex(), &cert.id, &api, &session(&headers)],
-            )
+    let id = person.certification().id.clone();
+    let api = if id.starts_with("imp_") { "v1" } else { "v2" };
+    // The account, and with a PostgreSQL store the person's key, in one transaction.
+    let create = async {
+        let failed = |_| Refused::Failed;
+        let mut tx = app.pool.begin().await.map_err(failed)?;
+        sqlx::query(AssertSqlSafe(app.insert.clone()))
+            .bind(&key)
+            .bind(&id)
+            .bind(api)
+            .bind(session(&headers))
+            .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                    "duplicate".to_owned()
-                } else {
-                    e.to_string()
-                }
-            })
+            .map_err(failed)?;
+        if app.records_keys {
+            person
+                .record_account(&mut tx)
+                .await
+                .map_err(|error| match error {
+                    RecordError::AlreadyRegistered => Refused::AlreadyRegistered,
+                    _ => Refused::Failed,
+                })?;
+        }
+        tx.commit().await.map_err(failed)
     };
     let created = || {
         (
@@ -376,38 +370,41 @@ async fn signup(State(app): State<App>, headers: HeaderMap, person: Certified) -
         )
             .into_response()
     };
-    match tokio::time::timeout(bounds::ACCOUNT_WRITE_TIMEOUT, write).await {
-        Ok(Ok(_)) => created(),
-        Ok(Err(reason)) if reason == "duplicate" => {
-            // The belt and braces caught what the store let through.
-            tracing::error!("the accounts table refused a second account for one store key");
-            (StatusCode::CONFLICT, "already registered (accounts table)").into_response()
+    let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+    match tokio::time::timeout(bounds::ACCOUNT_WRITE_TIMEOUT, create).await {
+        Ok(Ok(())) => created(),
+        Ok(Err(Refused::AlreadyRegistered)) => {
+            // The key landed with an earlier account whose request was answered as failed
+            // (its write's outcome was unknown), and that request's reservation was released.
+            tracing::warn!("the accounts' keys table refused a second account");
+            (StatusCode::CONFLICT, "already registered (accounts' keys)").into_response()
         }
-        Ok(Err(_)) | Err(_) => {
-            // The write failed, or its outcome is unknown. Answering 503 releases the
-            // person's reservation, so first make sure the row is not there: a write that
-            // landed after all must be answered as the account it is (the soak found this:
-            // a timed-out write that landed, released, let the person sign up again).
-            let check = async {
-                let client = app.accounts.get().await.ok()?;
-                let rows = client
-                    .query(&*app.exists, &[&key.to_hex(), &cert.id])
-                    .await
-                    .ok()?;
-                Some(!rows.is_empty())
-            };
+        // The key was in the transaction: if it landed after all, admission refuses the
+        // person next time. Nothing to check.
+        Ok(Err(Refused::Failed)) | Err(_) if app.records_keys => {
+            tracing::warn!("account write failed or timed out");
+            unavailable()
+        }
+        Ok(Err(Refused::Failed)) | Err(_) => {
+            // Without the key in the account's transaction, an account that landed after
+            // all must be answered as the account it is: a 503 releases the reservation,
+            // and the person would sign up again.
+            let check = sqlx::query(AssertSqlSafe(app.exists.clone()))
+                .bind(&key)
+                .bind(&id)
+                .fetch_optional(&app.pool);
             match tokio::time::timeout(bounds::ACCOUNT_CHECK_TIMEOUT, check).await {
-                Ok(Some(true)) => {
+                Ok(Ok(Some(_))) => {
                     tracing::warn!("an account write reported failure but landed");
                     created()
                 }
-                Ok(Some(false)) => {
+                Ok(Ok(None)) => {
                     tracing::warn!("account write failed");
-                    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+                    unavailable()
                 }
-                Ok(None) | Err(_) => {
+                Ok(Err(_)) | Err(_) => {
                     tracing::error!("account write outcome unknown");
-                    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+                    unavailable()
                 }
             }
         }

@@ -1,11 +1,15 @@
 //! One soak run: set up, load and faults until the deadline, settle, check, clean up.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iamport_mock::Emulator;
 use iamport_mock::proxy::FreezableProxy;
+use iamport_tower::unique::{KEY_SECRET_ENV, PostgresStore};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::check::{self, Account, Evidence};
 use crate::faults::{self, Stall};
@@ -79,15 +83,26 @@ pub(crate) async fn run(options: Options) -> ExitCode {
     }
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client, BoxError> {
-    let (client, connection) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_postgres::connect(url, tokio_postgres::NoTls),
-    )
-    .await
-    .map_err(|_| "connecting timed out")??;
-    tokio::spawn(connection);
-    Ok(client)
+async fn connect(url: &str) -> Result<PgPool, BoxError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?)
+}
+
+/// Runs `sql` (one or more statements, no parameters).
+async fn execute(database: &PgPool, sql: String) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(database).await?;
+    Ok(())
+}
+
+/// The PostgreSQL store's two tables, named for this run.
+fn postgres_store(database: &PgPool, names: &Names) -> Result<PostgresStore, BoxError> {
+    Ok(PostgresStore::new(database.clone())
+        .table(&names.unique_table())?
+        .accounts_table(&names.keys_table())?
+        .create_tables(false))
 }
 
 fn random_secret() -> String {
@@ -105,30 +120,29 @@ fn free_port() -> Result<u16, BoxError> {
 async fn soak(
     options: &Options,
     names: &Names,
-    database: &tokio_postgres::Client,
+    database: &PgPool,
 ) -> Result<Vec<check::Line>, BoxError> {
-    // The tables: two accounts tables, and the store's when it is PostgreSQL.
+    // The tables: two accounts tables (no `UNIQUE` on the person: the app does only what the
+    // crate's docs ask), and the store's two when it is PostgreSQL.
     let replica_names = ["a", "b"];
     for name in replica_names {
-        database
-            .batch_execute(&format!(
+        execute(
+            database,
+            format!(
                 "CREATE TABLE {} (\n\
                    id BIGSERIAL PRIMARY KEY,\n\
-                   store_key TEXT NOT NULL UNIQUE,\n\
+                   store_key TEXT NOT NULL,\n\
                    verification_id TEXT NOT NULL,\n\
                    api TEXT NOT NULL,\n\
                    session TEXT NOT NULL,\n\
                    created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
                 names.accounts_table(name)
-            ))
-            .await?;
+            ),
+        )
+        .await?;
     }
     if options.store == StoreKind::Postgres {
-        database
-            .batch_execute(&iamport_tower::unique::PostgresStore::migration(
-                &names.unique_table(),
-            )?)
-            .await?;
+        postgres_store(database, names)?.migrate().await?;
     }
 
     // The emulator and its population.
@@ -146,20 +160,26 @@ async fn soak(
     }
     let persons = Arc::new(persons);
 
-    // The store, behind a freezable proxy where one can stand.
-    let (stall, store_urls, store_name) = match options.store {
+    // The store, behind a freezable proxy where one can stand. With PostgreSQL the store is
+    // on the app's own pool, so the app's database is what stalls.
+    let (stall, app_database, store_urls, store_name) = match options.store {
         StoreKind::Postgres => {
             let upstream =
                 address_of(&options.database_url).ok_or("DATABASE_URL has no address")?;
             let proxy = Arc::new(FreezableProxy::start(upstream).await?);
             let url = with_address(&options.database_url, proxy.addr).ok_or("bad DATABASE_URL")?;
-            (Stall::Proxy(proxy), vec![url], names.unique_table())
+            (Stall::Proxy(proxy), url, vec![], names.unique_table())
         }
         StoreKind::Redis => {
             let upstream = address_of(&options.redis_url).ok_or("REDIS_URL has no address")?;
             let proxy = Arc::new(FreezableProxy::start(upstream).await?);
             let url = with_address(&options.redis_url, proxy.addr).ok_or("bad REDIS_URL")?;
-            (Stall::Proxy(proxy), vec![url], names.redis_prefix())
+            (
+                Stall::Proxy(proxy),
+                options.database_url.clone(),
+                vec![url],
+                names.redis_prefix(),
+            )
         }
         StoreKind::RedisCluster => {
             if options.cluster_urls.is_empty() {
@@ -170,6 +190,7 @@ async fn soak(
             }
             (
                 Stall::ClusterPause(options.cluster_urls.clone()),
+                options.database_url.clone(),
                 options.cluster_urls.clone(),
                 names.redis_prefix(),
             )
@@ -180,7 +201,7 @@ async fn soak(
     let dir = std::env::temp_dir().join(format!("iamport-soak-{}", names.run));
     std::fs::create_dir_all(&dir)?;
     let env = vec![
-        ("SOAK_KEY_SECRET".to_owned(), random_secret()),
+        (KEY_SECRET_ENV.to_owned(), random_secret()),
         ("SOAK_BINDING_SECRET".to_owned(), random_secret()),
     ];
     let mut replicas = Vec::new();
@@ -194,7 +215,7 @@ async fn soak(
             "--emulator".into(),
             emulator.url(),
             "--database-url".into(),
-            options.database_url.clone(),
+            app_database.clone(),
             "--accounts-table".into(),
             names.accounts_table(name),
             "--store".into(),
@@ -204,6 +225,9 @@ async fn soak(
         ];
         for url in &store_urls {
             args.extend(["--store-url".into(), url.clone()]);
+        }
+        if options.store == StoreKind::Postgres {
+            args.extend(["--keys-table".into(), names.keys_table()]);
         }
         replicas.push(Arc::new(Replica::new(
             name,
@@ -324,24 +348,31 @@ async fn soak(
             .iter()
             .find(|r| r.name == name)
             .map_or("?", |r| r.name);
-        for row in database
-            .query(
-                &format!(
-                    "SELECT store_key, verification_id, session FROM {}",
-                    names.accounts_table(name)
-                ),
-                &[],
-            )
-            .await?
-        {
+        let sql = format!(
+            "SELECT store_key, verification_id, session FROM {}",
+            names.accounts_table(name)
+        );
+        for row in sqlx::query(AssertSqlSafe(sql)).fetch_all(database).await? {
             accounts.push(Account {
                 replica,
-                store_key: row.get(0),
-                verification_id: row.get(1),
-                session: row.get(2),
+                store_key: row.try_get(0)?,
+                verification_id: row.try_get(1)?,
+                session: row.try_get(2)?,
             });
         }
     }
+    // The accounts' keys the handlers recorded in their accounts' transactions.
+    let keys = if options.store == StoreKind::Postgres {
+        let sql = format!("SELECT encode(key, 'hex') FROM {}", names.keys_table());
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(database).await?;
+        Some(
+            rows.iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<HashSet<_>, _>>()?,
+        )
+    } else {
+        None
+    };
     let rss_kib = replicas
         .iter()
         .map(|r| r.name)
@@ -349,6 +380,7 @@ async fn soak(
         .collect::<Vec<_>>();
     Ok(check::check(&Evidence {
         accounts: &accounts,
+        keys: keys.as_ref(),
         ledger: &ledger,
         persons: &persons,
         stats: &stats,
@@ -361,15 +393,13 @@ async fn soak(
 }
 
 /// Drops this run's tables and keys.
-async fn cleanup(options: &Options, names: &Names, database: &tokio_postgres::Client) {
+async fn cleanup(options: &Options, names: &Names, database: &PgPool) {
     let mut tables = vec![names.accounts_table("a"), names.accounts_table("b")];
     if options.store == StoreKind::Postgres {
-        tables.push(names.unique_table());
+        tables.extend([names.unique_table(), names.keys_table()]);
     }
     for table in tables {
-        let _ = database
-            .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
-            .await;
+        let _ = execute(database, format!("DROP TABLE IF EXISTS {table}")).await;
     }
     let urls = match options.store {
         StoreKind::Postgres => return,

@@ -50,9 +50,14 @@ impl Names {
         }
     }
 
-    /// The PostgreSQL unique store's table.
+    /// The PostgreSQL unique store's reservations table.
     pub(crate) fn unique_table(&self) -> String {
         format!("soak_{}_unique", self.run)
+    }
+
+    /// The PostgreSQL store's accounts' keys table (both replicas record accounts there).
+    pub(crate) fn keys_table(&self) -> String {
+        format!("soak_{}_keys", self.run)
     }
 
     /// Replica `name`'s accounts table.
