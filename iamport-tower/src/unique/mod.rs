@@ -18,7 +18,10 @@
 //!   2xx leaves it; if the commit cannot land, the 2xx becomes a 503.
 //!
 //! No default answers 2xx before the person's uniqueness is durable, so no crash — not even
-//! `kill -9` right after the response — lets an acknowledged person sign up twice.
+//! `kill -9` right after the response — lets an acknowledged person sign up twice. (Without
+//! `record_account`, a crash between your own account write and the layer's commit leaves an
+//! account whose person was never told: that person may sign up again once the lease ends.
+//! Only the account's own transaction closes that window.)
 //!
 //! ```no_run
 //! # #[cfg(feature = "postgres")]
