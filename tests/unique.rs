@@ -32,6 +32,10 @@ use tower::ServiceExt as _;
 const ADULT: &str = "imp_100000000001";
 const SECRET: &str = "test-unique-key-secret-0123456789";
 
+/// The store bound of tests that are not about time: generous, as a machine running the whole
+/// suite on two cores can hold a first PostgreSQL connection for seconds.
+const PATIENT: Duration = Duration::from_secs(15);
+
 fn keys() -> UniqueKeys {
     UniqueKeys::new(&Secret::new(SECRET)).expect("a 32-byte secret")
 }
@@ -263,7 +267,8 @@ async fn postgres(url: &str, prefix: &str) -> (PostgresStore, PgPool, Tables) {
         .table(&tables.1)
         .unwrap()
         .accounts_table(&tables.accounts())
-        .unwrap();
+        .unwrap()
+        .timeout(PATIENT);
     store.migrate().await.expect("PostgreSQL answers");
     (store, pool, tables)
 }
@@ -566,7 +571,9 @@ async fn concurrent_signups_through_two_instances_sharing_postgres() {
     let (store, _, tables) = postgres(&url, "iamport_e2e").await;
     two_instances_one_person(move || {
         let store = store.clone();
-        Box::new(move |layer: CertificationLayer| layer.unique_store(store, keys()))
+        Box::new(move |layer: CertificationLayer| {
+            layer.unique_store(store, keys()).unique_timeout(PATIENT)
+        })
     })
     .await;
     tables.drop().await;
@@ -644,7 +651,9 @@ async fn a_failed_handler_releases_the_person_for_a_retry() {
         let (store, _, tables) = postgres(url, "iamport_retry").await;
         layers.push((
             "postgres",
-            CertificationLayer::new(emulator.client()).unique_store(store, keys()),
+            CertificationLayer::new(emulator.client())
+                .unique_store(store, keys())
+                .unique_timeout(PATIENT),
             Some(tables),
         ));
     }
@@ -897,6 +906,7 @@ fn replica(store: PostgresStore, emulator: &Emulator, lease: Duration) -> Certif
     CertificationLayer::new(emulator.client())
         .unique_store(store, keys())
         .unique_lease(lease)
+        .unique_timeout(PATIENT)
 }
 
 fn users_router(layer: CertificationLayer, users: Users) -> Router {
