@@ -586,7 +586,7 @@ async fn a_custom_rejection_handler_replaces_the_body() {
             .layer(layer),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for path in ["/certifications", "/orders"] {
         let response = http
             .post(format!("{}{path}?imp_uid={MINOR}", app.url))
@@ -640,7 +640,7 @@ async fn an_inner_layer_without_its_own_handler_keeps_the_outer_layers() {
             .layer(outer),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for (path, want) in [
         ("/inner", "outer: policy-not-met"),
         ("/own", "own: policy-not-met"),
@@ -673,7 +673,7 @@ async fn a_binding_asks_for_the_session_only_when_there_is_an_id() {
             .layer(CertificationLayer::new(emulator.client()).binding(binding)),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for path in ["/", "/nope", "/?page=2"] {
         http.get(format!("{}{path}", app.url)).send().await.unwrap();
     }
@@ -723,7 +723,7 @@ async fn a_missing_layer_logs_the_fix() {
 #[tokio::test]
 async fn a_guarded_handler_without_the_layer_is_500() {
     let app = serve_axum(Router::new().route("/certifications", post(signup_form))).await;
-    let response = reqwest::Client::new()
+    let response = iamport_e2e::http()
         .post(format!("{}/certifications", app.url))
         .form(&[("imp_uid", ADULT)])
         .send()
@@ -777,7 +777,7 @@ async fn every_status_of_the_design_table_hyper() {
             .service_fn(|req| async { Ok::<_, Infallible>(hyper_plain_response(req).await) }),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let post = |body: Value| status(http.post(&server.url).json(&body));
     let get = |url: String| status(http.get(url));
 
@@ -891,7 +891,7 @@ async fn query_only_mode_keeps_the_request_and_its_body_type() {
             .service_fn(incoming_handler),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let body = json!({"imp_uid": MINOR, "note": "the body is the handler's, unread"}).to_string();
     let response = http
         .post(format!("{}/?imp_uid={ADULT}", server.url))

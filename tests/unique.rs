@@ -443,7 +443,7 @@ async fn two_instances_one_person(
         accounts.clone(),
     ))
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let signups = (0..200).map(|i| {
         let url = format!(
             "{}/certifications",
@@ -518,7 +518,7 @@ async fn concurrent_signups_on_the_default_memory_store() {
         accounts.clone(),
     ))
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let statuses = futures_util::future::join_all((0..200).map(|_| {
         http.post(format!("{}/certifications", server.url))
             .json(&json!({"imp_uid": ADULT}))
@@ -558,7 +558,7 @@ async fn a_failed_handler_releases_the_person_for_a_retry() {
             CertificationLayer::new(emulator.client()).unique_store(store, SECRET),
         ));
     }
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for (name, layer) in layers {
         let accounts = Accounts::default();
         accounts.fail_first.store(1, Ordering::SeqCst);
@@ -580,7 +580,7 @@ async fn a_failed_handler_releases_the_person_for_a_retry() {
 #[tokio::test]
 async fn a_store_that_is_down_is_503_and_creates_nothing() {
     let emulator = Emulator::start().await.unwrap();
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let down: Vec<(&str, CertificationLayer)> = vec![
         (
             "postgres",
@@ -793,7 +793,7 @@ async fn stalled_store_is_503_and_leaves_nothing(
     // 30 signups of the person during the stall (more than the PostgreSQL pool's 16
     // connections): every one is answered 503, none hangs, the handler never runs.
     proxies.iter().for_each(|p| p.freeze());
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1002,7 +1002,7 @@ async fn a_commit_that_fails_once_is_retried_and_keeps_one_account() {
     let layer = CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET);
     let tasks = layer.unique_tasks();
     let server = serve_axum(app(layer, accounts.clone())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
 
     assert_eq!(post_signup(&http, &server.url).await, 201);
     // The commit, its failure and the retry all run in the layer's counted tasks.
@@ -1110,7 +1110,7 @@ async fn a_stalled_postgres_on_a_cold_pool_is_503_then_recovers() {
         .unique_store(store, SECRET)
         .unique_timeout(Duration::from_millis(800));
     let server = serve_axum(app(layer, accounts.clone())).await;
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1180,7 +1180,7 @@ async fn commit_through_a_stall(
             .layer(layer),
     )
     .await;
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1321,7 +1321,7 @@ async fn a_2xx_is_answered_while_its_commit_runs(
         "{name}"
     );
     let before = iamport_tower::unique::counters();
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1389,7 +1389,7 @@ async fn before_response_answers_after_the_commit(
     let (server, accounts, tasks, emulator) =
         serve_with_a_slow_commit(&proxy, proxied, UniqueCommit::BeforeResponse).await;
     let key = adult_key(&emulator).await;
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1486,7 +1486,7 @@ async fn before_response_on_the_memory_store_answers_once_committed() {
         .unique_commit(UniqueCommit::BeforeResponse);
     let tasks = layer.unique_tasks();
     let server = serve_axum(app(layer, Accounts::default())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     assert_eq!(post_signup(&http, &server.url).await, 201);
     assert_eq!(store.status(&key).await.unwrap(), KeyStatus::Committed);
     assert_eq!(tasks.running(), 0, "the commit ended before the response");
@@ -1515,7 +1515,7 @@ async fn settled_waits_for_the_commits_of_many_signups_on_the_memory_store() {
     // A clone's tasks are the layer's tasks.
     let settled = layer.clone().settled();
     let served = serve_axum(app(layer, Accounts::default())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let statuses = futures_util::future::join_all((0..50).map(|i| {
         http.post(format!("{}/certifications", served.url))
             .json(&json!({ "imp_uid": id(i) }))
@@ -1683,7 +1683,7 @@ async fn a_crash_between_handler_and_commit_is_caught_by_the_unique_key_column()
             .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET)),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     // While the dead process's lease runs, the store refuses the person.
     assert_eq!(post_signup(&http, &server.url).await, 409);
     // Once it ends, the store admits them again — the users table refuses the second account.
@@ -1723,7 +1723,7 @@ async fn named_scopes_are_separate_keyspaces() {
         .route("/newsletter", post(newsletter_keeping_the_key))
         .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), SECRET));
     let served = serve_axum(app).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let send = |path: &'static str| {
         let http = http.clone();
         let url = format!("{}{path}", served.url);
@@ -1782,7 +1782,7 @@ async fn round_trips_for_signups(
     let layer = CertificationLayer::new(emulator.client()).unique_store(store, SECRET);
     let tasks = layer.unique_tasks();
     let served = serve_axum(app(layer, Accounts::default())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let signup = |i: usize| {
         http.post(format!("{}/certifications", served.url))
             .json(&json!({ "imp_uid": id(i) }))

@@ -19,10 +19,7 @@ struct Browser {
 impl Browser {
     fn new() -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
+            http: http_builder().redirect(Policy::none()).build().unwrap(),
             cookie: None,
         }
     }
@@ -98,10 +95,7 @@ impl Browser {
 /// merchant-chosen id, as the SDK stand-in's page does; returns the redirect URL PortOne sends
 /// the browser back to.
 async fn verify_at_portone(demo: &support::Demo, api: &str, person: &str, ticket: &str) -> String {
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = http_builder().redirect(Policy::none()).build().unwrap();
     let redirect_url = format!("{}/certifications/redirect", demo.url);
     let mut form = vec![
         ("person", person),
@@ -252,4 +246,11 @@ async fn an_expired_ticket_is_refused() {
         (status, problem_type(&body)),
         (403, "urn:iamport-tower:problem:unbound-verification")
     );
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so ring is installed as the process default first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }

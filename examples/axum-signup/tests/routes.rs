@@ -26,7 +26,7 @@ async fn post_json(http: &reqwest::Client, url: &str, body: Value) -> (u16, Valu
 async fn the_guides_routes_work_end_to_end() {
     // Raw ids, as an API client following PortOne's guide posts them: the unbound flow.
     let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
 
     let home = http
         .get(&demo.url)
@@ -122,7 +122,7 @@ async fn the_guides_routes_work_end_to_end() {
 #[tokio::test]
 async fn the_same_flows_with_portone_v2() {
     let demo = support::start_demo(&[("PORTONE_API", "v2"), ("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     let home = http
         .get(&demo.url)
         .send()
@@ -182,7 +182,7 @@ async fn the_same_flows_with_portone_v2() {
 #[tokio::test]
 async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
     let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::builder()
+    let http = http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -268,7 +268,7 @@ async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
 #[tokio::test]
 async fn the_page_follows_the_browsers_language() {
     let demo = support::start_demo(&[]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     let page = |language: &'static str| {
         let request = http.get(&demo.url).header("accept-language", language);
         async move { request.send().await.unwrap().text().await.unwrap() }
@@ -290,7 +290,7 @@ async fn the_page_follows_the_browsers_language() {
 #[tokio::test]
 async fn metrics_are_served_in_prometheus_format() {
     let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     let scrape = || async {
         let response = http
             .get(format!("{}/metrics", demo.url))
@@ -356,7 +356,7 @@ async fn metrics_are_served_in_prometheus_format() {
 #[tokio::test]
 async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
     let mut demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     assert_eq!(
         post_json(&http, &demo.url, json!({"imp_uid": ADULT}))
             .await
@@ -368,4 +368,11 @@ async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
         .interrupt(std::time::Duration::from_secs(8))
         .expect("the demo exits within 8 s of Ctrl-C");
     assert!(status.success(), "{status}");
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so ring is installed as the process default first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
