@@ -518,6 +518,43 @@ async fn policy_edges_against_todays_date_in_korea() {
     assert_eq!(w.get(&format!("/nationals?imp_uid={ADULT}")).await.0, 200);
 }
 
+/// Upstream dates outside a plausible range are unknown, so the rules that need them refuse:
+/// `birth: -99999999999` with no `birthday` (the year −1199), a birth date after today, a
+/// completion an hour in the future (past the documented 5-minute clock skew).
+#[tokio::test]
+async fn implausible_upstream_dates_are_unknown_so_age_and_freshness_refuse() {
+    let w = world().await;
+    let mut ancient = person("imp_500000000011", "고대인", "1990-01-01");
+    let record = ancient.as_object_mut().unwrap();
+    record.remove("birthday");
+    record.insert("birth".into(), json!(-99_999_999_999_i64));
+    w.emulator.add_person(ancient);
+    let (status, text) = w.get("/adult/1?imp_uid=imp_500000000011").await;
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(
+        w.emulator.calls_for("imp_500000000011"),
+        1,
+        "it was looked up"
+    );
+    // The other rules still decide: the record is certified and national.
+    assert_eq!(w.get("/nationals?imp_uid=imp_500000000011").await.0, 200);
+
+    let tomorrow = iamport_tower::korea::today_in_korea().tomorrow().unwrap();
+    w.emulator
+        .add_person(person("imp_500000000012", "미래인", &tomorrow.to_string()));
+    assert_eq!(w.get("/young?imp_uid=imp_500000000012").await.0, 403);
+
+    let mut early = person("imp_500000000013", "미래인증", "1990-05-05");
+    early["certified_at"] = json!(jiff::Timestamp::now().as_second() + 3_600);
+    w.emulator.add_person(early);
+    assert_eq!(w.get("/fresh?imp_uid=imp_500000000013").await.0, 403);
+    assert_eq!(
+        w.emulator.calls_for("imp_500000000013"),
+        1,
+        "it was looked up"
+    );
+}
+
 #[tokio::test]
 async fn require_certified_layer_and_optional_extractor() {
     let w = world().await;

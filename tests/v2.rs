@@ -97,7 +97,11 @@ async fn ready_failed_unknown_and_unauthorized() {
         .build()
         .unwrap();
     let error = wrong.identity_verification(&id(ADULT)).await.unwrap_err();
-    assert!(matches!(error, Error::BadCredentials), "{error:?}");
+    assert!(matches!(error, Error::BadApiSecret), "{error:?}");
+    // v2's own setting, not v1's.
+    let message = error.to_string();
+    assert!(message.contains("PORTONE_API_SECRET"), "{message}");
+    assert!(!message.contains("IMP_"), "{message}");
     assert!(!format!("{error} {error:?} {wrong:?}").contains("wrong-secret"));
     assert!(!format!("{client:?}").contains(TEST_V2_SECRET));
 }
