@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// `rustls-no-provider` (ring is the tree's one crypto provider, passed to reqwest by the
 /// PortOne clients), so a client built here needs ring installed as the process default.
 pub fn http_builder() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = iamport_tower::client::crypto_provider().install_default();
     reqwest::Client::builder()
 }
 

@@ -371,8 +371,8 @@ async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
 }
 
 /// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
-/// is the tree's one crypto provider), so ring is installed as the process default first.
+/// is the tree's one crypto provider), so the crate's provider is installed first.
 fn http_builder() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = iamport_tower::client::crypto_provider().install_default();
     reqwest::Client::builder()
 }

@@ -13,19 +13,14 @@ use jiff::civil::Date;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 
 /// One field of a PortOne record: absent (or `null`), a `T`, or something else.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) enum Lenient<T> {
     /// Absent or `null`.
+    #[default]
     Absent,
     Value(T),
     /// Present, but not a `T`.
     Unreadable,
-}
-
-impl<T> Default for Lenient<T> {
-    fn default() -> Self {
-        Self::Absent
-    }
 }
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {

@@ -31,7 +31,9 @@ use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
     Answer, Idempotency, Outgoing, Transport, TransportOptions, env_var, transport_setters,
 };
-pub use self::transport::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
+pub use self::transport::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy, crypto_provider,
+};
 use self::wire::{TokenResponse, error_message};
 use crate::cache::Evictions;
 use crate::certification::Certification;

@@ -276,13 +276,31 @@ impl TransportOptions {
     }
 }
 
-/// The default client's TLS: rustls with the process's default crypto provider if the app
-/// installed one, else ring (the provider the rest of this crate's tree uses: reqwest's own
-/// default would add aws-lc-rs); the Mozilla roots; ALPN offering HTTP/2 and HTTP/1.1.
+/// The rustls crypto provider the default HTTP client uses: the process default when the app
+/// installed one (`CryptoProvider::install_default`), else *ring*, the provider the rest of
+/// this crate's tree uses (reqwest's own default would add aws-lc-rs, a second provider and a
+/// C build).
+///
+/// This crate builds reqwest with `rustls-no-provider`, so in a tree where nothing else
+/// enables reqwest's `rustls` feature, a `reqwest::Client` the app builds itself panics
+/// unless a provider is installed: install this one at startup —
+/// `let _ = iamport_tower::client::crypto_provider().install_default();` — or any other.
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    match rustls::crypto::CryptoProvider::get_default() {
+        Some(provider) => (**provider).clone(),
+        // rustls 0.23.48 deprecates ring's provider (it has no post-quantum key exchange);
+        // its non-deprecated routes to ring install a process-wide default or panic when the
+        // app's tree also enables aws-lc-rs, neither of which a library may do. Install a
+        // provider of your own to choose another.
+        #[allow(deprecated)]
+        None => rustls::crypto::ring::default_provider(),
+    }
+}
+
+/// The default client's TLS: rustls on [`crypto_provider`], the Mozilla roots, ALPN offering
+/// HTTP/2 and HTTP/1.1.
 fn tls_config() -> Result<rustls::ClientConfig, Error> {
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let provider = Arc::new(crypto_provider());
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
