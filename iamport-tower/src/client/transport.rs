@@ -634,30 +634,14 @@ async fn read_capped(
     {
         return Ok(Err(status));
     }
-    // A body that arrives in one chunk (a certification, nearly always) is kept as it came.
-    let mut first: Option<Bytes> = None;
-    let mut gathered: Option<BytesMut> = None;
+    let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
-        let read =
-            first.as_ref().map_or(0, Bytes::len) + gathered.as_ref().map_or(0, BytesMut::len);
-        if read + chunk.len() > limit {
+        if body.len() + chunk.len() > limit {
             return Ok(Err(status));
         }
-        match (&mut gathered, first.take()) {
-            (Some(body), _) => body.extend_from_slice(&chunk),
-            (None, None) => first = Some(chunk),
-            (None, Some(head)) => {
-                let mut body = BytesMut::with_capacity(head.len() + chunk.len());
-                body.extend_from_slice(&head);
-                body.extend_from_slice(&chunk);
-                gathered = Some(body);
-            }
-        }
+        body.extend_from_slice(&chunk);
     }
-    let body = match (gathered, first) {
-        (Some(body), _) => body.freeze(),
-        (None, first) => first.unwrap_or_default(),
-    };
+    let body = body.freeze();
     Ok(Ok(Answer { status, body }))
 }
 
