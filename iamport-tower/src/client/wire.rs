@@ -230,6 +230,35 @@ mod tests {
     }
 
     #[test]
+    fn implausible_dates_are_unknown() {
+        let c = decode(
+            r#"{"code":0,"response":{"imp_uid":"imp_1","certified":true,"birth":-99999999999,
+            "certified_at":4102444800}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.birth_date, c.certified_at), (None, None));
+        let c = decode(
+            r#"{"code":0,"response":{"imp_uid":"imp_1","certified":true,"birthday":"1899-12-31",
+            "birth":-2209021200}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.birth_date, None,
+            "an implausible `birthday` is not replaced by `birth`"
+        );
+    }
+
+    #[test]
+    fn a_field_named_twice_or_an_array_is_malformed() {
+        let err = decode(r#"{"code":0,"response":{"imp_uid":"imp_1","imp_uid":"imp_2"}}"#);
+        assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
+        let err = decode(r#"{"code":0,"response":["imp_1",null,null,null,null,null,null]}"#);
+        assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
+        let err = decode(r#"[0,null,{"imp_uid":"imp_1","certified":true}]"#);
+        assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
+    }
+
+    #[test]
     fn another_records_id_is_refused() {
         let err = decode(r#"{"code":0,"response":{"imp_uid":"imp_2","certified":true}}"#);
         assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
