@@ -322,6 +322,8 @@ async fn child_rss(route: &str, n: usize) {
             get(guarded).layer(CertificationLayer::new(h2).lookup_cache(LookupCache::disabled())),
         )
         .route("/plain", get(plain))
+        // `client`: this crate's client called by hand, without the layer.
+        .route("/client", get(by_client))
         // `held`: a handler that never answers and asks nothing upstream — what the inbound
         // connection and the request alone cost.
         .route(

@@ -25,21 +25,23 @@
 //! console, from another process or another client) is seen only when the entry expires.
 //! Set [`LookupCache::verified_for`] and [`LookupCache::not_found_for`] to zero (or use
 //! [`LookupCache::disabled`]) to turn the cache off: concurrent lookups of one id are still
-//! shared (moka's own single flight: its entries then expire as they are made), the call runs
-//! in the request's own task, and a call whose every waiting request went away is dropped
-//! with them — there is nothing to keep its answer for. The one deduplication mechanism, on
-//! or off, is moka's `try_get_with`. When the cache is full, the least recently used entries make room: an id's
+//! shared, through one plain map of the calls in flight (no cache machinery, whose futures
+//! are twice the size, and no task of its own on the request path), and a call whose every
+//! waiting request went away is dropped with them — there is nothing to keep its answer for.
+//! With the cache on, moka's own single flight (`try_get_with`) shares them. When the cache is full, the least recently used entries make room: an id's
 //! repeats come within seconds of its first lookup, so recency is what counts (moka's default
 //! TinyLFU would refuse most new ids once full, each having been seen once before it is
 //! stored). Under more than `max_entries` distinct ids within a repeat's delay, an id may be
 //! looked up again.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
 use crate::certification::Certification;
@@ -226,6 +228,49 @@ pub(crate) struct Lookups {
     source: Arc<dyn CertificationSource>,
     core: Arc<Core>,
     settings: LookupCache,
+    /// Without a cache: the calls in flight, by id.
+    in_flight: Mutex<HashMap<Box<str>, Call>>,
+}
+
+/// The answer of one upstream call, for everyone who waits for it.
+type Call = Arc<OnceCell<Result<Entry, Rejection>>>;
+
+/// A request's share in a [`Call`]: the last one to leave removes the call from the map,
+/// answered or not (a call whose waiters all went away is dropped with them, and the next
+/// request for the id starts afresh).
+struct Waiting<'a> {
+    in_flight: &'a Mutex<HashMap<Box<str>, Call>>,
+    id: &'a str,
+    call: Call,
+}
+
+impl<'a> Waiting<'a> {
+    fn join(in_flight: &'a Mutex<HashMap<Box<str>, Call>>, id: &'a str) -> Self {
+        let mut calls = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let call = calls.entry(id.into()).or_default().clone();
+        Self {
+            in_flight,
+            id,
+            call,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut calls = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Clones are made under the lock: the map's and ours are the last two.
+        if Arc::strong_count(&self.call) == 2
+            && calls
+                .get(self.id)
+                .is_some_and(|call| Arc::ptr_eq(call, &self.call))
+        {
+            calls.remove(self.id);
+        }
+    }
 }
 
 impl Lookups {
@@ -250,6 +295,7 @@ impl Lookups {
             source,
             core,
             settings,
+            in_flight: Mutex::default(),
         }
     }
 
@@ -263,16 +309,14 @@ impl Lookups {
 
     /// Resolves an id that passed the source's syntax check, for a request to `route`.
     pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
-        if let Some(entry) = self.core.entries.get(id).await {
+        let (answer, led) = if self.settings.keeps_nothing() {
+            self.share(id, route).await
+        } else if let Some(entry) = self.core.entries.get(id).await {
             metrics::lookup_cache(match entry.record {
                 Some(_) => CacheEffect::Hit,
                 None => CacheEffect::NegativeHit,
             });
             return entry.outcome();
-        }
-        let (answer, led) = if self.settings.keeps_nothing() {
-            // Nothing to keep: the call runs in this request's task, and goes with it.
-            Self::look_up(self.core.clone(), self.source.clone(), id.to_owned(), route).await
         } else {
             self.spawn_look_up(id, route).await
         };
@@ -283,6 +327,27 @@ impl Lookups {
             metrics::lookup_joined();
         }
         answer.map_or_else(Outcome::Refused, Entry::outcome)
+    }
+
+    /// Without a cache: joins the call in flight for `id`, or makes it (then `true`), in the
+    /// request's own task.
+    async fn share(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
+        let waiting = Waiting::join(&self.in_flight, id);
+        let mut led = false;
+        let answer = waiting
+            .call
+            .get_or_init(|| {
+                led = true;
+                let span =
+                    tracing::info_span!("iamport_lookup", source = self.source.label(), route);
+                async move {
+                    let outcome = upstream_lookup(&*self.source, id).instrument(span).await;
+                    Entry::of(outcome, 0)
+                }
+            })
+            .await
+            .clone();
+        (answer, led)
     }
 
     /// Joins the lookup in flight for `id`, or makes it (then `true`): moka runs one
@@ -326,5 +391,27 @@ impl Lookups {
             // The runtime is shutting down.
             Err(_) => (Err(Rejection::UpstreamUnavailable), false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_waiter_of_a_call_removes_it() {
+        let in_flight = Mutex::default();
+        let a = Waiting::join(&in_flight, "imp_100000000001");
+        let again = Waiting::join(&in_flight, "imp_100000000001");
+        assert!(Arc::ptr_eq(&a.call, &again.call), "one id, one call");
+        let b = Waiting::join(&in_flight, "imp_100000000002");
+        assert!(!Arc::ptr_eq(&a.call, &b.call));
+        let len = || in_flight.lock().unwrap().len();
+        drop(again);
+        assert_eq!(len(), 2, "a waiter of the first is left");
+        drop(a);
+        assert_eq!(len(), 1);
+        drop(b);
+        assert_eq!(len(), 0);
     }
 }
