@@ -11,8 +11,10 @@
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde_json::value::RawValue;
 
-/// One field of a PortOne record: absent (or `null`), a `T`, or something else.
+/// One field of a PortOne record: absent (or `null`), a `T`, or something else. Read from
+/// the answer's bytes only (it borrows the field's text: `serde_json::from_slice`/`from_str`).
 #[derive(Debug, Default)]
 pub(crate) enum Lenient<T> {
     /// Absent or `null`.
@@ -25,12 +27,13 @@ pub(crate) enum Lenient<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Any JSON value is accepted (the document is still checked for syntax and depth).
-        let value = serde_json::Value::deserialize(deserializer)?;
-        if value.is_null() {
+        // Any JSON value is accepted (the document is still checked for syntax and depth),
+        // borrowed as its text, then read as a `T` on its own.
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        if raw.get() == "null" {
             return Ok(Self::Absent);
         }
-        Ok(T::deserialize(value).map_or(Self::Unreadable, Self::Value))
+        Ok(serde_json::from_str(raw.get()).map_or(Self::Unreadable, Self::Value))
     }
 }
 
@@ -41,11 +44,11 @@ pub(crate) struct Object<T>(pub(crate) T);
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        if !value.is_object() {
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('{') {
             return Err(serde::de::Error::custom("not a JSON object"));
         }
-        T::deserialize(value)
+        serde_json::from_str(raw.get())
             .map(Object)
             .map_err(serde::de::Error::custom)
     }
