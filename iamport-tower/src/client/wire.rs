@@ -249,6 +249,18 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_never_reaches_the_stacks_end() {
+        for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+            let deep = format!("{}1{}", open.repeat(100_000), close.repeat(100_000));
+            let body = format!(r#"{{"code":0,"response":{{"imp_uid":"imp_1","x":{deep}}}}}"#);
+            // Refused or read; never a crash.
+            let _ = decode(&body);
+            let body = format!(r#"{{"code":0,"response":{{"imp_uid":"imp_1","name":{deep}}}}}"#);
+            let _ = decode(&body);
+        }
+    }
+
+    #[test]
     fn a_field_named_twice_or_an_array_is_malformed() {
         let err = decode(r#"{"code":0,"response":{"imp_uid":"imp_1","imp_uid":"imp_2"}}"#);
         assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
