@@ -125,9 +125,8 @@
 //! those types; methods such as `.year()` need nothing. Behind features: `axum-core`
 //! (`axum`), `deadpool_postgres::Pool` in `PostgresStore::from_pool` (`postgres`, to share
 //! your pool) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
-//! (`redis`, for TLS or auth settings of your own). `reqwest` 0.13 (re-exported as
-//! [`client::reqwest`]) in the clients' `http_client` builder method, to pass the app's own
-//! client; and `rustls`'s `CryptoProvider` in [`client::crypto_provider`].
+//! (`redis`, for TLS or auth settings of your own). `reqwest` 0.13 in the clients'
+//! `http_client` builder method, to pass the app's own client; and `rustls`'s `CryptoProvider` in [`client::crypto_provider`].
 //!
 //! Upstream data is checked for plausibility: a birth date before
 //! [`korea::EARLIEST_BIRTH_DATE`] or after today in Korea, or a completion time later than

@@ -40,9 +40,6 @@ use crate::certification::Certification;
 use crate::error::Error;
 use crate::metrics::{self, Endpoint};
 use crate::secret::Secret;
-/// The reqwest this crate sends through, to build a client for
-/// [`http_client`](IamportClientBuilder::http_client) with the same version.
-pub use reqwest;
 
 /// PortOne's production v1 API.
 pub const DEFAULT_API_URL: &str = "https://api.iamport.kr";
