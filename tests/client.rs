@@ -274,6 +274,41 @@ async fn an_app_client_with_its_own_root_reaches_tls_and_negotiates_http2() {
     );
 }
 
+/// The default client offers HTTP/2 and HTTP/1.1 in its TLS handshake (reqwest then speaks
+/// whichever the server picks), read from its ClientHello by a server that answers nothing.
+#[tokio::test]
+async fn the_default_client_offers_http2_and_http1_over_tls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (offered, mut hello) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(1);
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket);
+        let start = acceptor.await.unwrap();
+        let alpn = start
+            .client_hello()
+            .alpn()
+            .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
+            .unwrap_or_default();
+        offered.send(alpn).await.unwrap();
+    });
+    let client = IamportClient::builder()
+        .base_url(format!("https://{address}"))
+        .key(TEST_KEY)
+        .secret(TEST_SECRET)
+        .retry(RetryPolicy::NONE)
+        .build()
+        .unwrap();
+    let error = client.certification(&id(ADULT)).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+    let alpn = tokio::time::timeout(Duration::from_secs(10), hello.recv())
+        .await
+        .expect("a ClientHello")
+        .expect("its ALPN");
+    assert_eq!(alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+}
+
 #[tokio::test]
 async fn a_hung_upstream_times_out_within_the_bound() {
     let emulator = Emulator::start().await.unwrap();
