@@ -200,7 +200,7 @@ async fn deleting_through_the_client_evicts_the_verification() {
     let emulator = iamport_mock::Emulator::start().await.expect("emulator");
     let client = emulator.client();
     let app = iamport_e2e::serve_axum(app(client.clone(), LookupCache::default())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let submit = || async {
         http.post(format!("{}/certifications", app.url))
             .json(&json!({ "imp_uid": ADULT }))

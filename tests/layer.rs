@@ -529,6 +529,43 @@ async fn policy_edges_against_todays_date_in_korea() {
     assert_eq!(w.get(&format!("/nationals?imp_uid={ADULT}")).await.0, 200);
 }
 
+/// Upstream dates outside a plausible range are unknown, so the rules that need them refuse:
+/// `birth: -99999999999` with no `birthday` (the year −1199), a birth date after today, a
+/// completion an hour in the future (past the documented 5-minute clock skew).
+#[tokio::test]
+async fn implausible_upstream_dates_are_unknown_so_age_and_freshness_refuse() {
+    let w = world().await;
+    let mut ancient = person("imp_500000000011", "고대인", "1990-01-01");
+    let record = ancient.as_object_mut().unwrap();
+    record.remove("birthday");
+    record.insert("birth".into(), json!(-99_999_999_999_i64));
+    w.emulator.add_person(ancient);
+    let (status, text) = w.get("/adult/1?imp_uid=imp_500000000011").await;
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(
+        w.emulator.calls_for("imp_500000000011"),
+        1,
+        "it was looked up"
+    );
+    // The other rules still decide: the record is certified and national.
+    assert_eq!(w.get("/nationals?imp_uid=imp_500000000011").await.0, 200);
+
+    let tomorrow = iamport_tower::korea::today_in_korea().tomorrow().unwrap();
+    w.emulator
+        .add_person(person("imp_500000000012", "미래인", &tomorrow.to_string()));
+    assert_eq!(w.get("/young?imp_uid=imp_500000000012").await.0, 403);
+
+    let mut early = person("imp_500000000013", "미래인증", "1990-05-05");
+    early["certified_at"] = json!(jiff::Timestamp::now().as_second() + 3_600);
+    w.emulator.add_person(early);
+    assert_eq!(w.get("/fresh?imp_uid=imp_500000000013").await.0, 403);
+    assert_eq!(
+        w.emulator.calls_for("imp_500000000013"),
+        1,
+        "it was looked up"
+    );
+}
+
 #[tokio::test]
 async fn require_certified_layer_and_optional_extractor() {
     let w = world().await;
@@ -597,7 +634,7 @@ async fn a_custom_rejection_handler_replaces_the_body() {
             .layer(layer),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for path in ["/certifications", "/orders"] {
         let response = http
             .post(format!("{}{path}?imp_uid={MINOR}", app.url))
@@ -651,7 +688,7 @@ async fn an_inner_layer_without_its_own_handler_keeps_the_outer_layers() {
             .layer(outer),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for (path, want) in [
         ("/inner", "outer: policy-not-met"),
         ("/own", "own: policy-not-met"),
@@ -684,7 +721,7 @@ async fn a_binding_asks_for_the_session_only_when_there_is_an_id() {
             .layer(CertificationLayer::new(emulator.client()).binding(binding)),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for path in ["/", "/nope", "/?page=2"] {
         http.get(format!("{}{path}", app.url)).send().await.unwrap();
     }
@@ -734,7 +771,7 @@ async fn a_missing_layer_logs_the_fix() {
 #[tokio::test]
 async fn a_guarded_handler_without_the_layer_is_500() {
     let app = serve_axum(Router::new().route("/certifications", post(signup_form))).await;
-    let response = reqwest::Client::new()
+    let response = iamport_e2e::http()
         .post(format!("{}/certifications", app.url))
         .form(&[("imp_uid", ADULT)])
         .send()
@@ -788,7 +825,7 @@ async fn every_status_of_the_design_table_hyper() {
             .service_fn(|req| async { Ok::<_, Infallible>(hyper_plain_response(req).await) }),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let post = |body: Value| status(http.post(&server.url).json(&body));
     let get = |url: String| status(http.get(url));
 
@@ -902,7 +939,7 @@ async fn query_only_mode_keeps_the_request_and_its_body_type() {
             .service_fn(incoming_handler),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let body = json!({"imp_uid": MINOR, "note": "the body is the handler's, unread"}).to_string();
     let response = http
         .post(format!("{}/?imp_uid={ADULT}", server.url))

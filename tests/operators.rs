@@ -164,7 +164,7 @@ async fn on_rejection_still_overrides_every_language() {
             .unwrap()
     });
     let app = serve_axum(Router::new().route("/adults", get(adults)).layer(layer)).await;
-    let response = reqwest::Client::new()
+    let response = iamport_e2e::http()
         .get(format!("{}/adults?imp_uid={MINOR}", app.url))
         .header("accept-language", "ko-KR,ko;q=0.9")
         .send()
@@ -191,7 +191,7 @@ async fn query_only_says_the_query_string_only() {
             .service_fn(hyper_adults),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for (language, want) in [
         (
             "en",
@@ -288,7 +288,7 @@ async fn one_token_fetch_from_startup_on() {
     // Through the trait too (what an app holding `Arc<dyn CertificationSource>` calls).
     CertificationSource::warm_up(&client).await.unwrap();
     let app = serve_axum(router(client)).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for id in [ADULT, MINOR, OTHER_ADULT] {
         http.get(format!("{}/adults?imp_uid={id}", app.url))
             .send()
@@ -377,7 +377,7 @@ fn metrics_have_the_agreed_names_and_labels() {
         )
         .await;
         client.warm_up().await.unwrap();
-        let http = reqwest::Client::new();
+        let http = iamport_e2e::http();
         let get = async |path: &str| {
             http.get(format!("{}{path}", app.url))
                 .send()

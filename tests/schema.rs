@@ -332,7 +332,7 @@ async fn every_emulator_answer_matches_portones_openapi_documents() {
         .unwrap();
     emulator.set_pending("iv-ready", PendingStatus::Ready);
     emulator.set_pending("iv-failed", PendingStatus::Failed);
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let mut c = Checker {
         v1: Document::load("portone-v1-certifications.openapi.json"),
         v2: Document::load("portone-v2-identity-verifications.openapi.json"),

@@ -38,7 +38,7 @@ async fn official_server_sdk_works_against_the_emulator() {
         .unwrap();
     // A verification made through the v2 browser SDK stand-in, with customer.id and
     // customData, as a page would.
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let flow = [
         ("api", "v2"),
         ("identity_verification_id", "iv-sdk-1"),

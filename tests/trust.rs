@@ -373,7 +373,7 @@ async fn an_id_named_twice_is_one_id_or_a_400() {
     let emulator = iamport_mock::Emulator::start().await.unwrap();
     let app = iamport_e2e::serve_axum(v2_router(emulator.v2_client())).await;
     let lookups = || emulator.calls(iamport_mock::Endpoint::GetIdentityVerification);
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let query = format!("identityVerificationId={ADULT}&identity_verification_id={MINOR}");
     let response = http
         .get(format!("{}/redirect?{query}", app.url))
@@ -522,7 +522,7 @@ async fn a_bound_route_refuses_without_a_session_or_with_a_bad_ticket_before_any
             .layer(layer),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let lookups = || emulator.calls(iamport_mock::Endpoint::GetCertification);
     // A genuine verification of this session's: its id and its ticket.
     let session = cookie.split_once('=').unwrap().1;
@@ -670,7 +670,7 @@ async fn upstream_text_cannot_forge_log_lines() {
         .unwrap();
     let (captured, _guard) = iamport_e2e::Captured::install();
     let app = iamport_e2e::serve_axum(router(client)).await;
-    let response = reqwest::Client::new()
+    let response = iamport_e2e::http()
         .get(format!(
             "{}/certifications/redirect?imp_uid={ADULT}",
             app.url

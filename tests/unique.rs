@@ -527,7 +527,7 @@ async fn two_instances_one_person(
         accounts.clone(),
     ))
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let signups = (0..200).map(|i| {
         let url = format!(
             "{}/certifications",
@@ -624,7 +624,7 @@ async fn concurrent_signups_on_the_default_memory_store() {
         accounts.clone(),
     ))
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let statuses =
         futures_util::future::join_all((0..100).map(|_| post_signup(&http, &server.url))).await;
     let created = statuses.iter().filter(|s| **s == 201).count();
@@ -657,7 +657,7 @@ async fn a_failed_handler_releases_the_person_for_a_retry() {
             Some(tables),
         ));
     }
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     for (name, layer, tables) in layers {
         let accounts = Accounts::default();
         accounts.fail_first.store(1, Ordering::SeqCst);
@@ -680,7 +680,7 @@ async fn a_failed_handler_releases_the_person_for_a_retry() {
 async fn a_store_that_is_down_is_503_names_it_and_creates_nothing() {
     let (logs, _guard) = iamport_e2e::Captured::install();
     let emulator = Emulator::start().await.unwrap();
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let down: Vec<(&str, CertificationLayer)> = vec![
         (
             "postgres",
@@ -926,7 +926,7 @@ async fn the_account_and_its_person_are_one_transaction() {
         users_app(store.clone(), &pool, &tables, Duration::from_secs(60)).await;
     let counters = layer.clone();
     let server = serve_axum(users_router(layer, users.clone())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     assert_eq!(post_signup(&http, &server.url).await, 201);
     // The person's key is in the accounts table, written with the user; the reservation is
     // released, not committed: the account is the one fact.
@@ -985,7 +985,7 @@ async fn a_kill_after_the_accounts_transaction_cannot_give_a_second_account() {
     users.hang_after_commit.store(1, Ordering::SeqCst);
     let first = serve_axum(users_router(layer.clone(), users.clone())).await;
     let committed = users.committed.notified();
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let dying = tokio::spawn({
         let (http, url) = (http.clone(), first.url.clone());
         async move { post_signup(&http, &url).await }
@@ -1028,7 +1028,7 @@ async fn an_ambiguous_failure_after_the_transaction_keeps_one_account() {
     let (layer, users, _emulator) = users_app(store, &pool, &tables, Duration::from_secs(60)).await;
     users.fail_after_commit.store(1, Ordering::SeqCst);
     let server = serve_axum(users_router(layer, users.clone())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     assert_eq!(post_signup(&http, &server.url).await, 500);
     assert_eq!(post_signup(&http, &server.url).await, 409);
     assert_eq!(users.count().await, 1);
@@ -1049,7 +1049,7 @@ async fn a_handler_that_does_not_record_the_account_is_committed_before_the_2xx(
         users_app(store.clone(), &pool, &tables, Duration::from_secs(60)).await;
     users.skip_record.store(1, Ordering::SeqCst);
     let server = serve_axum(users_router(layer, users.clone())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     assert_eq!(post_signup(&http, &server.url).await, 201);
     // At the moment the 201 arrived the key was already committed (nothing runs after it).
     let key = adult_key(&emulator).await;
@@ -1073,7 +1073,7 @@ async fn the_accounts_table_is_checked_at_admission_and_by_its_primary_key() {
         users_app(store.clone(), &pool, &tables, Duration::from_secs(60)).await;
     let key = adult_key(&emulator).await;
     let server = serve_axum(users_router(layer, users.clone())).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     // The person's key goes into the accounts table in a transaction still open, as another
     // replica's signup would put it there.
     let insert = format!("INSERT INTO \"{}\" (key) VALUES ($1)", tables.accounts());
@@ -1185,7 +1185,7 @@ async fn stalled_store_is_503_and_leaves_nothing(
     // 30 signups of the person during the stall (more than the PostgreSQL pool's
     // connections): every one is answered 503, none hangs, the handler never runs.
     proxies.iter().for_each(|p| p.freeze());
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1371,7 +1371,7 @@ async fn a_stalled_postgres_on_a_cold_pool_is_503_then_recovers() {
         .unique_store(store, keys())
         .unique_timeout(Duration::from_millis(800));
     let server = serve_axum(app(layer, accounts.clone())).await;
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1415,7 +1415,7 @@ async fn a_commit_through_a_stall(
     let counters = layer.clone();
     let tasks = layer.unique_tasks();
     let server = serve_axum(app(layer, accounts.clone())).await;
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -1552,7 +1552,7 @@ async fn named_scopes_are_separate_keyspaces() {
         .route("/newsletter", post(newsletter_keeping_the_key))
         .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), keys()));
     let served = serve_axum(app).await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let send = |path: &'static str| {
         let http = http.clone();
         let url = format!("{}{path}", served.url);

@@ -97,7 +97,11 @@ async fn ready_failed_unknown_and_unauthorized() {
         .build()
         .unwrap();
     let error = wrong.identity_verification(&id(ADULT)).await.unwrap_err();
-    assert!(matches!(error, Error::BadCredentials), "{error:?}");
+    assert!(matches!(error, Error::BadApiSecret), "{error:?}");
+    // v2's own setting, not v1's.
+    let message = error.to_string();
+    assert!(message.contains("PORTONE_API_SECRET"), "{message}");
+    assert!(!message.contains("IMP_"), "{message}");
     assert!(!format!("{error} {error:?} {wrong:?}").contains("wrong-secret"));
     assert!(!format!("{client:?}").contains(TEST_V2_SECRET));
 }
@@ -105,7 +109,7 @@ async fn ready_failed_unknown_and_unauthorized() {
 #[tokio::test]
 async fn the_wire_format_is_portones() {
     let emulator = Emulator::start().await.unwrap();
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let get = |path: &str, auth: Option<&str>| {
         let mut request = http.get(format!("{}{path}", emulator.url()));
         if let Some(auth) = auth {
@@ -242,7 +246,7 @@ async fn the_layer_and_macro_work_unchanged_with_a_v2_source() {
             .layer(CertificationLayer::new(client)),
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let send = |body: serde_json::Value| {
         status(http.post(format!("{}/certifications", app.url)).json(&body))
     };
@@ -326,7 +330,7 @@ async fn browser_verification(
     extra: &[(&str, &str)],
     person: Option<&str>,
 ) -> serde_json::Value {
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let mut flow = vec![
         ("api", "v2"),
         ("identity_verification_id", id),
@@ -366,7 +370,7 @@ async fn the_v2_emulator_keeps_what_the_browser_passed_and_tells_versions_apart(
     let emulator = Emulator::start().await.unwrap();
     let client = emulator.v2_client();
     // Opening the window makes a READY verification.
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let page = http
         .get(format!("{}/certify", emulator.url()))
         .query(&[("api", "v2"), ("identity_verification_id", "iv-opened")])
@@ -459,7 +463,7 @@ async fn v2_authentication_schemes_stores_and_error_shapes() {
         .start()
         .await
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = iamport_e2e::http();
     let url = format!("{}/identity-verifications/{ADULT}", emulator.url());
     let status_of = |auth: String, query: &'static [(&'static str, &'static str)]| {
         http.get(&url)

@@ -6,8 +6,9 @@
 //! PortOne's guide (born 1999 or earlier)?" — against the PortOne emulator over loopback HTTP:
 //!
 //! - `guarded`: `#[require_certified(max_birth_year = 1999)]` behind `CertificationLayer`.
-//! - `guarded-h2`: the same with the client on HTTP/2 (h2c to the emulator; over TLS,
-//!   `HttpVersions::Negotiated` with a server that picks HTTP/2): every lookup on one upstream
+//! - `guarded-h2`: the same with the client on HTTP/2 (a `reqwest::Client` with prior
+//!   knowledge, h2c to the emulator; over TLS reqwest picks HTTP/2 when the server offers
+//!   it): every lookup on one upstream
 //!   connection, at most 200 at once (the emulator's limit of concurrent streams, as
 //!   servers announce one).
 //! - `plain`: a hand-written handler making the same single upstream call (one lookup with a
@@ -59,7 +60,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use iamport_mock::{DEFAULT_HTTP2_STREAMS, Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::cache::LookupCache;
-use iamport_tower::client::HttpVersions;
 use iamport_tower::unique::{PostgresStore, RedisStore, UniqueAdmin, UniqueKey, UniqueKeys};
 use iamport_tower::{CertificationLayer, Certified, IamportClient, Secret, require_certified};
 use serde::Deserialize;
@@ -295,9 +295,9 @@ async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
     // No limit of HTTP/2 streams: all N lookups in flight on the one connection.
     let emulator = EmulatorProcess::start(n + 1, None);
-    let client = upstream_client(&emulator.url(), HttpVersions::Http1Only);
-    let h2 = upstream_client(&emulator.url(), HttpVersions::Http2Only);
-    let http = reqwest::Client::new();
+    let client = upstream_client(&emulator.url(), false);
+    let h2 = upstream_client(&emulator.url(), true);
+    let http = http_builder().build().unwrap();
     let upstream_token: Arc<str> = fetch_token(&http, &emulator.url())
         .await
         .expect("token")
@@ -322,6 +322,8 @@ async fn child_rss(route: &str, n: usize) {
             get(guarded).layer(CertificationLayer::new(h2).lookup_cache(LookupCache::disabled())),
         )
         .route("/plain", get(plain))
+        // `client`: this crate's client called by hand, without the layer.
+        .route("/client", get(by_client))
         // `held`: a handler that never answers and asks nothing upstream — what the inbound
         // connection and the request alone cost.
         .route(
@@ -406,10 +408,7 @@ impl Drop for KillOnDrop {
 /// person, on a connection of its own) and waits until it is killed.
 async fn child_hold(url: &str, warm: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
-    let driver = reqwest::Client::builder()
-        .pool_max_idle_per_host(n)
-        .build()
-        .unwrap();
+    let driver = http_builder().pool_max_idle_per_host(n).build().unwrap();
     let status = driver.get(warm).send().await.expect("warm-up").status();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", if status == 200 { "warm" } else { "failed" }).unwrap();
@@ -450,7 +449,11 @@ async fn child_cold(latency_ms: u64, warm_up: bool) {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let ready = started.elapsed();
     let t = Instant::now();
-    let response = reqwest::get(format!("{base}/guarded?imp_uid={}", imp_uid(0)))
+    let response = http_builder()
+        .build()
+        .unwrap()
+        .get(format!("{base}/guarded?imp_uid={}", imp_uid(0)))
+        .send()
         .await
         .expect("first request");
     assert_eq!(response.status(), 200);
@@ -583,17 +586,34 @@ async fn child_emulator(persons: usize, streams: Option<u32>) {
     .expect("emulator commands");
 }
 
-/// The crate's client for the emulator at `url`, speaking `versions`, its idle connections
-/// kept for [`IDLE`].
-fn upstream_client(url: &str, versions: HttpVersions) -> IamportClient {
-    IamportClient::builder()
+/// The crate's client for the emulator at `url`, its idle connections kept for [`IDLE`]; with
+/// `h2`, through a `reqwest::Client` speaking HTTP/2 with prior knowledge (h2c).
+fn upstream_client(url: &str, h2: bool) -> IamportClient {
+    let builder = IamportClient::builder()
         .base_url(url)
         .key(TEST_KEY)
         .secret(TEST_SECRET)
-        .idle_timeout(IDLE)
-        .http_versions(versions)
-        .build()
-        .expect("client")
+        .idle_timeout(IDLE);
+    let builder = if h2 {
+        builder.http_client(
+            http_builder()
+                .http2_prior_knowledge()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(IDLE)
+                .build()
+                .expect("an HTTP/2 client"),
+        )
+    } else {
+        builder
+    };
+    builder.build().expect("client")
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so the crate's provider is installed first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
 }
 
 /// An emulator holding `persons` adults, each with their own CI.
@@ -696,7 +716,7 @@ async fn child_drive(args: &[&str]) {
     let seconds: f64 = seconds.parse().expect("seconds");
     let start: usize = start.parse().expect("start");
     let twice = *twice == "1";
-    let http = reqwest::Client::builder()
+    let http = http_builder()
         .pool_max_idle_per_host(connections)
         .build()
         .unwrap();
@@ -813,14 +833,11 @@ async fn main() {
     // Idle upstream connections stay open across scenarios (the emulator's sockets are in its
     // own process: at 4 096 connections the app holds the inbound ones and two pools' worth of
     // upstream ones, about 12 300 descriptors).
-    let client = upstream_client(&emulator.url(), HttpVersions::Http1Only);
+    let client = upstream_client(&emulator.url(), false);
     let uncached = || CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled());
     // The same client speaking HTTP/2 to the emulator (h2c): every lookup on one connection.
-    let h2 = upstream_client(&emulator.url(), HttpVersions::Http2Only);
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(IDLE)
-        .build()
-        .unwrap();
+    let h2 = upstream_client(&emulator.url(), true);
+    let http = http_builder().pool_idle_timeout(IDLE).build().unwrap();
     let token: Arc<str> = fetch_token(&http, &emulator.url())
         .await
         .expect("token")

@@ -120,7 +120,7 @@ impl Api {
 
 /// Runs one virtual user until `deadline`.
 pub(crate) async fn worker(shared: Arc<Shared>, seed: u64, deadline: Instant) {
-    let Ok(http) = reqwest::Client::builder()
+    let Ok(http) = http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(bounds::hard_cap())
         .connect_timeout(Duration::from_secs(5))
@@ -620,4 +620,11 @@ pub(crate) fn adults(persons: &[Person]) -> Vec<usize> {
         .filter(|(_, p)| p.kind == Kind::Adult)
         .map(|(i, _)| i)
         .collect()
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so the crate's provider is installed first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
 }

@@ -25,9 +25,10 @@
 //! console, from another process or another client) is seen only when the entry expires.
 //! Set [`LookupCache::verified_for`] and [`LookupCache::not_found_for`] to zero (or use
 //! [`LookupCache::disabled`]) to turn the cache off: concurrent lookups of one id are still
-//! shared, through a plain map of the calls in flight (no cache machinery, no task of its own
-//! on the request path), and a call whose every waiting request went away is dropped with
-//! them — there is nothing to keep its answer for. When the cache is full, the least recently used entries make room: an id's
+//! shared, through one plain map of the calls in flight (no cache machinery, whose futures
+//! are twice the size, and no task of its own on the request path), and a call whose every
+//! waiting request went away is dropped with them — there is nothing to keep its answer for.
+//! With the cache on, moka's own single flight (`try_get_with`) shares them. When the cache is full, the least recently used entries make room: an id's
 //! repeats come within seconds of its first lookup, so recency is what counts (moka's default
 //! TinyLFU would refuse most new ids once full, each having been seen once before it is
 //! stored). Under more than `max_entries` distinct ids within a repeat's delay, an id may be
@@ -35,7 +36,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -229,190 +229,47 @@ pub(crate) struct Lookups {
     core: Arc<Core>,
     settings: LookupCache,
     /// Without a cache: the calls in flight, by id.
-    in_flight: InFlight,
+    in_flight: Mutex<HashMap<Box<str>, Call>>,
 }
 
 /// The answer of one upstream call, for everyone who waits for it.
 type Call = Arc<OnceCell<Result<Entry, Rejection>>>;
 
-/// Single-flight without a cache: the first request for an id makes the call, requests for
-/// the same id meanwhile wait for its answer. The entry goes when its last waiter does. The
-/// map is split in shards by the id's hash, so requests for different ids seldom wait for
-/// one another's lock. The id is hashed once per request (keyed SipHash, as `HashMap`'s
-/// default: ids come from clients), and that hash serves the shard and the map alike.
-struct InFlight {
-    shards: [Mutex<HashMap<CallKey, Call, BuildHasherDefault<KnownHash>>>; SHARDS],
-    hasher: std::hash::RandomState,
-}
-
-const SHARDS: usize = 16;
-
-/// An id with its hash, as the in-flight map holds it.
-struct CallKey {
-    hash: u64,
-    id: Box<str>,
-}
-
-/// An id with its hash, owned ([`CallKey`]) or borrowed (`(u64, &str)`), so the map can be
-/// searched without allocating a key.
-trait HashedId {
-    fn hash(&self) -> u64;
-    fn id(&self) -> &str;
-}
-
-impl HashedId for CallKey {
-    fn hash(&self) -> u64 {
-        self.hash
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl HashedId for (u64, &str) {
-    fn hash(&self) -> u64 {
-        self.0
-    }
-    fn id(&self) -> &str {
-        self.1
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn HashedId + 'a> for CallKey {
-    fn borrow(&self) -> &(dyn HashedId + 'a) {
-        self
-    }
-}
-
-impl std::hash::Hash for dyn HashedId + '_ {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(HashedId::hash(self));
-    }
-}
-
-impl PartialEq for dyn HashedId + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        HashedId::hash(self) == HashedId::hash(other) && self.id() == other.id()
-    }
-}
-
-impl Eq for dyn HashedId + '_ {}
-
-impl std::hash::Hash for CallKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl PartialEq for CallKey {
-    fn eq(&self, other: &Self) -> bool {
-        (self as &dyn HashedId) == (other as &dyn HashedId)
-    }
-}
-
-impl Eq for CallKey {}
-
-/// The map's hasher: the key's hash is already computed, keyed, so it is used as it is.
-#[derive(Default)]
-struct KnownHash(u64);
-
-impl std::hash::Hasher for KnownHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    // Keys hash as one `u64` (`write_u64`); bytes are folded in all the same.
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-}
-
-impl Default for InFlight {
-    fn default() -> Self {
-        Self {
-            shards: std::array::from_fn(|_| Mutex::default()),
-            hasher: std::hash::RandomState::new(),
-        }
-    }
-}
-
-impl InFlight {
-    fn hash(&self, id: &str) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.hasher, id)
-    }
-
-    fn shard(
-        &self,
-        hash: u64,
-    ) -> std::sync::MutexGuard<'_, HashMap<CallKey, Call, BuildHasherDefault<KnownHash>>> {
-        // Middle bits: the map picks buckets by the low ones and tags them by the top seven.
-        self.shards[(hash >> 32) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn join(&self, hash: u64, id: &str) -> Call {
-        // Allocated before the lock is taken (and dropped after it is released, if another
-        // request's call is joined instead), so the lock is held for the map's work alone.
-        let call = Call::default();
-        let key = CallKey {
-            hash,
-            id: id.into(),
-        };
-        let mut calls = self.shard(hash);
-        match calls.get(&(hash, id) as &dyn HashedId) {
-            Some(running) => running.clone(),
-            None => {
-                calls.insert(key, call.clone());
-                call
-            }
-        }
-    }
-}
-
 /// A request's share in a [`Call`]: the last one to leave removes the call from the map,
 /// answered or not (a call whose waiters all went away is dropped with them, and the next
 /// request for the id starts afresh).
 struct Waiting<'a> {
-    in_flight: &'a InFlight,
-    hash: u64,
+    in_flight: &'a Mutex<HashMap<Box<str>, Call>>,
     id: &'a str,
     call: Call,
 }
 
 impl<'a> Waiting<'a> {
-    fn join(in_flight: &'a InFlight, id: &'a str) -> Self {
-        let hash = in_flight.hash(id);
+    fn join(in_flight: &'a Mutex<HashMap<Box<str>, Call>>, id: &'a str) -> Self {
+        let mut calls = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let call = calls.entry(id.into()).or_default().clone();
         Self {
             in_flight,
-            hash,
             id,
-            call: in_flight.join(hash, id),
+            call,
         }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut calls = self.in_flight.shard(self.hash);
-        let key = (self.hash, self.id);
+        let mut calls = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Clones are made under the lock: the map's and ours are the last two.
-        let removed = if Arc::strong_count(&self.call) == 2
+        if Arc::strong_count(&self.call) == 2
             && calls
-                .get(&key as &dyn HashedId)
+                .get(self.id)
                 .is_some_and(|call| Arc::ptr_eq(call, &self.call))
         {
-            calls.remove_entry(&key as &dyn HashedId)
-        } else {
-            None
-        };
-        // The entry is freed after the lock is released.
-        drop(calls);
-        drop(removed);
+            calls.remove(self.id);
+        }
     }
 }
 
@@ -438,7 +295,7 @@ impl Lookups {
             source,
             core,
             settings,
-            in_flight: InFlight::default(),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -461,7 +318,7 @@ impl Lookups {
             });
             return entry.outcome();
         } else {
-            self.look_up(id, route).await
+            self.spawn_look_up(id, route).await
         };
         if led {
             metrics::lookup_cache(CacheEffect::Miss);
@@ -493,33 +350,40 @@ impl Lookups {
         (answer, led)
     }
 
-    /// Not cached: joins the lookup in flight for `id`, or starts one (then `true`). The
-    /// lookup runs in a task of its own, so it completes — and its answer is kept — even if
-    /// every request waiting for it is dropped; another request then finds the answer
-    /// instead of calling again. The source bounds the call in time (the clients' total
-    /// timeout).
-    async fn look_up(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
-        let core = self.core.clone();
-        let source = self.source.clone();
-        let id = id.to_owned();
+    /// Joins the lookup in flight for `id`, or makes it (then `true`): moka runs one
+    /// initializer per key at a time, and the others wait for its answer.
+    async fn look_up(
+        core: Arc<Core>,
+        source: Arc<dyn CertificationSource>,
+        id: String,
+        route: &str,
+    ) -> (Result<Entry, Rejection>, bool) {
         let span = tracing::info_span!("iamport_lookup", source = source.label(), route);
+        let generation = core.generation.load(Ordering::Acquire);
+        let mut led = false;
+        let answer = core
+            .entries
+            .try_get_with_by_ref(id.as_str(), async {
+                led = true;
+                let outcome = upstream_lookup(&*source, &id).instrument(span).await;
+                Entry::of(outcome, generation)
+            })
+            .await
+            .map_err(|shared| Rejection::clone(&shared));
+        (answer, led)
+    }
+
+    /// [`look_up`](Self::look_up) in a task of its own, so it completes — and its answer is
+    /// kept — even if every request waiting for it is dropped; another request then finds
+    /// the answer instead of calling again. The source bounds the call in time (the
+    /// clients' total timeout).
+    async fn spawn_look_up(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
+        let (core, source, id) = (self.core.clone(), self.source.clone(), id.to_owned());
+        let route = route.to_owned();
         let task = tokio::spawn(
-            async move {
-                let generation = core.generation.load(Ordering::Acquire);
-                let mut led = false;
-                let answer = core
-                    .entries
-                    .try_get_with_by_ref(id.as_str(), async {
-                        led = true;
-                        let outcome = upstream_lookup(&*source, &id).instrument(span).await;
-                        Entry::of(outcome, generation)
-                    })
-                    .await
-                    .map_err(|shared| Rejection::clone(&shared));
-                (answer, led)
-            }
-            // Its log lines belong to the request that started it.
-            .instrument(tracing::Span::current()),
+            async move { Self::look_up(core, source, id, &route).await }
+                // Its log lines belong to the request that started it.
+                .instrument(tracing::Span::current()),
         );
         match task.await {
             Ok(answer) => answer,
@@ -535,34 +399,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_flight_calls_are_shared_by_id_never_by_hash_alone() {
-        let in_flight = InFlight::default();
-        let hash = in_flight.hash("imp_100000000001");
-        let a = in_flight.join(hash, "imp_100000000001");
-        let again = in_flight.join(hash, "imp_100000000001");
-        assert!(Arc::ptr_eq(&a, &again), "one id, one call");
-        // Two ids whose hashes collided (forced here) still get calls of their own.
-        let b = in_flight.join(hash, "imp_100000000002");
-        assert!(
-            !Arc::ptr_eq(&a, &b),
-            "a colliding hash does not share an answer"
-        );
-        // The last waiter of a call removes it; the other id's call stays.
-        let waiting = |id: &'static str, call: Call| Waiting {
-            in_flight: &in_flight,
-            hash,
-            id,
-            call,
-        };
-        drop(waiting("imp_100000000001", again));
-        assert_eq!(
-            in_flight.shard(hash).len(),
-            2,
-            "a waiter of the first is left"
-        );
-        drop(waiting("imp_100000000001", a));
-        assert_eq!(in_flight.shard(hash).len(), 1);
-        drop(waiting("imp_100000000002", b));
-        assert_eq!(in_flight.shard(hash).len(), 0);
+    fn the_last_waiter_of_a_call_removes_it() {
+        let in_flight = Mutex::default();
+        let a = Waiting::join(&in_flight, "imp_100000000001");
+        let again = Waiting::join(&in_flight, "imp_100000000001");
+        assert!(Arc::ptr_eq(&a.call, &again.call), "one id, one call");
+        let b = Waiting::join(&in_flight, "imp_100000000002");
+        assert!(!Arc::ptr_eq(&a.call, &b.call));
+        let len = || in_flight.lock().unwrap().len();
+        drop(again);
+        assert_eq!(len(), 2, "a waiter of the first is left");
+        drop(a);
+        assert_eq!(len(), 1);
+        drop(b);
+        assert_eq!(len(), 0);
     }
 }

@@ -20,9 +20,12 @@ pub enum Error {
     /// PortOne has no verification with this id (HTTP 404).
     #[error("PortOne has no verification with this id")]
     NotFound,
-    /// PortOne refused the API key and secret (HTTP 401 on `getToken`).
+    /// PortOne v1 refused the API key and secret (HTTP 401 on `getToken`).
     #[error("PortOne rejected the API credentials (HTTP 401); check IMP_KEY and IMP_SECRET")]
     BadCredentials,
+    /// PortOne v2 refused the API secret (HTTP 401).
+    #[error("PortOne rejected the v2 API secret (HTTP 401); check PORTONE_API_SECRET")]
+    BadApiSecret,
     /// PortOne refused a freshly issued access token (HTTP 401 twice in a row).
     #[error("PortOne refused a freshly issued access token (HTTP 401 after a token refresh)")]
     Unauthorized,
@@ -84,6 +87,7 @@ impl Error {
             Self::InvalidId(e) => Self::InvalidId(e.clone()),
             Self::NotFound => Self::NotFound,
             Self::BadCredentials => Self::BadCredentials,
+            Self::BadApiSecret => Self::BadApiSecret,
             Self::Unauthorized => Self::Unauthorized,
             Self::UpstreamStatus { status, message } => Self::UpstreamStatus {
                 status: *status,
@@ -104,7 +108,7 @@ impl Error {
     pub(crate) fn upstream_status(&self) -> Option<u16> {
         match self {
             Self::NotFound => Some(404),
-            Self::BadCredentials | Self::Unauthorized => Some(401),
+            Self::BadCredentials | Self::BadApiSecret | Self::Unauthorized => Some(401),
             Self::UpstreamStatus { status, .. } => Some(status.as_u16()),
             Self::Api { .. } => Some(200),
             _ => None,

@@ -128,9 +128,16 @@
 //! [`korea`] functions; [`Policy::check_at`]) — add `jiff` to your own dependencies to name
 //! those types; methods such as `.year()` need nothing. Behind features: `axum-core`
 //! (`axum`), `sqlx::PgPool` in `PostgresStore::new` and `sqlx::PgConnection` in
-//! `Certified::record_account` (`postgres`: your own pool and transaction) and `redis::cluster::ClusterClient` in `RedisClusterStore::from_client`
-//! (`redis`, for TLS or auth settings of your own). The HTTP client (hyper's, over rustls)
-//! is an implementation detail: no public signature names it.
+//! `Certified::record_account` (`postgres`: your own pool and transaction),
+//! `redis::cluster::ClusterClient` in `RedisClusterStore::from_client` (`redis`, for TLS or
+//! auth settings of your own), `reqwest` 0.13 in the clients' `http_client` builder method
+//! (to pass the app's own client), and `rustls`'s `CryptoProvider` in
+//! [`client::crypto_provider`].
+//!
+//! Upstream data is checked for plausibility: a birth date before
+//! [`korea::EARLIEST_BIRTH_DATE`] or after today in Korea, or a completion time later than
+//! now plus [`korea::COMPLETION_CLOCK_SKEW`], is unknown (WARN naming the field), so an age
+//! or freshness rule refuses rather than admits a broken record.
 //!
 //! Secrets live in [`Secret`], whose `Debug` and `Display` are redacted. No log line of this
 //! crate prints a secret, a token, or a person's name, phone, birth date, CI or DI; rejection

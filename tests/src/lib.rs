@@ -7,6 +7,19 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A `reqwest::ClientBuilder` for test requests. This workspace builds reqwest with
+/// `rustls-no-provider` (ring is the tree's one crypto provider, passed to reqwest by the
+/// PortOne clients), so a client built here needs ring installed as the process default.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// A plain `reqwest::Client` for test requests (see [`http_builder`]).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("a test HTTP client")
+}
+
 /// A server running in the background; dropping it stops the accept loop.
 #[derive(Debug)]
 pub struct Served {
@@ -227,7 +240,7 @@ impl World {
         Self {
             emulator,
             app,
-            http: reqwest::Client::new(),
+            http: http(),
         }
     }
 

@@ -66,6 +66,7 @@ async fn app() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     // Warm-up: the token, the first connections.
+    let _ = iamport_tower::client::crypto_provider().install_default();
     let warm = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/signup"))
         .json(&serde_json::json!({ "imp_uid": "imp_100000000001" }))

@@ -21,10 +21,7 @@ struct Browser {
 impl Browser {
     fn new() -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
+            http: http_builder().redirect(Policy::none()).build().unwrap(),
             cookies: Vec::new(),
         }
     }
@@ -135,10 +132,7 @@ impl Browser {
 /// merchant-chosen id, as the SDK stand-in's page does; returns the redirect URL PortOne sends
 /// the browser back to.
 async fn verify_at_portone(demo: &support::Demo, api: &str, person: &str, ticket: &str) -> String {
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = http_builder().redirect(Policy::none()).build().unwrap();
     let redirect_url = format!("{}/certifications/redirect", demo.url);
     let mut form = vec![
         ("person", person),
@@ -322,7 +316,7 @@ async fn a_planted_session_cookie_is_replaced_and_is_no_session() {
 
 /// The `Set-Cookie` of the page for a browser without cookies.
 async fn page_cookie(demo: &support::Demo) -> String {
-    let response = reqwest::get(&demo.url).await.unwrap();
+    let response = http_builder().build().unwrap().get(&demo.url).send().await.unwrap();
     response.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -377,4 +371,11 @@ async fn the_result_page_is_shown_only_to_the_browser_that_signed_up() {
             assert!(!page.contains(personal), "{personal} in {page}");
         }
     }
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so the crate's provider is installed first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
 }

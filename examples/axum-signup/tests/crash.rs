@@ -65,7 +65,7 @@ async fn a_kill_during_a_burst_never_gives_an_acknowledged_person_a_second_accou
     let sep = if url.contains('?') { '&' } else { '?' };
     let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     let env = [("DATABASE_URL", scoped.as_str()), ("SIGNUP_BINDING", "off")];
-    let http = reqwest::Client::builder()
+    let http = reqwest_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -186,4 +186,11 @@ async fn a_kill_during_a_burst_never_gives_an_acknowledged_person_a_second_accou
         killed_mid_signup > 0,
         "no kill landed during a burst: the test proved nothing"
     );
+}
+
+/// A `reqwest::ClientBuilder` with the tree's one crypto provider installed first (reqwest is
+/// built with `rustls-no-provider`).
+fn reqwest_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
 }

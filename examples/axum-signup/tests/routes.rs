@@ -25,7 +25,7 @@ async fn post_json(http: &reqwest::Client, url: &str, body: Value) -> (u16, Valu
 /// `GET url` as a browser does on PortOne's redirect: follows the demo's `303` to the result
 /// page with the cookie the redirect set (the page is shown to that browser only).
 async fn land(url: String) -> reqwest::Response {
-    let http = reqwest::Client::builder()
+    let http = http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -46,7 +46,7 @@ async fn land(url: String) -> reqwest::Response {
 async fn the_guides_routes_work_end_to_end() {
     // Raw ids, as an API client following PortOne's guide posts them: the unbound flow.
     let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
 
     let home = http
         .get(&demo.url)
@@ -141,7 +141,7 @@ async fn the_guides_routes_work_end_to_end() {
 #[tokio::test]
 async fn the_same_flows_with_portone_v2() {
     let demo = support::start_demo(&[("PORTONE_API", "v2"), ("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     let home = http
         .get(&demo.url)
         .send()
@@ -198,7 +198,7 @@ async fn the_same_flows_with_portone_v2() {
 #[tokio::test]
 async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
     let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::builder()
+    let http = http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -291,7 +291,7 @@ async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
 #[tokio::test]
 async fn the_page_follows_the_browsers_language() {
     let demo = support::start_demo(&[]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     let page = |language: &'static str| {
         let request = http.get(&demo.url).header("accept-language", language);
         async move { request.send().await.unwrap().text().await.unwrap() }
@@ -313,7 +313,7 @@ async fn the_page_follows_the_browsers_language() {
 #[tokio::test]
 async fn metrics_are_served_in_prometheus_format() {
     let demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     let scrape = || async {
         let response = http
             .get(format!("{}/metrics", demo.url))
@@ -379,7 +379,7 @@ async fn metrics_are_served_in_prometheus_format() {
 #[tokio::test]
 async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
     let mut demo = support::start_demo(&[("SIGNUP_BINDING", "off")]);
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
     assert_eq!(
         post_json(&http, &demo.url, json!({"imp_uid": ADULT}))
             .await
@@ -391,4 +391,11 @@ async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
         .interrupt(std::time::Duration::from_secs(8))
         .expect("the demo exits within 8 s of Ctrl-C");
     assert!(status.success(), "{status}");
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so the crate's provider is installed first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
 }

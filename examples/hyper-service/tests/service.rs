@@ -37,7 +37,7 @@ async fn adults_in_minors_out() {
     let url = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the example starts");
-    let http = reqwest::Client::new();
+    let http = http_builder().build().unwrap();
 
     // It prints ready-to-paste curl lines for the sample ids; each gets the status it says.
     let mut curls = Vec::new();
@@ -130,4 +130,11 @@ async fn adults_in_minors_out() {
         .await
         .unwrap();
     assert_eq!(cancelled.status(), 400);
+}
+
+/// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
+/// is the tree's one crypto provider), so the crate's provider is installed first.
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = iamport_tower::client::crypto_provider().install_default();
+    reqwest::Client::builder()
 }

@@ -12,10 +12,8 @@
 //! # Ok(()) }
 //! ```
 
-mod connector;
-mod fields;
 mod imp_uid;
-mod json;
+mod lenient;
 mod token;
 mod transport;
 mod wire;
@@ -27,15 +25,15 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-pub use self::connector::HttpVersions;
-pub(crate) use self::fields::{Record, unreadable};
 pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
-pub(crate) use self::json::Json;
+pub(crate) use self::lenient::{Lenient, Object, unreadable};
 use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
     Answer, Idempotency, Outgoing, Transport, TransportOptions, env_var, transport_setters,
 };
-pub use self::transport::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy};
+pub use self::transport::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy, crypto_provider,
+};
 use self::wire::{TokenResponse, error_message};
 use crate::cache::Evictions;
 use crate::certification::Certification;
@@ -82,13 +80,13 @@ pub(crate) fn path_segment(value: &str) -> Result<String, Error> {
 /// - **Answers:** at most [`max_body_size`](IamportClientBuilder::max_body_size) bytes are
 ///   read (default 1 MiB); a record for another id than the one asked for is refused
 ///   ([`Error::Malformed`]); a field that cannot be read is unknown, with a WARN naming it.
-/// - **Connections:** hyper's pooled client over rustls (the Mozilla roots, and any
-///   [`root_certificate`](IamportClientBuilder::root_certificate) of yours), TCP_NODELAY.
-///   HTTP/1.1, a connection per call in flight, or HTTP/2, every concurrent call on one
-///   connection ([`http_versions`](IamportClientBuilder::http_versions)). A redirect is an
-///   answer, never followed (it would carry the token elsewhere). A proxy named by
-///   `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (not for hosts in `NO_PROXY`), read when the
-///   client is built, is reached through a `CONNECT` tunnel.
+/// - **Connections:** one [`reqwest::Client`], built by default with rustls (ring, the
+///   Mozilla roots), HTTP/2 when the server offers it over TLS and HTTP/1.1 otherwise,
+///   redirects off (a redirect is an answer, never followed: it would carry the token
+///   elsewhere), the connect timeout, and whatever proxy the environment names
+///   (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, as reqwest reads them). For
+///   other roots, a proxy of your choosing, a resolver or a client certificate, build a
+///   `reqwest::Client` and pass it to [`http_client`](IamportClientBuilder::http_client).
 #[derive(Clone)]
 pub struct IamportClient {
     inner: Arc<Inner>,
@@ -175,7 +173,7 @@ impl IamportClient {
         let url = self.inner.transport.url(&format!(
             "/certifications/{}",
             path_segment(imp_uid.as_str())?
-        ))?;
+        ));
         let (endpoint, idempotency) = if method == Method::GET {
             (Endpoint::GetCertification, Idempotency::Idempotent)
         } else {
@@ -198,7 +196,7 @@ impl IamportClient {
                 .await?;
             match status {
                 StatusCode::OK => {
-                    return wire::certification(&wire::decode_success(&body)?, imp_uid.as_str());
+                    return wire::certification(wire::decode_success(&body)?, imp_uid.as_str());
                 }
                 StatusCode::UNAUTHORIZED if !refreshed => {
                     tracing::debug!("PortOne refused the cached access token; refreshing once");
@@ -269,7 +267,7 @@ impl IamportClient {
     }
 
     async fn request_token(&self) -> Result<IssuedToken, Error> {
-        let url = self.inner.transport.url("/users/getToken")?;
+        let url = self.inner.transport.url("/users/getToken");
         let credentials = serde_json::to_vec(&serde_json::json!({
             "imp_key": self.inner.key,
             "imp_secret": self.inner.secret.expose(),

@@ -1,40 +1,43 @@
-//! PortOne v1 wire shapes: the response envelope, the token and the certification object.
+//! PortOne v1 wire shapes: the response envelope, the token and the certification object,
+//! read with serde. Every field of a certification is [`Lenient`]: unreadable is unknown.
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use super::fields::{Record, unreadable};
-use super::json::{Json, Object};
+use super::lenient::{Lenient, Object, unreadable};
 use crate::certification::{Carrier, Certification, Gender};
 use crate::error::Error;
-use crate::korea::birth_date_from_unix;
+use crate::korea::{birth_date_from_unix, plausible_birth_date, plausible_completion};
 
-/// `{"code": 0, "message": null, "response": {…}}`: the `response` object of a 200 answer.
-/// A non-zero `code` is an [`Error::Api`]; a missing or non-object `response` is
-/// [`Error::Malformed`] (there is no record to read at all).
-pub(crate) fn decode_success(body: &[u8]) -> Result<Object<'_>, Error> {
-    let envelope = Json::parse(body).map_err(|e| Error::malformed_json(&e))?;
-    let Json::Object(mut envelope) = envelope else {
-        return Err(Error::Malformed("the answer is not a JSON object".into()));
-    };
-    let code = match envelope.get("code") {
-        None | Some(Json::Null) => 0,
-        Some(code) => code
-            .as_i64()
-            .ok_or_else(|| Error::Malformed("`code` is not an integer".into()))?,
-    };
+/// `{"code": 0, "message": null, "response": {…}}`.
+#[derive(Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct Envelope<T> {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Lenient<String>,
+    #[serde(default)]
+    response: Lenient<Object<T>>,
+}
+
+/// The `response` of a 200 answer. A non-zero `code` is an [`Error::Api`]; a missing or
+/// unreadable `response` is [`Error::Malformed`] (there is no record to read at all), as is
+/// a body that is not a JSON object, or whose `code` is not an integer.
+pub(crate) fn decode_success<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let Object(envelope): Object<Envelope<T>> =
+        serde_json::from_slice(body).map_err(|e| Error::malformed_json(&e))?;
+    let code = envelope.code.unwrap_or(0);
     if code != 0 {
         return Err(Error::Api {
             code,
-            message: envelope
-                .get("message")
-                .and_then(Json::as_str)
-                .map(str::to_owned),
+            message: envelope.message.read("message", "a string"),
         });
     }
-    match envelope.take("response") {
-        Some(Json::Object(response)) => Ok(response),
+    match envelope.response {
+        Lenient::Value(Object(response)) => Ok(response),
         _ => Err(Error::Malformed(
-            "`response` is missing or not an object in a code 0 answer".into(),
+            "`response` is missing or unreadable in a code 0 answer".into(),
         )),
     }
 }
@@ -50,7 +53,7 @@ pub(crate) fn error_message(body: &[u8]) -> Option<String> {
         .and_then(|e| e.message)
 }
 
-/// `POST /users/getToken` → `response`.
+/// `POST /users/getToken` → `response` (every field required).
 #[derive(Deserialize)]
 pub(crate) struct TokenResponse {
     pub(crate) access_token: String,
@@ -60,41 +63,45 @@ pub(crate) struct TokenResponse {
 
 impl TokenResponse {
     pub(crate) fn decode(body: &[u8]) -> Result<Self, Error> {
-        let response = decode_success(body)?;
-        let integer = |field: &str| {
-            response.get(field).and_then(Json::as_i64).ok_or_else(|| {
-                Error::Malformed(format!(
-                    "the token's `{field}` is missing or not an integer"
-                ))
-            })
-        };
-        Ok(Self {
-            access_token: response
-                .get("access_token")
-                .and_then(Json::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    Error::Malformed("the token's `access_token` is missing or not a string".into())
-                })?,
-            now: integer("now")?,
-            expired_at: integer("expired_at")?,
-        })
+        decode_success(body)
     }
 }
 
-/// `GET /certifications/{imp_uid}` → `response`, read field by field: every field but the
-/// id may be absent, `null` or unreadable (then unknown, with a WARN); unknown fields are
-/// ignored. The record must be the one asked for.
+/// `GET /certifications/{imp_uid}` → `response`: every field but the id may be absent,
+/// `null` or unreadable; unknown fields are ignored. A field named twice makes the record
+/// malformed (serde's duplicate-field error), never one of its two values.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct WireCertification {
+    imp_uid: Lenient<String>,
+    merchant_uid: Lenient<String>,
+    pg_provider: Lenient<String>,
+    pg_tid: Lenient<String>,
+    name: Lenient<String>,
+    gender: Lenient<String>,
+    birthday: Lenient<String>,
+    birth: Lenient<i64>,
+    phone: Lenient<String>,
+    carrier: Lenient<String>,
+    foreigner: Lenient<bool>,
+    foreigner_v2: Lenient<bool>,
+    certified: Lenient<bool>,
+    certified_at: Lenient<i64>,
+    unique_key: Lenient<String>,
+    unique_in_site: Lenient<String>,
+    origin: Lenient<String>,
+}
+
+/// The record as a [`Certification`]; it must be the one asked for.
 pub(crate) fn certification(
-    response: &Object<'_>,
+    response: WireCertification,
     requested: &str,
 ) -> Result<Certification, Error> {
-    let r = Record::new(response);
-    let id = r.str("imp_uid");
-    if id != Some(requested) {
+    let r = response;
+    let id = r.imp_uid.string("imp_uid");
+    if id.as_deref() != Some(requested) {
+        // Neither id is logged: both are bearer credentials.
         tracing::error!(
-            requested,
-            received = id.unwrap_or("<none>"),
             "PortOne answered a certification lookup with a record for another id; refusing it"
         );
         return Err(Error::Malformed(
@@ -103,44 +110,58 @@ pub(crate) fn certification(
     }
     // `birthday` ("YYYY-MM-DD") is authoritative; `birth` (midnight KST) is the fallback
     // for records older than the field, or whose `birthday` cannot be read.
-    let birth_date = r.date("birthday").or_else(|| {
-        let seconds = r.unix_seconds("birth")?;
-        let date = birth_date_from_unix(seconds);
-        if date.is_none() {
-            unreadable("", "birth", "a Unix time");
-        }
-        date
-    });
+    let birth_date = match r.birthday.date("birthday") {
+        Some(date) => plausible_birth_date("birthday", date),
+        None => r.birth.unix_seconds("birth").and_then(|seconds| {
+            let Some(date) = birth_date_from_unix(seconds) else {
+                unreadable("birth", "a Unix time");
+                return None;
+            };
+            plausible_birth_date("birth", date)
+        }),
+    };
     let certified_at = r
+        .certified_at
         .unix_seconds("certified_at")
         .filter(|seconds| *seconds > 0)
         .and_then(|seconds| {
-            let at = jiff::Timestamp::from_second(seconds).ok();
-            if at.is_none() {
-                unreadable("", "certified_at", "a Unix time");
-            }
-            at
+            let Ok(at) = jiff::Timestamp::from_second(seconds) else {
+                unreadable("certified_at", "a Unix time");
+                return None;
+            };
+            plausible_completion("certified_at", at)
         });
-    let mut cert = Certification::new(requested, r.bool("certified").unwrap_or(false));
-    cert.merchant_uid = r.string("merchant_uid");
-    cert.pg_provider = r.string("pg_provider");
-    cert.pg_tid = r.string("pg_tid");
-    cert.name = r.string("name");
-    cert.gender = r.str("gender").and_then(Gender::from_wire);
+    let mut cert = Certification::new(requested, r.certified.bool("certified").unwrap_or(false));
+    cert.merchant_uid = r.merchant_uid.string("merchant_uid");
+    cert.pg_provider = r.pg_provider.string("pg_provider");
+    cert.pg_tid = r.pg_tid.string("pg_tid");
+    cert.name = r.name.string("name");
+    cert.gender = r
+        .gender
+        .string("gender")
+        .as_deref()
+        .and_then(Gender::from_wire);
     cert.birth_date = birth_date;
-    cert.phone = r.string("phone");
-    cert.carrier = r.str("carrier").map(Carrier::from_wire);
+    cert.phone = r.phone.string("phone");
+    cert.carrier = r
+        .carrier
+        .string("carrier")
+        .as_deref()
+        .map(Carrier::from_wire);
     // `foreigner_v2` is null when the merchant has no foreigner contract, while
     // `foreigner` is then always `false`: prefer the one that can say "unknown".
-    cert.foreigner = match (r.bool("foreigner_v2"), r.bool("foreigner")) {
+    cert.foreigner = match (
+        r.foreigner_v2.bool("foreigner_v2"),
+        r.foreigner.bool("foreigner"),
+    ) {
         (Some(v2), _) => Some(v2),
         (None, Some(true)) => Some(true),
         _ => None,
     };
     cert.certified_at = certified_at;
-    cert.unique_key = r.string("unique_key");
-    cert.unique_in_site = r.string("unique_in_site");
-    cert.origin = r.string("origin");
+    cert.unique_key = r.unique_key.string("unique_key");
+    cert.unique_in_site = r.unique_in_site.string("unique_in_site");
+    cert.origin = r.origin.string("origin");
     Ok(cert)
 }
 
@@ -150,7 +171,7 @@ mod tests {
     use jiff::civil::date;
 
     fn decode_as(json: &str, requested: &str) -> Result<Certification, Error> {
-        certification(&decode_success(json.as_bytes())?, requested)
+        certification(decode_success(json.as_bytes())?, requested)
     }
 
     fn decode(json: &str) -> Result<Certification, Error> {
@@ -206,6 +227,47 @@ mod tests {
         assert_eq!(c.foreigner, None);
         let c = decode(r#"{"code":0,"response":{"imp_uid":"imp_1","certified":"yes"}}"#).unwrap();
         assert!(!c.certified, "an unreadable `certified` is not `true`");
+    }
+
+    #[test]
+    fn implausible_dates_are_unknown() {
+        let c = decode(
+            r#"{"code":0,"response":{"imp_uid":"imp_1","certified":true,"birth":-99999999999,
+            "certified_at":4102444800}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.birth_date, c.certified_at), (None, None));
+        let c = decode(
+            r#"{"code":0,"response":{"imp_uid":"imp_1","certified":true,"birthday":"1899-12-31",
+            "birth":-2209021200}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.birth_date, None,
+            "an implausible `birthday` is not replaced by `birth`"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_never_reaches_the_stacks_end() {
+        for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+            let deep = format!("{}1{}", open.repeat(100_000), close.repeat(100_000));
+            let body = format!(r#"{{"code":0,"response":{{"imp_uid":"imp_1","x":{deep}}}}}"#);
+            // Refused or read; never a crash.
+            let _ = decode(&body);
+            let body = format!(r#"{{"code":0,"response":{{"imp_uid":"imp_1","name":{deep}}}}}"#);
+            let _ = decode(&body);
+        }
+    }
+
+    #[test]
+    fn a_field_named_twice_or_an_array_is_malformed() {
+        let err = decode(r#"{"code":0,"response":{"imp_uid":"imp_1","imp_uid":"imp_2"}}"#);
+        assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
+        let err = decode(r#"{"code":0,"response":["imp_1",null,null,null,null,null,null]}"#);
+        assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
+        let err = decode(r#"[0,null,{"imp_uid":"imp_1","certified":true}]"#);
+        assert!(matches!(err, Err(Error::Malformed(_))), "{err:?}");
     }
 
     #[test]

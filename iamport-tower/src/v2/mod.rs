@@ -107,7 +107,7 @@ impl PortOneClient {
                 format!("/identity-verifications/{segment}?storeId={store}")
             }
             None => format!("/identity-verifications/{segment}"),
-        })?;
+        });
         let mut auth =
             http::HeaderValue::from_str(&format!("PortOne {}", self.inner.authorization.expose()))
                 .map_err(|_| Error::Config("the API secret is not a valid header value".into()))?;
@@ -127,7 +127,7 @@ impl PortOneClient {
         let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
         match status {
             StatusCode::NOT_FOUND => Err(Error::NotFound),
-            StatusCode::UNAUTHORIZED => Err(Error::BadCredentials),
+            StatusCode::UNAUTHORIZED => Err(Error::BadApiSecret),
             status => Err(Error::UpstreamStatus {
                 status,
                 message: error.and_then(|e| match (e.kind, e.message) {

@@ -1,11 +1,12 @@
 //! PortOne v2 wire shapes: the identity verification (tagged by `status`) and error bodies,
-//! read field by field (see the v1 client's tolerant reader).
+//! read with serde, field by field (see the v1 client's [`Lenient`]).
 
 use serde::Deserialize;
 
 use crate::certification::{Carrier, Certification, Gender};
-use crate::client::{Json, Record};
+use crate::client::{Lenient, Object, unreadable};
 use crate::error::Error;
+use crate::korea::{plausible_birth_date, plausible_completion};
 
 /// `{"type": "IDENTITY_VERIFICATION_NOT_FOUND", "message": "…"}`
 #[derive(Deserialize)]
@@ -15,25 +16,55 @@ pub(crate) struct ErrorBody {
     pub(crate) message: Option<String>,
 }
 
+/// `GET /identity-verifications/{id}`: the fields read, each tolerant.
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Verification {
+    status: Lenient<String>,
+    id: Lenient<String>,
+    custom_data: Lenient<String>,
+    channel: Lenient<Object<Channel>>,
+    pg_tx_id: Lenient<String>,
+    verified_at: Lenient<String>,
+    verified_customer: Lenient<Object<Customer>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Channel {
+    pg_provider: Lenient<String>,
+    key: Lenient<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Customer {
+    id: Lenient<String>,
+    name: Lenient<String>,
+    operator: Lenient<String>,
+    phone_number: Lenient<String>,
+    birth_date: Lenient<String>,
+    gender: Lenient<String>,
+    is_foreigner: Lenient<bool>,
+    ci: Lenient<String>,
+    di: Lenient<String>,
+}
+
 /// `GET /identity-verifications/{id}` → the normalized certification. `VERIFIED` is
 /// certified; `READY`, `FAILED` and statuses this version does not know are not. A field that
 /// cannot be read is unknown (with a WARN naming it); the record must carry the id asked for.
 pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certification, Error> {
-    let value = Json::parse(body).map_err(|e| Error::malformed_json(&e))?;
-    let Json::Object(fields) = value else {
-        return Err(Error::Malformed("the answer is not a JSON object".into()));
-    };
-    let r = Record::new(&fields);
-    let verified = r.str("status") == Some("VERIFIED");
-    match r.str("id") {
+    let Object(r): Object<Verification> =
+        serde_json::from_slice(body).map_err(|e| Error::malformed_json(&e))?;
+    let verified = r.status.string("status").as_deref() == Some("VERIFIED");
+    match r.id.string("id") {
         Some(id) if id == requested => {}
         // Unknown or unfinished: not certified whatever it says; only a claim of
         // `VERIFIED` needs the id to prove it is the record asked for.
         None if !verified => {}
-        received => {
+        _ => {
+            // Neither id is logged: the ids are bearer credentials.
             tracing::error!(
-                requested,
-                received = received.unwrap_or("<none>"),
                 "PortOne answered an identity-verification lookup with a record for another id; refusing it"
             );
             return Err(Error::Malformed(
@@ -42,28 +73,46 @@ pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certificatio
         }
     }
     let mut cert = Certification::new(requested, verified);
-    cert.custom_data = r.string("customData");
-    if let Some(channel) = r.object("channel", "channel.") {
-        cert.pg_provider = channel.str("pgProvider").map(str::to_ascii_lowercase);
-        cert.channel_key = channel.string("key");
+    cert.custom_data = r.custom_data.string("customData");
+    if let Some(Object(channel)) = r.channel.read("channel", "an object") {
+        cert.pg_provider = channel
+            .pg_provider
+            .string("channel.pgProvider")
+            .map(|p| p.to_ascii_lowercase());
+        cert.channel_key = channel.key.string("channel.key");
     }
-    cert.pg_tid = r.string("pgTxId");
+    cert.pg_tid = r.pg_tx_id.string("pgTxId");
     if !verified {
         return Ok(cert);
     }
-    cert.certified_at = r.timestamp("verifiedAt");
-    if let Some(c) = r.object("verifiedCustomer", "verifiedCustomer.") {
-        cert.customer_id = c.string("id");
-        cert.name = c.string("name");
-        cert.carrier = c.str("operator").map(Carrier::from_wire);
-        cert.phone = c.string("phoneNumber");
-        cert.birth_date = c.date("birthDate");
-        cert.gender = c.str("gender").and_then(Gender::from_wire);
-        cert.foreigner = c.bool("isForeigner");
-        cert.unique_key = c.string("ci");
-        cert.unique_in_site = c.string("di");
+    cert.certified_at = r
+        .verified_at
+        .timestamp("verifiedAt")
+        .and_then(|at| plausible_completion("verifiedAt", at));
+    // A verified record without its person (absent or not an object) is logged either way.
+    if let Lenient::Value(Object(c)) = r.verified_customer {
+        cert.customer_id = c.id.string("verifiedCustomer.id");
+        cert.name = c.name.string("verifiedCustomer.name");
+        cert.carrier = c
+            .operator
+            .string("verifiedCustomer.operator")
+            .as_deref()
+            .map(Carrier::from_wire);
+        cert.phone = c.phone_number.string("verifiedCustomer.phoneNumber");
+        cert.birth_date = c
+            .birth_date
+            .date("verifiedCustomer.birthDate")
+            .and_then(|date| plausible_birth_date("verifiedCustomer.birthDate", date));
+        cert.gender = c
+            .gender
+            .string("verifiedCustomer.gender")
+            .as_deref()
+            .and_then(Gender::from_wire);
+        cert.foreigner = c.is_foreigner.bool("verifiedCustomer.isForeigner");
+        cert.unique_key = c.ci.string("verifiedCustomer.ci");
+        cert.unique_in_site = c.di.string("verifiedCustomer.di");
     } else {
-        crate::client::unreadable("", "verifiedCustomer", "an object");
+        unreadable("verifiedCustomer", "an object");
     }
     Ok(cert)
 }
