@@ -654,7 +654,7 @@ async fn fields_of_the_wrong_type_are_unknown_with_a_warning_naming_them() {
     assert_eq!((cert.name, cert.phone), (None, None));
     // The unreadable `birthday` falls back to `birth` (1990-01-01 in Korea).
     assert_eq!(cert.birth_date.map(|d| d.year()), Some(1990));
-    assert_eq!(cert.unique_key.as_deref(), Some("CI-VALUE-OF-A-PERSON"));
+    assert_eq!(cert.ci.as_deref(), Some("CI-VALUE-OF-A-PERSON"));
     let text = strip_ansi(&logs.text());
     for field in ["certified", "name", "birthday", "phone"] {
         assert!(
@@ -787,7 +787,7 @@ async fn persons_load_from_a_wire_shaped_json_file() {
     assert_eq!(cert.birth_date.unwrap().to_string(), "1970-01-01");
     assert_eq!(cert.gender, None);
     assert_eq!(cert.foreigner, None);
-    assert_eq!(cert.unique_key.as_deref(), Some("ci-from-file"));
+    assert_eq!(cert.ci.as_deref(), Some("ci-from-file"));
     assert!(
         Emulator::builder()
             .persons_file("/nonexistent/persons.json")
@@ -810,8 +810,8 @@ async fn no_secret_or_personal_data_in_debug_output_or_logs() {
     let personal = [
         cert.name.clone().unwrap(),
         cert.phone.clone().unwrap(),
-        cert.unique_key.clone().unwrap(),
-        cert.unique_in_site.clone().unwrap(),
+        cert.ci.clone().unwrap(),
+        cert.di.clone().unwrap(),
         "1990-01-01".to_owned(),
         TEST_SECRET.to_owned(),
     ];

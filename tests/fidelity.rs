@@ -143,10 +143,7 @@ async fn canned_spec_valid_v2_answers_are_admitted() {
     let c = client.identity_verification(&iv("iv-nulls")).await.unwrap();
     assert!(c.certified);
     assert_eq!(c.name.as_deref(), Some("이"));
-    assert_eq!(
-        (c.birth_date, c.foreigner, c.unique_key),
-        (None, None, None)
-    );
+    assert_eq!((c.birth_date, c.foreigner, c.ci), (None, None, None));
 
     let c = client.identity_verification(&iv("iv-full")).await.unwrap();
     assert_eq!(c.customer_id.as_deref(), Some("customer-42"));

@@ -22,7 +22,7 @@ use iamport_mock::Emulator;
 use iamport_tower::body::Body;
 use iamport_tower::unique::{
     KeyStatus, MemoryStore, PostgresStore, RecordError, RedisClusterStore, RedisStore, Reservation,
-    ReservationToken, UniqueAdmin, UniqueKey, UniqueKeys, UniqueStore,
+    ReservationToken, StoreKey, StoreKeys, UniqueAdmin, UniqueStore,
 };
 use iamport_tower::{CertificationLayer, Certified, Secret, require_certified};
 use serde_json::json;
@@ -36,13 +36,13 @@ const SECRET: &str = "test-unique-key-secret-0123456789";
 /// suite on two cores can hold a first PostgreSQL connection for seconds.
 const PATIENT: Duration = Duration::from_secs(15);
 
-fn keys() -> UniqueKeys {
-    UniqueKeys::new(&Secret::new(SECRET)).expect("a 32-byte secret")
+fn keys() -> StoreKeys {
+    StoreKeys::new(&Secret::new(SECRET)).expect("a 32-byte secret")
 }
 
 // ---- the conformance suite ------------------------------------------------------------------
 
-async fn reserve(store: &dyn UniqueAdmin, key: &UniqueKey, lease: Duration) -> Reservation {
+async fn reserve(store: &dyn UniqueAdmin, key: &StoreKey, lease: Duration) -> Reservation {
     store
         .reserve(key, ReservationToken::random(), lease)
         .await
@@ -50,7 +50,7 @@ async fn reserve(store: &dyn UniqueAdmin, key: &UniqueKey, lease: Duration) -> R
 }
 
 /// Reserves `key` with a fresh token, which it returns; panics if the key is taken.
-async fn reserved(store: &dyn UniqueAdmin, key: &UniqueKey, lease: Duration) -> ReservationToken {
+async fn reserved(store: &dyn UniqueAdmin, key: &StoreKey, lease: Duration) -> ReservationToken {
     let token = ReservationToken::random();
     let outcome = store
         .reserve(key, token, lease)
@@ -60,13 +60,12 @@ async fn reserved(store: &dyn UniqueAdmin, key: &UniqueKey, lease: Duration) -> 
     token
 }
 
-async fn status(store: &dyn UniqueAdmin, key: &UniqueKey) -> KeyStatus {
+async fn status(store: &dyn UniqueAdmin, key: &StoreKey) -> KeyStatus {
     store.status(key).await.expect("store answers")
 }
 
 async fn conformance(store: Arc<dyn UniqueAdmin>) {
-    let keys =
-        UniqueKeys::new(&Secret::new(unique_name("conformance-secret-of-32-bytes"))).unwrap();
+    let keys = StoreKeys::new(&Secret::new(unique_name("conformance-secret-of-32-bytes"))).unwrap();
     let long = Duration::from_secs(30);
     let store = &*store;
 
@@ -232,7 +231,7 @@ async fn conformance(store: Arc<dyn UniqueAdmin>) {
     assert_eq!(status(store, &a).await, KeyStatus::Committed);
 
     // Batches: duplicates count once; what was already committed is not new.
-    let many: Vec<UniqueKey> = (0..1000)
+    let many: Vec<StoreKey> = (0..1000)
         .map(|i| keys.key_for(&format!("CI-BATCH-{i}")))
         .collect();
     let mut with_duplicates = many.clone();
@@ -427,7 +426,7 @@ async fn postgres_tls_follows_libpq_sslmode() {
             .unwrap()
             .accounts_table(&format!("{table}_accounts"))
             .unwrap();
-        let key = UniqueKeys::random().key_for("CI-TLS");
+        let key = StoreKeys::random().key_for("CI-TLS");
         let result = store.status(&key).await;
         assert_eq!(
             result.is_ok(),
@@ -1116,13 +1115,13 @@ async fn the_accounts_table_is_checked_at_admission_and_by_its_primary_key() {
 // ---- faults -----------------------------------------------------------------------------------
 
 /// The store key of the emulator's adult test person under `SECRET`.
-async fn adult_key(emulator: &Emulator) -> UniqueKey {
+async fn adult_key(emulator: &Emulator) -> StoreKey {
     let cert = emulator
         .client()
         .certification(&ADULT.parse().unwrap())
         .await
         .unwrap();
-    keys().key_for(cert.unique_key.as_deref().unwrap())
+    keys().key_for(cert.ci.as_deref().unwrap())
 }
 
 /// Waits (at most `limit`) until `done` holds, checking every 20 ms.
@@ -1139,7 +1138,7 @@ async fn eventually(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> 
 /// Warm: a pooled connection, the tables and the prepared statements or scripts exist before
 /// a stall, so a stalled call is sent whole and can land later.
 async fn warm_up(store: &dyn UniqueAdmin) {
-    let other = UniqueKeys::random().key_for("CI-WARM-UP");
+    let other = StoreKeys::random().key_for("CI-WARM-UP");
     let token = ReservationToken::random();
     assert_eq!(
         store
@@ -1151,7 +1150,7 @@ async fn warm_up(store: &dyn UniqueAdmin) {
     assert!(store.commit(&other, token).await.unwrap());
     assert_eq!(store.status(&other).await.unwrap(), KeyStatus::Committed);
     let again = ReservationToken::random();
-    let third = UniqueKeys::random().key_for("CI-WARM-UP-2");
+    let third = StoreKeys::random().key_for("CI-WARM-UP-2");
     store
         .reserve(&third, again, Duration::from_secs(5))
         .await
@@ -1467,10 +1466,7 @@ async fn a_commit_through_a_stall(
             .certification(&ADULT.parse().unwrap())
             .await
             .unwrap();
-        assert!(
-            !text.contains(cert.unique_key.as_deref().unwrap()),
-            "never the CI"
-        );
+        assert!(!text.contains(cert.ci.as_deref().unwrap()), "never the CI");
         assert!(
             !text.contains(cert.name.as_deref().unwrap()),
             "never the name"
@@ -1533,13 +1529,13 @@ async fn a_commit_that_keeps_failing_is_an_error_log_and_a_counter_without_perso
 
 #[require_certified(unique = true)]
 async fn signup_keeping_the_key(cert: Certified) -> (StatusCode, String) {
-    let key = cert.unique_key().map(|k| k.to_hex()).unwrap_or_default();
+    let key = cert.store_key().map(|k| k.to_hex()).unwrap_or_default();
     (StatusCode::CREATED, key)
 }
 
 #[require_certified(unique = "newsletter")]
 async fn newsletter_keeping_the_key(cert: Certified) -> (StatusCode, String) {
-    let key = cert.unique_key().map(|k| k.to_hex()).unwrap_or_default();
+    let key = cert.store_key().map(|k| k.to_hex()).unwrap_or_default();
     (StatusCode::CREATED, key)
 }
 
@@ -1580,7 +1576,7 @@ async fn named_scopes_are_separate_keyspaces() {
         .certification(&ADULT.parse().unwrap())
         .await
         .unwrap();
-    let ci = cert.unique_key.as_deref().unwrap();
+    let ci = cert.ci.as_deref().unwrap();
     assert_eq!(default_key, keys().key_for(ci).to_hex());
     assert_eq!(scoped_key, keys().key_in(Some("newsletter"), ci).to_hex());
     assert_ne!(default_key, scoped_key);
@@ -1593,13 +1589,13 @@ async fn named_scopes_are_separate_keyspaces() {
 fn one_secret_read_one_way() {
     let value = "0123456789abcdef0123456789abcdef";
     with_secret_in_a_child(&format!("{value}\n"), || {
-        let from_env = UniqueKeys::from_env().unwrap();
-        let direct = UniqueKeys::new(&Secret::new(value)).unwrap();
+        let from_env = StoreKeys::from_env().unwrap();
+        let direct = StoreKeys::new(&Secret::new(value)).unwrap();
         assert_eq!(from_env.key_for("CI"), direct.key_for("CI"));
     });
-    let padded = UniqueKeys::new(&Secret::new(format!("{value}\n"))).unwrap_err();
+    let padded = StoreKeys::new(&Secret::new(format!("{value}\n"))).unwrap_err();
     assert!(padded.to_string().contains("whitespace"), "{padded}");
-    let short = UniqueKeys::new(&Secret::new("short")).unwrap_err();
+    let short = StoreKeys::new(&Secret::new("short")).unwrap_err();
     assert!(short.to_string().contains("at least 32"), "{short}");
 }
 
@@ -1626,7 +1622,7 @@ async fn postgres_purges_ended_leases_and_cooldowns_only() {
         return;
     };
     let (store, pool, tables) = postgres(&url, "iamport_purge").await;
-    let keys = UniqueKeys::random();
+    let keys = StoreKeys::random();
     let (ended, live, committed, cooled, cooling) = (
         keys.key_for("ended"),
         keys.key_for("live"),

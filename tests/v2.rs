@@ -39,8 +39,8 @@ async fn a_verified_person_maps_to_the_same_certification_as_v1() {
     assert_eq!(v2.id, ADULT);
     assert_eq!(v2.name, v1.name);
     assert_eq!(v2.birth_date, v1.birth_date);
-    assert_eq!(v2.unique_key, v1.unique_key, "one CI, whichever API");
-    assert_eq!(v2.unique_in_site, v1.unique_in_site);
+    assert_eq!(v2.ci, v1.ci, "one CI, whichever API");
+    assert_eq!(v2.di, v1.di);
     assert_eq!(v2.phone, v1.phone);
     assert_eq!(v2.carrier, Some(Carrier::Skt));
     assert_eq!(v2.gender, Some(Gender::Male));
@@ -414,7 +414,7 @@ async fn the_v2_emulator_keeps_what_the_browser_passed_and_tells_versions_apart(
     browser_verification(&emulator, "iv-b2", &[], Some(ADULT)).await;
     let b2 = client.identity_verification(&id("iv-b2")).await.unwrap();
     let template = client.identity_verification(&id(ADULT)).await.unwrap();
-    assert_eq!(b2.unique_key, b1.unique_key);
+    assert_eq!(b2.ci, b1.ci);
     assert_ne!(b2.pg_tid, b1.pg_tid);
     assert_ne!(b1.pg_tid, template.pg_tid);
     assert_eq!(b2.customer_id, None, "no customer.id passed: none invented");

@@ -60,7 +60,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use iamport_mock::{DEFAULT_HTTP2_STREAMS, Emulator, Endpoint, TEST_KEY, TEST_SECRET, person};
 use iamport_tower::cache::LookupCache;
-use iamport_tower::unique::{PostgresStore, RedisStore, UniqueAdmin, UniqueKey, UniqueKeys};
+use iamport_tower::unique::{PostgresStore, RedisStore, StoreKey, StoreKeys, UniqueAdmin};
 use iamport_tower::{CertificationLayer, Certified, IamportClient, Secret, require_certified};
 use serde::Deserialize;
 
@@ -869,8 +869,8 @@ async fn main() {
             .prefix(format!("{table}:"));
         stores.push(("unique-redis", Arc::new(store)));
     }
-    let keys = UniqueKeys::new(&Secret::new(UNIQUE_SECRET)).expect("a 32-byte secret");
-    let all_keys: Vec<UniqueKey> = (0..PERSONS).map(|n| keys.key_for(&ci(n))).collect();
+    let keys = StoreKeys::new(&Secret::new(UNIQUE_SECRET)).expect("a 32-byte secret");
+    let all_keys: Vec<StoreKey> = (0..PERSONS).map(|n| keys.key_for(&ci(n))).collect();
     let mut app = Router::new()
         .route("/guarded", get(guarded).layer(uncached()))
         .route(
@@ -1201,8 +1201,8 @@ fn cold_start(latencies_ms: &[u64], rounds: usize) {
 /// busy with the last window's backlog may time out, so this tries a few times.
 /// Forgets the keys of the persons named from `first` to `named` (cycled): all of them that
 /// a run may have signed up.
-async fn forget_named(store: &dyn UniqueAdmin, keys: &[UniqueKey], first: usize, named: usize) {
-    let named: Vec<UniqueKey> = if named - first >= keys.len() {
+async fn forget_named(store: &dyn UniqueAdmin, keys: &[StoreKey], first: usize, named: usize) {
+    let named: Vec<StoreKey> = if named - first >= keys.len() {
         keys.to_vec()
     } else {
         (first..named)

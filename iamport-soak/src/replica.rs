@@ -15,7 +15,7 @@
 //! before the 201 leaves. There is no startup step: a restarted replica serves at once.
 //!
 //! Secrets come in the environment, never in argv: `UNIQUE_KEY_SECRET` (read by
-//! `UniqueKeys::from_env`, as an app reads it) and the binding secret. Standard input is the
+//! `StoreKeys::from_env`, as an app reads it) and the binding secret. Standard input is the
 //! lifeline: when it closes (the soak ended or died), the replica exits.
 
 use std::ffi::OsString;
@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use iamport_tower::binding::{Binding, DEFAULT_INSECURE_COOKIE_NAME};
 use iamport_tower::unique::{
-    PostgresStore, RecordError, RedisClusterStore, RedisStore, UniqueKeys, UniqueStore,
+    PostgresStore, RecordError, RedisClusterStore, RedisStore, StoreKeys, UniqueStore,
 };
 use iamport_tower::{
     CertificationLayer, Certified, IamportClient, PortOneClient, require_certified,
@@ -180,7 +180,7 @@ impl Store {
         })
     }
 
-    fn guard(&self, layer: CertificationLayer, keys: UniqueKeys) -> CertificationLayer {
+    fn guard(&self, layer: CertificationLayer, keys: StoreKeys) -> CertificationLayer {
         match self {
             Self::Postgres(store) => layer.unique_store(store.clone(), keys),
             Self::Redis(store) => layer.unique_store(store.clone(), keys),
@@ -205,7 +205,7 @@ impl std::fmt::Debug for App {
 }
 
 async fn serve(args: Args) -> Result<(), BoxError> {
-    let keys = UniqueKeys::from_env()?;
+    let keys = StoreKeys::from_env()?;
     let binding_secret = std::env::var("SOAK_BINDING_SECRET")
         .ok()
         .filter(|s| s.len() >= 32)
@@ -335,7 +335,7 @@ enum Refused {
 /// verifications started by this browser session.
 #[require_certified(max_birth_year = 1999, foreigners = false, unique = true, bound = true)]
 async fn signup(State(app): State<App>, headers: HeaderMap, person: Certified) -> Response {
-    let Some(key) = person.unique_key().map(|k| k.to_hex()) else {
+    let Some(key) = person.store_key().map(|k| k.to_hex()) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no store key").into_response();
     };
     let id = person.certification().id.clone();

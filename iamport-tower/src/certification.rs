@@ -43,10 +43,11 @@ pub struct Certification {
     pub certified: bool,
     /// When the verification completed.
     pub certified_at: Option<Timestamp>,
-    /// CI (`unique_key`): one value per person across Korea. Personal data.
-    pub unique_key: Option<String>,
-    /// DI (`unique_in_site`): one value per person per merchant. Personal data.
-    pub unique_in_site: Option<String>,
+    /// CI (PortOne's `unique_key`): one value per person across Korea. Personal data. Not the
+    /// store key: that is the keyed hash `Certified::store_key` gives.
+    pub ci: Option<String>,
+    /// DI (PortOne's `unique_in_site`): one value per person per merchant. Personal data.
+    pub di: Option<String>,
     /// URL of the page where the verification ran.
     pub origin: Option<String>,
     /// v2: the merchant's own id for the customer, as the browser passed it in
@@ -77,8 +78,8 @@ impl Certification {
             foreigner: None,
             certified,
             certified_at: None,
-            unique_key: None,
-            unique_in_site: None,
+            ci: None,
+            di: None,
             origin: None,
             customer_id: None,
             custom_data: None,
@@ -111,8 +112,8 @@ impl fmt::Debug for Certification {
             .field("foreigner", &self.foreigner)
             .field("certified", &self.certified)
             .field("certified_at", &self.certified_at)
-            .field("unique_key", &Masked(self.unique_key.is_some()))
-            .field("unique_in_site", &Masked(self.unique_in_site.is_some()))
+            .field("ci", &Masked(self.ci.is_some()))
+            .field("di", &Masked(self.di.is_some()))
             .field("origin", &self.origin)
             .field("customer_id", &Masked(self.customer_id.is_some()))
             .field("custom_data", &Masked(self.custom_data.is_some()))
@@ -195,8 +196,8 @@ mod tests {
         c.name = Some("홍길동".into());
         c.phone = Some("01012345678".into());
         c.birth_date = Some(jiff::civil::date(1990, 1, 1));
-        c.unique_key = Some("CI-SECRET-VALUE".into());
-        c.unique_in_site = Some("DI-SECRET-VALUE".into());
+        c.ci = Some("CI-SECRET-VALUE".into());
+        c.di = Some("DI-SECRET-VALUE".into());
         c.customer_id = Some("customer-7".into());
         c.custom_data = Some(r#"{"coupon":"SECRET"}"#.into());
         let shown = format!("{c:?} {c:#?}");

@@ -13,7 +13,7 @@ use crate::certification::Certification;
 use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
 use crate::rejection::{Rejection, refuse};
-use crate::unique::UniqueKey;
+use crate::unique::StoreKey;
 use crate::unique::reservation::{SlotHolder as _, UniqueSlot};
 
 /// The verified person, as a handler argument (axum extractor) or read from a request's
@@ -23,7 +23,7 @@ use crate::unique::reservation::{SlotHolder as _, UniqueSlot};
 /// layer's rejection; `Option<Certified>` never refuses. Under `#[require_certified(...)]`
 /// the policy has already been applied when it runs.
 #[derive(Clone)]
-pub struct Certified(Arc<Certification>, Option<UniqueKey>, Recorder);
+pub struct Certified(Arc<Certification>, Option<StoreKey>, Recorder);
 
 /// What `record_account` needs: the request's reservation.
 #[derive(Clone)]
@@ -45,7 +45,7 @@ impl Certified {
 
     /// The person's key in the unique store (HMAC-SHA256 of the CI under your secret; no
     /// personal data), once a `unique` policy admitted this request; `None` otherwise.
-    pub fn unique_key(&self) -> Option<&UniqueKey> {
+    pub fn store_key(&self) -> Option<&StoreKey> {
         self.1.as_ref()
     }
 
@@ -169,7 +169,7 @@ impl Admission {
                 policy.check(cert).map_err(Rejection::Policy)?;
                 if policy.is_unique() {
                     let ci = cert
-                        .unique_key
+                        .ci
                         .as_deref()
                         .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
                     // Reserved last, so a refused person never holds a reservation.

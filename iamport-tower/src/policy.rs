@@ -170,7 +170,7 @@ impl Policy {
     /// macro): routes naming different scopes admit the same person once each; `unique(true)`
     /// is the default keyspace. A scope is 1–16 bytes of lowercase ASCII letters, digits, `_`
     /// and `-`; stores keep it only inside the key's HMAC (see
-    /// [`UniqueKeys::key_in`](crate::unique::UniqueKeys::key_in)).
+    /// [`StoreKeys::key_in`](crate::unique::StoreKeys::key_in)).
     ///
     /// # Panics
     /// On an empty, longer or otherwise malformed name (at compile time in a `const`).

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Each reads one CI per line on standard input (or, with `--keys`, one store key — 64 hex
-//! characters, as `Certified::unique_key` gives them). The store comes from `--store URL`,
+//! characters, as `Certified::store_key` gives them). The store comes from `--store URL`,
 //! else `DATABASE_URL` (PostgreSQL), else `REDIS_URL` (Redis); a Redis Cluster is
 //! `redis+cluster://host1:7001,host2:7002` or a comma-separated list of `redis://` nodes. On
 //! PostgreSQL, `import` writes the accounts table (`iamport_accounts`, `--accounts-table`) —
@@ -17,7 +17,7 @@
 //! Decisions an operator can rely on:
 //!
 //! - **The secret is the app's, read the app's way**: `UNIQUE_KEY_SECRET` through
-//!   `UniqueKeys::from_env`, the one function the app uses too. It is trimmed, so a secret
+//!   `StoreKeys::from_env`, the one function the app uses too. It is trimmed, so a secret
 //!   file's trailing newline gives the app's keys; a secret under 32 bytes is refused (exit 2
 //!   with the library's message).
 //! - **The whole input is checked before the first store call.** A line is a CI when, with
@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use iamport_tower::unique::{
-    KeyStatus, PostgresStore, RedisClusterStore, RedisStore, StoreError, UniqueAdmin, UniqueKey,
-    UniqueKeys,
+    KeyStatus, PostgresStore, RedisClusterStore, RedisStore, StoreError, StoreKey, StoreKeys,
+    UniqueAdmin,
 };
 
 const USAGE: &str = "\
@@ -342,13 +342,13 @@ fn as_ci(line: &[u8]) -> Result<&str, String> {
 }
 
 /// `line` as a store key, or why it is not one: 64 hex digits.
-fn as_key(line: &[u8]) -> Result<UniqueKey, String> {
+fn as_key(line: &[u8]) -> Result<StoreKey, String> {
     if line.len() != 64 {
         return Err(format!("{}, not 64", length(line)));
     }
     std::str::from_utf8(line)
         .ok()
-        .and_then(UniqueKey::from_hex)
+        .and_then(StoreKey::from_hex)
         .ok_or_else(|| "a character that is not a hex digit".into())
 }
 
@@ -387,10 +387,10 @@ fn next_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<bo
 /// content). Nothing is written before the whole input passed.
 fn read_people(
     mut input: impl BufRead,
-    keys: Option<&UniqueKeys>,
+    keys: Option<&StoreKeys>,
     scope: Option<&str>,
     nothing_done: &str,
-) -> Result<Vec<UniqueKey>, Failure> {
+) -> Result<Vec<StoreKey>, Failure> {
     const SHOWN: usize = 10;
     let what = if keys.is_some() {
         "a CI"
@@ -498,7 +498,7 @@ async fn run(options: Options) -> Result<String, Failure> {
         None
     } else {
         // The app's function: same bytes, same trimming, same refusals.
-        Some(UniqueKeys::from_env().map_err(|e| {
+        Some(StoreKeys::from_env().map_err(|e| {
             usage(format!(
                 "{e} (the CLI needs the app's own secret; or pass --keys with hex store keys)"
             ))
@@ -649,7 +649,7 @@ mod tests {
         assert!(not(&ci.replace('+', "-")).contains("base64"));
         let hex = "ab".repeat(32);
         assert!(not(&hex).contains("pass --keys"));
-        assert_eq!(as_key(hex.as_bytes()).ok(), UniqueKey::from_hex(&hex));
+        assert_eq!(as_key(hex.as_bytes()).ok(), StoreKey::from_hex(&hex));
         let not = |line: &str| as_key(line.as_bytes()).unwrap_err();
         assert!(not("abc").contains("3 characters, not 64"));
         assert!(not("a").contains("1 character, not 64"));
@@ -682,7 +682,7 @@ mod tests {
     fn a_bad_line_refuses_the_whole_input_by_number() {
         let ci = format!("{}==", "A".repeat(86));
         let input = format!("{ci}\n\nnot a ci\n{ci}\nnope\n{}\n", "x".repeat(5000));
-        let keys = UniqueKeys::random();
+        let keys = StoreKeys::random();
         let Err(failure) = read_people(input.as_bytes(), Some(&keys), None, "nothing was done")
         else {
             panic!("accepted");

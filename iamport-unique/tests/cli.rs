@@ -14,7 +14,7 @@ use base64::Engine as _;
 use iamport_mock::Emulator;
 use iamport_tower::unique::{
     KeyStatus, PostgresStore, RedisClusterStore, RedisStore, Reservation, ReservationToken,
-    UniqueAdmin, UniqueKeys, UniqueStore,
+    StoreKeys, UniqueAdmin, UniqueStore,
 };
 use iamport_tower::{CertificationLayer, Secret, require_certified};
 use tokio::io::AsyncWriteExt as _;
@@ -49,8 +49,8 @@ fn var(name: &str, test: &str) -> Option<String> {
 }
 
 /// The keys the app derives from [`SECRET`].
-fn keys() -> UniqueKeys {
-    UniqueKeys::new(&Secret::new(SECRET)).unwrap()
+fn keys() -> StoreKeys {
+    StoreKeys::new(&Secret::new(SECRET)).unwrap()
 }
 
 /// A well-formed CI (64 bytes in standard base64, as PortOne's), distinct per `seed`.
@@ -145,7 +145,7 @@ async fn lifecycle(name: &str, store_url: &str, extra: &[&str], store: Arc<dyn U
         .certification(&ADULT.parse().unwrap())
         .await
         .unwrap();
-    let ci = cert.unique_key.clone().unwrap();
+    let ci = cert.ci.clone().unwrap();
     let key = keys().key_for(&ci);
     let env = [("UNIQUE_KEY_SECRET", SECRET)];
     // The secret as a file gives it: ending in a newline, which both sides trim.

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use iamport_mock::Emulator;
 use iamport_tower::binding::Binding;
-use iamport_tower::unique::{MemoryStore, PostgresStore, RedisStore, UniqueAdmin, UniqueKeys};
+use iamport_tower::unique::{MemoryStore, PostgresStore, RedisStore, StoreKeys, UniqueAdmin};
 use iamport_tower::{
     CertificationLayer, CertificationSource, Error, IamportClient, PortOneClient, Secret,
 };
@@ -383,12 +383,12 @@ fn key_secret(name: &str, development_default: &str, development: bool) -> Resul
     }
 }
 
-/// The unique store's keys from `UNIQUE_KEY_SECRET` ([`UniqueKeys::from_env`], the function
+/// The unique store's keys from `UNIQUE_KEY_SECRET` ([`StoreKeys::from_env`], the function
 /// `iamport-unique` reads it with too). In development mode (the emulator) a missing one
 /// falls back to a development secret, with a warning; otherwise it stops the demo with a
 /// message saying how to make one and where to keep it.
-fn unique_keys(development: bool) -> Result<UniqueKeys, Error> {
-    match UniqueKeys::from_env() {
+fn unique_keys(development: bool) -> Result<StoreKeys, Error> {
+    match StoreKeys::from_env() {
         Ok(keys) => Ok(keys),
         Err(error) if !development || std::env::var_os("UNIQUE_KEY_SECRET").is_some() => Err(error),
         Err(_) => {
@@ -397,7 +397,7 @@ fn unique_keys(development: bool) -> Result<UniqueKeys, Error> {
                  built-in emulator). Before real people sign up, make one with `openssl rand -hex \
                  32`, keep it in your secret manager, and give the same value to every start"
             );
-            UniqueKeys::new(&Secret::new(DEVELOPMENT_SECRET))
+            StoreKeys::new(&Secret::new(DEVELOPMENT_SECRET))
         }
     }
 }
@@ -418,11 +418,11 @@ fn postgres_address(url: &str) -> String {
 /// Registers the emulator's "already registered" sample person, as if they had signed up
 /// before: register their key, as `iamport-unique import` does for existing accounts. Looks
 /// the person up through the layer's own source, so it shares the layer's token.
-async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueAdmin, keys: &UniqueKeys) {
+async fn preregister(source: &dyn CertificationSource, store: &dyn UniqueAdmin, keys: &StoreKeys) {
     let Ok(cert) = source.lookup(ALREADY_REGISTERED).await else {
         return;
     };
-    let Some(ci) = cert.unique_key.as_deref() else {
+    let Some(ci) = cert.ci.as_deref() else {
         return;
     };
     if let Err(error) = store.register(&[keys.key_for(ci)]).await {

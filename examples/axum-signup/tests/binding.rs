@@ -316,7 +316,13 @@ async fn a_planted_session_cookie_is_replaced_and_is_no_session() {
 
 /// The `Set-Cookie` of the page for a browser without cookies.
 async fn page_cookie(demo: &support::Demo) -> String {
-    let response = http_builder().build().unwrap().get(&demo.url).send().await.unwrap();
+    let response = http_builder()
+        .build()
+        .unwrap()
+        .get(&demo.url)
+        .send()
+        .await
+        .unwrap();
     response.headers()["set-cookie"]
         .to_str()
         .unwrap()

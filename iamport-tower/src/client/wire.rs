@@ -159,8 +159,8 @@ pub(crate) fn certification(
         _ => None,
     };
     cert.certified_at = certified_at;
-    cert.unique_key = r.unique_key.string("unique_key");
-    cert.unique_in_site = r.unique_in_site.string("unique_in_site");
+    cert.ci = r.unique_key.string("unique_key");
+    cert.di = r.unique_in_site.string("unique_in_site");
     cert.origin = r.origin.string("origin");
     Ok(cert)
 }
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(c.birth_date, Some(date(1990, 1, 1)));
         // Milliseconds are recognized.
         assert_eq!(c.certified_at.unwrap().as_second(), 1_700_000_000);
-        assert_eq!(c.unique_key, None);
+        assert_eq!(c.ci, None);
         assert_eq!(c.foreigner, None);
         let c = decode(r#"{"code":0,"response":{"imp_uid":"imp_1","certified":"yes"}}"#).unwrap();
         assert!(!c.certified, "an unreadable `certified` is not `true`");

@@ -45,7 +45,7 @@ use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::source::CertificationSource;
 use crate::unique::reservation::UniqueConfig;
-use crate::unique::{MemoryStore, UniqueCounters, UniqueKeys, UniqueStore, UniqueTasks};
+use crate::unique::{MemoryStore, StoreKeys, UniqueCounters, UniqueStore, UniqueTasks};
 
 /// The default limit on a body read to find the id: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -200,7 +200,7 @@ impl CertificationLayer {
                 renderer: None,
                 unique: Arc::new(UniqueConfig {
                     store: Arc::new(MemoryStore::new()),
-                    keys: UniqueKeys::random(),
+                    keys: StoreKeys::random(),
                     lease: DEFAULT_UNIQUE_LEASE,
                     timeout: crate::unique::DEFAULT_STORE_TIMEOUT,
                     #[cfg(feature = "postgres")]
@@ -309,7 +309,7 @@ impl<M> CertificationLayer<M> {
     }
 
     /// Where `unique = true` policies reserve people, and the keys they are known by
-    /// (HMAC-SHA256 of the CI under your secret — [`UniqueKeys::from_env`] reads
+    /// (HMAC-SHA256 of the CI under your secret — [`StoreKeys::from_env`] reads
     /// `UNIQUE_KEY_SECRET`; see [`unique`](crate::unique)). The default is a [`MemoryStore`]
     /// with a random secret: correct for one process.
     ///
@@ -321,14 +321,14 @@ impl<M> CertificationLayer<M> {
     /// # #[cfg(feature = "postgres")]
     /// # async fn run(client: iamport_tower::IamportClient, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
     /// use iamport_tower::CertificationLayer;
-    /// use iamport_tower::unique::{PostgresStore, UniqueKeys};
+    /// use iamport_tower::unique::{PostgresStore, StoreKeys};
     ///
     /// let layer = CertificationLayer::new(client)
-    ///     .unique_store(PostgresStore::new(pool), UniqueKeys::from_env()?);
+    ///     .unique_store(PostgresStore::new(pool), StoreKeys::from_env()?);
     /// # Ok(()) }
     /// ```
     #[must_use]
-    pub fn unique_store<S: UniqueStore>(mut self, store: S, keys: UniqueKeys) -> Self {
+    pub fn unique_store<S: UniqueStore>(mut self, store: S, keys: StoreKeys) -> Self {
         let unique = Arc::make_mut(&mut self.shared_mut().unique);
         #[cfg(feature = "postgres")]
         {

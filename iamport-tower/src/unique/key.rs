@@ -10,14 +10,14 @@ use crate::error::Error;
 use crate::secret::Secret;
 
 /// The environment variable every part of the workspace reads the key secret from — the app
-/// ([`UniqueKeys::from_env`]), the `iamport-unique` command and the soak — by one function.
+/// ([`StoreKeys::from_env`]), the `iamport-unique` command and the soak — by one function.
 pub const KEY_SECRET_ENV: &str = "UNIQUE_KEY_SECRET";
 
 /// A person's key in a unique store: HMAC-SHA256(secret, CI). `Debug` shows only a prefix.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct UniqueKey([u8; 32]);
+pub struct StoreKey([u8; 32]);
 
-impl UniqueKey {
+impl StoreKey {
     /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -53,9 +53,9 @@ impl UniqueKey {
     }
 }
 
-impl fmt::Debug for UniqueKey {
+impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UniqueKey({}…)", self.prefix())
+        write!(f, "StoreKey({}…)", self.prefix())
     }
 }
 
@@ -66,7 +66,7 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// Turns CIs into [`UniqueKey`]s with an application secret. Keep the secret stable
+/// Turns CIs into [`StoreKey`]s with an application secret. Keep the secret stable
 /// (changing it makes every existing account look new) and out of the source code: in a
 /// secret manager or a file only the app can read, given to the app as `UNIQUE_KEY_SECRET`.
 ///
@@ -76,11 +76,11 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 /// same keys in the app and in the `iamport-unique` command, or none at all — never two
 /// sets of keys for one secret.
 #[derive(Clone)]
-pub struct UniqueKeys {
+pub struct StoreKeys {
     mac: Hmac<Sha256>,
 }
 
-impl UniqueKeys {
+impl StoreKeys {
     /// Keys under `secret`: at least [`MIN_KEY_SECRET_LEN`](crate::MIN_KEY_SECRET_LEN) bytes (`openssl rand -hex 32`),
     /// without whitespace at either end.
     pub fn new(secret: &Secret) -> Result<Self, Error> {
@@ -118,14 +118,14 @@ impl UniqueKeys {
     }
 
     /// The key of the person with this CI in the default scope: HMAC-SHA256(secret, CI).
-    pub fn key_for(&self, ci: &str) -> UniqueKey {
+    pub fn key_for(&self, ci: &str) -> StoreKey {
         self.key_in(None, ci)
     }
 
     /// The key of the person with this CI in `scope` (`None`: the default scope, the same as
     /// [`key_for`](Self::key_for)). A named scope `s` keys HMAC-SHA256(secret, `0x00` ‖ s ‖
     /// `0x00` ‖ CI): no CI can collide with a scoped input, as a CI never starts with `0x00`.
-    pub fn key_in(&self, scope: Option<&str>, ci: &str) -> UniqueKey {
+    pub fn key_in(&self, scope: Option<&str>, ci: &str) -> StoreKey {
         let mut mac = self.mac.clone();
         if let Some(scope) = scope {
             mac.update(&[0]);
@@ -133,13 +133,13 @@ impl UniqueKeys {
             mac.update(&[0]);
         }
         mac.update(ci.as_bytes());
-        UniqueKey(mac.finalize().into_bytes().into())
+        StoreKey(mac.finalize().into_bytes().into())
     }
 }
 
-impl fmt::Debug for UniqueKeys {
+impl fmt::Debug for StoreKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("UniqueKeys(<redacted>)")
+        f.write_str("StoreKeys(<redacted>)")
     }
 }
 
@@ -181,8 +181,8 @@ mod tests {
 
     const A: &str = "0123456789abcdef0123456789abcdef-a";
 
-    fn keys(secret: &str) -> UniqueKeys {
-        UniqueKeys::new(&Secret::new(secret)).unwrap()
+    fn keys(secret: &str) -> StoreKeys {
+        StoreKeys::new(&Secret::new(secret)).unwrap()
     }
 
     #[test]
@@ -195,7 +195,7 @@ mod tests {
         // Against an independently computed HMAC-SHA256.
         let mut mac = Hmac::<Sha256>::new_from_slice(A.as_bytes()).unwrap();
         mac.update(b"The quick brown fox jumps over the lazy dog");
-        let expected = UniqueKey(mac.finalize().into_bytes().into());
+        let expected = StoreKey(mac.finalize().into_bytes().into());
         assert_eq!(
             a.key_for("The quick brown fox jumps over the lazy dog"),
             expected
@@ -205,11 +205,11 @@ mod tests {
 
     #[test]
     fn every_way_to_build_keys_refuses_a_short_or_padded_secret() {
-        let short = UniqueKeys::new(&Secret::new("too short"))
+        let short = StoreKeys::new(&Secret::new("too short"))
             .unwrap_err()
             .to_string();
         assert!(short.contains("9 bytes long"), "{short}");
-        let padded = UniqueKeys::new(&Secret::new(format!("{A}\n")))
+        let padded = StoreKeys::new(&Secret::new(format!("{A}\n")))
             .unwrap_err()
             .to_string();
         assert!(padded.contains("whitespace"), "{padded}");
@@ -232,17 +232,17 @@ mod tests {
         // The derivation is HMAC(secret, 0x00 || scope || 0x00 || CI), independently computed.
         let mut mac = Hmac::<Sha256>::new_from_slice(A.as_bytes()).unwrap();
         mac.update(b"\0signup\0CI-VALUE");
-        let expected = UniqueKey(mac.finalize().into_bytes().into());
+        let expected = StoreKey(mac.finalize().into_bytes().into());
         assert_eq!(keys.key_in(Some("signup"), ci), expected);
     }
 
     #[test]
     fn keys_round_trip_through_hex() {
-        let key = UniqueKeys::random().key_for("x");
-        assert_eq!(UniqueKey::from_hex(&key.to_hex()), Some(key.clone()));
-        assert_eq!(UniqueKey::from_hex(&key.to_hex().to_uppercase()), Some(key));
-        assert_eq!(UniqueKey::from_hex("abc"), None);
-        assert_eq!(UniqueKey::from_hex(&"g".repeat(64)), None);
+        let key = StoreKeys::random().key_for("x");
+        assert_eq!(StoreKey::from_hex(&key.to_hex()), Some(key.clone()));
+        assert_eq!(StoreKey::from_hex(&key.to_hex().to_uppercase()), Some(key));
+        assert_eq!(StoreKey::from_hex("abc"), None);
+        assert_eq!(StoreKey::from_hex(&"g".repeat(64)), None);
     }
 
     #[test]

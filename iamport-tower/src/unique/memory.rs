@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    KeyStatus, Reservation, ReservationToken, StoreError, UniqueAdmin, UniqueKey, UniqueStore,
+    KeyStatus, Reservation, ReservationToken, StoreError, StoreKey, UniqueAdmin, UniqueStore,
 };
 
 enum Entry {
@@ -43,7 +43,7 @@ impl Entry {
 /// store; use `PostgresStore` or `RedisStore` when several replicas serve the same users.
 #[derive(Default)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<UniqueKey, Entry>>,
+    entries: Mutex<HashMap<StoreKey, Entry>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -63,11 +63,11 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<UniqueKey, Entry>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<StoreKey, Entry>) -> T) -> T {
         f(&mut self.entries.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn status_of(&self, key: &UniqueKey) -> KeyStatus {
+    fn status_of(&self, key: &StoreKey) -> KeyStatus {
         self.with(|entries| match entries.get(key) {
             Some(e) if !e.live(Instant::now()) => KeyStatus::Free,
             Some(Entry::Reserved { .. }) => KeyStatus::Reserved,
@@ -82,7 +82,7 @@ impl MemoryStore {
 impl UniqueStore for MemoryStore {
     async fn reserve(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
         lease: Duration,
     ) -> Result<Reservation, StoreError> {
@@ -97,7 +97,7 @@ impl UniqueStore for MemoryStore {
         }))
     }
 
-    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn commit(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         Ok(self.with(|entries| match entries.get(key) {
             Some(Entry::Committed(by)) => *by == Some(token),
             Some(entry) if entry.held_by(token) => {
@@ -108,7 +108,7 @@ impl UniqueStore for MemoryStore {
         }))
     }
 
-    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn release(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         Ok(self.with(|entries| {
             let holds = entries.get(key).is_some_and(|e| e.held_by(token));
             if holds {
@@ -118,14 +118,14 @@ impl UniqueStore for MemoryStore {
         }))
     }
 
-    async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+    async fn is_taken(&self, key: &StoreKey) -> Result<bool, StoreError> {
         Ok(self.status_of(key) != KeyStatus::Free)
     }
 }
 
 #[async_trait]
 impl UniqueAdmin for MemoryStore {
-    async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+    async fn register(&self, keys: &[StoreKey]) -> Result<u64, StoreError> {
         Ok(self.with(|entries| {
             keys.iter()
                 .filter(|key| {
@@ -140,7 +140,7 @@ impl UniqueAdmin for MemoryStore {
 
     async fn forget(
         &self,
-        keys: &[UniqueKey],
+        keys: &[StoreKey],
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
         Ok(self.with(|entries| {
@@ -157,7 +157,7 @@ impl UniqueAdmin for MemoryStore {
         }))
     }
 
-    async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+    async fn status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError> {
         Ok(self.status_of(key))
     }
 }

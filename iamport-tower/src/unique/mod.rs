@@ -45,16 +45,16 @@
 //! # }
 //! ```
 //!
-//! Keys are an HMAC-SHA256 of the CI under an application secret ([`UniqueKeys`]), never the
+//! Keys are an HMAC-SHA256 of the CI under an application secret ([`StoreKeys`]), never the
 //! CI itself: the CI is personal data under Korea's Personal Information Protection Act (a
 //! lifelong national identifier for the person), so a store that leaks, or a log of its
 //! keys, must not be a list of CIs — and without the secret the keys cannot be matched
 //! against CIs from another source. The app, the `iamport-unique` command and the soak read
-//! the secret from `UNIQUE_KEY_SECRET` by one function, [`UniqueKeys::from_env`]; keep it in
+//! the secret from `UNIQUE_KEY_SECRET` by one function, [`StoreKeys::from_env`]; keep it in
 //! a secret manager or a file only the app reads, never generated at startup (a new secret
 //! makes every existing account look new). A route may name a *scope* (`unique = "signup"`):
 //! the key is then HMAC-SHA256(secret, `0x00` ‖ scope ‖ `0x00` ‖ CI)
-//! ([`UniqueKeys::key_in`]), a keyspace of its own in the same store.
+//! ([`StoreKeys::key_in`]), a keyspace of its own in the same store.
 //!
 //! Stores: [`MemoryStore`] (one process; the default), `PostgresStore` (feature `postgres`),
 //! `RedisStore` and `RedisClusterStore` (feature `redis`) for several app replicas. All pass
@@ -141,7 +141,7 @@ mod store;
 
 pub use async_trait::async_trait;
 
-pub use self::key::{KEY_SECRET_ENV, ReservationToken, UniqueKey, UniqueKeys};
+pub use self::key::{KEY_SECRET_ENV, ReservationToken, StoreKey, StoreKeys};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub(crate) use self::postgres::record;

@@ -10,8 +10,8 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{
-    DEFAULT_STORE_TIMEOUT, KeyStatus, Reservation, ReservationToken, StoreError, UniqueAdmin,
-    UniqueKey, UniqueStore,
+    DEFAULT_STORE_TIMEOUT, KeyStatus, Reservation, ReservationToken, StoreError, StoreKey,
+    UniqueAdmin, UniqueStore,
 };
 
 /// The default table of reservations (and of committed keys when no handler records them).
@@ -62,17 +62,17 @@ const PURGE_BATCH: i64 = 10_000;
 /// - TLS is the pool's: sqlx with rustls follows libpq's `sslmode` (`require`, `verify-ca`,
 ///   `verify-full`) and `sslrootcert` in the URL.
 ///
-/// Keys are the HMAC of the CI (see [`UniqueKeys`](super::UniqueKeys)), never the CI.
+/// Keys are the HMAC of the CI (see [`StoreKeys`](super::StoreKeys)), never the CI.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use iamport_tower::unique::{PostgresStore, UniqueKeys};
+/// use iamport_tower::unique::{PostgresStore, StoreKeys};
 ///
 /// let pool = sqlx::PgPool::connect(&std::env::var("DATABASE_URL")?).await?; // the app's pool
 /// let store = PostgresStore::new(pool.clone());
 /// store.migrate().await?; // or run PostgresStore::migration(…) in your migrations
 /// let layer = iamport_tower::CertificationLayer::new(iamport_tower::IamportClient::from_env()?)
-///     .unique_store(store, UniqueKeys::from_env()?);
+///     .unique_store(store, StoreKeys::from_env()?);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -425,7 +425,7 @@ impl PostgresStore {
     async fn fetch(
         &self,
         sql: &Arc<str>,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: Option<ReservationToken>,
         float: Option<f64>,
     ) -> Result<Option<sqlx::postgres::PgRow>, StoreError> {
@@ -475,7 +475,7 @@ impl PostgresStore {
     async fn keys_statement(
         &self,
         sql: &Arc<str>,
-        keys: &[UniqueKey],
+        keys: &[StoreKey],
         until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
         self.ready().await?;
@@ -509,7 +509,7 @@ fn jiff_timestamp(time: SystemTime) -> String {
 impl UniqueStore for PostgresStore {
     async fn reserve(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
         lease: Duration,
     ) -> Result<Reservation, StoreError> {
@@ -527,21 +527,21 @@ impl UniqueStore for PostgresStore {
         })
     }
 
-    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn commit(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         let row = self
             .fetch(&self.inner.sql.commit, key, Some(token), None)
             .await?;
         Ok(row.is_some_and(|row| row.try_get::<bool, _>(0).unwrap_or(false)))
     }
 
-    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn release(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         let row = self
             .fetch(&self.inner.sql.release, key, Some(token), None)
             .await?;
         Ok(row.is_some())
     }
 
-    async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+    async fn is_taken(&self, key: &StoreKey) -> Result<bool, StoreError> {
         Ok(self.status(key).await? != KeyStatus::Free)
     }
 
@@ -552,14 +552,14 @@ impl UniqueStore for PostgresStore {
 
 #[async_trait]
 impl UniqueAdmin for PostgresStore {
-    async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+    async fn register(&self, keys: &[StoreKey]) -> Result<u64, StoreError> {
         self.keys_statement(&self.inner.sql.register, keys, None)
             .await
     }
 
     async fn forget(
         &self,
-        keys: &[UniqueKey],
+        keys: &[StoreKey],
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
         match cooldown_until {
@@ -574,7 +574,7 @@ impl UniqueAdmin for PostgresStore {
         }
     }
 
-    async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+    async fn status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError> {
         let row = self
             .fetch(&self.inner.sql.status, key, None, None)
             .await?
@@ -622,7 +622,7 @@ pub enum RecordError {
 /// Writes `key` with `statement` on the handler's connection (its transaction).
 pub(crate) async fn record(
     statement: Arc<str>,
-    key: &UniqueKey,
+    key: &StoreKey,
     connection: &mut PgConnection,
 ) -> Result<(), RecordError> {
     match sqlx::query(AssertSqlSafe(statement))

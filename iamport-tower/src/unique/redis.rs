@@ -11,8 +11,8 @@ use tokio::sync::OnceCell;
 use async_trait::async_trait;
 
 use super::{
-    DEFAULT_STORE_TIMEOUT, KeyStatus, Reservation, ReservationToken, StoreError, UniqueAdmin,
-    UniqueKey, UniqueStore,
+    DEFAULT_STORE_TIMEOUT, KeyStatus, Reservation, ReservationToken, StoreError, StoreKey,
+    UniqueAdmin, UniqueStore,
 };
 
 /// The default key prefix.
@@ -155,7 +155,7 @@ impl Core {
     }
 
     /// `prefix{hex}`: the hash tag puts everything about one person in one cluster slot.
-    fn name(&self, key: &UniqueKey) -> String {
+    fn name(&self, key: &StoreKey) -> String {
         format!("{}{{{}}}", self.prefix, key.to_hex())
     }
 
@@ -213,7 +213,7 @@ impl Core {
     async fn script(
         &self,
         script: &Script,
-        key: &UniqueKey,
+        key: &StoreKey,
         args: &[String],
     ) -> Result<i64, StoreError> {
         let mut invocation = script.key(self.name(key));
@@ -226,7 +226,7 @@ impl Core {
 
     async fn reserve_key(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
         lease: Duration,
     ) -> Result<Reservation, StoreError> {
@@ -251,7 +251,7 @@ impl Core {
 
     async fn commit_key(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
     ) -> Result<bool, StoreError> {
         Ok(self
@@ -262,7 +262,7 @@ impl Core {
 
     async fn release_key(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
     ) -> Result<bool, StoreError> {
         Ok(self
@@ -271,13 +271,13 @@ impl Core {
             == 1)
     }
 
-    async fn register_key(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+    async fn register_key(&self, key: &StoreKey) -> Result<bool, StoreError> {
         Ok(self.script(&self.scripts.register, key, &[]).await? == 1)
     }
 
     async fn forget_key(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         cooldown_until: Option<SystemTime>,
     ) -> Result<bool, StoreError> {
         let until = match cooldown_until {
@@ -293,7 +293,7 @@ impl Core {
         Ok(self.script(&self.scripts.forget, key, &[until]).await? == 1)
     }
 
-    async fn key_status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+    async fn key_status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError> {
         let invocation = self.scripts.status.key(self.name(key));
         let (value, pttl): (String, i64) = self
             .bounded(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -311,7 +311,7 @@ impl Core {
         })
     }
 
-    async fn register_keys(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+    async fn register_keys(&self, keys: &[StoreKey]) -> Result<u64, StoreError> {
         let mut new = 0;
         for chunk in keys.chunks(BATCH_IN_FLIGHT) {
             let results =
@@ -325,7 +325,7 @@ impl Core {
 
     async fn forget_keys(
         &self,
-        keys: &[UniqueKey],
+        keys: &[StoreKey],
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
         let mut found = 0;
@@ -377,7 +377,7 @@ fn millis(d: Duration) -> u64 {
 ///   bounded by [`timeout`](Self::timeout) (default 2 s): a hung Redis is a 503, not a hung
 ///   request.
 ///
-/// Keys are `prefix{hex}` — the hex HMAC of the CI (see [`UniqueKeys`](super::UniqueKeys))
+/// Keys are `prefix{hex}` — the hex HMAC of the CI (see [`StoreKeys`](super::StoreKeys))
 /// in a hash tag, named as [`RedisClusterStore`] names them, so keys move to a cluster as
 /// they are. With persistence off, a Redis restart forgets every account: use Redis with
 /// AOF/RDB, or `PostgresStore`, when that matters.
@@ -509,7 +509,7 @@ macro_rules! via_core {
         impl UniqueStore for $store {
             async fn reserve(
                 &self,
-                key: &UniqueKey,
+                key: &StoreKey,
                 token: ReservationToken,
                 lease: Duration,
             ) -> Result<Reservation, StoreError> {
@@ -517,36 +517,36 @@ macro_rules! via_core {
             }
             async fn commit(
                 &self,
-                key: &UniqueKey,
+                key: &StoreKey,
                 token: ReservationToken,
             ) -> Result<bool, StoreError> {
                 self.core.commit_key(key, token).await
             }
             async fn release(
                 &self,
-                key: &UniqueKey,
+                key: &StoreKey,
                 token: ReservationToken,
             ) -> Result<bool, StoreError> {
                 self.core.release_key(key, token).await
             }
-            async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+            async fn is_taken(&self, key: &StoreKey) -> Result<bool, StoreError> {
                 Ok(self.core.key_status(key).await? != KeyStatus::Free)
             }
         }
 
         #[async_trait]
         impl UniqueAdmin for $store {
-            async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+            async fn register(&self, keys: &[StoreKey]) -> Result<u64, StoreError> {
                 self.core.register_keys(keys).await
             }
             async fn forget(
                 &self,
-                keys: &[UniqueKey],
+                keys: &[StoreKey],
                 cooldown_until: Option<SystemTime>,
             ) -> Result<u64, StoreError> {
                 self.core.forget_keys(keys, cooldown_until).await
             }
-            async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+            async fn status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError> {
                 self.core.key_status(key).await
             }
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::store::Reservation;
-use super::{ReservationToken, StoreError, UniqueKey, UniqueKeys, UniqueStore};
+use super::{ReservationToken, StoreError, StoreKey, StoreKeys, UniqueStore};
 use crate::metrics;
 use crate::rejection::Rejection;
 
@@ -116,7 +116,7 @@ impl Fault {
 #[derive(Clone)]
 pub(crate) struct UniqueConfig {
     pub(crate) store: Arc<dyn UniqueStore>,
-    pub(crate) keys: UniqueKeys,
+    pub(crate) keys: StoreKeys,
     pub(crate) lease: Duration,
     pub(crate) timeout: Duration,
     /// The statement that records an account's key in the handler's transaction, when the
@@ -240,11 +240,11 @@ impl UniqueConfig {
         result
     }
 
-    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn commit(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         self.bounded("commit", self.store.commit(key, token)).await
     }
 
-    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn release(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         self.bounded("release", self.store.release(key, token))
             .await
     }
@@ -278,9 +278,9 @@ fn backoff(retry: u32, cap: Duration) -> Duration {
 #[derive(Default)]
 struct State {
     /// The reservation this request holds, until settled.
-    held: Option<(UniqueKey, ReservationToken)>,
-    /// The key reserved for this request (kept after settling, for `Certified::unique_key`).
-    key: Option<UniqueKey>,
+    held: Option<(StoreKey, ReservationToken)>,
+    /// The key reserved for this request (kept after settling, for `Certified::store_key`).
+    key: Option<StoreKey>,
     /// The handler recorded the account's key in its own transaction.
     recorded: bool,
 }
@@ -343,14 +343,14 @@ impl UniqueSlot {
     }
 
     /// The person's store key, once a `unique` guard reserved it for this request.
-    pub(crate) fn key(&self) -> Option<UniqueKey> {
+    pub(crate) fn key(&self) -> Option<StoreKey> {
         self.lock().key.clone()
     }
 
     /// The statement that records the account's key, and the key, if this request holds a
     /// reservation behind a `PostgresStore`.
     #[cfg(feature = "postgres")]
-    pub(crate) fn record_statement(&self) -> Option<(Arc<str>, UniqueKey)> {
+    pub(crate) fn record_statement(&self) -> Option<(Arc<str>, StoreKey)> {
         let record = self.config.record.clone()?;
         let key = self.lock().held.as_ref()?.0.clone();
         Some((record, key))
@@ -435,7 +435,7 @@ impl UniqueSlot {
 
 /// The token no longer holds the key and it is not committed: the lease ended first (and
 /// someone else may hold it now), or the store forgot it.
-fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
+fn lease_lost(config: &UniqueConfig, key: &StoreKey) {
     config.counters.count(Fault::CommitFailed);
     tracing::error!(
         key = %key.prefix(),
@@ -446,7 +446,7 @@ fn lease_lost(config: &UniqueConfig, key: &UniqueKey) {
 
 /// Retries a commit in the background after the response was turned into a 503, so a
 /// signup whose handler did create an account still ends up recorded.
-async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationToken) {
+async fn retry_commit(config: &UniqueConfig, key: StoreKey, token: ReservationToken) {
     for retry in COMMIT_ATTEMPTS_BEFORE_RESPONSE..COMMIT_ATTEMPTS {
         tokio::time::sleep(backoff(retry, MAX_BACKOFF)).await;
         config.counters.count(Fault::CommitRetry);
@@ -479,7 +479,7 @@ async fn retry_commit(config: &UniqueConfig, key: UniqueKey, token: ReservationT
 /// attempts, for as long as the store does not answer at all (up to an hour), and once it
 /// answers, until it released the reservation or answered three times that the token holds
 /// nothing (a call queued on a connection we gave up may land just after the first answer).
-fn release_abandoned(config: Arc<UniqueConfig>, key: UniqueKey, token: ReservationToken) {
+fn release_abandoned(config: Arc<UniqueConfig>, key: StoreKey, token: ReservationToken) {
     let tasks = config.tasks.clone();
     tasks.spawn(async move {
         let started = tokio::time::Instant::now();

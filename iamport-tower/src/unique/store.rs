@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{ReservationToken, UniqueKey};
+use super::{ReservationToken, StoreKey};
 
 /// The answer to [`UniqueStore::reserve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub trait UniqueStore: Send + Sync + 'static {
     /// `Taken` too.
     async fn reserve(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
         lease: Duration,
     ) -> Result<Reservation, StoreError>;
@@ -80,14 +80,14 @@ pub trait UniqueStore: Send + Sync + 'static {
     /// this token now — by this call, or by an earlier one that timed out on our side but
     /// landed. `false` otherwise: released, forgotten, imported over it, or its lease ended
     /// (and someone else may hold it, or the store forgot it).
-    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError>;
+    async fn commit(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError>;
 
     /// Gives up the reservation held by `token`. `false` if `token` does not hold it.
-    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError>;
+    async fn release(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError>;
 
     /// Whether a signup of this person would be refused now: committed, cooling down, or
     /// validly reserved.
-    async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError>;
+    async fn is_taken(&self, key: &StoreKey) -> Result<bool, StoreError>;
 
     /// The statement that writes an account's key in the handler's own transaction
     /// (`Certified::record_account`), for a store whose
@@ -105,19 +105,19 @@ pub trait UniqueStore: Send + Sync + 'static {
 pub trait UniqueAdmin: UniqueStore {
     /// Marks every key committed, whatever it was (people who already have accounts):
     /// how many were not committed before. Batched where the store can.
-    async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError>;
+    async fn register(&self, keys: &[StoreKey]) -> Result<u64, StoreError>;
 
     /// Forgets every key (account deletion), whatever it was: free at once
     /// (`cooldown_until` `None`), or taken until `cooldown_until`, then free. How many were
     /// committed, reserved or cooling down before. Batched where the store can.
     async fn forget(
         &self,
-        keys: &[UniqueKey],
+        keys: &[StoreKey],
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError>;
 
     /// Where `key` stands.
-    async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError>;
+    async fn status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError>;
 }
 
 /// A shared store is a store: keep a handle (to import people, inspect, or share one store
@@ -126,19 +126,19 @@ pub trait UniqueAdmin: UniqueStore {
 impl<S: UniqueStore + ?Sized> UniqueStore for Arc<S> {
     async fn reserve(
         &self,
-        key: &UniqueKey,
+        key: &StoreKey,
         token: ReservationToken,
         lease: Duration,
     ) -> Result<Reservation, StoreError> {
         (**self).reserve(key, token, lease).await
     }
-    async fn commit(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn commit(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         (**self).commit(key, token).await
     }
-    async fn release(&self, key: &UniqueKey, token: ReservationToken) -> Result<bool, StoreError> {
+    async fn release(&self, key: &StoreKey, token: ReservationToken) -> Result<bool, StoreError> {
         (**self).release(key, token).await
     }
-    async fn is_taken(&self, key: &UniqueKey) -> Result<bool, StoreError> {
+    async fn is_taken(&self, key: &StoreKey) -> Result<bool, StoreError> {
         (**self).is_taken(key).await
     }
     fn account_statement(&self) -> Option<Arc<str>> {
@@ -148,17 +148,17 @@ impl<S: UniqueStore + ?Sized> UniqueStore for Arc<S> {
 
 #[async_trait]
 impl<S: UniqueAdmin + ?Sized> UniqueAdmin for Arc<S> {
-    async fn register(&self, keys: &[UniqueKey]) -> Result<u64, StoreError> {
+    async fn register(&self, keys: &[StoreKey]) -> Result<u64, StoreError> {
         (**self).register(keys).await
     }
     async fn forget(
         &self,
-        keys: &[UniqueKey],
+        keys: &[StoreKey],
         cooldown_until: Option<SystemTime>,
     ) -> Result<u64, StoreError> {
         (**self).forget(keys, cooldown_until).await
     }
-    async fn status(&self, key: &UniqueKey) -> Result<KeyStatus, StoreError> {
+    async fn status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError> {
         (**self).status(key).await
     }
 }

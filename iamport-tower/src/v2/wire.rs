@@ -109,8 +109,8 @@ pub(crate) fn certification(body: &[u8], requested: &str) -> Result<Certificatio
             .as_deref()
             .and_then(Gender::from_wire);
         cert.foreigner = c.is_foreigner.bool("verifiedCustomer.isForeigner");
-        cert.unique_key = c.ci.string("verifiedCustomer.ci");
-        cert.unique_in_site = c.di.string("verifiedCustomer.di");
+        cert.ci = c.ci.string("verifiedCustomer.ci");
+        cert.di = c.di.string("verifiedCustomer.di");
     } else {
         unreadable("verifiedCustomer", "an object");
     }
@@ -167,7 +167,7 @@ mod tests {
         );
         assert!(c.certified);
         assert_eq!(
-            (c.birth_date, c.unique_key, c.gender, c.carrier),
+            (c.birth_date, c.ci, c.gender, c.carrier),
             (None, None, None, None)
         );
         assert!(!decode(r#"{"status":"READY","id":"iv-3","requestedCustomer":{}}"#).certified);
@@ -194,11 +194,11 @@ mod tests {
         assert!(c.certified);
         assert_eq!(c.certified_at.unwrap().as_second(), 1_704_067_201);
         assert_eq!((c.name, c.birth_date, c.foreigner), (None, None, None));
-        assert_eq!(c.unique_key.as_deref(), Some("CI"));
+        assert_eq!(c.ci.as_deref(), Some("CI"));
         assert_eq!((c.pg_provider, c.custom_data), (None, None));
         let c = decode(r#"{"status":"VERIFIED","id":"iv-8","verifiedAt":"soon"}"#);
         assert!(c.certified);
-        assert_eq!((c.certified_at, c.unique_key), (None, None));
+        assert_eq!((c.certified_at, c.ci), (None, None));
     }
 
     #[test]
