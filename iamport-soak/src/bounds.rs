@@ -48,7 +48,7 @@ const COMMIT_BACKOFFS: Duration = Duration::from_millis(600);
 /// release runs alongside the 201.
 fn after_the_handler() -> Duration {
     let commit =
-        STORE_TIMEOUT * iamport_tower::unique::COMMIT_ATTEMPTS_BEFORE_RESPONSE + COMMIT_BACKOFFS;
+        STORE_TIMEOUT * iamport_tower::layer::COMMIT_ATTEMPTS_BEFORE_RESPONSE + COMMIT_BACKOFFS;
     commit.max(ACCOUNT_CHECK_TIMEOUT + STORE_TIMEOUT)
 }
 

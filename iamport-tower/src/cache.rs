@@ -17,7 +17,7 @@
 //! the client the layer was built from
 //! ([`IamportClient::delete_certification`](crate::IamportClient::delete_certification))
 //! evicts it from every layer built from that client or its clones, through the client's
-//! [`Evictions`]; a lookup that was in flight while the delete ran is not kept either.
+//! [`Evictions`](crate::source::Evictions); a lookup that was in flight while the delete ran is not kept either.
 //!
 //! The trade-offs: for up to 60 s after PortOne answered, a verified record — personal data —
 //! stays in this process's memory (it is in the request's memory anyway while the handler
@@ -35,7 +35,6 @@
 //! looked up again.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -45,10 +44,10 @@ use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
 use crate::certification::Certification;
-use crate::layer::{Outcome, upstream_lookup};
-use crate::metrics::{self, CacheEffect};
+use crate::escaped::Escaped;
+use crate::metrics::{self, CacheEffect, LookupResult};
 use crate::rejection::Rejection;
-use crate::source::CertificationSource;
+use crate::source::{BoxFuture, CertificationSource, Evict};
 
 /// How long the layer keeps resolved verifications; set it with
 /// [`CertificationLayer::lookup_cache`](crate::CertificationLayer::lookup_cache). See the
@@ -113,55 +112,15 @@ impl LookupCache {
     }
 }
 
-/// Where a [`CertificationSource`] announces that a verification is gone, so the lookup
-/// caches of the layers built over it forget it. [`IamportClient`](crate::IamportClient)
-/// holds one (shared by its clones) and evicts after every
-/// [`delete_certification`](crate::IamportClient::delete_certification); a source of your own
-/// that can delete records returns its own from
-/// [`CertificationSource::evictions`].
-#[derive(Default)]
-pub struct Evictions {
-    caches: Mutex<Vec<Weak<Core>>>,
-}
-
-impl fmt::Debug for Evictions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Evictions")
-            .field("caches", &self.lock().len())
-            .finish()
-    }
-}
-
-impl Evictions {
-    /// No cache registered yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Forgets `id` in every cache built over this source, and keeps lookups of any id that
-    /// were in flight meanwhile from being kept. Call it once the record is gone upstream.
-    pub async fn evict(&self, id: &str) {
-        let live: Vec<Arc<Core>> = {
-            let mut caches = self.lock();
-            caches.retain(|cache| cache.strong_count() > 0);
-            caches.iter().filter_map(Weak::upgrade).collect()
-        };
-        for core in live {
+/// Forgets evicted ids: what [`Evictions`] calls on each cache built over a source.
+impl Evict for Core {
+    fn evict<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
             // First the generation (a lookup answered before the delete and stored from now
             // on expires at once), then the entry (one stored before).
-            core.generation.fetch_add(1, Ordering::AcqRel);
-            core.entries.invalidate(id).await;
-        }
-    }
-
-    fn register(&self, core: &Arc<Core>) {
-        let mut caches = self.lock();
-        caches.retain(|cache| cache.strong_count() > 0);
-        caches.push(Arc::downgrade(core));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Core>>> {
-        self.caches.lock().unwrap_or_else(PoisonError::into_inner)
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.entries.invalidate(id).await;
+        })
     }
 }
 
@@ -289,7 +248,8 @@ impl Lookups {
             generation,
         });
         if let Some(evictions) = source.evictions() {
-            evictions.register(&core);
+            let weak: Weak<dyn Evict> = Arc::downgrade(&core) as Weak<dyn Evict>;
+            evictions.register(weak);
         }
         Self {
             source,
@@ -414,4 +374,60 @@ mod tests {
         drop(b);
         assert_eq!(len(), 0);
     }
+}
+
+/// The looked-up verification of a request, as the policy checks see it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// PortOne returned this verification. Policies still decide whether it is enough
+    /// (`certified` may be false).
+    Verified(Arc<Certification>),
+    /// No verification could be had; a guarded handler is refused with this.
+    Refused(Rejection),
+}
+
+/// The `result` label of a lookup's outcome.
+fn lookup_result(outcome: &Outcome) -> LookupResult {
+    match outcome {
+        Outcome::Verified(cert) if cert.certified => LookupResult::Verified,
+        Outcome::Verified(_) => LookupResult::Unverified,
+        Outcome::Refused(Rejection::UnknownId) => LookupResult::NotFound,
+        Outcome::Refused(Rejection::InvalidId(_)) => LookupResult::InvalidId,
+        Outcome::Refused(Rejection::UpstreamUnavailable) => LookupResult::Unavailable,
+        Outcome::Refused(Rejection::UpstreamTimeout) => LookupResult::Timeout,
+        Outcome::Refused(_) => LookupResult::Failed,
+    }
+}
+
+/// One upstream lookup: counted, and logged — at WARN with the upstream status and the
+/// latency when PortOne (or the way to it) failed. The error's text may quote PortOne's own
+/// message: it is logged [`Escaped`], so it cannot forge a log line.
+pub(crate) async fn upstream_lookup(source: &dyn CertificationSource, id: &str) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let (outcome, error) = match source.lookup(id).await {
+        Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
+        Err(error) => (
+            Outcome::Refused(Rejection::from_lookup_error(&error)),
+            Some(error),
+        ),
+    };
+    let result = lookup_result(&outcome);
+    let latency_ms = started.elapsed().as_millis();
+    metrics::lookup(source.label(), result);
+    match error {
+        Some(error) if result.is_upstream_failure() => tracing::warn!(
+            result = result.as_str(),
+            status = error.upstream_status(),
+            latency_ms,
+            error = %Escaped(&error),
+            "identity verification lookup failed"
+        ),
+        _ => tracing::debug!(
+            result = result.as_str(),
+            latency_ms,
+            "identity verification lookup finished"
+        ),
+    }
+    outcome
 }

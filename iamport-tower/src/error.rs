@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::client::InvalidId;
+use crate::id::InvalidId;
 
 /// What went wrong talking to PortOne.
 ///

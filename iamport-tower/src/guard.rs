@@ -10,11 +10,12 @@ use bytes::Bytes;
 use http::Extensions;
 
 use crate::certification::Certification;
+use crate::layer::refuse;
+use crate::layer::reservation::{SlotHolder as _, UniqueSlot};
 use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
-use crate::rejection::{Rejection, refuse};
+use crate::rejection::Rejection;
 use crate::unique::StoreKey;
-use crate::unique::reservation::{SlotHolder as _, UniqueSlot};
 
 /// The verified person, as a handler argument (axum extractor) or read from a request's
 /// extensions. Derefs to [`Certification`].
@@ -277,9 +278,10 @@ mod axum {
     use http::request::Parts;
 
     use super::{Certified, admit};
+    use crate::layer::refuse;
     use crate::policy::Policy;
     use crate::policy::encoding::decode_scoped;
-    use crate::rejection::{Rejection, refuse};
+    use crate::rejection::Rejection;
 
     fn into_axum(response: http::Response<Bytes>) -> Response {
         response.map(Body::from)

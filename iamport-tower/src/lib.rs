@@ -93,21 +93,16 @@
 //!
 //! # Modules
 //!
-//! | module | what it holds | everyday names (also at the root) |
-//! |---|---|---|
-//! | [`layer`] | the middleware: finds the id, records the [`Outcome`], settles `unique` reservations | [`CertificationLayer`], [`Outcome`] |
-//! | [`require`] | the policy check for whole routers, without the macro | [`RequireCertifiedLayer`] |
-//! | [`policy`] | the rules, const-constructible, in the macro's words | [`Policy`] |
-//! | [`rejection`] | why a request was refused, as problem+json in Korean or English | [`Rejection`], [`Language`] |
-//! | [`metrics`] | the metric names and labels the crate records | — |
-//! | [`client`] | the PortOne v1 REST client: token cache, retries, [`ImpUid`] | [`IamportClient`], [`ImpUid`] |
-//! | [`v2`] | the PortOne v2 identity-verification client | [`PortOneClient`] |
-//! | [`source`] | the trait both clients implement | [`CertificationSource`] |
-//! | [`unique`] | one account per person: stores, keys, reservations | — |
-//! | [`korea`] | dates in Korea's calendar, Korean civil-law ages | — |
-//! | [`binding`] | replay-proof verifications: tickets tying a verification to a browser session | — |
-//! | [`body`] | the request body the layer hands on after reading one | — |
-//! | [`cache`] | the layer's short-lived cache of resolved verifications | — |
+//! The crate reads bottom-up; no module imports one above it (`module_cycles.py` finds no
+//! cycle):
+//!
+//! | layer | module | what it holds | everyday names (also at the root) |
+//! |---|---|---|---|
+//! | domain | [`id`], [`korea`], [`policy`], [`metrics`] | id syntax ([`ImpUid`]); Korea's calendar; the rules, in the macro's words; metric names, recorded with plain values | [`ImpUid`], [`Policy`] |
+//! | PortOne | [`source`], [`client`], [`v2`] | the trait both clients implement; the v1 and v2 clients on reqwest | [`CertificationSource`], [`IamportClient`], [`PortOneClient`] |
+//! | stores | [`unique`] | one account per person: keys, store traits, memory / PostgreSQL / Redis | — |
+//! | request side | [`rejection`], [`binding`], [`body`], [`cache`] | refusals as problem+json (Korean / English); binding tickets and sessions; the body handed on; the lookup cache and its [`Outcome`] | [`Rejection`], [`Language`] |
+//! | tower glue | [`layer`], [`require`] (+ the guard) | the middleware (id, lookup, `unique` settling); the policy check for whole routers | [`CertificationLayer`], [`RequireCertifiedLayer`] |
 //!
 //! Also at the root: [`Certification`] (one normalized verification; birth dates are civil
 //! dates in Korea, and `Debug` masks every personal field), [`Certified`] (the admitted
@@ -160,6 +155,7 @@ mod error;
 mod escaped;
 mod extract;
 mod guard;
+pub mod id;
 pub mod korea;
 pub mod layer;
 pub mod metrics;

@@ -33,9 +33,6 @@ use std::time::Duration;
 
 use ::metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
-use crate::layer::Outcome;
-use crate::rejection::Rejection;
-
 /// Identity-verification lookups, by `source` and `result`.
 pub const LOOKUPS_TOTAL: &str = "iamport_lookups_total";
 /// Time of each HTTP request to PortOne, by `endpoint` and `status`.
@@ -121,18 +118,6 @@ pub(crate) enum LookupResult {
 }
 
 impl LookupResult {
-    pub(crate) fn of(outcome: &Outcome) -> Self {
-        match outcome {
-            Outcome::Verified(cert) if cert.certified => Self::Verified,
-            Outcome::Verified(_) => Self::Unverified,
-            Outcome::Refused(Rejection::UnknownId) => Self::NotFound,
-            Outcome::Refused(Rejection::InvalidId(_)) => Self::InvalidId,
-            Outcome::Refused(Rejection::UpstreamUnavailable) => Self::Unavailable,
-            Outcome::Refused(Rejection::UpstreamTimeout) => Self::Timeout,
-            Outcome::Refused(_) => Self::Failed,
-        }
-    }
-
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Verified => "verified",

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 
 use crate::Certification;
 use crate::binding::Binding;
-use crate::client::{ImpUid, MAX_IMP_UID_LEN};
 use crate::extract::{BodyFormat, id_from_body, id_from_query};
+use crate::id::{ImpUid, MAX_IMP_UID_LEN};
 use crate::korea::full_years;
 use crate::policy::Policy;
 use crate::rejection::Rejection;

@@ -32,8 +32,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::guard::Admission;
+use crate::layer::refuse;
 use crate::policy::Policy;
-use crate::rejection::{Rejection, refuse};
+use crate::rejection::Rejection;
 
 /// Refuses requests whose verification does not meet a [`Policy`], with the same responses
 /// as `#[require_certified]`. Put [`CertificationLayer`](crate::CertificationLayer) outside

@@ -37,7 +37,7 @@ impl Secret {
     /// The secret in the environment variable `name`, trimmed; an [`Error::Config`] naming
     /// the variable when it is unset, blank or not UTF-8.
     pub fn from_env(name: &str) -> Result<Self, Error> {
-        match crate::client::env_var(name)? {
+        match env_var(name)? {
             Some(value) => Ok(Self::new(value)),
             None => Err(Error::Config(format!("{name} is not set"))),
         }
@@ -79,6 +79,18 @@ impl Secret {
             "{name} is {len} bytes long; a key secret needs at least {MIN_KEY_SECRET_LEN} random \
              bytes: make one with `openssl rand -hex 32` (64 hex characters) and keep it stable"
         )))
+    }
+}
+
+/// An environment variable: `None` when unset or blank, trimmed, an error when not UTF-8.
+/// Both clients' `from_env` and every secret read their variables through this.
+pub(crate) fn env_var(name: &str) -> Result<Option<String>, Error> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::Config(format!("{name} is not valid UTF-8")))
+        }
     }
 }
 

@@ -1,21 +1,20 @@
 //! `CertificationSource`: where the layer turns a verification id into a `Certification`.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::cache::Evictions;
 use crate::certification::Certification;
-use crate::client::IamportClient;
-use crate::client::{ImpUid, InvalidId};
 use crate::error::Error;
+use crate::id::InvalidId;
 
 /// A boxed, `Send` future: what [`CertificationSource::lookup`] returns, so sources can be
 /// used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Resolves verification ids. [`IamportClient`] (PortOne v1) implements it; implement it to
+/// Resolves verification ids. [`IamportClient`](crate::IamportClient) (PortOne v1) implements it; implement it to
 /// plug in another API version, a cache, or a fixed set of people for tests.
 ///
 /// The layer calls [`validate_id`](Self::validate_id) on every id taken from a request and
@@ -62,13 +61,13 @@ pub trait CertificationSource: Send + Sync + 'static {
     fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>>;
 
     /// A short name for logs and metrics (the `source` label of `iamport_lookups_total`):
-    /// `"v1"` for [`IamportClient`], `"v2"` for [`PortOneClient`](crate::PortOneClient).
+    /// `"v1"` for [`IamportClient`](crate::IamportClient), `"v2"` for [`PortOneClient`](crate::PortOneClient).
     /// Default: `"custom"`.
     fn label(&self) -> &'static str {
         "custom"
     }
 
-    /// Gets ready to answer the first request at full speed — for [`IamportClient`], fetches
+    /// Gets ready to answer the first request at full speed — for [`IamportClient`](crate::IamportClient), fetches
     /// the access token now, so the first lookup costs one round trip, not two. Call it once
     /// at startup; the token is then shared by every lookup until it is renewed. Default:
     /// nothing to do.
@@ -81,28 +80,6 @@ pub trait CertificationSource: Send + Sync + 'static {
     /// cannot delete records has nothing to announce.
     fn evictions(&self) -> Option<&Evictions> {
         None
-    }
-}
-
-impl CertificationSource for IamportClient {
-    fn label(&self) -> &'static str {
-        "v1"
-    }
-
-    fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(IamportClient::warm_up(self))
-    }
-
-    fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
-        ImpUid::parse(raw).map(drop)
-    }
-
-    fn evictions(&self) -> Option<&Evictions> {
-        Some(self.evictions())
-    }
-
-    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
-        Box::pin(async move { self.certification(&ImpUid::parse(id)?).await })
     }
 }
 
@@ -141,5 +118,59 @@ impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
 
     fn evictions(&self) -> Option<&Evictions> {
         (**self).evictions()
+    }
+}
+
+/// Where a [`CertificationSource`] announces that a verification is gone, so the lookup
+/// caches of the layers built over it forget it. [`IamportClient`](crate::IamportClient)
+/// holds one (shared by its clones) and evicts after every
+/// [`delete_certification`](crate::IamportClient::delete_certification); a source of your own
+/// that can delete records returns its own from [`CertificationSource::evictions`].
+#[derive(Default)]
+pub struct Evictions {
+    caches: Mutex<Vec<Weak<dyn Evict>>>,
+}
+
+/// A cache that can forget an id (the layer's lookup cache).
+pub(crate) trait Evict: Send + Sync {
+    fn evict<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
+}
+
+impl fmt::Debug for Evictions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Evictions")
+            .field("caches", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Evictions {
+    /// No cache registered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets `id` in every cache built over this source, and keeps lookups of any id that
+    /// were in flight meanwhile from being kept. Call it once the record is gone upstream.
+    pub async fn evict(&self, id: &str) {
+        let live: Vec<Arc<dyn Evict>> = {
+            let mut caches = self.lock();
+            caches.retain(|cache| cache.strong_count() > 0);
+            caches.iter().filter_map(Weak::upgrade).collect()
+        };
+        for cache in live {
+            cache.evict(id).await;
+        }
+    }
+
+    /// A cache built over this source, to tell about evictions while it lives.
+    pub(crate) fn register(&self, cache: Weak<dyn Evict>) {
+        let mut caches = self.lock();
+        caches.retain(|cache| cache.strong_count() > 0);
+        caches.push(cache);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<dyn Evict>>> {
+        self.caches.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -12,7 +12,6 @@
 //! # Ok(()) }
 //! ```
 
-mod imp_uid;
 mod lenient;
 mod token;
 mod transport;
@@ -25,21 +24,22 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-pub use self::imp_uid::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 pub(crate) use self::lenient::{Lenient, Object, unreadable};
 use self::token::{IssuedToken, TokenCache};
 pub(crate) use self::transport::{
-    Answer, Idempotency, Outgoing, Transport, TransportOptions, env_var, transport_setters,
+    Answer, Idempotency, Outgoing, Transport, TransportOptions, transport_setters,
 };
 pub use self::transport::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, RetryBudget, RetryPolicy, crypto_provider,
 };
 use self::wire::{TokenResponse, error_message};
-use crate::cache::Evictions;
 use crate::certification::Certification;
 use crate::error::Error;
+pub use crate::id::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 use crate::metrics::{self, Endpoint};
 use crate::secret::Secret;
+use crate::secret::env_var;
+use crate::source::{BoxFuture, CertificationSource, Evictions};
 
 /// PortOne's production v1 API.
 pub const DEFAULT_API_URL: &str = "https://api.iamport.kr";
@@ -403,6 +403,29 @@ impl IamportClientBuilder {
     }
 }
 
+/// PortOne v1 as the layer's source: ids are `imp_uid`s, checked by [`ImpUid::parse`].
+impl CertificationSource for IamportClient {
+    fn label(&self) -> &'static str {
+        "v1"
+    }
+
+    fn warm_up(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(IamportClient::warm_up(self))
+    }
+
+    fn validate_id(&self, raw: &str) -> Result<(), InvalidId> {
+        ImpUid::parse(raw).map(drop)
+    }
+
+    fn evictions(&self) -> Option<&Evictions> {
+        Some(IamportClient::evictions(self))
+    }
+
+    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
+        Box::pin(async move { self.certification(&ImpUid::parse(id)?).await })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,7 +476,7 @@ mod tests {
 
 #[cfg(test)]
 mod state_size {
-    use crate::CertificationSource;
+    use crate::CertificationSource as _;
 
     /// Every guarded request in flight holds one lookup's state: keep it small. An `async fn`
     /// wrapper that holds its argument future twice, or a token fetch inlined beside the

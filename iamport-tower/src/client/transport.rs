@@ -280,18 +280,6 @@ fn normalize_base_url(url: &str) -> Result<String, Error> {
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
-/// An environment variable: `None` when unset or blank, trimmed, an error when not UTF-8.
-/// Both clients' `from_env` read their variables through this.
-pub(crate) fn env_var(name: &str) -> Result<Option<String>, Error> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(Error::Config(format!("{name} is not valid UTF-8")))
-        }
-    }
-}
-
 /// The builder methods both client builders share, word for word: one shape, one source.
 /// The builder must have a `transport: TransportOptions` field.
 macro_rules! transport_setters {

@@ -2,7 +2,7 @@
 //! `unique` reservation by the response's status.
 //!
 //! Settling runs in a task of its own, counted by the layer's
-//! [`UniqueTasks`](crate::unique::UniqueTasks), and the future waits for it (state
+//! [`UniqueTasks`](crate::layer::UniqueTasks), and the future waits for it (state
 //! `Settling`): after a 2xx for the commit — a 2xx whose commit did not land becomes a 503 —
 //! and after anything else for the release, so a retry right after a failure finds the
 //! person free. Only a 2xx whose handler recorded the account in its own transaction
@@ -19,8 +19,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::Verification;
-use crate::rejection::{Rejection, refuse};
-use crate::unique::reservation::HeldReservation;
+use crate::layer::refuse;
+use crate::layer::reservation::HeldReservation;
+use crate::rejection::Rejection;
 
 type Preparing<R> = Pin<Box<dyn Future<Output = (R, Option<Verification>)> + Send>>;
 

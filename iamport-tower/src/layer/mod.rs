@@ -36,16 +36,21 @@ use tower_layer::Layer;
 pub use self::future::ResponseFuture;
 pub use self::service::CertificationService;
 use self::verification::Asked;
-pub use self::verification::{Outcome, Verification};
+pub(crate) mod reservation;
+use self::reservation::UniqueConfig;
+pub use self::reservation::{
+    COMMIT_ATTEMPTS, COMMIT_ATTEMPTS_BEFORE_RESPONSE, UniqueCounters, UniqueTasks,
+};
+pub use self::verification::Verification;
+pub(crate) use self::verification::refuse;
 use crate::binding::Binding;
 use crate::budget::BodyBudget;
+pub use crate::cache::Outcome;
 use crate::cache::{LookupCache, Lookups};
-use crate::escaped::Escaped;
 use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::source::CertificationSource;
-use crate::unique::reservation::UniqueConfig;
-use crate::unique::{MemoryStore, StoreKeys, UniqueCounters, UniqueStore, UniqueTasks};
+use crate::unique::{MemoryStore, StoreKeys, UniqueStore};
 
 /// The default limit on a body read to find the id: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -509,36 +514,4 @@ impl Shared {
         }
         self.lookups.resolve(id, route).await
     }
-}
-
-/// One upstream lookup: counted, and logged — at WARN with the upstream status and the
-/// latency when PortOne (or the way to it) failed. The error's text may quote PortOne's own
-/// message: it is logged [`Escaped`], so it cannot forge a log line.
-pub(crate) async fn upstream_lookup(source: &dyn CertificationSource, id: &str) -> Outcome {
-    let started = tokio::time::Instant::now();
-    let (outcome, error) = match source.lookup(id).await {
-        Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
-        Err(error) => (
-            Outcome::Refused(Rejection::from_lookup_error(&error)),
-            Some(error),
-        ),
-    };
-    let result = LookupResult::of(&outcome);
-    let latency_ms = started.elapsed().as_millis();
-    metrics::lookup(source.label(), result);
-    match error {
-        Some(error) if result.is_upstream_failure() => tracing::warn!(
-            result = result.as_str(),
-            status = error.upstream_status(),
-            latency_ms,
-            error = %Escaped(&error),
-            "identity verification lookup failed"
-        ),
-        _ => tracing::debug!(
-            result = result.as_str(),
-            latency_ms,
-            "identity verification lookup finished"
-        ),
-    }
-    outcome
 }

@@ -5,24 +5,17 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
+use http::header::VARY;
 use http::request::Parts;
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderValue, Method, Response, Uri};
 
 use super::Shared;
+use crate::cache::Outcome;
 use crate::certification::Certification;
+use crate::layer::reservation::{SlotHolder, UniqueSlot};
+use crate::metrics;
 use crate::rejection::{IdHint, Language, Rejection, RejectionRenderer};
-use crate::unique::reservation::{SlotHolder, UniqueSlot};
-
-/// The looked-up verification of a request, as the policy checks see it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// PortOne returned this verification. Policies still decide whether it is enough
-    /// (`certified` may be false).
-    Verified(Arc<Certification>),
-    /// No verification could be had; a guarded handler is refused with this.
-    Refused(Rejection),
-}
 
 /// What [`CertificationLayer`](super::CertificationLayer) found in a request, in its
 /// extensions. The lookup is **lazy**: PortOne is asked only when something calls
@@ -246,4 +239,34 @@ impl fmt::Debug for Verification {
             .field("route", &self.route())
             .finish()
     }
+}
+
+/// Refuses a request: logs the refusal (INFO: its kind, status and route — never the
+/// person's data or the id), counts it (`iamport_rejections_total`) and renders it with the
+/// layer's handler, or as problem+json in the language the request prefers.
+pub(crate) fn refuse(rejection: &Rejection, extensions: &http::Extensions) -> Response<Bytes> {
+    let verification = extensions.get::<Verification>();
+    let route = verification.map_or("", Verification::route);
+    let method = verification.map_or("", Verification::method);
+    tracing::info!(
+        kind = rejection.code(),
+        status = rejection.status().as_u16(),
+        route,
+        method,
+        "refused a request"
+    );
+    metrics::rejection(rejection.code());
+    let Some(verification) = verification else {
+        return rejection.problem_response();
+    };
+    if let Some(RejectionRenderer(handler)) = verification.renderer() {
+        let mut response = handler(rejection);
+        rejection.add_retry_after(&mut response);
+        return response;
+    }
+    let mut response = rejection.problem(verification.language(), verification.id_hint());
+    response
+        .headers_mut()
+        .append(VARY, HeaderValue::from_static("accept-language"));
+    response
 }

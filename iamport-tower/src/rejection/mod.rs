@@ -7,13 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Duration;
 
-use http::header::{CONTENT_LANGUAGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER, VARY};
+use http::header::{CONTENT_LANGUAGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::client::InvalidId;
 use crate::error::Error;
-use crate::layer::Verification;
-use crate::metrics;
+use crate::id::InvalidId;
 use crate::policy::PolicyViolation;
 
 mod language;
@@ -186,7 +184,7 @@ impl Rejection {
         self.problem(language, IdHint::default())
     }
 
-    fn problem(&self, language: Language, hint: IdHint) -> Response<Bytes> {
+    pub(crate) fn problem(&self, language: Language, hint: IdHint) -> Response<Bytes> {
         let body = serde_json::json!({
             "type": format!("urn:iamport-tower:problem:{}", self.code()),
             "title": self.title_in(language),
@@ -206,7 +204,7 @@ impl Rejection {
     }
 
     /// `Retry-After` in whole seconds (at least 1), unless the response has one already.
-    fn add_retry_after(&self, response: &mut Response<Bytes>) {
+    pub(crate) fn add_retry_after(&self, response: &mut Response<Bytes>) {
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             response
@@ -250,36 +248,6 @@ impl fmt::Debug for RejectionRenderer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RejectionRenderer")
     }
-}
-
-/// Refuses a request: logs the refusal (INFO: its kind, status and route — never the
-/// person's data or the id), counts it (`iamport_rejections_total`) and renders it with the
-/// layer's handler, or as problem+json in the language the request prefers.
-pub(crate) fn refuse(rejection: &Rejection, extensions: &http::Extensions) -> Response<Bytes> {
-    let verification = extensions.get::<Verification>();
-    let route = verification.map_or("", Verification::route);
-    let method = verification.map_or("", Verification::method);
-    tracing::info!(
-        kind = rejection.code(),
-        status = rejection.status().as_u16(),
-        route,
-        method,
-        "refused a request"
-    );
-    metrics::rejection(rejection.code());
-    let Some(verification) = verification else {
-        return rejection.problem_response();
-    };
-    if let Some(RejectionRenderer(handler)) = verification.renderer() {
-        let mut response = handler(rejection);
-        rejection.add_retry_after(&mut response);
-        return response;
-    }
-    let mut response = rejection.problem(verification.language(), verification.id_hint());
-    response
-        .headers_mut()
-        .append(VARY, HeaderValue::from_static("accept-language"));
-    response
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Language, Rejection};
-use crate::client::InvalidId;
+use crate::id::InvalidId;
 use crate::policy::PolicyViolation;
 
 /// Where the layer looked for the id, for [`Rejection::MissingId`]'s sentence.

@@ -72,13 +72,13 @@
 //!   — the layer releases it: a background task retries `release(key, token)` at most a
 //!   second apart for as long as the store does not answer (up to an hour), and once it
 //!   answers, until the release lands or the store said three times that nothing is held
-//!   ([`UniqueCounters::abandoned_released`]).
+//!   ([`UniqueCounters::abandoned_released`](crate::layer::UniqueCounters::abandoned_released)).
 //! - **A 2xx waits for the commit.** After a 2xx whose handler did not record the account in
 //!   PostgreSQL, the layer commits before the response leaves, up to
-//!   [`COMMIT_ATTEMPTS_BEFORE_RESPONSE`] attempts. If none lands, the client gets a 503
+//!   [`COMMIT_ATTEMPTS_BEFORE_RESPONSE`](crate::layer::COMMIT_ATTEMPTS_BEFORE_RESPONSE) attempts. If none lands, the client gets a 503
 //!   instead of the handler's 2xx (never a success that a crash could undo), the commit is
 //!   retried in the background while the reservation keeps the person out, and
-//!   [`UniqueCounters::commits_failed`] counts the ones given up: alert on it. A signup
+//!   [`UniqueCounters::commits_failed`](crate::layer::UniqueCounters::commits_failed) counts the ones given up: alert on it. A signup
 //!   costs the store's durable write (a WAL flush on PostgreSQL) on its response time; with
 //!   `record_account` it costs one release instead, answered alongside the response.
 //! - **After anything else the response waits for the release**, so a person who retries
@@ -87,7 +87,7 @@
 //!
 //! # Shutdown
 //!
-//! Releases and retries run in tasks counted per layer ([`UniqueTasks`], from
+//! Releases and retries run in tasks counted per layer ([`UniqueTasks`](crate::layer::UniqueTasks), from
 //! [`CertificationLayer::unique_tasks`](crate::CertificationLayer::unique_tasks)). When the
 //! server has stopped taking requests, wait for them, bounded, before the process exits:
 //!
@@ -136,7 +136,6 @@ mod memory;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-pub(crate) mod reservation;
 mod store;
 
 pub use async_trait::async_trait;
@@ -151,8 +150,7 @@ pub use self::postgres::{
 };
 #[cfg(feature = "redis")]
 pub use self::redis::{DEFAULT_REDIS_PREFIX, RedisClusterStore, RedisStore};
-pub use self::reservation::{
-    COMMIT_ATTEMPTS, COMMIT_ATTEMPTS_BEFORE_RESPONSE, DEFAULT_STORE_TIMEOUT, UniqueCounters,
-    UniqueTasks,
-};
+/// The default bound of every unique store call (the stores' own, and the layer's:
+/// [`CertificationLayer::unique_timeout`](crate::CertificationLayer::unique_timeout)).
+pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub use self::store::{KeyStatus, Reservation, StoreError, UniqueAdmin, UniqueStore};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::client::InvalidId;
+use crate::id::InvalidId;
 
 /// The longest v2 id accepted, in bytes.
 pub const MAX_IDENTITY_VERIFICATION_ID_LEN: usize = 256;

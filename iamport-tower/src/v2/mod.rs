@@ -28,14 +28,14 @@ use http::StatusCode;
 pub use self::id::{IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN};
 use self::wire::ErrorBody;
 use crate::certification::Certification;
-use crate::client::InvalidId;
 use crate::client::{
-    Answer, Idempotency, Outgoing, Transport, TransportOptions, env_var, path_segment,
-    transport_setters,
+    Answer, Idempotency, Outgoing, Transport, TransportOptions, path_segment, transport_setters,
 };
 use crate::error::Error;
+use crate::id::InvalidId;
 use crate::metrics::Endpoint;
 use crate::secret::Secret;
+use crate::secret::env_var;
 use crate::source::{BoxFuture, CertificationSource};
 
 /// PortOne's production v2 API.

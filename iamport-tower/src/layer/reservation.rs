@@ -1,5 +1,5 @@
 //! The per-request link between admission (which reserves) and the layer's response future
-//! (which commits or releases), with the fault handling described in [`unique`](super).
+//! (which commits or releases), with the fault handling described in [`unique`](crate::unique).
 //!
 //! Every commit, release and retry runs in a task of its own, counted by the layer's
 //! [`UniqueTasks`]: after a 2xx the response waits for the commit (unless the handler
@@ -13,13 +13,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::store::Reservation;
-use super::{ReservationToken, StoreError, StoreKey, StoreKeys, UniqueStore};
 use crate::metrics;
 use crate::rejection::Rejection;
-
-/// The default bound of every unique store call made by the layer.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::unique::{Reservation, ReservationToken, StoreError, StoreKey, StoreKeys, UniqueStore};
 
 /// How many times a commit after a successful response is attempted in all: the first
 /// [`COMMIT_ATTEMPTS_BEFORE_RESPONSE`] before the response leaves, the rest in the
@@ -186,7 +182,7 @@ impl Tasks {
 /// retries — to wait for at shutdown ([`CertificationLayer::unique_tasks`](crate::CertificationLayer::unique_tasks)).
 ///
 /// One handle counts the tasks started by the layer it came from, its clones, and the
-/// services they made. See [`unique`](super#shutdown).
+/// services they made. See [`unique`](crate::unique#shutdown).
 #[derive(Clone)]
 pub struct UniqueTasks(pub(crate) Arc<Tasks>);
 

@@ -1,3 +1,6 @@
+//! Verification ids: the v1 `imp_uid` syntax, and why an id is refused before any upstream
+//! call ([`InvalidId`]).
+//!
 //! `ImpUid`: a PortOne v1 verification id, parsed before it goes anywhere near a URL.
 
 use std::fmt;
