@@ -35,6 +35,7 @@ pub use self::transport::{
 use self::wire::{TokenResponse, error_message};
 use crate::certification::Certification;
 use crate::error::Error;
+use crate::escaped::Escaped;
 pub use crate::id::{ImpUid, InvalidId, MAX_IMP_UID_LEN};
 use crate::metrics::{self, Endpoint};
 use crate::secret::Secret;
@@ -257,7 +258,7 @@ impl IamportClient {
                 "fetched a PortOne access token"
             ),
             Err(error) => tracing::warn!(
-                %error,
+                error = %Escaped(error),
                 status = error.upstream_status(),
                 latency_ms,
                 "fetching a PortOne access token failed"

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::escaped::Escaped;
 use crate::secret::Secret;
 
 /// A token as PortOne issued it, with the local instant the request for it was sent.
@@ -106,7 +107,7 @@ impl TokenCache {
                 return match Box::pin(self.fetch_and_record(fetch)).await {
                     Ok(value) => Ok(value),
                     Err(error) => {
-                        tracing::warn!(%error, "renewing the PortOne access token failed; using the current one until it expires");
+                        tracing::warn!(error = %Escaped(&error), "renewing the PortOne access token failed; using the current one until it expires");
                         Ok(token.value)
                     }
                 };
