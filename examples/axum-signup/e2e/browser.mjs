@@ -125,7 +125,7 @@ try {
   check("popup: a minor is refused", r.kind === "refused" && /1999 or earlier/.test(r.text), JSON.stringify(r));
   r = await popup(page, "cancel", "05-popup-cancelled");
   check("popup: cancelling shows our cancelled sentence", r.kind === "cancelled"
-    && r.text.includes("The identity verification was cancelled before it completed."), JSON.stringify(r));
+    && r.text.includes("To continue, please verify your identity again."), JSON.stringify(r));
   r = await popup(page, "escape", "05b-popup-escape");
   check("popup: Escape closes the verification window (cancelled)", r.kind === "cancelled" && r.overlay === 0, JSON.stringify(r));
   r = await popup(page, "close", "05c-popup-close-button");
@@ -143,7 +143,7 @@ try {
   check("redirect: a minor is refused (403 page)", r.status === 403 && r.kind === "refused", JSON.stringify(r));
   r = await redirect(page, "cancel", "09-redirect-cancelled");
   check("redirect: cancelling shows the same cancelled sentence (400 page)", r.status === 400 && r.kind === "cancelled"
-    && r.text.includes("The identity verification was cancelled before it completed."), JSON.stringify(r));
+    && r.text.includes("To continue, please verify your identity again."), JSON.stringify(r));
 
   // ---- Korean ----------------------------------------------------------------------------
   page = await newPage("ko-KR");
@@ -160,7 +160,7 @@ try {
     && r.text.includes("1999년 또는 그 이전에 태어난 분만 이용할 수 있습니다."), JSON.stringify(r));
   r = await popup(page, "cancel", "13-popup-cancelled-ko");
   check("popup (ko): cancelling shows our Korean sentence", r.kind === "cancelled"
-    && r.text.includes("본인인증이 완료되기 전에 취소되었습니다."), JSON.stringify(r));
+    && r.text.includes("계속하려면 본인인증을 다시 진행해 주세요."), JSON.stringify(r));
   r = await redirect(page, MINOR, "14-redirect-minor-refused-ko");
   check("redirect (ko): a minor is refused (403 page, in Korean)", r.status === 403 && r.kind === "refused"
     && r.text.includes("가입할 수 없습니다"), JSON.stringify(r));

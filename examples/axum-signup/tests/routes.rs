@@ -271,11 +271,11 @@ async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
     let cancelled = arrive(&format!("imp_uid={ADULT}&success=false"), "en").await;
     let (status, html) = open(cancelled).await;
     assert_eq!(status, 400);
-    assert!(html.contains("The identity verification was cancelled before it completed."));
+    assert!(html.contains("To continue, please verify your identity again."));
     let cancelled = arrive(&format!("imp_uid={ADULT}&success=false"), korean).await;
     let (status, html) = open(cancelled).await;
     assert_eq!(status, 400);
-    assert!(html.contains("본인인증이 완료되기 전에 취소되었습니다."));
+    assert!(html.contains("계속하려면 본인인증을 다시 진행해 주세요."));
 
     // An unknown result id: 404, nothing else.
     let (status, _) = open((
@@ -299,12 +299,12 @@ async fn the_page_follows_the_browsers_language() {
     let ko = page("ko-KR,ko;q=0.9,en-US;q=0.8").await;
     assert!(ko.contains(r#"<html lang="ko">"#));
     assert!(ko.contains("본인인증 후 가입하기"));
-    assert!(ko.contains("본인인증이 완료되기 전에 취소되었습니다."));
+    assert!(ko.contains("계속하려면 본인인증을 다시 진행해 주세요."));
     assert!(!ko.contains("Sign up with identity verification"));
     let en = page("en-US,en;q=0.9,ko;q=0.5").await;
     assert!(en.contains(r#"<html lang="en">"#));
     assert!(en.contains("Sign up with identity verification"));
-    assert!(en.contains("The identity verification was cancelled before it completed."));
+    assert!(en.contains("To continue, please verify your identity again."));
     assert!(!en.contains("본인인증 후 가입하기"));
 }
 

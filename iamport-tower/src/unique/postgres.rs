@@ -599,8 +599,8 @@ impl UniqueAdmin for PostgresStore {
 }
 
 /// Why [`Certified::record_account`](crate::Certified::record_account) did not record the
-/// person's key.
-#[derive(Debug, thiserror::Error)]
+/// person's key. `Debug` prints the same message as `Display`.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
     /// The accounts table already holds this person: roll the transaction back and answer
@@ -617,6 +617,12 @@ pub enum RecordError {
     /// The statement failed (the transaction is then aborted; roll it back).
     #[error("could not record the account's key: {0}")]
     Database(#[source] sqlx::Error),
+}
+
+impl std::fmt::Debug for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Writes `key` with `statement` on the handler's connection (its transaction).
