@@ -383,11 +383,12 @@ async fn postgres_tls_follows_libpq_sslmode() {
         .unwrap();
     if ssl_on != "on" {
         notice(
-            "SKIPPED postgres_tls_follows_libpq_sslmode: the server has ssl = off (turn it on: \
-             `ALTER SYSTEM SET ssl = on` with a certificate, e.g. Debian's \
-             `ssl_cert_file = '/etc/ssl/certs/ssl-cert-snakeoil.pem'` and \
-             `ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'`, then \
-             `SELECT pg_reload_conf()`)",
+            "SKIPPED postgres_tls_follows_libpq_sslmode: the server has ssl = off — run: \
+             psql -h 127.0.0.1 -U postgres -c \"ALTER SYSTEM SET ssl_cert_file = \
+             '/etc/ssl/certs/ssl-cert-snakeoil.pem'\" -c \"ALTER SYSTEM SET ssl_key_file = \
+             '/etc/ssl/private/ssl-cert-snakeoil.key'\" -c \"ALTER SYSTEM SET ssl = on\" \
+             -c \"SELECT pg_reload_conf()\" (Debian's snakeoil certificate: apt-get install \
+             ssl-cert; the key must be readable by the postgres user)",
         );
         return;
     }
