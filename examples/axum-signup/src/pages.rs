@@ -1,7 +1,7 @@
 //! The demo's pages and words, in the browser's language (Korean or English, as the
 //! library's rejections: `Accept-Language` decides, English when it names neither).
 
-use iamport_mock::html::escape;
+use iamport_mock::html::{escape, favicon_link};
 use iamport_tower::{Language, Rejection};
 use serde_json::{Value, json};
 
@@ -179,7 +179,7 @@ pub(crate) fn result_page(language: Language, kind: &str, headline: &str, detail
     let words = words(language);
     format!(
         r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width,initial-scale=1">{STYLE}</head>
+<meta name="viewport" content="width=device-width,initial-scale=1">{icon}{STYLE}</head>
 <body><main><h1>{title}</h1>
 <div id="outcome" class="outcome {kind}" data-kind="{kind}"><strong>{headline}</strong><p>{detail}</p></div>
 <p><a href="/">{back}</a></p></main></body></html>"#,
@@ -189,6 +189,7 @@ pub(crate) fn result_page(language: Language, kind: &str, headline: &str, detail
         headline = escape(headline),
         detail = escape(detail),
         back = escape(words.back),
+        icon = favicon_link(),
     )
 }
 
@@ -303,7 +304,7 @@ pub(crate) fn index_page(
     let config = config.to_string().replace('<', "\\u003c");
     format!(
         r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width,initial-scale=1">{STYLE}
+<meta name="viewport" content="width=device-width,initial-scale=1">{icon}{STYLE}
 <script src="{script}"></script></head>
 <body><main id="signup"{ticket_attribute} data-bound="{bound}">
 <h1>{heading}</h1>
@@ -323,6 +324,7 @@ pub(crate) fn index_page(
         note = escape(if emulated { words.emulated } else { words.real }),
         popup = escape(words.popup),
         redirect = escape(words.redirect),
+        icon = favicon_link(),
     )
 }
 

@@ -378,3 +378,41 @@ async fn the_result_page_is_shown_only_to_the_browser_that_signed_up() {
         }
     }
 }
+
+/// curl against the demo: no browser session, so 403 — and once per process, a WARN saying
+/// that API clients can run it with `SIGNUP_BINDING=off`.
+#[tokio::test]
+async fn a_signup_without_a_session_logs_the_api_client_hint_once() {
+    let demo = support::start_demo(&[("RUST_LOG", "info")]);
+    let curl = reqwest::Client::new();
+    for _ in 0..2 {
+        let response = curl
+            .post(format!("{}/certifications", demo.url))
+            .json(&json!({ "imp_uid": ADULT }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem_type(&body),
+            "urn:iamport-tower:problem:unbound-verification"
+        );
+    }
+    // Both refusals are logged (INFO); the hint is written between them, on the same stdout.
+    let lines = demo.wait_for_lines(
+        "kind=\"unbound-verification\"",
+        2,
+        std::time::Duration::from_secs(10),
+    );
+    let refusals = lines
+        .iter()
+        .filter(|l| l.contains("kind=\"unbound-verification\""))
+        .count();
+    assert_eq!(refusals, 2, "{lines:#?}");
+    let hints: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("SIGNUP_BINDING=off") && l.contains("WARN"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{lines:#?}");
+}

@@ -392,3 +392,73 @@ async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
         .expect("the demo exits within 8 s of Ctrl-C");
     assert!(status.success(), "{status}");
 }
+
+/// The emulator's verification window speaks the browser's language — Korean or English,
+/// never both — and shows no markup characters; the demo and the emulator have an icon.
+#[tokio::test]
+async fn the_verification_window_speaks_the_browsers_language() {
+    let demo = support::start_demo(&[]);
+    let http = reqwest::Client::new();
+    let window = |language: &'static str| {
+        http.get(format!(
+            "{}/certify?mode=iframe&merchant_uid=m1",
+            demo.emulator
+        ))
+        .header("accept-language", language)
+        .send()
+    };
+    let hangul = |s: &str| s.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c));
+    let ko = window("ko-KR,ko;q=0.9")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ko.contains(r#"<html lang="ko">"#), "{ko}");
+    assert!(
+        ko.contains("인증 취소") && ko.contains("성인, 1990년생"),
+        "{ko}"
+    );
+    assert!(!ko.contains("Cancel") && !ko.contains("Adult"), "{ko}");
+    let en = window("en-US,en;q=0.9")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(en.contains(r#"<html lang="en">"#), "{en}");
+    assert!(
+        en.contains(">Cancel<") && en.contains("Adult, born 1990"),
+        "{en}"
+    );
+    // The window's own words are English; only the test persons' names are Korean.
+    let words: String = en
+        .lines()
+        .filter(|l| !l.contains("<small>"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!hangul(&words), "{words}");
+    for page in [&ko, &en] {
+        assert!(!page.contains('`'), "markup characters shown: {page}");
+        assert!(page.contains(r#"<link rel="icon""#));
+    }
+    // No 404 for the icon, from the demo or the emulator.
+    for origin in [&demo.url, &demo.emulator] {
+        let icon = http
+            .get(format!("{origin}/favicon.ico"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(icon.status(), 200, "{origin}");
+        assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    }
+    let page = http
+        .get(&demo.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<link rel="icon""#));
+}
