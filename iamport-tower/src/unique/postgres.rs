@@ -339,8 +339,28 @@ impl PostgresStore {
     /// Creates both tables if they do not exist (what the first call does unless
     /// [`create_tables(false)`](Self::create_tables)), within 30 s: run it at startup, where
     /// a database that cannot be reached should stop the app with its address and cause.
+    ///
+    /// It first opens one connection of its own: a pool that cannot connect says only that it
+    /// timed out, after its acquire timeout, while this says at once why — "PostgreSQL at
+    /// 127.0.0.1:5432/app: error communicating with database: Connection refused (os error
+    /// 111)".
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.reachable(MIGRATION_TIMEOUT).await?;
         self.migrate_within(MIGRATION_TIMEOUT).await
+    }
+
+    /// Opens and closes one connection with the pool's settings, within `bound`.
+    async fn reachable(&self, bound: Duration) -> Result<(), StoreError> {
+        use sqlx::Connection as _;
+        let options = self.inner.pool.connect_options();
+        match tokio::time::timeout(bound, PgConnection::connect_with(&options)).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                Ok(())
+            }
+            Ok(Err(error)) => Err(self.failed(error)),
+            Err(_) => Err(self.silent(bound)),
+        }
     }
 
     async fn migrate_within(&self, bound: Duration) -> Result<(), StoreError> {
