@@ -25,6 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("logging at INFO and above (RUST_LOG sets the filter)");
 
     let client = IamportClient::from_env()?; // IMP_KEY, IMP_SECRET (IAMPORT_API_URL optional)
+    let keys = UniqueKeys::from_env()?; // UNIQUE_KEY_SECRET: 32+ bytes, the same on every start
     tracing::info!("PortOne at {}", client.base_url());
     client.warm_up().await?; // the access token, once: wrong credentials stop here
     let db = PgPool::connect_lazy(Secret::from_env("DATABASE_URL")?.expose())?; // your pool
@@ -33,7 +34,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS users (id BIGSERIAL PRIMARY KEY, birth_year INT)")
         .execute(&db)
         .await?;
-    let keys = UniqueKeys::from_env()?; // UNIQUE_KEY_SECRET: 32+ bytes, the same on every start
 
     let app = Router::new()
         .route("/certifications", post(signup)) // popup flow: {"imp_uid": "…"} as JSON or form
