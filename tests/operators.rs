@@ -148,7 +148,7 @@ async fn rejections_speak_the_language_the_browser_asks_for() {
     assert_eq!(body["title"], "이미 가입된 회원입니다");
     assert_eq!(
         body["detail"],
-        "이미 가입된 계정이 있거나 지금 가입이 진행 중입니다."
+        "한 사람당 계정은 하나만 만들 수 있습니다. 가입이 진행 중이라면 잠시 후 확인해 주세요."
     );
     let body: Value = post("en").send().await.unwrap().json().await.unwrap();
     assert_eq!(body["title"], "Already registered");

@@ -67,10 +67,16 @@ fn signup_in_a_real_browser() {
             output.status.success(),
             "the {api} browser run failed:\n{stdout}"
         );
-        assert!(stdout.contains("19 passed, 0 failed"), "{stdout}");
+        assert!(stdout.contains("24 passed, 0 failed"), "{stdout}");
         for shot in [
             "00-home-en",
-            "05a-verification-window",
+            "05a-verification-window-en-window",
+            "16-verification-window-ko-window",
+            "02-popup-adult-again",
+            "05-popup-cancelled",
+            "13-popup-cancelled-ko",
+            "15-popup-registered-ko",
+            "17-redirect-cancelled-ko",
             "01-popup-adult-created-en",
             "04-popup-minor-refused-en",
             "06-redirect-created-en",

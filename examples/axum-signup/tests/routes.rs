@@ -130,7 +130,7 @@ async fn the_guides_routes_work_end_to_end() {
     assert!(html.contains("Already registered"));
     let (status, _, html) = page(format!("imp_uid={MINOR}&success=true")).await;
     assert_eq!(status, 403);
-    assert!(html.contains("Refused") && html.contains("1999 or earlier"));
+    assert!(html.contains("You cannot sign up") && html.contains("1999 or earlier"));
     let (status, _, html) = page(format!("imp_uid={ADULT}&success=false")).await;
     assert_eq!(status, 400);
     assert!(html.contains("cancelled"));

@@ -141,7 +141,7 @@ fn detail_ko(rejection: &Rejection, hint: IdHint) -> String {
         Rejection::UnknownId => "이 ID로 완료된 본인인증 내역이 없습니다.".into(),
         Rejection::Policy(v) => violation_ko(v),
         Rejection::UnboundVerification => "본인인증을 시작한 브라우저에서만 이용할 수 있습니다. 다시 인증해 주세요.".into(),
-        Rejection::AlreadyRegistered => "이미 가입된 계정이 있거나 지금 가입이 진행 중입니다.".into(),
+        Rejection::AlreadyRegistered => "한 사람당 계정은 하나만 만들 수 있습니다. 가입이 진행 중이라면 잠시 후 확인해 주세요.".into(),
         Rejection::UpstreamFailed | Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => {
             "지금은 본인인증 정보를 확인할 수 없습니다. 잠시 후 다시 시도해 주세요.".into()
         }
