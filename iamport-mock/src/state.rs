@@ -334,9 +334,7 @@ impl State {
         inner
             .templates
             .iter()
-            .filter_map(|(id, label)| {
-                Some((id.clone(), label.clone(), inner.persons.get(id)?.clone()))
-            })
+            .filter_map(|(id, label)| Some((id.clone(), *label, inner.persons.get(id)?.clone())))
             .collect()
     }
 
