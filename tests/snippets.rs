@@ -136,23 +136,33 @@ fn the_readme_is_short() {
     assert!(lines <= 200, "README.md has {lines} lines");
 }
 
-/// Every page the README links to exists.
+/// Every page the README and docs/ link to exists.
 #[test]
-fn the_readmes_links_resolve() {
+fn links_resolve() {
     let root = root();
-    let readme = read(&root.join("README.md"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
     let mut checked = 0;
-    for page in [readme.as_str()] {
-        for (_, rest) in page.match_indices("](").map(|(i, _)| ((), &page[i + 2..])) {
+    for page in pages {
+        let text = read(&page);
+        let dir = page.parent().unwrap();
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
             let target = &rest[..rest.find(')').unwrap()];
             if target.starts_with("http") {
                 continue;
             }
-            assert!(root.join(target).exists(), "README.md links to {target}");
+            assert!(
+                dir.join(target).exists(),
+                "{} links to {target}",
+                page.display()
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 8, "{checked} links");
+    assert!(checked >= 15, "{checked} links");
 }
 
 /// The crate's front page and the README show the same status table.
