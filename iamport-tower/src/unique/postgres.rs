@@ -340,26 +340,43 @@ impl PostgresStore {
     /// [`create_tables(false)`](Self::create_tables)), within 30 s: run it at startup, where
     /// a database that cannot be reached should stop the app with its address and cause.
     ///
-    /// It first opens one connection of its own: a pool that cannot connect says only that it
-    /// timed out, after its acquire timeout, while this says at once why — "PostgreSQL at
-    /// 127.0.0.1:5432/app: error communicating with database: Connection refused (os error
-    /// 111)".
+    /// Beside the pool it opens one connection of its own: a pool that cannot connect says
+    /// only that it timed out, after its acquire timeout, while this says at once why the
+    /// server cannot be reached — "PostgreSQL at 127.0.0.1:5432/app: error communicating with
+    /// database: Connection refused (os error 111)". A server that answers but refuses (too
+    /// many clients, a password) is left to the pool's own retries.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.reachable(MIGRATION_TIMEOUT).await?;
-        self.migrate_within(MIGRATION_TIMEOUT).await
+        use std::task::Poll;
+        let mut migrate = std::pin::pin!(self.migrate_within(MIGRATION_TIMEOUT));
+        let mut probe = std::pin::pin!(self.reachable());
+        let mut probing = true;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = migrate.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if probing && let Poll::Ready(outcome) = probe.as_mut().poll(cx) {
+                probing = false;
+                if let Err(unreachable) = outcome {
+                    return Poll::Ready(Err(unreachable));
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
-    /// Opens and closes one connection with the pool's settings, within `bound`.
-    async fn reachable(&self, bound: Duration) -> Result<(), StoreError> {
+    /// `Err` only when one connection with the pool's settings cannot reach the server (an
+    /// I/O or TLS failure); `Ok` when it connects or the server answers with an error.
+    async fn reachable(&self) -> Result<(), StoreError> {
         use sqlx::Connection as _;
         let options = self.inner.pool.connect_options();
-        match tokio::time::timeout(bound, PgConnection::connect_with(&options)).await {
-            Ok(Ok(connection)) => {
+        match PgConnection::connect_with(&options).await {
+            Ok(connection) => {
                 let _ = connection.close().await;
                 Ok(())
             }
-            Ok(Err(error)) => Err(self.failed(error)),
-            Err(_) => Err(self.silent(bound)),
+            Err(error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_))) => Err(self.failed(error)),
+            Err(_) => Ok(()),
         }
     }
 
