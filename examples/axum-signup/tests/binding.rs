@@ -416,3 +416,46 @@ async fn a_signup_without_a_session_logs_the_api_client_hint_once() {
         .collect();
     assert_eq!(hints.len(), 1, "{lines:#?}");
 }
+
+/// The README's "try it with curl" line, run as written against the demo (on its own port),
+/// prints what the README shows: with binding on, and with `SIGNUP_BINDING=off` twice.
+#[test]
+fn the_readmes_curl_line_prints_what_the_readme_shows() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED the_readmes_curl_line_prints_what_the_readme_shows: curl is not \
+             installed — run: apt-get install curl"
+        );
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("/certifications"))
+        .expect("the README's curl line");
+    // The ```text blocks after it: what binding on prints, then binding off, twice.
+    let after = &readme[readme.find(line).unwrap()..];
+    let shown: Vec<&str> = after
+        .split("```text\n")
+        .skip(1)
+        .take(2)
+        .map(|block| &block[..block.find("```").unwrap()])
+        .collect();
+    let run = |demo: &support::Demo| {
+        let command = line.replace("http://127.0.0.1:3000", &demo.url);
+        let output = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bound = support::start_demo(&[]);
+    assert_eq!(run(&bound), shown[0]);
+    let open = support::start_demo(&[("SIGNUP_BINDING", "off")]);
+    assert_eq!(run(&open) + &run(&open), shown[1]);
+}
