@@ -518,7 +518,10 @@ async fn policy_edges_against_todays_date_in_korea() {
     let (status, text) = w.get("/fresh?imp_uid=imp_500000000004").await;
     assert_eq!(status, 403);
     assert!(
-        problem(&text)["detail"].as_str().unwrap().contains("600s"),
+        problem(&text)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("10 minutes"),
         "{text}"
     );
 

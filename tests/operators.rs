@@ -90,7 +90,7 @@ async fn rejections_speak_the_language_the_browser_asks_for() {
         let (status, language, _, en) = ask(&w, &minor, header).await;
         assert_eq!((status, language.as_str()), (403, "en"), "{header:?}");
         assert_eq!(
-            en["detail"], "This route admits people at least 19 years old.",
+            en["detail"], "Only people aged 19 or older can use this service.",
             "{header:?}"
         );
         assert_eq!(en["type"], ko["type"]);
@@ -131,7 +131,7 @@ async fn rejections_speak_the_language_the_browser_asks_for() {
     let (_, _, _, body) = ask(&w, "/adults", korean).await;
     assert_eq!(
         body["detail"],
-        "본인인증 ID(`imp_uid`)를 쿼리 문자열이나 JSON 또는 폼 본문에 담아 보내 주세요."
+        "본인인증 ID(imp_uid)를 쿼리 문자열이나 JSON 또는 폼 본문에 담아 보내 주세요."
     );
 
     // Already registered: 409 in both languages.
@@ -148,10 +148,10 @@ async fn rejections_speak_the_language_the_browser_asks_for() {
     assert_eq!(body["title"], "이미 가입된 회원입니다");
     assert_eq!(
         body["detail"],
-        "이미 가입된 계정이 있거나 지금 가입이 진행 중입니다."
+        "한 사람당 계정은 하나만 만들 수 있습니다. 가입이 진행 중이라면 잠시 후 확인해 주세요."
     );
     let body: Value = post("en").send().await.unwrap().json().await.unwrap();
-    assert_eq!(body["title"], "This person already has an account");
+    assert_eq!(body["title"], "Already registered");
 }
 
 #[tokio::test]
@@ -195,11 +195,11 @@ async fn query_only_says_the_query_string_only() {
     for (language, want) in [
         (
             "en",
-            "Send the identity verification id (`imp_uid`) in the query string.",
+            "Send the identity verification id (imp_uid) in the query string.",
         ),
         (
             "ko-KR,ko;q=0.9",
-            "본인인증 ID(`imp_uid`)를 쿼리 문자열에 담아 보내 주세요.",
+            "본인인증 ID(imp_uid)를 쿼리 문자열에 담아 보내 주세요.",
         ),
     ] {
         let response = http

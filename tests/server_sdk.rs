@@ -17,8 +17,8 @@ fn skip_or_fail(reason: &str) {
         panic!("REQUIRE_SERVER_SDK=1 but {reason}");
     }
     notice(&format!(
-        "SKIPPED official_server_sdk_works_against_the_emulator: {reason} \
-         (run `npm ci --prefix tests/portone-sdk`)"
+        "SKIPPED official_server_sdk_works_against_the_emulator: {reason} — run: \
+         npm ci --prefix tests/portone-sdk"
     ));
 }
 

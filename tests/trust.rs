@@ -480,7 +480,7 @@ async fn bound_signup(cert: Certified) -> (StatusCode, String) {
 /// Completes a verification of `person` at the emulator with `ticket` as the merchant-chosen
 /// id, as the browser SDK stand-in does (redirect mode); returns PortOne's redirect URL.
 async fn certify(emulator: &str, api: &str, person: &str, ticket: &str, back: &str) -> String {
-    let http = reqwest::Client::builder()
+    let http = iamport_e2e::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -260,7 +260,11 @@ async fn memory_store_conformance() {
 /// A PostgreSQL store in tables of its own on a pool of the test's own (the app's, in an
 /// app): the store, the pool, and the tables to drop.
 async fn postgres(url: &str, prefix: &str) -> (PostgresStore, PgPool, Tables) {
-    let pool = PgPool::connect_lazy(url).expect("DATABASE_URL");
+    // A few connections per test: the suite runs many at once on one server.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy(url)
+        .expect("DATABASE_URL");
     let tables = Tables(pool.clone(), unique_name(prefix));
     let store = PostgresStore::new(pool.clone())
         .table(&tables.1)
@@ -382,11 +386,12 @@ async fn postgres_tls_follows_libpq_sslmode() {
         .unwrap();
     if ssl_on != "on" {
         notice(
-            "SKIPPED postgres_tls_follows_libpq_sslmode: the server has ssl = off (turn it on: \
-             `ALTER SYSTEM SET ssl = on` with a certificate, e.g. Debian's \
-             `ssl_cert_file = '/etc/ssl/certs/ssl-cert-snakeoil.pem'` and \
-             `ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'`, then \
-             `SELECT pg_reload_conf()`)",
+            "SKIPPED postgres_tls_follows_libpq_sslmode: the server has ssl = off — run: \
+             psql -h 127.0.0.1 -U postgres -c \"ALTER SYSTEM SET ssl_cert_file = \
+             '/etc/ssl/certs/ssl-cert-snakeoil.pem'\" -c \"ALTER SYSTEM SET ssl_key_file = \
+             '/etc/ssl/private/ssl-cert-snakeoil.key'\" -c \"ALTER SYSTEM SET ssl = on\" \
+             -c \"SELECT pg_reload_conf()\" (Debian's snakeoil certificate: apt-get install \
+             ssl-cert; the key must be readable by the postgres user)",
         );
         return;
     }
@@ -1258,6 +1263,7 @@ async fn postgres_behind_a_proxy(
     // Without a ping before each use (a common setting, and what a stall that begins after
     // a statement was sent looks like): the stalled statements are really on the wire.
     let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
         .test_before_acquire(false)
         .connect_lazy(&with_address(url, proxy.addr))
         .unwrap();

@@ -39,7 +39,36 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/certify", get(page).post(complete))
 }
 
-use crate::html::escape;
+use crate::html::{escape, favicon_link};
+use iamport_tower::Language;
+
+/// The verification window's own words, in one language.
+struct Words {
+    title: &'static str,
+    heading: &'static str,
+    intro: &'static str,
+    cancel: &'static str,
+    finished: &'static str,
+}
+
+fn words(language: Language) -> &'static Words {
+    match language {
+        Language::Korean => &Words {
+            title: "본인인증 (PortOne 에뮬레이터)",
+            heading: "휴대폰 본인인증 (에뮬레이터)",
+            intro: "PortOne을 흉내 내는 테스트 화면입니다. 본인인증을 진행할 테스트용 인물을 고르세요. 실제 개인정보는 쓰이지 않습니다.",
+            cancel: "인증 취소",
+            finished: "인증 절차가 끝났습니다.",
+        },
+        _ => &Words {
+            title: "Identity verification (PortOne emulator)",
+            heading: "Mobile identity verification (emulator)",
+            intro: "PortOne is emulated: choose who is verifying. No real person is involved.",
+            cancel: "Cancel",
+            finished: "The verification is finished.",
+        },
+    }
+}
 
 fn own_origin(headers: &HeaderMap) -> String {
     let host = headers
@@ -70,14 +99,17 @@ const SDK_COMMON: &str = r#"
     box.style.cssText = "position:relative";
     var frame = document.createElement("iframe");
     frame.id = "imp-certification-frame";
-    frame.title = "PortOne identity verification (emulator)";
+    frame.title = /^ko\b/i.test(navigator.language || "") ? "PortOne 본인인증 (에뮬레이터)"
+      : "PortOne identity verification (emulator)";
     frame.src = BASE + "/certify?" + query(q);
     frame.style.cssText = "width:420px;height:640px;max-height:92vh;border:0;border-radius:12px;background:#fff;display:block";
     var close = document.createElement("button");
     close.id = "imp-certification-close";
     close.type = "button";
-    close.setAttribute("aria-label", "닫기 — close");
-    close.title = "닫기 — close (Esc)";
+    // The browser's language, as the verification page's (Accept-Language).
+    var korean = /^ko\b/i.test(navigator.language || "");
+    close.setAttribute("aria-label", korean ? "닫기" : "Close");
+    close.title = korean ? "닫기 (Esc)" : "Close (Esc)";
     close.textContent = "\u00d7";
     close.style.cssText = "position:absolute;top:-14px;right:-14px;width:32px;height:32px;border-radius:16px;" +
       "border:0;background:#fff;color:#333;font-size:20px;line-height:32px;cursor:pointer;" +
@@ -264,7 +296,15 @@ fn describe(person: &Value) -> String {
     format!("{name} · {born}")
 }
 
-async fn page(AxumState(state): AxumState<Shared>, Query(flow): Query<Flow>) -> Html<String> {
+/// The verification window, in the browser's language (`Accept-Language`: Korean or
+/// English, as the library's refusals).
+async fn page(
+    AxumState(state): AxumState<Shared>,
+    headers: HeaderMap,
+    Query(flow): Query<Flow>,
+) -> Html<String> {
+    let language = Language::from_headers(&headers);
+    let words = words(language);
     if flow.api.as_deref() == Some("v2")
         && let Some(id) = flow
             .identity_verification_id
@@ -276,7 +316,10 @@ async fn page(AxumState(state): AxumState<Shared>, Query(flow): Query<Flow>) -> 
     let hidden = hidden_fields(&flow);
     let mut people = String::new();
     for (id, label, person) in state.templates() {
-        let title = label.unwrap_or_else(|| describe(&person));
+        let title = label.map_or_else(
+            || describe(&person),
+            |label| label.in_language(language).to_owned(),
+        );
         people.push_str(&format!(
             r#"<form method="post" action="/certify">{hidden}<input type="hidden" name="person" value="{id}">
 <button type="submit" class="person" data-person="{id}"><strong>{}</strong><small>{}</small></button></form>
@@ -288,21 +331,21 @@ async fn page(AxumState(state): AxumState<Shared>, Query(flow): Query<Flow>) -> 
     }
     Html(format!(
         r#"<!doctype html>
-<html lang="ko"><head><meta charset="utf-8"><title>본인인증 — PortOne emulator</title>
-<meta name="viewport" content="width=device-width,initial-scale=1">
+<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">{icon}
 <style>
-body{{font-family:system-ui,sans-serif;margin:0;padding:20px;background:#fff;color:#111}}
+body{{font-family:system-ui,'Noto Sans KR','NanumGothic',sans-serif;margin:0;padding:20px;background:#fff;color:#111}}
 h1{{font-size:18px;margin:0 0 4px}} p{{color:#555;font-size:13px;margin:0 0 14px}}
 form{{margin:0 0 8px}} button{{width:100%;text-align:left;padding:10px 12px;border:1px solid #ccd;
 border-radius:8px;background:#f7f8fb;cursor:pointer;font-size:14px}} button:hover{{background:#eef}}
 button small{{display:block;color:#666;font-size:12px;margin-top:2px}}
 button.cancel{{background:#fff;color:#a00;border-color:#e0b4b4;text-align:center}}
 </style></head>
-<body><h1>휴대폰 본인인증 (emulator)</h1>
-<p>PortOne is emulated: choose who is verifying. No real person is involved.</p>
+<body><h1>{heading}</h1>
+<p>{intro}</p>
 {people}
 <form method="post" action="/certify">{hidden}<input type="hidden" name="cancel" value="1">
-<button type="submit" class="cancel" id="cancel">인증 취소 — cancel</button></form>
+<button type="submit" class="cancel" id="cancel">{cancel}</button></form>
 <script>
 // Escape closes the window, as it does where the SDK opened it (focus may be in here).
 document.addEventListener("keydown", function (event) {{
@@ -311,7 +354,13 @@ document.addEventListener("keydown", function (event) {{
   }}
 }});
 </script>
-</body></html>"#
+</body></html>"#,
+        lang = language.tag(),
+        title = escape(words.title),
+        icon = favicon_link(),
+        heading = escape(words.heading),
+        intro = escape(words.intro),
+        cancel = escape(words.cancel),
     ))
 }
 
@@ -330,6 +379,7 @@ fn report(
     redirect_url: Option<String>,
     pairs: &[(&str, &str)],
     response: &Value,
+    language: Language,
 ) -> Response {
     if mode == Some("redirect") {
         let Some(target) =
@@ -350,16 +400,19 @@ fn report(
             .into_response();
     }
     Html(format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"></head><body>
-<p>인증 절차가 끝났습니다.</p>
+        r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8">{icon}</head><body>
+<p>{finished}</p>
 <script>parent.postMessage({{source: "iamport-emulator", response: {response}}}, "*");</script>
-</body></html>"#
+</body></html>"#,
+        lang = language.tag(),
+        icon = favicon_link(),
+        finished = escape(words(language).finished),
     ))
     .into_response()
 }
 
 /// v2: the merchant chose the id; a cancellation leaves a FAILED verification under it.
-fn complete_v2(state: &State, done: Completion) -> Response {
+fn complete_v2(state: &State, done: Completion, language: Language) -> Response {
     let Some(id) = done
         .flow
         .identity_verification_id
@@ -418,12 +471,18 @@ fn complete_v2(state: &State, done: Completion) -> Response {
         done.flow.redirect_url.clone(),
         &pairs,
         &response,
+        language,
     )
 }
 
-async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completion>) -> Response {
+async fn complete(
+    AxumState(state): AxumState<Shared>,
+    headers: HeaderMap,
+    Form(done): Form<Completion>,
+) -> Response {
+    let language = Language::from_headers(&headers);
     if done.flow.api.as_deref() == Some("v2") {
-        return complete_v2(&state, done);
+        return complete_v2(&state, done, language);
     }
     let merchant_uid = done.flow.merchant_uid.clone();
     let verified = match (&done.cancel, &done.person) {
@@ -459,5 +518,6 @@ async fn complete(AxumState(state): AxumState<Shared>, Form(done): Form<Completi
         done.flow.redirect_url,
         &pairs,
         &response,
+        language,
     )
 }

@@ -1,7 +1,7 @@
 //! What an app needs to talk to a running emulator: the variables for v1 and v2, the
 //! browser SDK stand-ins, the sample people. The binary prints it; `GET /` serves it.
 
-use crate::html::escape;
+use crate::html::{escape, favicon_link};
 use crate::persons::SAMPLE_GUIDE;
 use crate::state::State;
 
@@ -78,6 +78,22 @@ pub(crate) fn people_text() -> String {
     out
 }
 
+/// `` `x` `` → `<code>x</code>`: the guide's sentences name code as Markdown does; the page
+/// shows no backticks.
+fn code_spans(escaped: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in escaped.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str("<code>");
+            out.push_str(part);
+            out.push_str("</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// `GET /`: the same, as a page.
 pub(crate) fn index_page(state: &State, url: &str) -> String {
     let mut rows = String::new();
@@ -94,13 +110,13 @@ pub(crate) fn index_page(state: &State, url: &str) -> String {
         people.push_str(&format!(
             "<li><code>{}</code> — {}</li>\n",
             escape(id),
-            escape(shows)
+            code_spans(&escape(shows))
         ));
     }
     let url = escape(url);
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>PortOne emulator (iamport-mock)</title>
+<title>PortOne emulator (iamport-mock)</title>{icon}
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <style>body{{font-family:system-ui,'Noto Sans KR','NanumGothic',sans-serif;max-width:900px;margin:32px auto;
 padding:0 16px;color:#111}}table{{border-collapse:collapse}}th,td{{text-align:left;padding:4px 10px;
@@ -120,6 +136,7 @@ person is involved.</p>
 <p>By <code>imp_uid</code>; v2 takes the same ids as <code>identityVerificationId</code>.</p>
 <ul>
 {people}</ul>
-</body></html>"#
+</body></html>"#,
+        icon = favicon_link(),
     )
 }

@@ -59,7 +59,7 @@ use http::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use self::persons::{SAMPLE_GUIDE, labeled_sample_persons, person, sample_persons};
+pub use self::persons::{Label, SAMPLE_GUIDE, labeled_sample_persons, person, sample_persons};
 pub use self::state::{Endpoint, PendingStatus};
 use self::state::{FaultKind, State, TokenRules};
 use iamport_tower::IamportClient;
@@ -278,6 +278,17 @@ async fn index(
     axum::response::Html(guide::index_page(&state, &format!("http://{host}")))
 }
 
+/// `GET /favicon.ico`: the pages' icon, so a browser's automatic request finds one.
+async fn favicon() -> impl axum::response::IntoResponse {
+    (
+        [
+            (http::header::CONTENT_TYPE, "image/svg+xml"),
+            (http::header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        html::FAVICON_SVG,
+    )
+}
+
 /// Configures an [`Emulator`].
 #[derive(Debug)]
 #[must_use]
@@ -287,7 +298,7 @@ pub struct EmulatorBuilder {
     secret: String,
     v2_secret: String,
     v2_store_id: Option<String>,
-    persons: Vec<(Option<String>, Value)>,
+    persons: Vec<(Option<Label>, Value)>,
     rules: TokenRules,
     http2_streams: Option<u32>,
 }
@@ -302,7 +313,7 @@ impl Default for EmulatorBuilder {
             v2_store_id: None,
             persons: labeled_sample_persons()
                 .into_iter()
-                .map(|(label, p)| (Some(label.to_owned()), p))
+                .map(|(label, p)| (Some(label), p))
                 .collect(),
             rules: TokenRules::default(),
             http2_streams: Some(DEFAULT_HTTP2_STREAMS),
@@ -431,6 +442,7 @@ impl EmulatorBuilder {
             .merge(v2::routes())
             .merge(browser::routes())
             .route("/", axum::routing::get(index))
+            .route("/favicon.ico", axum::routing::get(favicon))
             .fallback(|uri: http::Uri| async move {
                 // Unknown paths answer in the shape of the API they sit under.
                 if v2::is_v2_path(uri.path()) {

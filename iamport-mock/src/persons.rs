@@ -114,8 +114,28 @@ pub const SAMPLE_GUIDE: &[(&str, &str)] = &[
     ),
 ];
 
+/// What the verification page shows for a person, in Korean and in English: the page speaks
+/// the browser's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label {
+    /// 한국어.
+    pub ko: &'static str,
+    /// English.
+    pub en: &'static str,
+}
+
+impl Label {
+    /// The label in `language`.
+    pub fn in_language(&self, language: iamport_tower::Language) -> &'static str {
+        match language {
+            iamport_tower::Language::Korean => self.ko,
+            _ => self.en,
+        }
+    }
+}
+
 /// [`sample_persons`] with the labels the verification page shows.
-pub fn labeled_sample_persons() -> Vec<(&'static str, Value)> {
+pub fn labeled_sample_persons() -> Vec<(Label, Value)> {
     let adult = person("imp_100000000001", "김성인", "1990-01-01");
     let minor = person("imp_100000000002", "이청소", "2012-05-05");
     let mut foreigner = person("imp_100000000003", "John Smith", "1988-07-14");
@@ -136,14 +156,36 @@ pub fn labeled_sample_persons() -> Vec<(&'static str, Value)> {
         object.insert("foreigner_v2".into(), Value::Null);
     }
     let registered = person("imp_100000000007", "한가입", "1985-06-15");
+    let label = |ko, en| Label { ko, en };
     vec![
-        ("성인 — adult, born 1990", adult),
-        ("미성년자 — minor, born 2012", minor),
-        ("외국인 — foreign national, born 1988", foreigner),
-        ("2000-01-01 생 — old record with only `birth`", old_record),
-        ("인증 미완료 — verification not completed", failed),
-        ("정보 최소 — no phone, carrier, gender", minimal),
-        ("이미 가입 — already registered in the demo", registered),
+        (label("성인, 1990년생", "Adult, born 1990"), adult),
+        (label("미성년자, 2012년생", "Minor, born 2012"), minor),
+        (
+            label("외국인, 1988년생", "Foreign national, born 1988"),
+            foreigner,
+        ),
+        (
+            label(
+                "2000년 1월 1일생, 생년월일 필드가 없는 옛 기록",
+                "Born 1 January 2000, an old record without a birthday field",
+            ),
+            old_record,
+        ),
+        (
+            label("인증을 마치지 않은 사람", "Verification not completed"),
+            failed,
+        ),
+        (
+            label(
+                "최소 정보: 전화번호, 통신사, 성별 없음",
+                "Minimal record: no phone, carrier or gender",
+            ),
+            minimal,
+        ),
+        (
+            label("데모에 이미 가입한 사람", "Already registered in the demo"),
+            registered,
+        ),
     ]
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
+use crate::persons::Label;
+
 /// An emulated PortOne endpoint, for counters and faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -111,7 +113,7 @@ struct IssuedToken {
 struct Inner {
     persons: HashMap<String, Value>,
     /// Persons offered on the verification page, in order, with optional labels.
-    templates: Vec<(String, Option<String>)>,
+    templates: Vec<(String, Option<Label>)>,
     /// v2 verifications that are READY or FAILED, by id.
     pending: HashMap<String, PendingStatus>,
     token: Option<IssuedToken>,
@@ -147,7 +149,7 @@ impl State {
         secret: String,
         v2_secret: String,
         v2_store_id: Option<String>,
-        persons: Vec<(Option<String>, Value)>,
+        persons: Vec<(Option<Label>, Value)>,
         rules: TokenRules,
     ) -> Self {
         let mut inner = Inner {
@@ -322,19 +324,17 @@ impl State {
         self.lock().persons.remove(id)
     }
 
-    pub(crate) fn add_person(&self, label: Option<String>, person: Value) {
+    pub(crate) fn add_person(&self, label: Option<Label>, person: Value) {
         insert_template(&mut self.lock(), label, person);
     }
 
     /// The persons offered on the verification page: `(imp_uid, label, person)`.
-    pub(crate) fn templates(&self) -> Vec<(String, Option<String>, Value)> {
+    pub(crate) fn templates(&self) -> Vec<(String, Option<Label>, Value)> {
         let inner = self.lock();
         inner
             .templates
             .iter()
-            .filter_map(|(id, label)| {
-                Some((id.clone(), label.clone(), inner.persons.get(id)?.clone()))
-            })
+            .filter_map(|(id, label)| Some((id.clone(), *label, inner.persons.get(id)?.clone())))
             .collect()
     }
 
@@ -435,7 +435,7 @@ pub(crate) fn new_imp_uid() -> String {
     )
 }
 
-fn insert_template(inner: &mut Inner, label: Option<String>, person: Value) {
+fn insert_template(inner: &mut Inner, label: Option<Label>, person: Value) {
     if let Some(id) = person
         .get("imp_uid")
         .and_then(Value::as_str)

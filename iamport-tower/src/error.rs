@@ -11,7 +11,10 @@ use crate::id::InvalidId;
 /// Messages name the failure, never a secret or a person's data: PortOne's own `message` is
 /// kept (it is a fixed sentence such as "인증결과가 존재하지 않습니다."), JSON decoding errors
 /// keep only the position, not the offending value.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`: an `Error` returned from `main` through `?`
+/// reads "Error: the API key (IMP_KEY) is not set", not a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The id is not a valid PortOne id; nothing was sent.
@@ -58,6 +61,12 @@ pub enum Error {
     /// environment variable).
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 fn message_suffix(message: &Option<String>) -> String {
@@ -124,5 +133,28 @@ impl Error {
             err.line(),
             err.column()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `main` returning `Err` through `?` prints `Debug`: it must be the sentence.
+    #[test]
+    fn debug_is_the_message() {
+        let config = Error::Config("the API key (IMP_KEY) is not set".into());
+        assert_eq!(
+            format!("{config:?}"),
+            "invalid configuration: the API key (IMP_KEY) is not set"
+        );
+        assert_eq!(
+            format!("{:?}", Error::BadCredentials),
+            "PortOne rejected the API credentials (HTTP 401); check IMP_KEY and IMP_SECRET"
+        );
+        let unavailable = Error::Unavailable("cannot connect: connection refused".into());
+        assert_eq!(format!("{unavailable:?}"), unavailable.to_string());
+        let boxed: Box<dyn std::error::Error> = Box::new(Error::BadCredentials);
+        assert_eq!(format!("{boxed:?}"), boxed.to_string());
     }
 }

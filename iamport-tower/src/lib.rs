@@ -67,16 +67,18 @@
 //!
 //! | case | status |
 //! |---|---|
-//! | no id; malformed id; the id named twice with different values (query and body, or v2's two spellings) or repeated in the query; unreadable body (bad JSON, not an object, the id field twice, trailing bytes, invalid UTF-8); verification cancelled | 400 |
-//! | a body that does not arrive within the body timeout (default 10 s) | 408 |
-//! | body over the extraction limit | 413 |
-//! | the layer's budget of buffered body bytes, across all requests, is spent (the body is not read) | 503 with `Retry-After` |
+//! | no id; malformed id; the id named twice with different values; unreadable body; verification cancelled | 400 |
+//! | the body did not arrive within the body timeout (default 10 s) | 408 |
+//! | body over the extraction limit (default 64 KiB) | 413 |
+//! | the layer's budget of buffered body bytes across all requests is spent (default 16 MiB) | 503 with `Retry-After` |
 //! | id unknown to PortOne; `certified == false`; policy not met | 403 |
-//! | `HEAD`, `OPTIONS`, a prefetch or preview that says so (`Sec-Purpose`, `Purpose`, `X-Moz`, `X-Purpose`) on a guarded route | 403 |
+//! | `HEAD`, `OPTIONS`, or a prefetch or preview that says so, on a guarded route | 403 |
+//! | `bound` and the verification was not started by this browser session | 403 |
 //! | `unique` and the person already has an account (or one is being created) | 409 |
-//! | PortOne answered 5xx, garbage, or refused our credentials, after retries | 502 |
+//! | PortOne answered 5xx or garbage after retries, or refused our credentials | 502 |
 //! | PortOne unreachable / timed out | 503 / 504 |
-//! | a guarded handler without the layer in front of it | 500, and an error log naming the fix |
+//! | the unique store unreachable (nothing is admitted) | 503 |
+//! | a guarded handler without `CertificationLayer` in front | 500, and an error log naming the fix |
 //!
 //! The `title` and `detail` are in Korean or English, as the request's `Accept-Language`
 //! prefers ([`Language`]; English when it names neither); `type` and `status` never change.
@@ -242,12 +244,6 @@ pub use crate::v2::PortOneClient;
 /// # Ok(()) }
 /// ```
 pub use iamport_macros::require_certified;
-
-/// The README's Rust blocks, compiled by the normal test run (`cargo test --workspace
-/// --all-features`) as doc-tests; the headline snippet needs the `postgres` feature.
-#[cfg(all(doctest, feature = "axum", feature = "postgres"))]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
 
 /// What the macro's generated code names; not a public API.
 #[doc(hidden)]

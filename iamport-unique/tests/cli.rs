@@ -32,17 +32,18 @@ fn var(name: &str, test: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            let example = match name {
-                "DATABASE_URL" => "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test",
-                "REDIS_URL" => "REDIS_URL=redis://127.0.0.1:6379",
-                _ => {
-                    "REDIS_CLUSTER_URLS=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
-                      (start one with `eval \"$(.ci/redis-cluster)\"`)"
+            // The same commands as the README's and the workspace tests'.
+            let run = match name {
+                "DATABASE_URL" => {
+                    "createdb -h 127.0.0.1 -U postgres test; \
+                     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
                 }
+                "REDIS_URL" => {
+                    "redis-server --daemonize yes; export REDIS_URL=redis://127.0.0.1:6379"
+                }
+                _ => "eval \"$(.ci/redis-cluster)\"",
             };
-            notice(&format!(
-                "SKIPPED {test}: {name} is not set (e.g. {example})"
-            ));
+            notice(&format!("SKIPPED {test}: {name} is not set — run: {run}"));
             None
         }
     }

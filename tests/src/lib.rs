@@ -129,17 +129,25 @@ pub fn redis_url(test: &str) -> Option<String> {
     env_or_skip("REDIS_URL", test)
 }
 
+/// What to run to enable the PostgreSQL tests (the README lists it too).
+pub const ENABLE_POSTGRES: &str = "createdb -h 127.0.0.1 -U postgres test; export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test";
+
+/// What to run to enable the Redis tests.
+pub const ENABLE_REDIS: &str =
+    "redis-server --daemonize yes; export REDIS_URL=redis://127.0.0.1:6379";
+
+/// What to run to enable the Redis Cluster tests.
+pub const ENABLE_REDIS_CLUSTER: &str = "eval \"$(.ci/redis-cluster)\"";
+
 fn env_or_skip(name: &str, test: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Some(value),
         _ => {
-            notice(&format!(
-                "SKIPPED {test}: {name} is not set (e.g. {name}={})",
-                match name {
-                    "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/test",
-                    _ => "redis://127.0.0.1:6379",
-                }
-            ));
+            let run = match name {
+                "DATABASE_URL" => ENABLE_POSTGRES,
+                _ => ENABLE_REDIS,
+            };
+            notice(&format!("SKIPPED {test}: {name} is not set — run: {run}"));
             None
         }
     }
@@ -290,7 +298,7 @@ pub fn redis_cluster_urls(test: &str) -> Option<Vec<String>> {
         }
         _ => {
             notice(&format!(
-                "SKIPPED {test}: REDIS_CLUSTER_URLS is not set (start one with `eval \"$(.ci/redis-cluster)\"`)"
+                "SKIPPED {test}: REDIS_CLUSTER_URLS is not set — run: {ENABLE_REDIS_CLUSTER}"
             ));
             None
         }

@@ -26,11 +26,18 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
+// Every 404 any page (or its frames) met: the icon included, there must be none.
+const notFound = [];
 // Playwright sends the locale as Accept-Language: the pages follow it.
 async function newPage(locale) {
   const context = await browser.newContext({ locale, viewport: { width: 900, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
+  page.on("response", (response) => {
+    if (response.status() === 404 && !response.url().includes("/certifications/result/")) {
+      notFound.push(response.url());
+    }
+  });
   return page;
 }
 
@@ -65,10 +72,12 @@ async function popup(page, choice, shot) {
   await page.goto(appUrl);
   await page.click("#popup");
   const frame = page.frameLocator("#imp-certification-frame");
+  let windowHtml = "";
   if (choice === "cancel") await frame.locator("#cancel").click();
   else if (choice === "escape") {
     await frame.locator("#cancel").waitFor();
-    await page.screenshot({ path: join(shots, "05a-verification-window.png") });
+    await page.screenshot({ path: join(shots, `${shot}-window.png`) });
+    windowHtml = await frame.locator("html").evaluate((html) => html.outerHTML);
     await page.keyboard.press("Escape");
   } else if (choice === "close") await page.click("#imp-certification-close");
   else await frame.locator(`button[data-person="${choice}"]`).click();
@@ -77,6 +86,7 @@ async function popup(page, choice, shot) {
   return {
     ...(await outcomeOf(page)),
     overlay: await page.locator("#imp-certification-overlay").count(),
+    windowHtml,
   };
 }
 
@@ -125,8 +135,10 @@ try {
   check("popup: a minor is refused", r.kind === "refused" && /1999 or earlier/.test(r.text), JSON.stringify(r));
   r = await popup(page, "cancel", "05-popup-cancelled");
   check("popup: cancelling shows our cancelled sentence", r.kind === "cancelled"
-    && r.text.includes("The identity verification was cancelled before it completed."), JSON.stringify(r));
-  r = await popup(page, "escape", "05b-popup-escape");
+    && r.text.includes("To continue, please verify your identity again."), JSON.stringify(r));
+  r = await popup(page, "escape", "05a-verification-window-en");
+  check("the verification window (en) is in English", r.windowHtml.includes('lang="en"')
+    && r.windowHtml.includes(">Cancel<") && !r.windowHtml.includes("인증 취소"), r.windowHtml.slice(0, 400));
   check("popup: Escape closes the verification window (cancelled)", r.kind === "cancelled" && r.overlay === 0, JSON.stringify(r));
   r = await popup(page, "close", "05c-popup-close-button");
   check("popup: the close button closes the verification window (cancelled)", r.kind === "cancelled" && r.overlay === 0, JSON.stringify(r));
@@ -143,7 +155,7 @@ try {
   check("redirect: a minor is refused (403 page)", r.status === 403 && r.kind === "refused", JSON.stringify(r));
   r = await redirect(page, "cancel", "09-redirect-cancelled");
   check("redirect: cancelling shows the same cancelled sentence (400 page)", r.status === 400 && r.kind === "cancelled"
-    && r.text.includes("The identity verification was cancelled before it completed."), JSON.stringify(r));
+    && r.text.includes("To continue, please verify your identity again."), JSON.stringify(r));
 
   // ---- Korean ----------------------------------------------------------------------------
   page = await newPage("ko-KR");
@@ -160,10 +172,21 @@ try {
     && r.text.includes("1999년 또는 그 이전에 태어난 분만 이용할 수 있습니다."), JSON.stringify(r));
   r = await popup(page, "cancel", "13-popup-cancelled-ko");
   check("popup (ko): cancelling shows our Korean sentence", r.kind === "cancelled"
-    && r.text.includes("본인인증이 완료되기 전에 취소되었습니다."), JSON.stringify(r));
+    && r.text.includes("계속하려면 본인인증을 다시 진행해 주세요."), JSON.stringify(r));
   r = await redirect(page, MINOR, "14-redirect-minor-refused-ko");
   check("redirect (ko): a minor is refused (403 page, in Korean)", r.status === 403 && r.kind === "refused"
     && r.text.includes("가입할 수 없습니다"), JSON.stringify(r));
+  r = await popup(page, REGISTERED, "15-popup-registered-ko");
+  check("popup (ko): a person registered before is already registered, in Korean", r.kind === "registered"
+    && r.text.includes("이미 가입된 회원입니다"), JSON.stringify(r));
+  r = await popup(page, "escape", "16-verification-window-ko");
+  check("the verification window (ko) is in Korean, without English buttons or backticks",
+    r.windowHtml.includes('lang="ko"') && r.windowHtml.includes("인증 취소") && !r.windowHtml.includes(">Cancel<")
+    && !r.windowHtml.includes("`"), r.windowHtml.slice(0, 400));
+  r = await redirect(page, "cancel", "17-redirect-cancelled-ko");
+  check("redirect (ko): cancelling shows the Korean sentence, not the headline twice", r.status === 400
+    && r.kind === "cancelled" && r.text.includes("계속하려면 본인인증을 다시 진행해 주세요."), JSON.stringify(r));
+  check("no page or frame met a 404 (the icon included)", notFound.length === 0, JSON.stringify(notFound));
 } catch (error) {
   failed += 1;
   console.log(`not ok - browser run aborted: ${error.stack || error}`);

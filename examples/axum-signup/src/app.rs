@@ -1,7 +1,7 @@
 //! The demo's routes, mirroring PortOne's guide.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use iamport_tower::binding::Binding;
+use iamport_tower::binding::{Binding, DEFAULT_COOKIE_NAME, DEFAULT_INSECURE_COOKIE_NAME};
 use iamport_tower::{CertificationLayer, Certified, Language, require_certified};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
@@ -75,6 +75,8 @@ pub(crate) struct App {
     metrics: Option<PrometheusHandle>,
     /// Whether the demo's own cookies are `__Host-` and `Secure` (not plain http on loopback).
     secure_cookies: bool,
+    /// Whether the hint for API clients (`SIGNUP_BINDING=off`) was logged.
+    hinted: Arc<AtomicBool>,
 }
 
 impl App {
@@ -91,6 +93,7 @@ impl App {
             results: Arc::default(),
             metrics,
             secure_cookies: false,
+            hinted: Arc::default(),
         }
     }
 
@@ -153,12 +156,36 @@ pub(crate) fn router(app: App, layer: CertificationLayer) -> Router {
         .route("/", get(index))
         .route("/ticket", get(ticket))
         .route("/metrics", get(metrics))
+        .route("/favicon.ico", get(favicon))
         .route("/certifications", popup)
         .route(REDIRECT_PATH, redirect)
         .route("/certifications/result/{id}", get(result))
         .with_state(app.clone())
         .layer(layer)
-        .layer(from_fn_with_state(app, see_other))
+        .layer(from_fn_with_state(app.clone(), see_other))
+        .layer(from_fn_with_state(app, hint_binding_off))
+}
+
+/// Binding refuses a signup from a client that never opened the page (curl, a script): it
+/// has no browser session. Says once per process, at WARN, how such clients can be let in.
+async fn hint_binding_off(State(app): State<App>, request: Request, next: Next) -> Response {
+    let signup = matches!(request.uri().path(), "/certifications" | REDIRECT_PATH);
+    let sessionless = app.binding.is_some()
+        && signup
+        && cookie(request.headers(), DEFAULT_COOKIE_NAME).is_none()
+        && cookie(request.headers(), DEFAULT_INSECURE_COOKIE_NAME).is_none();
+    let response = next.run(request).await;
+    if sessionless
+        && response.status() == StatusCode::FORBIDDEN
+        && !app.hinted.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "refused a signup without a browser session (403): binding is on, so only the \
+             browser that opened the page can sign up. API clients that post a raw imp_uid \
+             (curl, scripts) can run the demo with SIGNUP_BINDING=off"
+        );
+    }
+    response
 }
 
 /// The popup flow: the page POSTs `{"imp_uid": …}` once the verification finished.
@@ -369,6 +396,19 @@ async fn ticket(State(app): State<App>, headers: HeaderMap) -> Response {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// `GET /favicon.ico`: the pages link their icon as a data URL; this answers browsers and
+/// tools that ask anyway.
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        iamport_mock::html::FAVICON_SVG,
+    )
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus' text format.

@@ -1,7 +1,7 @@
 //! The demo's pages and words, in the browser's language (Korean or English, as the
 //! library's rejections: `Accept-Language` decides, English when it names neither).
 
-use iamport_mock::html::escape;
+use iamport_mock::html::{escape, favicon_link};
 use iamport_tower::{Language, Rejection};
 use serde_json::{Value, json};
 
@@ -27,6 +27,7 @@ pub(crate) struct Words {
     pub(crate) popup: &'static str,
     pub(crate) redirect: &'static str,
     pub(crate) verifying: &'static str,
+    pub(crate) verifying_detail: &'static str,
     pub(crate) back: &'static str,
     pub(crate) expired: &'static str,
     pub(crate) expired_detail: &'static str,
@@ -48,6 +49,7 @@ const KO: Words = Words {
     popup: "본인인증 후 가입 (팝업)",
     redirect: "본인인증 후 가입 (페이지 이동)",
     verifying: "본인인증을 진행하고 있습니다…",
+    verifying_detail: "열린 창에서 본인인증을 마쳐 주세요.",
     back: "← 처음으로",
     expired: "결과를 찾을 수 없습니다",
     expired_detail: "결과 페이지는 본인인증을 진행한 브라우저에서 10분 동안만 볼 수 있습니다. 처음부터 다시 시도해 주세요.",
@@ -62,6 +64,7 @@ const EN: Words = Words {
     popup: "Verify and sign up (popup)",
     redirect: "Verify and sign up (redirect)",
     verifying: "Verifying…",
+    verifying_detail: "Finish the verification in the window that opened.",
     back: "← back",
     expired: "No such result",
     expired_detail: "A result page can be seen for 10 minutes, in the browser that verified only. Please start again.",
@@ -80,7 +83,7 @@ pub(crate) fn headline(kind: &str, language: Language) -> &'static str {
         ("unbound", true) => "이 브라우저에서 진행한 본인인증이 아닙니다",
         ("unbound", false) => "Not verified in this browser",
         ("refused", true) => "가입할 수 없습니다",
-        ("refused", false) => "Refused",
+        ("refused", false) => "You cannot sign up",
         ("invalid", true) => "잘못된 요청입니다",
         ("invalid", false) => "Bad request",
         (_, true) => "잠시 후 다시 시도해 주세요",
@@ -171,7 +174,7 @@ padding:10px 16px;border-radius:8px;border:0;background:#3056d3;color:#fff;curso
 margin:4px 8px 4px 0}button.secondary{background:#5b6478}.outcome{margin-top:18px;padding:14px;\
 border-radius:10px;background:#eef1f6;min-height:1.4em}.outcome.created{background:#e3f6e8}\
 .outcome.registered,.outcome.refused,.outcome.unbound{background:#fdecec}\
-.outcome.cancelled{background:#fff6dd}small{color:#666}</style>";
+.outcome.cancelled{background:#fff6dd}.outcome[data-kind=idle]{display:none}small{color:#666}</style>";
 
 /// A result page: the redirect flow's answer (after Post/Redirect/Get), and the page for an
 /// unknown or expired result.
@@ -179,7 +182,7 @@ pub(crate) fn result_page(language: Language, kind: &str, headline: &str, detail
     let words = words(language);
     format!(
         r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width,initial-scale=1">{STYLE}</head>
+<meta name="viewport" content="width=device-width,initial-scale=1">{icon}{STYLE}</head>
 <body><main><h1>{title}</h1>
 <div id="outcome" class="outcome {kind}" data-kind="{kind}"><strong>{headline}</strong><p>{detail}</p></div>
 <p><a href="/">{back}</a></p></main></body></html>"#,
@@ -189,6 +192,7 @@ pub(crate) fn result_page(language: Language, kind: &str, headline: &str, detail
         headline = escape(headline),
         detail = escape(detail),
         back = escape(words.back),
+        icon = favicon_link(),
     )
 }
 
@@ -293,7 +297,7 @@ pub(crate) fn index_page(
     let korean = language == Language::Korean;
     config["words"] = json!({
         "headlines": headlines,
-        "verifying": words.verifying,
+        "verifying": words.verifying_detail,
         "cancelled": Rejection::Cancelled.detail_in(language),
         "welcome": if korean { "{name}님({year}년생), 환영합니다. " } else { "Welcome, {name} (born {year}). " },
         "account": if korean { "계정 번호는 {id}입니다." } else { "Your account id is {id}." },
@@ -303,7 +307,7 @@ pub(crate) fn index_page(
     let config = config.to_string().replace('<', "\\u003c");
     format!(
         r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width,initial-scale=1">{STYLE}
+<meta name="viewport" content="width=device-width,initial-scale=1">{icon}{STYLE}
 <script src="{script}"></script></head>
 <body><main id="signup"{ticket_attribute} data-bound="{bound}">
 <h1>{heading}</h1>
@@ -323,6 +327,7 @@ pub(crate) fn index_page(
         note = escape(if emulated { words.emulated } else { words.real }),
         popup = escape(words.popup),
         redirect = escape(words.redirect),
+        icon = favicon_link(),
     )
 }
 

@@ -379,6 +379,87 @@ async fn the_result_page_is_shown_only_to_the_browser_that_signed_up() {
     }
 }
 
+/// curl against the demo: no browser session, so 403 — and once per process, a WARN saying
+/// that API clients can run it with `SIGNUP_BINDING=off`.
+#[tokio::test]
+async fn a_signup_without_a_session_logs_the_api_client_hint_once() {
+    let demo = support::start_demo(&[("RUST_LOG", "info")]);
+    let curl = http_builder().build().unwrap();
+    for _ in 0..2 {
+        let response = curl
+            .post(format!("{}/certifications", demo.url))
+            .json(&json!({ "imp_uid": ADULT }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem_type(&body),
+            "urn:iamport-tower:problem:unbound-verification"
+        );
+    }
+    // Both refusals are logged (INFO); the hint is written between them, on the same stdout.
+    let lines = demo.wait_for_lines(
+        "kind=\"unbound-verification\"",
+        2,
+        std::time::Duration::from_secs(10),
+    );
+    let refusals = lines
+        .iter()
+        .filter(|l| l.contains("kind=\"unbound-verification\""))
+        .count();
+    assert_eq!(refusals, 2, "{lines:#?}");
+    let hints: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("SIGNUP_BINDING=off") && l.contains("WARN"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{lines:#?}");
+}
+
+/// The README's "try it with curl" line, run as written against the demo (on its own port),
+/// prints what the README shows: with binding on, and with `SIGNUP_BINDING=off` twice.
+#[test]
+fn the_readmes_curl_line_prints_what_the_readme_shows() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED the_readmes_curl_line_prints_what_the_readme_shows: curl is not \
+             installed — run: apt-get install curl"
+        );
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("/certifications"))
+        .expect("the README's curl line");
+    // The ```text blocks after it: what binding on prints, then binding off, twice.
+    let after = &readme[readme.find(line).unwrap()..];
+    let shown: Vec<&str> = after
+        .split("```text\n")
+        .skip(1)
+        .take(2)
+        .map(|block| &block[..block.find("```").unwrap()])
+        .collect();
+    let run = |demo: &support::Demo| {
+        let command = line.replace("http://127.0.0.1:3000", &demo.url);
+        let output = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bound = support::start_demo(&[]);
+    assert_eq!(run(&bound), shown[0]);
+    let open = support::start_demo(&[("SIGNUP_BINDING", "off")]);
+    assert_eq!(run(&open) + &run(&open), shown[1]);
+}
+
 /// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring
 /// is the tree's one crypto provider), so the crate's provider is installed first.
 fn http_builder() -> reqwest::ClientBuilder {

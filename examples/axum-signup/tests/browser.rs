@@ -18,19 +18,20 @@ fn notice(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
 
+/// What is missing for the browser run, and what to run to install it.
 fn missing_piece(e2e: &Path) -> Option<String> {
+    const INSTALL: &str = "apt-get install chromium fonts-nanum nodejs npm && npm ci --prefix examples/axum-signup/e2e";
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if Command::new("node").arg("--version").output().is_err() {
-        return Some("Node.js (`node`) is not installed".into());
+        return Some(format!("Node.js (node) is not installed — run: {INSTALL}"));
     }
     if !Path::new(&chromium).exists() {
-        return Some(format!(
-            "Chromium is not at {chromium} (apt-get install chromium)"
-        ));
+        return Some(format!("Chromium is not at {chromium} — run: {INSTALL}"));
     }
     if !e2e.join("node_modules/playwright-core").exists() {
         return Some(
-            "playwright-core is not installed (npm ci --prefix examples/axum-signup/e2e)".into(),
+            "playwright-core is not installed — run: npm ci --prefix examples/axum-signup/e2e"
+                .into(),
         );
     }
     None
@@ -66,10 +67,16 @@ fn signup_in_a_real_browser() {
             output.status.success(),
             "the {api} browser run failed:\n{stdout}"
         );
-        assert!(stdout.contains("19 passed, 0 failed"), "{stdout}");
+        assert!(stdout.contains("24 passed, 0 failed"), "{stdout}");
         for shot in [
             "00-home-en",
-            "05a-verification-window",
+            "05a-verification-window-en-window",
+            "16-verification-window-ko-window",
+            "02-popup-adult-again",
+            "05-popup-cancelled",
+            "13-popup-cancelled-ko",
+            "15-popup-registered-ko",
+            "17-redirect-cancelled-ko",
             "01-popup-adult-created-en",
             "04-popup-minor-refused-en",
             "06-redirect-created-en",

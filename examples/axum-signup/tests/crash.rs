@@ -53,7 +53,8 @@ async fn a_kill_during_a_burst_never_gives_an_acknowledged_person_a_second_accou
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!(
             "SKIPPED a_kill_during_a_burst_never_gives_an_acknowledged_person_a_second_account: \
-             DATABASE_URL is not set (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test)"
+             DATABASE_URL is not set — run: createdb -h 127.0.0.1 -U postgres test; \
+             export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
         );
         return;
     };

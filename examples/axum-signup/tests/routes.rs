@@ -130,7 +130,7 @@ async fn the_guides_routes_work_end_to_end() {
     assert!(html.contains("Already registered"));
     let (status, _, html) = page(format!("imp_uid={MINOR}&success=true")).await;
     assert_eq!(status, 403);
-    assert!(html.contains("Refused") && html.contains("1999 or earlier"));
+    assert!(html.contains("You cannot sign up") && html.contains("1999 or earlier"));
     let (status, _, html) = page(format!("imp_uid={ADULT}&success=false")).await;
     assert_eq!(status, 400);
     assert!(html.contains("cancelled"));
@@ -271,11 +271,11 @@ async fn the_redirect_flow_answers_with_a_redirect_to_a_result_page() {
     let cancelled = arrive(&format!("imp_uid={ADULT}&success=false"), "en").await;
     let (status, html) = open(cancelled).await;
     assert_eq!(status, 400);
-    assert!(html.contains("The identity verification was cancelled before it completed."));
+    assert!(html.contains("To continue, please verify your identity again."));
     let cancelled = arrive(&format!("imp_uid={ADULT}&success=false"), korean).await;
     let (status, html) = open(cancelled).await;
     assert_eq!(status, 400);
-    assert!(html.contains("본인인증이 완료되기 전에 취소되었습니다."));
+    assert!(html.contains("계속하려면 본인인증을 다시 진행해 주세요."));
 
     // An unknown result id: 404, nothing else.
     let (status, _) = open((
@@ -299,12 +299,12 @@ async fn the_page_follows_the_browsers_language() {
     let ko = page("ko-KR,ko;q=0.9,en-US;q=0.8").await;
     assert!(ko.contains(r#"<html lang="ko">"#));
     assert!(ko.contains("본인인증 후 가입하기"));
-    assert!(ko.contains("본인인증이 완료되기 전에 취소되었습니다."));
+    assert!(ko.contains("계속하려면 본인인증을 다시 진행해 주세요."));
     assert!(!ko.contains("Sign up with identity verification"));
     let en = page("en-US,en;q=0.9,ko;q=0.5").await;
     assert!(en.contains(r#"<html lang="en">"#));
     assert!(en.contains("Sign up with identity verification"));
-    assert!(en.contains("The identity verification was cancelled before it completed."));
+    assert!(en.contains("To continue, please verify your identity again."));
     assert!(!en.contains("본인인증 후 가입하기"));
 }
 
@@ -391,6 +391,76 @@ async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
         .interrupt(std::time::Duration::from_secs(8))
         .expect("the demo exits within 8 s of Ctrl-C");
     assert!(status.success(), "{status}");
+}
+
+/// The emulator's verification window speaks the browser's language — Korean or English,
+/// never both — and shows no markup characters; the demo and the emulator have an icon.
+#[tokio::test]
+async fn the_verification_window_speaks_the_browsers_language() {
+    let demo = support::start_demo(&[]);
+    let http = http_builder().build().unwrap();
+    let window = |language: &'static str| {
+        http.get(format!(
+            "{}/certify?mode=iframe&merchant_uid=m1",
+            demo.emulator
+        ))
+        .header("accept-language", language)
+        .send()
+    };
+    let hangul = |s: &str| s.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c));
+    let ko = window("ko-KR,ko;q=0.9")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ko.contains(r#"<html lang="ko">"#), "{ko}");
+    assert!(
+        ko.contains("인증 취소") && ko.contains("성인, 1990년생"),
+        "{ko}"
+    );
+    assert!(!ko.contains("Cancel") && !ko.contains("Adult"), "{ko}");
+    let en = window("en-US,en;q=0.9")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(en.contains(r#"<html lang="en">"#), "{en}");
+    assert!(
+        en.contains(">Cancel<") && en.contains("Adult, born 1990"),
+        "{en}"
+    );
+    // The window's own words are English; only the test persons' names are Korean.
+    let words: String = en
+        .lines()
+        .filter(|l| !l.contains("<small>"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!hangul(&words), "{words}");
+    for page in [&ko, &en] {
+        assert!(!page.contains('`'), "markup characters shown: {page}");
+        assert!(page.contains(r#"<link rel="icon""#));
+    }
+    // No 404 for the icon, from the demo or the emulator.
+    for origin in [&demo.url, &demo.emulator] {
+        let icon = http
+            .get(format!("{origin}/favicon.ico"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(icon.status(), 200, "{origin}");
+        assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    }
+    let page = http
+        .get(&demo.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<link rel="icon""#));
 }
 
 /// A `reqwest::ClientBuilder`: this workspace builds reqwest with `rustls-no-provider` (ring

@@ -100,7 +100,7 @@ async fn adults_in_minors_out() {
     let problem: serde_json::Value = minor.json().await.unwrap();
     assert_eq!(
         problem["detail"],
-        "This route admits people at least 19 years old."
+        "Only people aged 19 or older can use this service."
     );
 
     // query_only: a body is never read, so the popup flow's POST needs the id in the URL.
@@ -113,7 +113,7 @@ async fn adults_in_minors_out() {
     assert_eq!(body_only.status(), 400);
     let problem: serde_json::Value = body_only.json().await.unwrap();
     assert_eq!(
-        problem["detail"], "Send the identity verification id (`imp_uid`) in the query string.",
+        problem["detail"], "Send the identity verification id (imp_uid) in the query string.",
         "query_only: the query string only"
     );
     let post_with_query = http

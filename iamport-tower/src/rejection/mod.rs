@@ -165,7 +165,7 @@ impl Rejection {
     ///
     /// let too_young = Rejection::Policy(PolicyViolation::TooYoung { min_age: 19 });
     /// assert_eq!(too_young.detail_in(Language::Korean), "만 19세 이상인 분만 이용할 수 있습니다.");
-    /// assert_eq!(too_young.detail_in(Language::English), "This route admits people at least 19 years old.");
+    /// assert_eq!(too_young.detail_in(Language::English), "Only people aged 19 or older can use this service.");
     /// ```
     pub fn detail_in(&self, language: Language) -> String {
         text::detail(self, language, IdHint::default())
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(body["type"], "urn:iamport-tower:problem:policy-not-met");
         assert_eq!(
             body["detail"],
-            "This route admits people at least 19 years old."
+            "Only people aged 19 or older can use this service."
         );
     }
 }

@@ -339,8 +339,45 @@ impl PostgresStore {
     /// Creates both tables if they do not exist (what the first call does unless
     /// [`create_tables(false)`](Self::create_tables)), within 30 s: run it at startup, where
     /// a database that cannot be reached should stop the app with its address and cause.
+    ///
+    /// Beside the pool it opens one connection of its own: a pool that cannot connect says
+    /// only that it timed out, after its acquire timeout, while this says at once why the
+    /// server cannot be reached — "PostgreSQL at 127.0.0.1:5432/app: error communicating with
+    /// database: Connection refused (os error 111)". A server that answers but refuses (too
+    /// many clients, a password) is left to the pool's own retries.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.migrate_within(MIGRATION_TIMEOUT).await
+        use std::task::Poll;
+        let mut migrate = std::pin::pin!(self.migrate_within(MIGRATION_TIMEOUT));
+        let mut probe = std::pin::pin!(self.reachable());
+        let mut probing = true;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = migrate.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if probing && let Poll::Ready(outcome) = probe.as_mut().poll(cx) {
+                probing = false;
+                if let Err(unreachable) = outcome {
+                    return Poll::Ready(Err(unreachable));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// `Err` only when one connection with the pool's settings cannot reach the server (an
+    /// I/O or TLS failure); `Ok` when it connects or the server answers with an error.
+    async fn reachable(&self) -> Result<(), StoreError> {
+        use sqlx::Connection as _;
+        let options = self.inner.pool.connect_options();
+        match PgConnection::connect_with(&options).await {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                Ok(())
+            }
+            Err(error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_))) => Err(self.failed(error)),
+            Err(_) => Ok(()),
+        }
     }
 
     async fn migrate_within(&self, bound: Duration) -> Result<(), StoreError> {
@@ -599,8 +636,8 @@ impl UniqueAdmin for PostgresStore {
 }
 
 /// Why [`Certified::record_account`](crate::Certified::record_account) did not record the
-/// person's key.
-#[derive(Debug, thiserror::Error)]
+/// person's key. `Debug` prints the same message as `Display`.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
     /// The accounts table already holds this person: roll the transaction back and answer
@@ -617,6 +654,12 @@ pub enum RecordError {
     /// The statement failed (the transaction is then aborted; roll it back).
     #[error("could not record the account's key: {0}")]
     Database(#[source] sqlx::Error),
+}
+
+impl std::fmt::Debug for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Writes `key` with `statement` on the handler's connection (its transaction).

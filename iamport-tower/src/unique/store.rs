@@ -37,10 +37,17 @@ pub enum KeyStatus {
 
 /// The store could not answer (unreachable, timed out, refused). Admission fails closed: 503.
 ///
-/// Its message names the store's address and the cause (never a key or a secret).
-#[derive(Debug, thiserror::Error)]
+/// Its message names the store's address and the cause (never a key or a secret). `Debug`
+/// prints the same message, so `store.migrate().await?` in `main` reads as a sentence.
+#[derive(thiserror::Error)]
 #[error("unique store unavailable: {0}")]
 pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 impl StoreError {
     /// Wraps any error.
@@ -160,5 +167,19 @@ impl<S: UniqueAdmin + ?Sized> UniqueAdmin for Arc<S> {
     }
     async fn status(&self, key: &StoreKey) -> Result<KeyStatus, StoreError> {
         (**self).status(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn debug_is_the_message() {
+        let error = StoreError::new("PostgreSQL at 127.0.0.1:1/test: connection refused");
+        assert_eq!(
+            format!("{error:?}"),
+            "unique store unavailable: PostgreSQL at 127.0.0.1:1/test: connection refused"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The demo process; killed on drop.
@@ -10,6 +11,8 @@ pub struct Demo {
     pub url: String,
     /// The built-in emulator's URL, as the demo printed it.
     pub emulator: String,
+    /// Every line the demo printed on stdout (its log too), so far.
+    lines: Arc<Mutex<Vec<String>>>,
     child: Child,
 }
 
@@ -21,6 +24,21 @@ impl Drop for Demo {
 }
 
 impl Demo {
+    /// Waits, at most `limit`, until `count` printed lines contain `text`; all lines so far.
+    #[allow(dead_code)] // each test binary uses a part of it
+    pub fn wait_for_lines(&self, text: &str, count: usize, limit: Duration) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let lines = self.lines.lock().unwrap().clone();
+            if lines.iter().filter(|l| l.contains(text)).count() >= count
+                || started.elapsed() > limit
+            {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGINT (Ctrl-C) and waits, at most `limit`, for the process to exit.
     #[allow(dead_code)] // each test binary uses a part of it
     pub fn interrupt(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -67,9 +85,12 @@ pub fn start_demo(extra: &[(&str, &str)]) -> Demo {
         .expect("the axum-signup binary starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
     std::thread::spawn(move || {
         let mut emulator = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line.clone());
             if line.contains("built-in PortOne emulator") {
                 emulator = line.rsplit(" at ").next().unwrap_or("").trim().to_owned();
             }
@@ -85,6 +106,7 @@ pub fn start_demo(extra: &[(&str, &str)]) -> Demo {
     Demo {
         url,
         emulator,
+        lines,
         child,
     }
 }
