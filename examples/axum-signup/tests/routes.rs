@@ -399,33 +399,29 @@ async fn ctrl_c_stops_the_demo_once_its_commits_settled() {
 async fn the_verification_window_speaks_the_browsers_language() {
     let demo = support::start_demo(&[]);
     let http = http_builder().build().unwrap();
-    let window = |language: &'static str| {
+    // The window's page, as a browser asking for `language` gets it.
+    let window = async |language: &'static str| -> String {
         http.get(format!(
             "{}/certify?mode=iframe&merchant_uid=m1",
             demo.emulator
         ))
         .header("accept-language", language)
         .send()
-    };
-    let hangul = |s: &str| s.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c));
-    let ko = window("ko-KR,ko;q=0.9")
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+    };
+    let hangul = |s: &str| s.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c));
+    let ko = window("ko-KR,ko;q=0.9").await;
     assert!(ko.contains(r#"<html lang="ko">"#), "{ko}");
     assert!(
         ko.contains("인증 취소") && ko.contains("성인, 1990년생"),
         "{ko}"
     );
     assert!(!ko.contains("Cancel") && !ko.contains("Adult"), "{ko}");
-    let en = window("en-US,en;q=0.9")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let en = window("en-US,en;q=0.9").await;
     assert!(en.contains(r#"<html lang="en">"#), "{en}");
     assert!(
         en.contains(">Cancel<") && en.contains("Adult, born 1990"),
