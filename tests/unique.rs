@@ -1545,6 +1545,14 @@ async fn newsletter_keeping_the_key(cert: Certified) -> (StatusCode, String) {
     (StatusCode::CREATED, key)
 }
 
+/// A name longer than a chunk of the type-level spelling (eight characters) and than any
+/// fixed buffer: no length limit.
+#[require_certified(unique = "newsletter-for-members_of-the-club-2026")]
+async fn long_scope_keeping_the_key(cert: Certified) -> (StatusCode, String) {
+    let key = cert.store_key().map(|k| k.to_hex()).unwrap_or_default();
+    (StatusCode::CREATED, key)
+}
+
 #[tokio::test]
 async fn named_scopes_are_separate_keyspaces() {
     let emulator = Emulator::start().await.unwrap();
@@ -1552,6 +1560,7 @@ async fn named_scopes_are_separate_keyspaces() {
     let app = Router::new()
         .route("/signup", post(signup_keeping_the_key))
         .route("/newsletter", post(newsletter_keeping_the_key))
+        .route("/long", post(long_scope_keeping_the_key))
         .layer(CertificationLayer::new(emulator.client()).unique_store(store.clone(), keys()));
     let served = serve_axum(app).await;
     let http = iamport_e2e::http();
@@ -1573,8 +1582,11 @@ async fn named_scopes_are_separate_keyspaces() {
     assert_eq!(status, 201);
     let (status, scoped_key) = send("/newsletter").await;
     assert_eq!(status, 201, "another scope admits the person again");
+    let (status, long_key) = send("/long").await;
+    assert_eq!(status, 201, "and a third");
     assert_eq!(send("/signup").await.0, 409);
     assert_eq!(send("/newsletter").await.0, 409);
+    assert_eq!(send("/long").await.0, 409);
     // The keys are the documented derivations: HMAC(secret, CI) and
     // HMAC(secret, 0 || scope || 0 || CI).
     let cert = emulator
@@ -1586,6 +1598,12 @@ async fn named_scopes_are_separate_keyspaces() {
     assert_eq!(default_key, keys().key_for(ci).to_hex());
     assert_eq!(scoped_key, keys().key_in(Some("newsletter"), ci).to_hex());
     assert_ne!(default_key, scoped_key);
+    assert_eq!(
+        long_key,
+        keys()
+            .key_in(Some("newsletter-for-members_of-the-club-2026"), ci)
+            .to_hex()
+    );
 }
 
 /// The app and `iamport-unique` read `UNIQUE_KEY_SECRET` by one function: a secret file's

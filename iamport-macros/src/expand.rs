@@ -1,9 +1,11 @@
 //! The expansion of `#[require_certified]`.
 //!
 //! - axum style: a hidden first argument (after `self`)
-//!   `_: ::iamport_tower::__private::Guard<{ encode(policy) }>`, an extractor that applies the
-//!   policy before any other extractor runs. Generics, attributes, visibility and the body are
-//!   untouched, so `return` and `?` work as written.
+//!   `_: ::iamport_tower::Guard<(MaxBirthYear<1999>, Unique<true>), { valid(policy) }>`, an
+//!   extractor that applies the policy before any other extractor runs. The policy travels as
+//!   the user's own words and values (readable wherever the compiler names the type);
+//!   `valid(policy)` is where the values are checked. Generics, attributes, visibility and
+//!   the body are untouched, so `return` and `?` work as written.
 //! - request style (a parameter of type `Request<B>`, or `style = request`): a check on
 //!   `req.extensions()` first in the body, returning the rejection converted into the
 //!   function's own return type.
@@ -63,10 +65,11 @@ pub(crate) fn require_certified(attr: TokenStream, item: TokenStream) -> syn::Re
             });
         }
         None => {
+            let words = policy_words(&args);
             let guard: FnArg = parse_quote!(
-                _: ::iamport_tower::__private::Guard<
-                    { ::iamport_tower::__private::encode(#policy) },
-                    { ::iamport_tower::__private::encode_scope(#policy) },
+                _: ::iamport_tower::Guard<
+                    (#(#words,)*),
+                    { ::iamport_tower::__private::valid(#policy) },
                 >
             );
             let at = usize::from(matches!(
@@ -132,6 +135,68 @@ fn policy_expr(args: &PolicyArgs) -> TokenStream {
         #(#steps)*
         #p
     })
+}
+
+/// The policy as a tuple of `::iamport_tower::policy` words, in the builder's order, each
+/// value spanned where it was written: `MaxBirthYear<1999>`, `UniqueIn<Scope<'s', …>>`.
+fn policy_words(args: &PolicyArgs) -> Vec<TokenStream> {
+    let mut words = Vec::new();
+    let mut word = |name: &str, value: TokenStream, span: Span| {
+        let name = Ident::new(name, span);
+        words.push(quote_spanned!(span=> ::iamport_tower::policy::#name<#value>));
+    };
+    if let Some(y) = args.min_birth_year {
+        let lit = spanned_literal(Literal::u16_unsuffixed(y.value), y.span);
+        word("MinBirthYear", quote!(#lit), y.span);
+    }
+    if let Some(y) = args.max_birth_year {
+        let lit = spanned_literal(Literal::u16_unsuffixed(y.value), y.span);
+        word("MaxBirthYear", quote!(#lit), y.span);
+    }
+    if let Some(a) = args.min_age {
+        let lit = spanned_literal(Literal::u8_unsuffixed(a.value), a.span);
+        word("MinAge", quote!(#lit), a.span);
+    }
+    if let Some(u) = &args.unique {
+        match &u.value {
+            Unique::Flag(value) => word("Unique", quote_spanned!(u.span=> #value), u.span),
+            Unique::Scope(scope) => word("UniqueIn", scope_type(scope, u.span), u.span),
+        }
+    }
+    if let Some(b) = args.bound {
+        let value = b.value;
+        word("Bound", quote_spanned!(b.span=> #value), b.span);
+    }
+    if let Some(f) = args.foreigners {
+        let value = f.value;
+        word("Foreigners", quote_spanned!(f.span=> #value), f.span);
+    }
+    if let Some(d) = args.fresh_within {
+        let lit = spanned_literal(Literal::u64_unsuffixed(d.value), d.span);
+        word("FreshWithinSecs", quote!(#lit), d.span);
+    }
+    words
+}
+
+/// `"newsletter"` as `Scope<'n', 'e', 'w', 's', 'l', 'e', 't', 't', Scope<'e', 'r'>>`: eight
+/// characters a chunk, the next chunk last.
+fn scope_type(scope: &str, span: Span) -> TokenStream {
+    let chars: Vec<char> = scope.chars().collect();
+    let mut rest: Option<TokenStream> = None;
+    for chunk in chars.chunks(8).rev() {
+        let chars = chunk
+            .iter()
+            .map(|&c| spanned_literal(Literal::character(c), span));
+        let next = rest.take().map(|r| {
+            // A following chunk goes after all eight places.
+            let pad = (chunk.len()..8).map(|_| spanned_literal(Literal::character('\0'), span));
+            quote!(#(, #pad)*, #r)
+        });
+        rest = Some(quote_spanned!(span=> ::iamport_tower::policy::Scope<#(#chars),* #next>));
+    }
+    // An empty name has no chunk: `Scope<'\0'>`, which the library refuses at compile time
+    // (the builder's check reports it first, at the value).
+    rest.unwrap_or_else(|| quote_spanned!(span=> ::iamport_tower::policy::Scope<'\0'>))
 }
 
 fn spanned_literal(mut literal: Literal, span: Span) -> Literal {

@@ -271,6 +271,9 @@ pub use self::axum::Guard;
 /// The axum side: `Certified` and the macro's guard as extractors, rejections as responses.
 #[cfg(feature = "axum")]
 mod axum {
+    use std::fmt;
+    use std::marker::PhantomData;
+
     use axum_core::body::Body;
     use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
     use axum_core::response::{IntoResponse, Response};
@@ -279,8 +282,7 @@ mod axum {
 
     use super::{Certified, admit};
     use crate::layer::refuse;
-    use crate::policy::Policy;
-    use crate::policy::encoding::decode_scoped;
+    use crate::policy::{Policy, Words, policy_of};
     use crate::rejection::Rejection;
 
     fn into_axum(response: http::Response<Bytes>) -> Response {
@@ -342,21 +344,40 @@ mod axum {
         }
     }
 
-    /// The extractor `#[require_certified]` injects as an axum handler's first argument; the
-    /// policy travels as a const generic (see `policy::encoding`).
-    #[doc(hidden)]
-    #[derive(Debug)]
-    pub struct Guard<const POLICY: u128, const SCOPE: u128 = 0>(());
+    /// The extractor `#[require_certified]` adds as an axum handler's first argument: it
+    /// applies the policy `W`, written as a type (see [`policy::Words`](crate::policy::Words)),
+    /// before any other extractor runs, and refuses through `IntoResponse`.
+    ///
+    /// `#[require_certified(max_birth_year = 1999, unique = true)]` adds
+    /// `_: Guard<(MaxBirthYear<1999>, Unique<true>)>`, which is also how compiler messages name
+    /// it. The macro checks the values where you wrote them; its check is `VALID` (always
+    /// `true`, left out when printed). Written by hand, as an extractor of its own, a guard's
+    /// words are checked when the handler is compiled into a router.
+    ///
+    /// ```
+    /// use iamport_tower::Guard;
+    /// use iamport_tower::policy::{MinAge, Unique};
+    ///
+    /// async fn signup(_: Guard<(MinAge<19>, Unique<true>)>) -> &'static str {
+    ///     "welcome"
+    /// }
+    /// # let _: axum::Router = axum::Router::new().route("/", axum::routing::post(signup));
+    /// ```
+    pub struct Guard<W: Words, const VALID: bool = true>(PhantomData<fn() -> W>);
 
-    impl<S: Send + Sync, const POLICY: u128, const SCOPE: u128> FromRequestParts<S>
-        for Guard<POLICY, SCOPE>
-    {
+    impl<W: Words, const VALID: bool> fmt::Debug for Guard<W, VALID> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            fmt::Debug::fmt(&policy_of::<W>(), f)
+        }
+    }
+
+    impl<S: Send + Sync, W: Words, const VALID: bool> FromRequestParts<S> for Guard<W, VALID> {
         type Rejection = Response;
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
-            let policy = const { decode_scoped(POLICY, SCOPE) };
+            let policy = policy_of::<W>();
             match admit(&parts.extensions, &policy).await {
-                Ok(_) => Ok(Self(())),
+                Ok(_) => Ok(Self(PhantomData)),
                 Err(rejection) => Err(into_axum(refuse(&rejection, &parts.extensions))),
             }
         }

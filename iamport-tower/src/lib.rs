@@ -175,6 +175,8 @@ mod proptests;
 pub use crate::certification::{Carrier, Certification, Gender};
 pub use crate::client::{IamportClient, ImpUid};
 pub use crate::error::Error;
+#[cfg(feature = "axum")]
+pub use crate::guard::Guard;
 pub use crate::guard::{Certified, FromRejection};
 pub use crate::layer::{CertificationLayer, Outcome, Verification};
 pub use crate::policy::Policy;
@@ -248,9 +250,12 @@ pub use iamport_macros::require_certified;
 /// What the macro's generated code names; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    #[cfg(feature = "axum")]
-    pub use crate::guard::Guard;
     pub use crate::guard::{RequestParam, admit_request};
-    pub use crate::policy::encoding::{encode, encode_scope};
     pub use core::time::Duration;
+
+    /// Where the macro checks a policy's values at compile time: `Guard<W, { valid(policy) }>`
+    /// (the builder's asserts run in that `const`, spanned at each value).
+    pub const fn valid(_: crate::Policy) -> bool {
+        true
+    }
 }

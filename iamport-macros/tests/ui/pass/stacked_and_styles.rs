@@ -44,6 +44,12 @@ impl Handlers {
         cert.id.clone()
     }
 
+    /// A keyspace name of any length, on an associated function.
+    #[require_certified(unique = "a-scope-name-much-longer-than-sixteen-bytes")]
+    async fn long_scope(cert: Certified) -> String {
+        cert.id.clone()
+    }
+
     /// On a method, request style (`Incoming` does not look like a request by name).
     #[require_certified(min_age = 19, style = request)]
     async fn handle(&self, req: Incoming) -> axum::http::Response<Body> {
@@ -67,6 +73,16 @@ where
     "generic"
 }
 
+/// The guard the macro adds, written by hand.
+async fn by_hand(
+    _: iamport_tower::Guard<(
+        iamport_tower::policy::MinAge<19>,
+        iamport_tower::policy::UniqueIn<iamport_tower::policy::Scope<'h', 'a', 'n', 'd'>>,
+    )>,
+) -> &'static str {
+    "by hand"
+}
+
 fn assert_send<T: Send>(_: T) {}
 
 fn main() {
@@ -76,6 +92,8 @@ fn main() {
         .route("/signup", get(Handlers::signup))
         .route("/generic", get(generic::<AppState>))
         .route("/scoped", get(scoped))
+        .route("/long", get(Handlers::long_scope))
+        .route("/by-hand", get(by_hand))
         .with_state(AppState);
     assert_send(renamed(Incoming::new(Body::empty())));
     assert_send(Handlers.handle(Incoming::new(Body::empty())));

@@ -8,6 +8,15 @@ use jiff::Timestamp;
 use crate::certification::Certification;
 use crate::korea::{date_in_korea, full_years};
 
+mod words;
+
+#[cfg(any(feature = "axum", test))]
+pub(crate) use self::words::policy_of;
+pub use self::words::{
+    Bound, Foreigners, FreshWithinSecs, MaxBirthYear, MinAge, MinBirthYear, Scope, ScopeName,
+    Unique, UniqueIn, Word, Words,
+};
+
 /// The earliest birth year a policy may name.
 pub const MIN_POLICY_YEAR: u16 = 1900;
 /// The latest birth year a policy may name.
@@ -49,12 +58,9 @@ pub struct Policy {
     foreigners: bool,
     bound: bool,
     fresh_within_secs: u64,
-    /// The `unique` keyspace's name, NUL-padded (all zero: the default keyspace).
-    scope: [u8; MAX_SCOPE_LEN],
+    /// The `unique` keyspace's name (`None`: the default keyspace).
+    scope: Option<&'static str>,
 }
-
-/// The longest name of a `unique` keyspace (`unique = "signup"`), in bytes.
-pub const MAX_SCOPE_LEN: usize = 16;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -73,7 +79,7 @@ impl Policy {
             foreigners: true,
             bound: false,
             fresh_within_secs: 0,
-            scope: [0; MAX_SCOPE_LEN],
+            scope: None,
         }
     }
 
@@ -168,42 +174,31 @@ impl Policy {
 
     /// One account per person *within the keyspace `scope`* (`unique = "signup"` in the
     /// macro): routes naming different scopes admit the same person once each; `unique(true)`
-    /// is the default keyspace. A scope is 1–16 bytes of lowercase ASCII letters, digits, `_`
-    /// and `-`; stores keep it only inside the key's HMAC (see
+    /// is the default keyspace. A scope is one or more lowercase ASCII letters, digits, `_` and
+    /// `-`, of any length; stores keep it only inside the key's HMAC (see
     /// [`StoreKeys::key_in`](crate::unique::StoreKeys::key_in)).
     ///
     /// # Panics
-    /// On an empty, longer or otherwise malformed name (at compile time in a `const`).
-    pub const fn unique_in(mut self, scope: &str) -> Self {
+    /// On an empty or otherwise malformed name (at compile time in a `const`).
+    pub const fn unique_in(mut self, scope: &'static str) -> Self {
         let bytes = scope.as_bytes();
-        assert!(
-            !bytes.is_empty() && bytes.len() <= MAX_SCOPE_LEN,
-            "a unique scope is 1 to 16 bytes long"
-        );
-        let mut packed = [0u8; MAX_SCOPE_LEN];
+        assert!(!bytes.is_empty(), "a unique scope needs a name");
         let mut i = 0;
         while i < bytes.len() {
-            let b = bytes[i];
             assert!(
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-',
+                is_scope_byte(bytes[i]),
                 "a unique scope is made of lowercase ASCII letters, digits, `_` and `-`"
             );
-            packed[i] = b;
             i += 1;
         }
         self.unique = true;
-        self.scope = packed;
+        self.scope = Some(scope);
         self
     }
 
     /// The `unique` keyspace's name; `None` for the default keyspace.
-    pub fn unique_scope(&self) -> Option<&str> {
-        let len = self
-            .scope
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(MAX_SCOPE_LEN);
-        (len > 0).then(|| std::str::from_utf8(&self.scope[..len]).expect("checked ASCII"))
+    pub const fn unique_scope(&self) -> Option<&'static str> {
+        self.scope
     }
 
     /// Whether this policy is `unique`.
@@ -330,112 +325,9 @@ pub enum PolicyViolation {
     },
 }
 
-/// How `#[require_certified]` carries a policy in a type: as one `u128` const generic
-/// argument of its hidden extractor. Private to the macro's generated code; the layout may
-/// change with any release. [`decode`] validates, so a hand-written `Guard<{ 42 }>` fails to
-/// compile rather than admitting by accident.
-pub(crate) mod encoding {
-    use super::Policy;
-    #[cfg(any(feature = "axum", test))]
-    use super::{MAX_POLICY_YEAR, MIN_POLICY_YEAR};
-
-    const FLAG_UNIQUE: u128 = 1 << 40;
-    const FLAG_FOREIGNERS: u128 = 1 << 41;
-    const FLAG_BOUND: u128 = 1 << 42;
-    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
-    /// Bits 43..64 are unused and must be zero.
-    const UNUSED: u128 = ((1 << 64) - 1) & !((1 << 43) - 1);
-
-    /// Packs `policy` (already validated by its builder).
-    pub const fn encode(policy: Policy) -> u128 {
-        (policy.min_birth_year as u128)
-            | (policy.max_birth_year as u128) << 16
-            | (policy.min_age as u128) << 32
-            | if policy.unique { FLAG_UNIQUE } else { 0 }
-            | if policy.foreigners {
-                FLAG_FOREIGNERS
-            } else {
-                0
-            }
-            | if policy.bound { FLAG_BOUND } else { 0 }
-            | (policy.fresh_within_secs as u128) << 64
-    }
-
-    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
-    const fn year_ok(y: u16) -> bool {
-        y == 0 || (y >= MIN_POLICY_YEAR && y <= MAX_POLICY_YEAR)
-    }
-
-    /// Packs `policy`'s `unique` scope (a second const generic argument: a name does not fit
-    /// beside the rules in one `u128`).
-    pub const fn encode_scope(policy: Policy) -> u128 {
-        u128::from_le_bytes(policy.scope)
-    }
-
-    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
-    /// Unpacks [`encode`]'s and [`encode_scope`]'s output, re-checking every rule the builder
-    /// checks.
-    ///
-    /// # Panics
-    /// On bits no builder could have produced (at compile time: it runs in a `const`).
-    pub(crate) const fn decode_scoped(bits: u128, scope: u128) -> Policy {
-        let mut policy = decode(bits);
-        if scope != 0 {
-            let bytes = scope.to_le_bytes();
-            let mut len = 0;
-            while len < bytes.len() && bytes[len] != 0 {
-                len += 1;
-            }
-            let mut i = len;
-            while i < bytes.len() {
-                assert!(bytes[i] == 0, "not an encoded iamport_tower::Policy scope");
-                i += 1;
-            }
-            let Ok(name) = core::str::from_utf8(bytes.split_at(len).0) else {
-                panic!("not an encoded iamport_tower::Policy scope");
-            };
-            assert!(
-                policy.unique,
-                "not an encoded iamport_tower::Policy: a scope without unique"
-            );
-            policy = policy.unique_in(name);
-        }
-        policy
-    }
-
-    #[cfg(any(feature = "axum", test))] // only the axum guard decodes
-    /// Unpacks [`encode`]'s output, re-checking every rule the builder checks.
-    ///
-    /// # Panics
-    /// On bits no builder could have produced (at compile time: it runs in a `const`).
-    pub(crate) const fn decode(bits: u128) -> Policy {
-        assert!(bits & UNUSED == 0, "not an encoded iamport_tower::Policy");
-        let min_birth_year = bits as u16;
-        let max_birth_year = (bits >> 16) as u16;
-        let min_age = (bits >> 32) as u8;
-        assert!(
-            year_ok(min_birth_year) && year_ok(max_birth_year),
-            "not an encoded iamport_tower::Policy: birth year out of range"
-        );
-        assert!(
-            min_birth_year == 0 || max_birth_year == 0 || min_birth_year <= max_birth_year,
-            "not an encoded iamport_tower::Policy: min_birth_year after max_birth_year"
-        );
-        assert!(
-            min_age <= 150,
-            "not an encoded iamport_tower::Policy: min_age out of range"
-        );
-        Policy {
-            min_birth_year,
-            max_birth_year,
-            min_age,
-            unique: bits & FLAG_UNIQUE != 0,
-            foreigners: bits & FLAG_FOREIGNERS != 0,
-            bound: bits & FLAG_BOUND != 0,
-            scope: [0; super::MAX_SCOPE_LEN],
-            fresh_within_secs: (bits >> 64) as u64,
-        }
-    }
+/// A byte a `unique` scope's name may hold.
+pub(crate) const fn is_scope_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
 }
 
 #[cfg(test)]
@@ -459,39 +351,19 @@ mod tests {
     }
 
     #[test]
-    fn bits_round_trip() {
-        const P: Policy = Policy::new()
-            .min_birth_year(1950)
-            .max_birth_year(2007)
-            .min_age(19)
-            .unique(true)
-            .foreigners(false)
-            .bound(true)
-            .fresh_within(Duration::from_secs(600));
-        use encoding::{decode, decode_scoped, encode, encode_scope};
-        assert_eq!(decode(encode(P)), P);
-        assert_eq!(decode(encode(Policy::new())), Policy::new());
+    fn scopes_of_any_length() {
         const S: Policy = Policy::new().min_age(19).unique_in("signup");
-        assert_eq!(decode_scoped(encode(S), encode_scope(S)), S);
         assert_eq!(S.unique_scope(), Some("signup"));
         assert!(S.is_unique());
         assert_eq!(Policy::new().unique(true).unique_scope(), None);
-        assert_eq!(
-            Policy::new().unique_in("a-scope_0123456").unique_scope(),
-            Some("a-scope_0123456")
-        );
+        let long = "a-scope-name-much-longer-than-sixteen-bytes_0123456789";
+        assert_eq!(Policy::new().unique_in(long).unique_scope(), Some(long));
     }
 
     #[test]
-    #[should_panic(expected = "not an encoded iamport_tower::Policy")]
-    fn decoding_refuses_foreign_bits() {
-        let _ = encoding::decode(1 << 50);
-    }
-
-    #[test]
-    #[should_panic(expected = "min_birth_year after max_birth_year")]
-    fn decoding_refuses_contradictions() {
-        let _ = encoding::decode(2000 | (1990 << 16));
+    #[should_panic(expected = "lowercase ASCII letters")]
+    fn malformed_scopes_panic() {
+        let _ = Policy::new().unique_in("Sign Up");
     }
 
     #[test]
