@@ -50,8 +50,9 @@
 //! `RLIMIT_NOFILE` soft limit to the hard limit (and the hard limit too, when it may); without
 //! that, run `ulimit -n 65536` first.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -63,6 +64,48 @@ use iamport_tower::cache::LookupCache;
 use iamport_tower::unique::{PostgresStore, RedisStore, StoreKey, StoreKeys, UniqueAdmin};
 use iamport_tower::{CertificationLayer, Certified, IamportClient, Secret, require_certified};
 use serde::Deserialize;
+
+/// The heap bytes this process holds, counted only where [`HEAP_COUNTING`] is switched on (the
+/// `rss` child): resident memory also moves with the allocator's arenas and trimming, the
+/// heap count only with what the app keeps.
+struct CountingAllocator;
+
+static HEAP_COUNTING: AtomicBool = AtomicBool::new(false);
+static HEAP_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed to `System` unchanged; the counter only observes sizes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if HEAP_COUNTING.load(Ordering::Relaxed) {
+            HEAP_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if HEAP_COUNTING.load(Ordering::Relaxed) {
+            HEAP_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if HEAP_COUNTING.load(Ordering::Relaxed) {
+            HEAP_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Enough that no run of the fastest signup scenario names a person twice (8 s at 4 096
 /// connections, about 10 000 signups/s on two cores).
@@ -289,7 +332,7 @@ fn child(args: &[String]) -> String {
 /// of their own — and prints its resident-memory growth in bytes per request with N requests
 /// in flight at once on `held`, `plain`, `guarded` or `guarded-h2` (the client speaking
 /// HTTP/2 to the emulator); then the connections the emulator accepted meanwhile (the app's
-/// upstream ones, with its warm-up's). The emulator holds every answer until
+/// upstream ones, with its warm-up's); then its heap growth in bytes per request. The emulator holds every answer until
 /// all N lookups have arrived (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
@@ -367,6 +410,7 @@ async fn child_rss(route: &str, n: usize) {
     assert_eq!(line.trim(), "warm", "the warm-up request failed");
     emulator.reset_counters();
     emulator.set_latency(Duration::from_secs(30));
+    HEAP_COUNTING.store(true, Ordering::SeqCst);
     let before = rss_bytes();
     writeln!(to_driver, "go").expect("driver command");
     to_driver.flush().expect("driver command");
@@ -387,9 +431,14 @@ async fn child_rss(route: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let during = rss_bytes();
+    let heap = HEAP_BYTES.load(Ordering::SeqCst).max(0) as u64;
     let connections = tokio::task::block_in_place(|| emulator.connections());
     drop(driver);
-    println!("{} {connections}", during.saturating_sub(before) / n as u64);
+    println!(
+        "{} {connections} {}",
+        during.saturating_sub(before) / n as u64,
+        heap / n as u64
+    );
 }
 
 /// A child process killed when this is dropped — also when a measurement panics, so that
@@ -1129,37 +1178,57 @@ fn in_flight_memory(counts: &[usize]) {
     if counts.is_empty() {
         return;
     }
-    println!("\nresident memory of the app alone per 1 000 requests in flight (MiB)");
+    println!("\nmemory of the app alone per 1 000 requests in flight (MiB; resident / heap)");
     println!(
-        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded (upstream connections) | guarded beyond the inbound connection | guarded, HTTP/2 upstream (upstream connections) | the same beyond the inbound connection |"
+        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded (upstream connections) | guarded over plain | guarded, HTTP/2 upstream (upstream connections) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for &n in counts {
         let per_1000 = |route: &str| {
-            let runs: Vec<(f64, f64)> = (0..3)
+            let runs: Vec<[f64; 3]> = (0..3)
                 .map(|_| {
                     let line = child(&["rss".into(), route.into(), n.to_string()]);
                     let mut numbers = line
                         .split_whitespace()
                         .map(|v| v.parse::<f64>().expect("a number"));
-                    let bytes = numbers.next().expect("bytes per request");
-                    let connections = numbers.next().expect("upstream connections");
-                    (bytes * 1000.0 / (1024.0 * 1024.0), connections)
+                    let mut next = || numbers.next().expect("rss, connections, heap");
+                    let mib = |bytes: f64| bytes * 1000.0 / (1024.0 * 1024.0);
+                    let rss = mib(next());
+                    let connections = next();
+                    [rss, connections, mib(next())]
                 })
                 .collect();
-            let connections = median(runs.iter().map(|r| r.1).collect());
-            (median(runs.into_iter().map(|r| r.0).collect()), connections)
+            let at = |i: usize| median(runs.iter().map(|r| r[i]).collect());
+            Measured {
+                rss: at(0),
+                connections: at(1),
+                heap: at(2),
+            }
         };
-        let (held, _) = per_1000("held");
-        let (plain, _) = per_1000("plain");
-        let (guarded, h1_connections) = per_1000("guarded");
-        let (guarded_h2, h2_connections) = per_1000("guarded-h2");
+        let held = per_1000("held");
+        let plain = per_1000("plain");
+        let guarded = per_1000("guarded");
+        let guarded_h2 = per_1000("guarded-h2");
+        let show = |m: &Measured| format!("{:.2} / {:.2}", m.rss, m.heap);
         println!(
-            "| {n} | {held:.2} | {plain:.2} | {guarded:.2} ({h1_connections:.0}) | {:.2} | {guarded_h2:.2} ({h2_connections:.0}) | {:.2} |",
-            guarded - held,
-            guarded_h2 - held
+            "| {n} | {} | {} | {} ({:.0}) | {:+.2} / {:+.2} | {} ({:.0}) |",
+            show(&held),
+            show(&plain),
+            show(&guarded),
+            guarded.connections,
+            guarded.rss - plain.rss,
+            guarded.heap - plain.heap,
+            show(&guarded_h2),
+            guarded_h2.connections,
         );
     }
+}
+
+/// One route's memory per 1 000 requests in flight (MiB) and its upstream connections.
+struct Measured {
+    rss: f64,
+    heap: f64,
+    connections: f64,
 }
 
 /// A cold process's first guarded request, in upstream round trips, without and with the

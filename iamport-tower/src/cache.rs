@@ -271,7 +271,9 @@ impl Lookups {
     pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
         let (answer, led) = if self.settings.keeps_nothing() {
             self.share(id, route).await
-        } else if let Some(entry) = self.core.entries.get(id).await {
+        // Boxed: moka's `get` is several times the size of the rest of a lookup's state, and
+        // ends at once; inline, every request in flight would hold room for it.
+        } else if let Some(entry) = Box::pin(self.core.entries.get(id)).await {
             metrics::lookup_cache(match entry.record {
                 Some(_) => CacheEffect::Hit,
                 None => CacheEffect::NegativeHit,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -205,7 +205,6 @@ impl TransportOptions {
                 .tls_backend_preconfigured(tls_config()?)
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(self.connect_timeout)
-                .timeout(self.timeout)
                 .pool_idle_timeout(self.idle_timeout)
                 .build()
                 .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?,
@@ -382,9 +381,6 @@ pub(crate) struct Outgoing {
     json: Option<Bytes>,
 }
 
-const AGENT: HeaderValue =
-    HeaderValue::from_static(concat!("iamport-tower/", env!("CARGO_PKG_VERSION")));
-
 impl Outgoing {
     pub(crate) fn new(method: Method, url: String) -> Self {
         Self {
@@ -407,11 +403,12 @@ impl Outgoing {
         self
     }
 
-    fn request(&self, http: &reqwest::Client, timeout: Duration) -> reqwest::RequestBuilder {
-        let mut request = http
-            .request(self.method.clone(), &self.url)
-            .header(USER_AGENT, AGENT)
-            .timeout(timeout);
+    /// The request, without a timeout of reqwest's ([`Transport::bounded`] bounds the whole
+    /// call, retries included) and without a `User-Agent`: reqwest's redirect and retry
+    /// layers each keep a copy of the headers while the call is in flight, so every header
+    /// beyond the ones the call needs costs about 400 bytes per call waiting for PortOne.
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        let mut request = http.request(self.method.clone(), &self.url);
         if let Some(authorization) = &self.authorization {
             request = request.header(http::header::AUTHORIZATION, authorization.clone());
         }
@@ -522,11 +519,13 @@ impl Transport {
     }
 
     async fn attempt(&self, outgoing: &Outgoing) -> Attempt {
-        let response = match outgoing.request(&self.http, self.timeout).send().await {
+        let response = match outgoing.request(&self.http).send().await {
             Ok(response) => response,
             Err(error) => return Attempt::Failed(Failure(error.without_url())),
         };
-        match read_capped(response, self.max_body_size).await {
+        // Boxed: reading holds the response, which waiting for it does not; inline, every
+        // call in flight would hold room for it.
+        match Box::pin(read_capped(response, self.max_body_size)).await {
             Ok(Ok(answer)) => Attempt::Answer(answer),
             Ok(Err(status)) => Attempt::TooLarge(status),
             Err(error) => Attempt::Failed(Failure(error.without_url())),

@@ -36,24 +36,29 @@ pin_project! {
         S: Service<R>,
     {
         #[pin]
-        state: State<S::Future, S::Response, S::Error, R>,
-        inner: Option<S>,
+        state: State<S, S::Future, S::Response, S::Error, R>,
         reservation: HeldReservation<Verification>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, T, E, R> {
-        Preparing { future: Preparing<R> },
+    enum State<S, F, T, E, R> {
+        // Reading the body; then `inner` (ready) is called.
+        Preparing { future: Preparing<R>, inner: Option<S> },
         Calling { #[pin] future: F },
-        // Waiting for a commit or a release; `true` when the response may stand.
-        Settling {
-            settle: tokio::task::JoinHandle<bool>,
-            verification: Verification,
-            result: Option<Result<T, E>>,
-        },
+        // Waiting for a commit or a release. Boxed: only `unique` routes settle, and inline
+        // every request in flight would hold room for a response.
+        Settling { settling: Box<Settling<T, E>> },
     }
+}
+
+/// A response waiting for its reservation's commit or release (`true`: the response may
+/// stand).
+struct Settling<T, E> {
+    settle: tokio::task::JoinHandle<bool>,
+    verification: Verification,
+    result: Option<Result<T, E>>,
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
@@ -61,7 +66,6 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     pub(super) fn calling(future: S::Future, held: Option<Verification>) -> Self {
         Self {
             state: State::Calling { future },
-            inner: None,
             reservation: HeldReservation::new(held),
         }
     }
@@ -69,8 +73,10 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     /// The body is read first, then `inner` (ready) is called.
     pub(super) fn reading(inner: S, future: Preparing<R>) -> Self {
         Self {
-            state: State::Preparing { future },
-            inner: Some(inner),
+            state: State::Preparing {
+                future,
+                inner: Some(inner),
+            },
             reservation: HeldReservation::new(None),
         }
     }
@@ -96,11 +102,10 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Preparing { future } => {
+                StateProj::Preparing { future, inner } => {
                     let (request, held) = ready!(future.as_mut().poll(cx));
                     this.reservation.hold(held);
-                    let mut inner = this
-                        .inner
+                    let mut inner = inner
                         .take()
                         .expect("the inner service is kept until the body is read");
                     let future = inner.call(request);
@@ -114,16 +119,19 @@ where
                         return Poll::Ready(result);
                     };
                     this.state.set(State::Settling {
-                        settle,
-                        verification,
-                        result: Some(result),
+                        settling: Box::new(Settling {
+                            settle,
+                            verification,
+                            result: Some(result),
+                        }),
                     });
                 }
-                StateProj::Settling {
-                    settle,
-                    verification,
-                    result,
-                } => {
+                StateProj::Settling { settling } => {
+                    let Settling {
+                        settle,
+                        verification,
+                        result,
+                    } = &mut **settling;
                     // A panic inside `settle` is already logged by the runtime: fail closed.
                     let stands = ready!(Pin::new(settle).poll(cx)).unwrap_or(false);
                     let result = result
