@@ -80,6 +80,11 @@ pub trait Words: sealed::Words {}
 /// The characters of a [`Scope`] (or `()`, the end of one).
 pub trait ScopeName: sealed::ScopeName {}
 
+// Each public trait is its sealed half: only this module's types implement them.
+impl<T: sealed::Word> Word for T {}
+impl<T: sealed::Words> Words for T {}
+impl<T: sealed::ScopeName> ScopeName for T {}
+
 /// The policy `W` spells, its scope's name included.
 #[cfg(any(feature = "axum", test))] // only the axum guard reads a policy from a type
 pub(crate) fn policy_of<W: Words>() -> Policy {
@@ -105,7 +110,7 @@ impl Policy {
     }
 }
 
-// The traits' items are sealed: only this module's words implement them.
+// Public traits in a private module: their items are out of users' reach.
 #[allow(unreachable_pub)]
 mod sealed {
     use super::Policy;
@@ -146,7 +151,6 @@ macro_rules! words {
         impl<const V: $ty> sealed::Word for $rule<V> {
             const RULE: Rule = Rule::$rule(V);
         }
-        impl<const V: $ty> Word for $rule<V> {}
     )*};
 }
 words!(
@@ -168,7 +172,6 @@ impl<Name: ScopeName> sealed::Word for UniqueIn<Name> {
         Some(scope_name::<Name>())
     }
 }
-impl<Name: ScopeName> Word for UniqueIn<Name> {}
 
 macro_rules! tuples {
     ($(($($w:ident),*)),*) => {$(
@@ -179,7 +182,6 @@ macro_rules! tuples {
                 None$(.or_else($w::scope))*
             }
         }
-        impl<$($w: Word),*> Words for ($($w,)*) {}
     )*};
 }
 tuples!(
@@ -198,7 +200,6 @@ impl sealed::ScopeName for () {
     const LEN: usize = 0;
     fn push(_: &mut String) {}
 }
-impl ScopeName for () {}
 
 impl<
     const C0: char,
@@ -242,19 +243,6 @@ impl<
         );
         Rest::push(name);
     }
-}
-impl<
-    const C0: char,
-    const C1: char,
-    const C2: char,
-    const C3: char,
-    const C4: char,
-    const C5: char,
-    const C6: char,
-    const C7: char,
-    Rest: ScopeName,
-> ScopeName for Scope<C0, C1, C2, C3, C4, C5, C6, C7, Rest>
-{
 }
 
 /// `Name`'s characters as one string, written once per name for the life of the process
