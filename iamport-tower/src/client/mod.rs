@@ -180,20 +180,19 @@ impl IamportClient {
         } else {
             (Endpoint::DeleteCertification, Idempotency::NotIdempotent)
         };
+        // Built once (the method and URL moved in); each pass sets the current token.
+        let mut outgoing = Outgoing::new(method, url);
         let mut refreshed = false;
         loop {
             let token = self.token().await?;
             let mut auth = HeaderValue::from_str(token.expose())
                 .map_err(|_| Error::Malformed("the access token is not a valid header".into()))?;
             auth.set_sensitive(true);
+            outgoing = outgoing.authorization(auth);
             let Answer { status, body } = self
                 .inner
                 .transport
-                .send(
-                    endpoint,
-                    idempotency,
-                    &Outgoing::new(method.clone(), url.clone()).authorization(auth),
-                )
+                .send(endpoint, idempotency, &outgoing)
                 .await?;
             match status {
                 StatusCode::OK => {

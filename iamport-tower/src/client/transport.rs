@@ -575,7 +575,8 @@ impl Transport {
                     ),
                     Attempt::TooLarge(_) => {}
                 }
-                tokio::time::sleep(self.retry.backoff(retry)).await;
+                // Boxed: a timer is a large part of a call's state, and only a retry waits.
+                Box::pin(tokio::time::sleep(self.retry.backoff(retry))).await;
                 retry += 1;
                 continue;
             }
