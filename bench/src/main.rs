@@ -330,10 +330,11 @@ fn child(args: &[String]) -> String {
 
 /// `rss ROUTE N`: this process is the app alone — the emulator and the driver run in processes
 /// of their own — and prints its resident-memory growth in bytes per request with N requests
-/// in flight at once on `held`, `plain`, `guarded` or `guarded-h2` (the client speaking
-/// HTTP/2 to the emulator); then the connections the emulator accepted meanwhile (the app's
-/// upstream ones, with its warm-up's); then its heap growth in bytes per request. The emulator holds every answer until
-/// all N lookups have arrived (a long latency), so all N are in flight when it is read.
+/// in flight at once on `held`, `plain`, `client`, `guarded`, `guarded-cached` (the layer's
+/// default lookup cache on) or `guarded-h2` (the client speaking HTTP/2 to the emulator); then
+/// the connections the emulator accepted meanwhile (the app's upstream ones, with its
+/// warm-up's); then its heap growth in bytes per request. The emulator holds every answer
+/// until all N lookups have arrived (a long latency), so all N are in flight when it is read.
 async fn child_rss(route: &str, n: usize) {
     use std::io::{BufRead as _, Write as _};
     // No limit of HTTP/2 streams: all N lookups in flight on the one connection.
@@ -355,14 +356,20 @@ async fn child_rss(route: &str, n: usize) {
     let app = Router::new()
         .route(
             "/guarded",
-            get(guarded)
-                .layer(CertificationLayer::new(client).lookup_cache(LookupCache::disabled())),
+            get(guarded).layer(
+                CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled()),
+            ),
         )
         // The same over HTTP/2 (h2c: the emulator speaks it without TLS): every lookup on
         // one upstream connection.
         .route(
             "/guarded-h2",
             get(guarded).layer(CertificationLayer::new(h2).lookup_cache(LookupCache::disabled())),
+        )
+        // The layer as built by default: the lookup cache on.
+        .route(
+            "/guarded-cached",
+            get(guarded).layer(CertificationLayer::new(client.clone())),
         )
         .route("/plain", get(plain))
         // `client`: this crate's client called by hand, without the layer.
@@ -1175,15 +1182,28 @@ async fn main() {
 /// and the request cost any route), then `plain` and `guarded` (whose difference to `held` is
 /// what asking PortOne holds per request), and `guarded` with the client on HTTP/2.
 fn in_flight_memory(counts: &[usize]) {
-    if counts.is_empty() {
-        return;
-    }
-    println!("\nmemory of the app alone per 1 000 requests in flight (MiB; resident / heap)");
-    println!(
-        "| in flight | an answer-nothing route (held: the inbound connection) | plain | guarded (upstream connections) | guarded over plain | guarded, HTTP/2 upstream (upstream connections) |"
-    );
-    println!("|---|---|---|---|---|---|");
+    const ROUTES: [(&str, &str); 6] = [
+        (
+            "held",
+            "a route that never answers (the inbound connection alone)",
+        ),
+        ("plain", "plain (a hand-written reqwest handler)"),
+        ("client", "client (this crate's client by hand)"),
+        (
+            "guarded",
+            "guarded (the lookup cache off, as measured above)",
+        ),
+        ("guarded-cached", "guarded, the default lookup cache on"),
+        ("guarded-h2", "guarded, HTTP/2 upstream"),
+    ];
     for &n in counts {
+        println!(
+            "\nmemory of the app alone with {n} requests in flight, per 1 000 (MiB; median of 3)"
+        );
+        println!(
+            "| route | resident | heap | over plain: resident / heap | upstream connections |"
+        );
+        println!("|---|---|---|---|---|");
         let per_1000 = |route: &str| {
             let runs: Vec<[f64; 3]> = (0..3)
                 .map(|_| {
@@ -1205,22 +1225,19 @@ fn in_flight_memory(counts: &[usize]) {
                 heap: at(2),
             }
         };
-        let held = per_1000("held");
-        let plain = per_1000("plain");
-        let guarded = per_1000("guarded");
-        let guarded_h2 = per_1000("guarded-h2");
-        let show = |m: &Measured| format!("{:.2} / {:.2}", m.rss, m.heap);
-        println!(
-            "| {n} | {} | {} | {} ({:.0}) | {:+.2} / {:+.2} | {} ({:.0}) |",
-            show(&held),
-            show(&plain),
-            show(&guarded),
-            guarded.connections,
-            guarded.rss - plain.rss,
-            guarded.heap - plain.heap,
-            show(&guarded_h2),
-            guarded_h2.connections,
-        );
+        let measured: Vec<Measured> = ROUTES.iter().map(|(route, _)| per_1000(route)).collect();
+        let plain = &measured[1];
+        for ((route, label), m) in ROUTES.iter().zip(&measured) {
+            let over = if *route == "held" {
+                "—".to_owned()
+            } else {
+                format!("{:+.2} / {:+.2}", m.rss - plain.rss, m.heap - plain.heap)
+            };
+            println!(
+                "| {label} | {:.2} | {:.2} | {over} | {:.0} |",
+                m.rss, m.heap, m.connections
+            );
+        }
     }
 }
 
