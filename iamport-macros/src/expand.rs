@@ -179,7 +179,7 @@ fn policy_words(args: &PolicyArgs) -> Vec<TokenStream> {
 }
 
 /// `"newsletter"` as `Scope<'n', 'e', 'w', 's', 'l', 'e', 't', 't', Scope<'e', 'r'>>`: eight
-/// characters a chunk, the next chunk last.
+/// characters a chunk (only the last may be shorter), the next chunk last.
 fn scope_type(scope: &str, span: Span) -> TokenStream {
     let chars: Vec<char> = scope.chars().collect();
     let mut rest: Option<TokenStream> = None;
@@ -187,11 +187,7 @@ fn scope_type(scope: &str, span: Span) -> TokenStream {
         let chars = chunk
             .iter()
             .map(|&c| spanned_literal(Literal::character(c), span));
-        let next = rest.take().map(|r| {
-            // A following chunk goes after all eight places.
-            let pad = (chunk.len()..8).map(|_| spanned_literal(Literal::character('\0'), span));
-            quote!(#(, #pad)*, #r)
-        });
+        let next = rest.take().map(|r| quote!(, #r));
         rest = Some(quote_spanned!(span=> ::iamport_tower::policy::Scope<#(#chars),* #next>));
     }
     // An empty name has no chunk: `Scope<'\0'>`, which the library refuses at compile time

@@ -350,9 +350,10 @@ mod axum {
     ///
     /// `#[require_certified(max_birth_year = 1999, unique = true)]` adds
     /// `_: Guard<(MaxBirthYear<1999>, Unique<true>)>`, which is also how compiler messages name
-    /// it. The macro checks the values where you wrote them; its check is `VALID` (always
-    /// `true`, left out when printed). Written by hand, as an extractor of its own, a guard's
-    /// words are checked when the handler is compiled into a router.
+    /// it. The macro checks the values where you wrote them, in `VALID` (`true`, left out when
+    /// printed; its value is not used). Written by hand — put it first among the handler's
+    /// extractors, so none runs before the policy — a guard's words are checked when the
+    /// handler is built into a router (`cargo build`; `cargo check` does not evaluate them).
     ///
     /// ```
     /// use iamport_tower::Guard;

@@ -205,7 +205,7 @@ pub use crate::v2::PortOneClient;
 ///   rejects through `IntoResponse`. The body, generics, attributes and visibility are
 ///   untouched (`return` and `?` work as written), but the function now has one more
 ///   parameter: call it directly only through axum (a unit test goes through the router,
-///   as below). Take [`Certified`] to read the person. That argument is a [`Guard`] whose
+///   as below). Take [`Certified`] to read the person. That argument is a `Guard` whose
 ///   type spells your words — `Guard<(MaxBirthYear<1999>, Unique<true>)>` — which is how
 ///   compiler messages name it.
 /// - **handlers taking the whole `http::Request<B>`** (hyper `service_fn`, plain tower): the

@@ -132,10 +132,12 @@ impl Policy {
         self
     }
 
-    /// One account per person: admission reserves the person's key in the unique store, a
-    /// successful (2xx) response commits it, anything else releases it.
+    /// One account per person, in the default keyspace (a scope set before is dropped):
+    /// admission reserves the person's key in the unique store, a successful (2xx) response
+    /// commits it, anything else releases it.
     pub const fn unique(mut self, unique: bool) -> Self {
         self.unique = unique;
+        self.scope = None;
         self
     }
 
@@ -179,7 +181,9 @@ impl Policy {
     /// [`StoreKeys::key_in`](crate::unique::StoreKeys::key_in)).
     ///
     /// # Panics
-    /// On an empty or otherwise malformed name (at compile time in a `const`).
+    /// On an empty or otherwise malformed name (at compile time in a `const`). A name read
+    /// at runtime (from configuration, say) must live as long as the policy:
+    /// `Box::leak(name.into_boxed_str())` once at startup.
     pub const fn unique_in(mut self, scope: &'static str) -> Self {
         let bytes = scope.as_bytes();
         assert!(!bytes.is_empty(), "a unique scope needs a name");

@@ -2,7 +2,7 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use self::sealed::Rule;
@@ -51,15 +51,15 @@ pub struct Scope<
 /// One word of a policy written as a type (see [`Words`]).
 pub trait Word: sealed::Word {}
 
-/// A policy written as a type: a tuple of up to eight [`Word`]s, applied in order, e.g.
+/// A policy written as a type: a tuple of up to seven [`Word`]s, each at most once, e.g.
 /// `(MaxBirthYear<1999>, Unique<true>)`.
 ///
 /// This is how `#[require_certified]` hands its policy to the extractor it adds,
 /// `Guard<(MaxBirthYear<1999>, Unique<true>)>` (axum feature): the words and values you wrote,
 /// so a compiler message that names the guard reads as your attribute did. The macro checks
 /// the values at compile time, pointing at the one that is wrong. Written by hand, a guard's
-/// words are checked when the handler is compiled into a router (a `const` evaluation error),
-/// never at request time.
+/// words are checked when the handler is built into a router — a `const` evaluation error of
+/// `cargo build` (`cargo check` does not evaluate it) — never at request time.
 ///
 /// | word | [`Policy`] builder |
 /// |---|---|
@@ -96,6 +96,27 @@ pub(crate) fn policy_of<W: Words>() -> Policy {
 }
 
 impl Policy {
+    /// The policy of `rules`, each through its builder (and so its checks). Each word may
+    /// appear once, as in the macro (`Unique` and `UniqueIn` are one word): with two, the
+    /// later would silently override the earlier.
+    const fn from_rules(rules: &[Rule]) -> Self {
+        let mut policy = Self::new();
+        let mut i = 0;
+        while i < rules.len() {
+            let mut j = i + 1;
+            while j < rules.len() {
+                assert!(
+                    rules[i].word() != rules[j].word(),
+                    "a policy word appears twice (`Unique` and `UniqueIn` are one word)"
+                );
+                j += 1;
+            }
+            policy = policy.with(rules[i]);
+            i += 1;
+        }
+        policy
+    }
+
     /// Applies one word through its builder (and so its checks).
     const fn with(self, rule: Rule) -> Self {
         match rule {
@@ -110,7 +131,8 @@ impl Policy {
     }
 }
 
-// Public traits in a private module: their items are out of users' reach.
+// The traits' halves users cannot name: nothing outside this module implements `Word`,
+// `Words` or `ScopeName` (their items remain usable through a bound, which is harmless).
 #[allow(unreachable_pub)]
 mod sealed {
     use super::Policy;
@@ -127,6 +149,25 @@ mod sealed {
         FreshWithinSecs(u64),
     }
 
+    impl Rule {
+        /// Which word this is, whatever its value.
+        pub(super) const fn word(self) -> u8 {
+            match self {
+                Self::MinBirthYear(_) => 0,
+                Self::MaxBirthYear(_) => 1,
+                Self::MinAge(_) => 2,
+                Self::Unique(_) => 3,
+                Self::Bound(_) => 4,
+                Self::Foreigners(_) => 5,
+                Self::FreshWithinSecs(_) => 6,
+            }
+        }
+    }
+
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a policy word",
+        note = "the words are `iamport_tower::policy`'s MinBirthYear<Y>, MaxBirthYear<Y>, MinAge<N>, Unique<B>, UniqueIn<Scope<…>>, Bound<B>, Foreigners<B> and FreshWithinSecs<S>"
+    )]
     pub trait Word {
         const RULE: Rule;
         fn scope() -> Option<&'static str> {
@@ -134,6 +175,10 @@ mod sealed {
         }
     }
 
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a policy written as a type",
+        note = "a policy is a tuple of up to seven words, each at most once, e.g. `(MaxBirthYear<1999>, Unique<true>)`"
+    )]
     pub trait Words {
         const POLICY: Policy;
         fn scope() -> Option<&'static str>;
@@ -177,7 +222,7 @@ macro_rules! tuples {
     ($(($($w:ident),*)),*) => {$(
         #[allow(non_snake_case)]
         impl<$($w: Word),*> sealed::Words for ($($w,)*) {
-            const POLICY: Policy = Policy::new()$(.with($w::RULE))*;
+            const POLICY: Policy = Policy::from_rules(&[$($w::RULE),*]);
             fn scope() -> Option<&'static str> {
                 None$(.or_else($w::scope))*
             }
@@ -192,8 +237,7 @@ tuples!(
     (A, B, C, D),
     (A, B, C, D, E),
     (A, B, C, D, E, F),
-    (A, B, C, D, E, F, G),
-    (A, B, C, D, E, F, G, H)
+    (A, B, C, D, E, F, G)
 );
 
 impl sealed::ScopeName for () {
@@ -246,12 +290,21 @@ impl<
 }
 
 /// `Name`'s characters as one string, written once per name for the life of the process
-/// (there are as many as the program has scope types).
+/// (there are as many as the program has scope types); later requests only read.
 fn scope_name<Name: ScopeName>() -> &'static str {
-    static NAMES: Mutex<Vec<(TypeId, &'static str)>> = Mutex::new(Vec::new());
+    static NAMES: RwLock<Vec<(TypeId, &'static str)>> = RwLock::new(Vec::new());
     let id = TypeId::of::<Name>();
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(&(_, name)) = names.iter().find(|(of, _)| *of == id) {
+    let find = |names: &[(TypeId, &'static str)]| {
+        names
+            .iter()
+            .find(|(of, _)| *of == id)
+            .map(|&(_, name)| name)
+    };
+    if let Some(name) = find(&NAMES.read().unwrap_or_else(PoisonError::into_inner)) {
+        return name;
+    }
+    let mut names = NAMES.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(name) = find(&names) {
         return name;
     }
     let mut name = String::with_capacity(const { Name::LEN });
@@ -286,6 +339,13 @@ mod tests {
             .fresh_within(Duration::from_secs(600));
         assert_eq!(policy_of::<Signup>(), built);
         assert_eq!(policy_of::<()>(), Policy::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "appears twice")]
+    fn a_word_may_appear_once() {
+        // `Unique` and `UniqueIn` are one word: together, one would override the other.
+        let _ = Policy::from_rules(&[Rule::Unique(true), Rule::MinAge(19), Rule::Unique(false)]);
     }
 
     #[test]
