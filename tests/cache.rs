@@ -159,6 +159,56 @@ async fn a_lookup_whose_request_went_away_still_serves_the_next_one() {
     assert_eq!(emulator.calls_for(ADULT), 1);
 }
 
+/// Without the cache too: the requests that joined a lookup get its answer when the request
+/// that started it goes away, and PortOne is asked once.
+#[tokio::test]
+async fn joiners_get_the_answer_of_a_lookup_whose_first_request_went_away() {
+    let emulator = iamport_mock::Emulator::start().await.expect("emulator");
+    let app = app(emulator.client(), LookupCache::disabled());
+    let request = || {
+        Request::post("/certifications")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "imp_uid": ADULT }).to_string()))
+            .unwrap()
+    };
+    // The token first, so that the lookup is the only call in flight.
+    let warm = app.clone().oneshot(request()).await.unwrap();
+    assert_eq!(warm.status(), StatusCode::CREATED);
+    emulator.set_latency(Duration::from_millis(500));
+    let mut first = Box::pin(app.clone().oneshot(request()));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                _ = &mut first => panic!("answered before the emulator saw the lookup"),
+                () = tokio::time::sleep(Duration::from_millis(2)) => {
+                    if emulator.calls_for(ADULT) == 2 {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the lookup starts");
+    // Each joiner, polled once, reads its body and joins the lookup in flight.
+    let mut joiners: Vec<_> = (0..5)
+        .map(|_| Box::pin(app.clone().oneshot(request())))
+        .collect();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for joiner in &mut joiners {
+        assert!(joiner.as_mut().poll(&mut cx).is_pending());
+    }
+    drop(first);
+    for joiner in joiners {
+        assert_eq!(joiner.await.unwrap().status(), StatusCode::CREATED);
+    }
+    assert_eq!(
+        emulator.calls_for(ADULT),
+        2,
+        "the joiners got the first request's lookup, not one of their own"
+    );
+}
+
 #[tokio::test]
 async fn not_found_is_kept_briefly() {
     let w = world(LookupCache::default()).await;

@@ -8,9 +8,16 @@
 //! long enough to blunt someone spraying made-up ids, short enough that an id PortOne had not
 //! yet published is soon looked up again. Everything else is never kept — errors (a timeout,
 //! a 5xx, refused credentials), and records that are not `certified` (a v2 `READY`
-//! verification may still complete). Concurrent requests for an id that is not cached share
-//! one upstream call, whatever the outcome, and that call runs to its end even when the request
-//! that started it goes away, so the next request finds its result.
+//! verification may still complete).
+//!
+//! Concurrent requests for an id that is not cached share one upstream call, whatever the
+//! outcome, with the cache on or off: the layer keeps one map of the calls in flight. The
+//! first request runs the call in its own future; the others wait for its answer and hold
+//! nothing else. If that request goes away (its client hung up) before the answer, the call
+//! goes on in a task of its own — it is bounded by the client's total timeout — so the
+//! requests still waiting, the cache and the next request for the id get its answer, and
+//! PortOne is not asked twice. The answer is stored before the call leaves the map, so a
+//! request finds it in one place or the other.
 //!
 //! The cache lives in the layer (one per [`CertificationLayer`](crate::CertificationLayer),
 //! bounded by [`LookupCache::max_entries`], default 10 000). Deleting a verification through
@@ -25,25 +32,29 @@
 //! console, from another process or another client) is seen only when the entry expires.
 //! Set [`LookupCache::verified_for`] and [`LookupCache::not_found_for`] to zero (or use
 //! [`LookupCache::disabled`]) to turn the cache off: concurrent lookups of one id are still
-//! shared, through one plain map of the calls in flight (no cache machinery, whose futures
-//! are twice the size, and no task of its own on the request path), and a call whose every
-//! waiting request went away is dropped with them — there is nothing to keep its answer for.
-//! With the cache on, moka's own single flight (`try_get_with`) shares them. When the cache is full, the least recently used entries make room: an id's
-//! repeats come within seconds of its first lookup, so recency is what counts (moka's default
-//! TinyLFU would refuse most new ids once full, each having been seen once before it is
-//! stored). Under more than `max_entries` distinct ids within a repeat's delay, an id may be
-//! looked up again.
+//! shared, and nothing is kept once the call has answered the requests waiting for it.
+//!
+//! moka stores the answers; its own single flight is not used (its loading future is several
+//! times the size of a request's whole lookup state, and it needs a task per call to outlive
+//! a request that goes away). When the cache is full, the least recently used entries make
+//! room: an id's repeats come within seconds of its first lookup, so recency is what counts
+//! (moka's default TinyLFU would refuse most new ids once full, each having been seen once
+//! before it is stored). Under more than `max_entries` distinct ids within a repeat's delay,
+//! an id may be looked up again.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use tokio::sync::OnceCell;
-use tracing::Instrument as _;
+use tokio::sync::Notify;
 
 use crate::certification::Certification;
+use crate::error::Error;
 use crate::escaped::Escaped;
 use crate::metrics::{self, CacheEffect, LookupResult};
 use crate::rejection::Rejection;
@@ -114,13 +125,13 @@ impl LookupCache {
 
 /// Forgets evicted ids: what [`Evictions`] calls on each cache built over a source.
 impl Evict for Core {
-    fn evict<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            // First the generation (a lookup answered before the delete and stored from now
-            // on expires at once), then the entry (one stored before).
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            self.entries.invalidate(id).await;
-        })
+    fn evict(&self, id: &str) {
+        // First the generation (a lookup answered before the delete and stored from now on
+        // expires at once), then the entry (one stored before).
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(entries) = &self.entries {
+            entries.invalidate(id);
+        }
     }
 }
 
@@ -157,9 +168,16 @@ impl Entry {
     }
 }
 
+/// What the layer's lookups share with the calls they start (which may outlive the request
+/// that started them).
 struct Core {
-    entries: moka::future::Cache<String, Entry>,
+    /// The kept answers; `None` when the cache is off.
+    entries: Option<moka::sync::Cache<Box<str>, Entry>>,
     generation: Arc<AtomicU64>,
+    /// The calls in flight: one per id, however many requests wait for it.
+    flights: Mutex<HashSet<InFlight>>,
+    /// The source's label, for metrics.
+    label: &'static str,
 }
 
 /// Per-entry lifetimes: what kind of answer it is, and whether an eviction ran while it was
@@ -169,8 +187,13 @@ struct Lifetimes {
     generation: Arc<AtomicU64>,
 }
 
-impl Expiry<String, Entry> for Lifetimes {
-    fn expire_after_create(&self, _id: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+impl Expiry<Box<str>, Entry> for Lifetimes {
+    fn expire_after_create(
+        &self,
+        _id: &Box<str>,
+        entry: &Entry,
+        _now: Instant,
+    ) -> Option<Duration> {
         if entry.generation != self.generation.load(Ordering::Acquire) {
             return Some(Duration::ZERO);
         }
@@ -187,65 +210,188 @@ pub(crate) struct Lookups {
     source: Arc<dyn CertificationSource>,
     core: Arc<Core>,
     settings: LookupCache,
-    /// Without a cache: the calls in flight, by id.
-    in_flight: Mutex<HashMap<Box<str>, Call>>,
 }
 
-/// The answer of one upstream call, for everyone who waits for it.
-type Call = Arc<OnceCell<Result<Entry, Rejection>>>;
-
-/// A request's share in a [`Call`]: the last one to leave removes the call from the map,
-/// answered or not (a call whose waiters all went away is dropped with them, and the next
-/// request for the id starts afresh).
-struct Waiting<'a> {
-    in_flight: &'a Mutex<HashMap<Box<str>, Call>>,
-    id: &'a str,
-    call: Call,
+/// One upstream call in flight, for every request that asks for its id meanwhile. The
+/// request that started it runs it; the others wait for its answer, holding nothing but
+/// their place in line.
+struct Flight {
+    id: Box<str>,
+    /// The cache's eviction generation when the call started.
+    generation: u64,
+    answer: OnceLock<Result<Entry, Rejection>>,
+    answered: Notify,
 }
 
-impl<'a> Waiting<'a> {
-    fn join(in_flight: &'a Mutex<HashMap<Box<str>, Call>>, id: &'a str) -> Self {
-        let mut calls = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        let call = calls.entry(id.into()).or_default().clone();
-        Self {
-            in_flight,
-            id,
-            call,
+impl Flight {
+    /// Waits for the answer of the request that leads this flight.
+    async fn answer(&self) -> Result<Entry, Rejection> {
+        // Registered before looking: an answer given in between still wakes it.
+        let answered = self.answered.notified();
+        if let Some(answer) = self.answer.get() {
+            return answer.clone();
+        }
+        answered.await;
+        self.answer
+            .get()
+            .cloned()
+            // Never so: the answer is set before anyone is woken.
+            .unwrap_or(Err(Rejection::UpstreamUnavailable))
+    }
+}
+
+/// A flight in the map, found by its id.
+struct InFlight(Arc<Flight>);
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for InFlight {}
+
+impl std::hash::Hash for InFlight {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for InFlight {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+/// Where a call's answer goes when it comes: into the cache, then to the requests waiting
+/// for it, and the flight out of the map (in that order, so a request always finds the
+/// answer in one or the other). Dropped before the call answered (a panic, a runtime
+/// shutting down), it answers the waiters with [`Rejection::UpstreamUnavailable`].
+struct Landing {
+    core: Arc<Core>,
+    flight: Arc<Flight>,
+}
+
+impl Landing {
+    fn land(self, outcome: Outcome) -> Result<Entry, Rejection> {
+        let answer = Entry::of(outcome, self.flight.generation);
+        if let (Ok(entry), Some(entries)) = (&answer, &self.core.entries) {
+            entries.insert(self.flight.id.clone(), entry.clone());
+        }
+        let _ = self.flight.answer.set(answer.clone());
+        answer
+        // Dropped here: the waiters get the answer, the flight leaves the map.
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let _ = self.flight.answer.set(Err(Rejection::UpstreamUnavailable));
+        let mut flights = self
+            .core
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if flights
+            .get(&*self.flight.id)
+            .is_some_and(|in_flight| Arc::ptr_eq(&in_flight.0, &self.flight))
+        {
+            flights.remove(&*self.flight.id);
+        }
+        drop(flights);
+        self.flight.answered.notify_waiters();
+    }
+}
+
+/// The request leading a flight. If it goes away before the answer, the call goes on in a
+/// task of its own: the requests waiting for it, the cache and the next request for the id
+/// still get its answer, and no second upstream call is made. (The source bounds every call
+/// in time: the clients' total timeout.)
+struct Leader(Option<(Lookup, Landing)>);
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let Some((lookup, landing)) = self.0.take() else {
+            return;
+        };
+        // A panic in the call (or no runtime to finish it on): the landing's drop answers
+        // the waiters.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(async move {
+                let outcome = lookup.await;
+                landing.land(outcome)
+            }));
         }
     }
 }
 
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let mut calls = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Clones are made under the lock: the map's and ours are the last two.
-        if Arc::strong_count(&self.call) == 2
-            && calls
-                .get(self.id)
-                .is_some_and(|call| Arc::ptr_eq(call, &self.call))
-        {
-            calls.remove(self.id);
+/// One upstream call: the source's future, counted and logged (at WARN with the upstream
+/// status and the latency when PortOne, or the way to it, failed) when it ends. The error's
+/// text may quote PortOne's own message: it is logged [`Escaped`], so it cannot forge a log
+/// line.
+struct Lookup {
+    call: BoxFuture<'static, Result<Certification, Error>>,
+    label: &'static str,
+    started: tokio::time::Instant,
+    span: tracing::Span,
+}
+
+impl Future for Lookup {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        let result = ready!(this.call.as_mut().poll(cx));
+        let (outcome, error) = match result {
+            Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
+            Err(error) => (
+                Outcome::Refused(Rejection::from_lookup_error(&error)),
+                Some(error),
+            ),
+        };
+        let result = lookup_result(&outcome);
+        let latency_ms = this.started.elapsed().as_millis();
+        metrics::lookup(this.label, result);
+        match error {
+            Some(error) if result.is_upstream_failure() => tracing::warn!(
+                result = result.as_str(),
+                status = error.upstream_status(),
+                latency_ms,
+                error = %Escaped(&error),
+                "identity verification lookup failed"
+            ),
+            _ => tracing::debug!(
+                result = result.as_str(),
+                latency_ms,
+                "identity verification lookup finished"
+            ),
         }
+        Poll::Ready(outcome)
     }
 }
 
 impl Lookups {
     pub(crate) fn new(source: Arc<dyn CertificationSource>, settings: LookupCache) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
-        let entries = moka::future::Cache::builder()
-            .max_capacity(settings.max_entries)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .expire_after(Lifetimes {
-                settings,
-                generation: generation.clone(),
-            })
-            .build();
+        let entries = (!settings.keeps_nothing()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.max_entries)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .expire_after(Lifetimes {
+                    settings,
+                    generation: generation.clone(),
+                })
+                .build()
+        });
         let core = Arc::new(Core {
             entries,
             generation,
+            flights: Mutex::default(),
+            label: source.label(),
         });
         if let Some(evictions) = source.evictions() {
             let weak: Weak<dyn Evict> = Arc::downgrade(&core) as Weak<dyn Evict>;
@@ -255,7 +401,6 @@ impl Lookups {
             source,
             core,
             settings,
-            in_flight: Mutex::default(),
         }
     }
 
@@ -267,114 +412,85 @@ impl Lookups {
         self.settings
     }
 
-    /// Resolves an id that passed the source's syntax check, for a request to `route`.
+    /// A kept answer for `id`, counted as a hit.
+    fn kept(&self, id: &str) -> Option<Outcome> {
+        let entry = self.core.entries.as_ref()?.get(id)?;
+        metrics::lookup_cache(match entry.record {
+            Some(_) => CacheEffect::Hit,
+            None => CacheEffect::NegativeHit,
+        });
+        Some(entry.outcome())
+    }
+
+    /// Resolves an id for a request to `route`: checks its syntax, then answers from the
+    /// cache, else by joining the call in flight for the id, else by making it. Each upstream
+    /// lookup runs in one `iamport_lookup` span and counts once in `iamport_lookups_total`;
+    /// every other request counts in `iamport_lookup_cache_total` (a cached answer) or
+    /// `iamport_lookup_dedup_total` (it joined one in flight).
     pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
-        let (answer, led) = if self.settings.keeps_nothing() {
-            self.share(id, route).await
-        // Boxed: moka's `get` is several times the size of the rest of a lookup's state, and
-        // ends at once; inline, every request in flight would hold room for it.
-        } else if let Some(entry) = Box::pin(self.core.entries.get(id)).await {
-            metrics::lookup_cache(match entry.record {
-                Some(_) => CacheEffect::Hit,
-                None => CacheEffect::NegativeHit,
-            });
-            return entry.outcome();
-        } else {
-            self.spawn_look_up(id, route).await
-        };
-        if led {
-            metrics::lookup_cache(CacheEffect::Miss);
-        } else {
-            tracing::debug!(route, "joined a lookup already in flight for the same id");
-            metrics::lookup_joined();
+        if let Err(invalid) = self.source.validate_id(id) {
+            metrics::lookup(self.core.label, LookupResult::InvalidId);
+            return Outcome::Refused(Rejection::InvalidId(invalid));
         }
-        answer.map_or_else(Outcome::Refused, Entry::outcome)
-    }
-
-    /// Without a cache: joins the call in flight for `id`, or makes it (then `true`), in the
-    /// request's own task.
-    async fn share(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
-        let waiting = Waiting::join(&self.in_flight, id);
-        let mut led = false;
-        let answer = waiting
-            .call
-            .get_or_init(|| {
-                led = true;
-                let span =
-                    tracing::info_span!("iamport_lookup", source = self.source.label(), route);
-                async move {
-                    let outcome = upstream_lookup(&*self.source, id).instrument(span).await;
-                    Entry::of(outcome, 0)
+        if let Some(outcome) = self.kept(id) {
+            return outcome;
+        }
+        match self.join(id) {
+            Err(flight) => {
+                tracing::debug!(route, "joined a lookup already in flight for the same id");
+                metrics::lookup_joined();
+                flight
+                    .answer()
+                    .await
+                    .map_or_else(Outcome::Refused, Entry::outcome)
+            }
+            Ok(landing) => {
+                // Answered (and kept) between the cache's miss and the flight's start.
+                if let Some(outcome) = self.kept(id) {
+                    let _ = landing.flight.answer.set(Entry::of(outcome.clone(), 0));
+                    return outcome;
                 }
-            })
-            .await
-            .clone();
-        (answer, led)
-    }
-
-    /// Joins the lookup in flight for `id`, or makes it (then `true`): moka runs one
-    /// initializer per key at a time, and the others wait for its answer.
-    async fn look_up(
-        core: Arc<Core>,
-        source: Arc<dyn CertificationSource>,
-        id: String,
-        route: &str,
-    ) -> (Result<Entry, Rejection>, bool) {
-        let span = tracing::info_span!("iamport_lookup", source = source.label(), route);
-        let generation = core.generation.load(Ordering::Acquire);
-        let mut led = false;
-        let answer = core
-            .entries
-            .try_get_with_by_ref(id.as_str(), async {
-                led = true;
-                let outcome = upstream_lookup(&*source, &id).instrument(span).await;
-                Entry::of(outcome, generation)
-            })
-            .await
-            .map_err(|shared| Rejection::clone(&shared));
-        (answer, led)
-    }
-
-    /// [`look_up`](Self::look_up) in a task of its own, so it completes — and its answer is
-    /// kept — even if every request waiting for it is dropped; another request then finds
-    /// the answer instead of calling again. The source bounds the call in time (the
-    /// clients' total timeout).
-    async fn spawn_look_up(&self, id: &str, route: &str) -> (Result<Entry, Rejection>, bool) {
-        let (core, source, id) = (self.core.clone(), self.source.clone(), id.to_owned());
-        let route = route.to_owned();
-        let task = tokio::spawn(
-            async move { Self::look_up(core, source, id, &route).await }
-                // Its log lines belong to the request that started it.
-                .instrument(tracing::Span::current()),
-        );
-        match task.await {
-            Ok(answer) => answer,
-            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-            // The runtime is shutting down.
-            Err(_) => (Err(Rejection::UpstreamUnavailable), false),
+                metrics::lookup_cache(CacheEffect::Miss);
+                let label = self.core.label;
+                let mut leader = Leader(Some((
+                    Lookup {
+                        call: self.source.lookup(id),
+                        label,
+                        started: tokio::time::Instant::now(),
+                        span: tracing::info_span!("iamport_lookup", source = label, route),
+                    },
+                    landing,
+                )));
+                let outcome = (&mut leader.0.as_mut().expect("just set").0).await;
+                let (_, landing) = leader.0.take().expect("still set");
+                landing
+                    .land(outcome)
+                    .map_or_else(Outcome::Refused, Entry::outcome)
+            }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_waiter_of_a_call_removes_it() {
-        let in_flight = Mutex::default();
-        let a = Waiting::join(&in_flight, "imp_100000000001");
-        let again = Waiting::join(&in_flight, "imp_100000000001");
-        assert!(Arc::ptr_eq(&a.call, &again.call), "one id, one call");
-        let b = Waiting::join(&in_flight, "imp_100000000002");
-        assert!(!Arc::ptr_eq(&a.call, &b.call));
-        let len = || in_flight.lock().unwrap().len();
-        drop(again);
-        assert_eq!(len(), 2, "a waiter of the first is left");
-        drop(a);
-        assert_eq!(len(), 1);
-        drop(b);
-        assert_eq!(len(), 0);
+    /// The flight in the map for `id` to wait for (`Err`), or a new one this request leads.
+    fn join(&self, id: &str) -> Result<Landing, Arc<Flight>> {
+        let mut flights = self
+            .core
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(in_flight) = flights.get(id) {
+            return Err(in_flight.0.clone());
+        }
+        let flight = Arc::new(Flight {
+            id: id.into(),
+            generation: self.core.generation.load(Ordering::Acquire),
+            answer: OnceLock::new(),
+            answered: Notify::new(),
+        });
+        flights.insert(InFlight(flight.clone()));
+        Ok(Landing {
+            core: self.core.clone(),
+            flight,
+        })
     }
 }
 
@@ -402,34 +518,67 @@ fn lookup_result(outcome: &Outcome) -> LookupResult {
     }
 }
 
-/// One upstream lookup: counted, and logged — at WARN with the upstream status and the
-/// latency when PortOne (or the way to it) failed. The error's text may quote PortOne's own
-/// message: it is logged [`Escaped`], so it cannot forge a log line.
-pub(crate) async fn upstream_lookup(source: &dyn CertificationSource, id: &str) -> Outcome {
-    let started = tokio::time::Instant::now();
-    let (outcome, error) = match source.lookup(id).await {
-        Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
-        Err(error) => (
-            Outcome::Refused(Rejection::from_lookup_error(&error)),
-            Some(error),
-        ),
-    };
-    let result = lookup_result(&outcome);
-    let latency_ms = started.elapsed().as_millis();
-    metrics::lookup(source.label(), result);
-    match error {
-        Some(error) if result.is_upstream_failure() => tracing::warn!(
-            result = result.as_str(),
-            status = error.upstream_status(),
-            latency_ms,
-            error = %Escaped(&error),
-            "identity verification lookup failed"
-        ),
-        _ => tracing::debug!(
-            result = result.as_str(),
-            latency_ms,
-            "identity verification lookup finished"
-        ),
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    const ADULT: &str = "imp_100000000001";
+
+    fn flights(lookups: &Lookups) -> usize {
+        lookups.core.flights.lock().unwrap().len()
     }
-    outcome
+
+    /// Every guarded request waiting for PortOne holds this state (the call itself is the
+    /// source's own allocation): a cache's loading future, or a timer, inlined here would
+    /// double it.
+    #[tokio::test]
+    async fn a_request_waiting_for_a_lookup_holds_little_state() {
+        let client = crate::IamportClient::builder()
+            .base_url("http://127.0.0.1:1")
+            .key("k")
+            .secret("s")
+            .build()
+            .expect("client");
+        let lookups = Lookups::new(Arc::new(client), LookupCache::default());
+        let size = size_of_val(&lookups.resolve(ADULT, "/"));
+        eprintln!("a request's lookup state: {size} bytes");
+        assert!(size <= 256, "a request's lookup state grew to {size} bytes");
+    }
+
+    /// A call leaves the map once it has answered, also when the request that started it
+    /// went away and its task finished it; the answer is kept for the next request.
+    #[tokio::test]
+    async fn no_flight_outlives_its_call() {
+        let emulator = iamport_mock::Emulator::start().await.expect("emulator");
+        // The emulator's crate links its own copy of this one: a client of this copy.
+        let client = crate::IamportClient::builder()
+            .base_url(emulator.url())
+            .key(iamport_mock::TEST_KEY)
+            .secret(iamport_mock::TEST_SECRET)
+            .build()
+            .expect("client");
+        client.warm_up().await.expect("token");
+        let lookups = Lookups::new(Arc::new(client), LookupCache::default());
+        emulator.set_latency(Duration::from_millis(200));
+        let mut first = Box::pin(lookups.resolve(ADULT, "/"));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(flights(&lookups), 1, "the call is in flight");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while flights(&lookups) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the abandoned call is finished in its own task and leaves the map");
+        assert!(matches!(
+            lookups.resolve(ADULT, "/").await,
+            Outcome::Verified(_)
+        ));
+        assert_eq!(emulator.calls_for(ADULT), 1, "its answer was kept");
+        assert_eq!(flights(&lookups), 0);
+    }
 }

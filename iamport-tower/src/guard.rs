@@ -173,11 +173,15 @@ impl Admission {
                         .ci
                         .as_deref()
                         .ok_or(Rejection::Policy(PolicyViolation::CiUnknown))?;
-                    // Reserved last, so a refused person never holds a reservation.
-                    verification
-                        .unique_slot()
-                        .reserve(policy.unique_scope(), ci)
-                        .await?;
+                    // Reserved last, so a refused person never holds a reservation. Boxed: only
+                    // `unique` routes reserve, and inline every guarded request waiting for
+                    // PortOne would hold room for a store call.
+                    Box::pin(
+                        verification
+                            .unique_slot()
+                            .reserve(policy.unique_scope(), ci),
+                    )
+                    .await?;
                 }
                 Ok(Certified::new(cert.clone(), &verification))
             }

@@ -58,7 +58,12 @@ pub trait CertificationSource: Send + Sync + 'static {
     fn validate_id(&self, raw: &str) -> Result<(), InvalidId>;
 
     /// Fetches the verification for an id that passed [`validate_id`](Self::validate_id).
-    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>>;
+    ///
+    /// The future owns what it needs (clone the client into it): when the request that
+    /// started a lookup goes away, the layer finishes the call in a task of its own, so the
+    /// requests waiting for the same id — and its cache — still get the answer without a
+    /// second call.
+    fn lookup(&self, id: &str) -> BoxFuture<'static, Result<Certification, Error>>;
 
     /// A short name for logs and metrics (the `source` label of `iamport_lookups_total`):
     /// `"v1"` for [`IamportClient`](crate::IamportClient), `"v2"` for [`PortOneClient`](crate::PortOneClient).
@@ -104,7 +109,7 @@ impl<S: CertificationSource + ?Sized> CertificationSource for Arc<S> {
         (**self).validate_id(raw)
     }
 
-    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
+    fn lookup(&self, id: &str) -> BoxFuture<'static, Result<Certification, Error>> {
         (**self).lookup(id)
     }
 
@@ -133,7 +138,7 @@ pub struct Evictions {
 
 /// A cache that can forget an id (the layer's lookup cache).
 pub(crate) trait Evict: Send + Sync {
-    fn evict<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
+    fn evict(&self, id: &str);
 }
 
 impl fmt::Debug for Evictions {
@@ -159,7 +164,7 @@ impl Evictions {
             caches.iter().filter_map(Weak::upgrade).collect()
         };
         for cache in live {
-            cache.evict(id).await;
+            cache.evict(id);
         }
     }
 

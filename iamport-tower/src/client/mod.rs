@@ -421,8 +421,9 @@ impl CertificationSource for IamportClient {
         Some(IamportClient::evictions(self))
     }
 
-    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
-        Box::pin(async move { self.certification(&ImpUid::parse(id)?).await })
+    fn lookup(&self, id: &str) -> BoxFuture<'static, Result<Certification, Error>> {
+        let (client, id) = (self.clone(), ImpUid::parse(id));
+        Box::pin(async move { client.certification(&id?).await })
     }
 }
 

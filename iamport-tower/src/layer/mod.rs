@@ -47,7 +47,6 @@ use crate::binding::Binding;
 use crate::budget::BodyBudget;
 pub use crate::cache::Outcome;
 use crate::cache::{LookupCache, Lookups};
-use crate::metrics::{self, LookupResult};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
 use crate::source::CertificationSource;
 use crate::unique::{MemoryStore, StoreKeys, UniqueStore};
@@ -500,18 +499,5 @@ impl Shared {
 
     pub(crate) fn source(&self) -> &Arc<dyn CertificationSource> {
         self.lookups.source()
-    }
-
-    /// Checks the id's syntax, then looks it up through the lookup cache: recent and
-    /// concurrent lookups of one id share one upstream call. Each upstream lookup runs in
-    /// one `iamport_lookup` span and counts once in `iamport_lookups_total`; every other
-    /// request counts in `iamport_lookup_cache_total` (a cached answer) or
-    /// `iamport_lookup_dedup_total` (it joined one in flight).
-    pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
-        if let Err(invalid) = self.source().validate_id(id) {
-            metrics::lookup(self.source().label(), LookupResult::InvalidId);
-            return Outcome::Refused(Rejection::InvalidId(invalid));
-        }
-        self.lookups.resolve(id, route).await
     }
 }

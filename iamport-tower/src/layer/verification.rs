@@ -124,7 +124,7 @@ impl Verification {
             return outcome;
         }
         let outcome = match self.id() {
-            Ok(id) => inner.shared.resolve(id, self.route()).await,
+            Ok(id) => inner.shared.lookups.resolve(id, self.route()).await,
             Err(rejection) => Outcome::Refused(rejection.clone()),
         };
         inner.outcome.get_or_init(|| outcome)

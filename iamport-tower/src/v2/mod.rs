@@ -172,11 +172,9 @@ impl CertificationSource for PortOneClient {
         IdentityVerificationId::parse(raw).map(drop)
     }
 
-    fn lookup<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Certification, Error>> {
-        Box::pin(async move {
-            self.identity_verification(&IdentityVerificationId::parse(id)?)
-                .await
-        })
+    fn lookup(&self, id: &str) -> BoxFuture<'static, Result<Certification, Error>> {
+        let (client, id) = (self.clone(), IdentityVerificationId::parse(id));
+        Box::pin(async move { client.identity_verification(&id?).await })
     }
 }
 
