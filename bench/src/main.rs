@@ -330,8 +330,10 @@ fn child(args: &[String]) -> String {
 
 /// `rss ROUTE N`: this process is the app alone — the emulator and the driver run in processes
 /// of their own — and prints its resident-memory growth in bytes per request with N requests
-/// in flight at once on `held`, `plain`, `client`, `guarded`, `guarded-cached` (the layer's
-/// default lookup cache on) or `guarded-h2` (the client speaking HTTP/2 to the emulator); then
+/// in flight at once on `held`, `plain`, `plain-layered` (a do-nothing layer on the route),
+/// `client`, `guarded`, `guarded-cached` (the layer's default lookup cache on), `guarded-h2`
+/// (the client speaking HTTP/2 to the emulator), or — served as an app of their own, the layer
+/// around it — `plain-app`, `guarded-app`, `guarded-cached-app`; then
 /// the connections the emulator accepted meanwhile (the app's upstream ones, with its
 /// warm-up's); then its heap growth in bytes per request. The emulator holds every answer
 /// until all N lookups have arrived (a long latency), so all N are in flight when it is read.
@@ -372,6 +374,12 @@ async fn child_rss(route: &str, n: usize) {
             get(guarded).layer(CertificationLayer::new(client.clone())),
         )
         .route("/plain", get(plain))
+        // `plain-layered`: the same with a layer that does nothing on its route — what axum's
+        // box of a route layer's future (with the route's own inside) costs any layer.
+        .route(
+            "/plain-layered",
+            get(plain).layer(tower_layer::Identity::new()),
+        )
         // `client`: this crate's client called by hand, without the layer.
         .route("/client", get(by_client))
         // `held`: a handler that never answers and asks nothing upstream — what the inbound
@@ -387,10 +395,35 @@ async fn child_rss(route: &str, n: usize) {
             }),
         )
         .route("/ok", get(|| async { "ok" }))
-        .with_state(upstream);
+        .with_state(upstream.clone());
+    let upstream_state = upstream;
     let listener = deep_listener();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // `*-app`: the routes served as a service of their own (`into_make_service`), the layer
+    // around the whole app rather than on a route: axum then boxes no future of its own for
+    // it (a route layer's future, with the route's inside, is one box per request in flight).
+    if route.ends_with("-app") {
+        let app = Router::new()
+            .route("/plain-app", get(plain))
+            .with_state(upstream_state.clone())
+            .merge(
+                Router::new()
+                    .route("/guarded-app", get(guarded))
+                    .route("/guarded-cached-app", get(guarded))
+                    .with_state(upstream_state),
+            );
+        if route.starts_with("guarded") {
+            let layer = match route {
+                "guarded-cached-app" => CertificationLayer::new(client.clone()),
+                _ => CertificationLayer::new(client.clone()).lookup_cache(LookupCache::disabled()),
+            };
+            tokio::spawn(serve_app(listener, tower_layer::Layer::layer(&layer, app)));
+        } else {
+            tokio::spawn(serve_app(listener, app));
+        }
+    } else {
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
     // Warm-up (one request, not measured): the token, the first connections, the allocator's
     // first arenas.
     let warm = match route {
@@ -446,6 +479,28 @@ async fn child_rss(route: &str, n: usize) {
         during.saturating_sub(before) / n as u64,
         heap / n as u64
     );
+}
+
+/// Serves `app` as a service of its own — not through the `Router`'s own make-service, which
+/// turns every route into a `Route` anew for each connection (per-connection memory that
+/// grows with the routes, and in these measurements one connection carries one request).
+async fn serve_app<S>(listener: tokio::net::TcpListener, app: S)
+where
+    S: tower_service::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .await
+    .unwrap();
 }
 
 /// A child process killed when this is dropped — also when a measurement panics, so that
@@ -1176,13 +1231,14 @@ async fn main() {
     }
 }
 
-/// The app's resident memory per 1 000 requests in flight (MiB), each measured in a fresh
-/// app process (the driver and the emulator in processes of their own), median of three: a
-/// route whose handler never answers nor calls upstream (`held`: what the inbound connection
-/// and the request cost any route), then `plain` and `guarded` (whose difference to `held` is
-/// what asking PortOne holds per request), and `guarded` with the client on HTTP/2.
+/// The app's memory per 1 000 requests in flight (MiB: resident and heap), each measured in a
+/// fresh app process (the driver and the emulator in processes of their own), median of
+/// three, each over its baseline: a route whose handler never answers nor calls upstream
+/// (`held`: what the inbound connection and the request cost any route), then `plain` and the
+/// routes beside it in one router (the layer on a route: axum boxes a route layer's future),
+/// then `plain-app` and the layer around the whole app (what the layer itself holds).
 fn in_flight_memory(counts: &[usize]) {
-    const ROUTES: [(&str, &str); 6] = [
+    const ROUTES: [(&str, &str); 10] = [
         (
             "held",
             "a route that never answers (the inbound connection alone)",
@@ -1195,13 +1251,29 @@ fn in_flight_memory(counts: &[usize]) {
         ),
         ("guarded-cached", "guarded, the default lookup cache on"),
         ("guarded-h2", "guarded, HTTP/2 upstream"),
+        (
+            "plain-layered",
+            "plain with a layer that does nothing (axum's box of a route layer)",
+        ),
+        (
+            "plain-app",
+            "plain, in an app of its own (the baseline below)",
+        ),
+        (
+            "guarded-app",
+            "guarded, the layer around the app (lookup cache off)",
+        ),
+        (
+            "guarded-cached-app",
+            "guarded, the layer around the app (default lookup cache)",
+        ),
     ];
     for &n in counts {
         println!(
             "\nmemory of the app alone with {n} requests in flight, per 1 000 (MiB; median of 3)"
         );
         println!(
-            "| route | resident | heap | over plain: resident / heap | upstream connections |"
+            "| route | resident | heap | over its plain: resident / heap | upstream connections |"
         );
         println!("|---|---|---|---|---|");
         let per_1000 = |route: &str| {
@@ -1226,12 +1298,24 @@ fn in_flight_memory(counts: &[usize]) {
             }
         };
         let measured: Vec<Measured> = ROUTES.iter().map(|(route, _)| per_1000(route)).collect();
-        let plain = &measured[1];
+        let baseline = |route: &str| {
+            let plain = if route.ends_with("-app") {
+                "plain-app"
+            } else {
+                "plain"
+            };
+            let i = ROUTES
+                .iter()
+                .position(|(r, _)| *r == plain)
+                .expect("a baseline");
+            &measured[i]
+        };
         for ((route, label), m) in ROUTES.iter().zip(&measured) {
-            let over = if *route == "held" {
+            let base = baseline(route);
+            let over = if *route == "held" || std::ptr::eq(base, m) {
                 "—".to_owned()
             } else {
-                format!("{:+.2} / {:+.2}", m.rss - plain.rss, m.heap - plain.heap)
+                format!("{:+.2} / {:+.2}", m.rss - base.rss, m.heap - base.heap)
             };
             println!(
                 "| {label} | {:.2} | {:.2} | {over} | {:.0} |",

@@ -47,11 +47,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use tokio::sync::Notify;
 
 use crate::certification::Certification;
 use crate::error::Error;
@@ -220,23 +219,52 @@ struct Flight {
     /// The cache's eviction generation when the call started.
     generation: u64,
     answer: OnceLock<Result<Entry, Rejection>>,
-    answered: Notify,
+    /// The requests waiting for the answer (`None` once it is given).
+    waiting: Mutex<Option<Vec<Waker>>>,
 }
 
 impl Flight {
-    /// Waits for the answer of the request that leads this flight.
-    async fn answer(&self) -> Result<Entry, Rejection> {
-        // Registered before looking: an answer given in between still wakes it.
-        let answered = self.answered.notified();
-        if let Some(answer) = self.answer.get() {
-            return answer.clone();
+    fn new(id: &str, generation: u64) -> Self {
+        Self {
+            id: id.into(),
+            generation,
+            answer: OnceLock::new(),
+            waiting: Mutex::new(Some(Vec::new())),
         }
-        answered.await;
-        self.answer
-            .get()
-            .cloned()
-            // Never so: the answer is set before anyone is woken.
-            .unwrap_or(Err(Rejection::UpstreamUnavailable))
+    }
+
+    /// The answer, or `Pending` with `cx`'s waker in line (at `place`, once it has one).
+    fn poll_answer(
+        &self,
+        cx: &mut Context<'_>,
+        place: &mut Option<usize>,
+    ) -> Poll<Result<Entry, Rejection>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(wakers) = waiting.as_mut() else {
+            drop(waiting);
+            // Given before `waiting` was emptied; never missing.
+            let answer = self.answer.get().cloned();
+            return Poll::Ready(answer.unwrap_or(Err(Rejection::UpstreamUnavailable)));
+        };
+        match place.and_then(|i| wakers.get_mut(i)) {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => {
+                *place = Some(wakers.len());
+                wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Gives the answer (the first one given stands) and wakes every request waiting for it.
+    fn answer(&self, answer: Result<Entry, Rejection>) {
+        let _ = self.answer.set(answer);
+        let wakers = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        wakers.into_iter().flatten().for_each(Waker::wake);
     }
 }
 
@@ -278,15 +306,16 @@ impl Landing {
         if let (Ok(entry), Some(entries)) = (&answer, &self.core.entries) {
             entries.insert(self.flight.id.clone(), entry.clone());
         }
-        let _ = self.flight.answer.set(answer.clone());
+        self.flight.answer(answer.clone());
         answer
-        // Dropped here: the waiters get the answer, the flight leaves the map.
+        // Dropped here: the flight leaves the map.
     }
 }
 
 impl Drop for Landing {
     fn drop(&mut self) {
-        let _ = self.flight.answer.set(Err(Rejection::UpstreamUnavailable));
+        // Unless landed: the call went away without an answer.
+        self.flight.answer(Err(Rejection::UpstreamUnavailable));
         let mut flights = self
             .core
             .flights
@@ -298,8 +327,6 @@ impl Drop for Landing {
         {
             flights.remove(&*self.flight.id);
         }
-        drop(flights);
-        self.flight.answered.notify_waiters();
     }
 }
 
@@ -321,31 +348,38 @@ impl Drop for Leader {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             drop(runtime.spawn(async move {
-                let outcome = lookup.await;
+                let mut lookup = lookup;
+                let result = (&mut lookup).await;
+                let outcome = lookup.conclude(result, landing.core.label);
                 landing.land(outcome)
             }));
         }
     }
 }
 
-/// One upstream call: the source's future, counted and logged (at WARN with the upstream
-/// status and the latency when PortOne, or the way to it, failed) when it ends. The error's
-/// text may quote PortOne's own message: it is logged [`Escaped`], so it cannot forge a log
-/// line.
+/// One upstream call: the source's future, polled in the lookup's span.
 struct Lookup {
     call: BoxFuture<'static, Result<Certification, Error>>,
-    label: &'static str,
     started: tokio::time::Instant,
     span: tracing::Span,
 }
 
 impl Future for Lookup {
-    type Output = Outcome;
+    type Output = Result<Certification, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let _entered = this.span.enter();
-        let result = ready!(this.call.as_mut().poll(cx));
+        this.call.as_mut().poll(cx)
+    }
+}
+
+impl Lookup {
+    /// The call's outcome, counted and logged (at WARN with the upstream status and the
+    /// latency when PortOne, or the way to it, failed). The error's text may quote PortOne's
+    /// own message: it is logged [`Escaped`], so it cannot forge a log line.
+    fn conclude(&self, result: Result<Certification, Error>, label: &'static str) -> Outcome {
+        let _entered = self.span.enter();
         let (outcome, error) = match result {
             Ok(cert) => (Outcome::Verified(Arc::new(cert)), None),
             Err(error) => (
@@ -354,8 +388,8 @@ impl Future for Lookup {
             ),
         };
         let result = lookup_result(&outcome);
-        let latency_ms = this.started.elapsed().as_millis();
-        metrics::lookup(this.label, result);
+        let latency_ms = self.started.elapsed().as_millis();
+        metrics::lookup(label, result);
         match error {
             Some(error) if result.is_upstream_failure() => tracing::warn!(
                 result = result.as_str(),
@@ -370,7 +404,47 @@ impl Future for Lookup {
                 "identity verification lookup finished"
             ),
         }
-        Poll::Ready(outcome)
+        outcome
+    }
+}
+
+/// A request's part in resolving its id ([`Lookups::resolve`]): an answer at hand, a place
+/// in line for a call in flight, or the call it leads.
+pub(crate) struct Resolving(Resolution);
+
+enum Resolution {
+    Done(Option<Outcome>),
+    Waiting {
+        flight: Arc<Flight>,
+        place: Option<usize>,
+    },
+    Leading(Leader),
+}
+
+impl Future for Resolving {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match &mut self.0 {
+            Resolution::Done(outcome) => {
+                Poll::Ready(outcome.take().expect("a resolved outcome is taken once"))
+            }
+            Resolution::Waiting { flight, place } => {
+                let answer = ready!(flight.poll_answer(cx, place));
+                Poll::Ready(answer.map_or_else(Outcome::Refused, Entry::outcome))
+            }
+            Resolution::Leading(leader) => {
+                let (lookup, landing) = leader.0.as_mut().expect("polled after it answered");
+                let result = ready!(Pin::new(&mut *lookup).poll(cx));
+                let outcome = lookup.conclude(result, landing.core.label);
+                let (_, landing) = leader.0.take().expect("still leading");
+                Poll::Ready(
+                    landing
+                        .land(outcome)
+                        .map_or_else(Outcome::Refused, Entry::outcome),
+                )
+            }
+        }
     }
 }
 
@@ -427,47 +501,45 @@ impl Lookups {
     /// lookup runs in one `iamport_lookup` span and counts once in `iamport_lookups_total`;
     /// every other request counts in `iamport_lookup_cache_total` (a cached answer) or
     /// `iamport_lookup_dedup_total` (it joined one in flight).
-    pub(crate) async fn resolve(&self, id: &str, route: &str) -> Outcome {
+    ///
+    /// All but the waiting is done here, so the future keeps no arguments: every guarded
+    /// request waiting for PortOne holds it.
+    pub(crate) fn resolve(&self, id: &str, route: &str) -> Resolving {
         if let Err(invalid) = self.source.validate_id(id) {
             metrics::lookup(self.core.label, LookupResult::InvalidId);
-            return Outcome::Refused(Rejection::InvalidId(invalid));
+            return Resolving(Resolution::Done(Some(Outcome::Refused(
+                Rejection::InvalidId(invalid),
+            ))));
         }
         if let Some(outcome) = self.kept(id) {
-            return outcome;
+            return Resolving(Resolution::Done(Some(outcome)));
         }
-        match self.join(id) {
+        let landing = match self.join(id) {
+            Ok(landing) => landing,
             Err(flight) => {
                 tracing::debug!(route, "joined a lookup already in flight for the same id");
                 metrics::lookup_joined();
-                flight
-                    .answer()
-                    .await
-                    .map_or_else(Outcome::Refused, Entry::outcome)
+                return Resolving(Resolution::Waiting {
+                    flight,
+                    place: None,
+                });
             }
-            Ok(landing) => {
-                // Answered (and kept) between the cache's miss and the flight's start.
-                if let Some(outcome) = self.kept(id) {
-                    let _ = landing.flight.answer.set(Entry::of(outcome.clone(), 0));
-                    return outcome;
-                }
-                metrics::lookup_cache(CacheEffect::Miss);
-                let label = self.core.label;
-                let mut leader = Leader(Some((
-                    Lookup {
-                        call: self.source.lookup(id),
-                        label,
-                        started: tokio::time::Instant::now(),
-                        span: tracing::info_span!("iamport_lookup", source = label, route),
-                    },
-                    landing,
-                )));
-                let outcome = (&mut leader.0.as_mut().expect("just set").0).await;
-                let (_, landing) = leader.0.take().expect("still set");
-                landing
-                    .land(outcome)
-                    .map_or_else(Outcome::Refused, Entry::outcome)
-            }
+        };
+        // Answered (and kept) between the cache's miss and the flight's start.
+        if let Some(outcome) = self.kept(id) {
+            landing.flight.answer(Entry::of(outcome.clone(), 0));
+            return Resolving(Resolution::Done(Some(outcome)));
         }
+        metrics::lookup_cache(CacheEffect::Miss);
+        let label = self.core.label;
+        Resolving(Resolution::Leading(Leader(Some((
+            Lookup {
+                call: self.source.lookup(id),
+                started: tokio::time::Instant::now(),
+                span: tracing::info_span!("iamport_lookup", source = label, route),
+            },
+            landing,
+        )))))
     }
 
     /// The flight in the map for `id` to wait for (`Err`), or a new one this request leads.
@@ -480,12 +552,10 @@ impl Lookups {
         if let Some(in_flight) = flights.get(id) {
             return Err(in_flight.0.clone());
         }
-        let flight = Arc::new(Flight {
-            id: id.into(),
-            generation: self.core.generation.load(Ordering::Acquire),
-            answer: OnceLock::new(),
-            answered: Notify::new(),
-        });
+        let flight = Arc::new(Flight::new(
+            id,
+            self.core.generation.load(Ordering::Acquire),
+        ));
         flights.insert(InFlight(flight.clone()));
         Ok(Landing {
             core: self.core.clone(),
@@ -531,8 +601,8 @@ mod tests {
     }
 
     /// Every guarded request waiting for PortOne holds this state (the call itself is the
-    /// source's own allocation): a cache's loading future, or a timer, inlined here would
-    /// double it.
+    /// source's own allocation): 104 bytes. A cache's loading future, a timer, or an `async
+    /// fn` keeping its arguments would each double it.
     #[tokio::test]
     async fn a_request_waiting_for_a_lookup_holds_little_state() {
         let client = crate::IamportClient::builder()
@@ -544,7 +614,7 @@ mod tests {
         let lookups = Lookups::new(Arc::new(client), LookupCache::default());
         let size = size_of_val(&lookups.resolve(ADULT, "/"));
         eprintln!("a request's lookup state: {size} bytes");
-        assert!(size <= 256, "a request's lookup state grew to {size} bytes");
+        assert!(size <= 128, "a request's lookup state grew to {size} bytes");
     }
 
     /// A call leaves the map once it has answered, also when the request that started it

@@ -80,6 +80,14 @@ impl TokenCache {
         self.lock().token.clone()
     }
 
+    /// The cached token while it needs no renewal: the path of nearly every call, without
+    /// the state of a fetch.
+    pub(crate) fn fresh(&self) -> Option<Secret> {
+        self.current()
+            .filter(|token| Instant::now() < token.renew_at)
+            .map(|token| token.value)
+    }
+
     /// A valid token: the cached one, or one fetched by `fetch` (called at most once, and by
     /// at most one caller at a time across the whole cache). The fetch is boxed: it is rare,
     /// and inline it would make every lookup's state as large as a token request's.

@@ -20,20 +20,20 @@ use crate::error::Error;
 use crate::metrics::{self, Answered, Endpoint};
 pin_project! {
     /// [`Transport::bounded`]'s future: the call, or [`Error::Timeout`] once its time is up.
-    pub(crate) struct Bounded<F> {
+    pub(crate) struct Bounded<'a, F> {
         #[pin]
         call: tokio::time::Timeout<F>,
-        limit: Duration,
+        limit: &'a Duration,
     }
 }
 
-impl<T, F: Future<Output = Result<T, Error>>> Future for Bounded<F> {
+impl<T, F: Future<Output = Result<T, Error>>> Future for Bounded<'_, F> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         Poll::Ready(match ready!(this.call.poll(cx)) {
-            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(*this.limit)),
+            Ok(Err(Error::Timeout(_))) | Err(_) => Err(Error::Timeout(**this.limit)),
             Ok(result) => result,
         })
     }
@@ -373,19 +373,28 @@ impl fmt::Debug for Transport {
     }
 }
 
-/// One call's request, made again for each attempt.
+/// One call's request, made again for each attempt. Every lookup in flight holds one:
+/// compact (the method as one byte, the rare body boxed).
 pub(crate) struct Outgoing {
-    method: Method,
-    url: String,
+    method: Verb,
+    url: Box<str>,
     authorization: Option<HeaderValue>,
-    json: Option<Bytes>,
+    json: Option<Box<Bytes>>,
+}
+
+/// The methods PortOne's calls use.
+#[derive(Clone, Copy)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    Delete,
 }
 
 impl Outgoing {
-    pub(crate) fn new(method: Method, url: String) -> Self {
+    pub(crate) fn new(method: Verb, url: String) -> Self {
         Self {
             method,
-            url,
+            url: url.into(),
             authorization: None,
             json: None,
         }
@@ -393,13 +402,18 @@ impl Outgoing {
 
     /// The `Authorization` header (mark it sensitive).
     pub(crate) fn authorization(mut self, value: HeaderValue) -> Self {
-        self.authorization = Some(value);
+        self.set_authorization(value);
         self
+    }
+
+    /// Sets (or replaces) the `Authorization` header (mark it sensitive).
+    pub(crate) fn set_authorization(&mut self, value: HeaderValue) {
+        self.authorization = Some(value);
     }
 
     /// A JSON body.
     pub(crate) fn json(mut self, body: Vec<u8>) -> Self {
-        self.json = Some(body.into());
+        self.json = Some(Box::new(body.into()));
         self
     }
 
@@ -408,14 +422,19 @@ impl Outgoing {
     /// layers each keep a copy of the headers while the call is in flight, so every header
     /// beyond the ones the call needs costs about 400 bytes per call waiting for PortOne.
     fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
-        let mut request = http.request(self.method.clone(), &self.url);
+        let method = match self.method {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Delete => Method::DELETE,
+        };
+        let mut request = http.request(method, &*self.url);
         if let Some(authorization) = &self.authorization {
             request = request.header(http::header::AUTHORIZATION, authorization.clone());
         }
         if let Some(json) = &self.json {
             request = request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(json.clone());
+                .body(Bytes::clone(json));
         }
         request
     }
@@ -511,10 +530,10 @@ impl Transport {
     /// Runs one whole call (token, lookup, retries) within the timeout, counted from now.
     /// A future of its own rather than an `async fn`, which would hold `call` twice (as its
     /// argument and inside the timeout) in every request's state.
-    pub(crate) fn bounded<F: Future>(&self, call: F) -> Bounded<F> {
+    pub(crate) fn bounded<F: Future>(&self, call: F) -> Bounded<'_, F> {
         Bounded {
             call: tokio::time::timeout(self.timeout, call),
-            limit: self.timeout,
+            limit: &self.timeout,
         }
     }
 

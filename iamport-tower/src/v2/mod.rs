@@ -29,7 +29,8 @@ pub use self::id::{IdentityVerificationId, MAX_IDENTITY_VERIFICATION_ID_LEN};
 use self::wire::ErrorBody;
 use crate::certification::Certification;
 use crate::client::{
-    Answer, Idempotency, Outgoing, Transport, TransportOptions, path_segment, transport_setters,
+    Answer, Idempotency, Outgoing, Transport, TransportOptions, Verb, path_segment,
+    transport_setters,
 };
 use crate::error::Error;
 use crate::id::InvalidId;
@@ -92,11 +93,14 @@ impl PortOneClient {
     /// `GET /identity-verifications/{id}`: `VERIFIED` gives a certified
     /// [`Certification`]; `READY`, `FAILED` and statuses this version does not know give one
     /// with `certified == false`.
-    pub async fn identity_verification(
-        &self,
-        id: &IdentityVerificationId,
-    ) -> Result<Certification, Error> {
-        self.inner.transport.bounded(self.fetch(id)).await
+    ///
+    /// (A function returning the call rather than an `async fn`, which would keep its
+    /// arguments beside the call in every lookup's state.)
+    pub fn identity_verification<'a>(
+        &'a self,
+        id: &'a IdentityVerificationId,
+    ) -> impl Future<Output = Result<Certification, Error>> + Send + 'a {
+        self.inner.transport.bounded(self.fetch(id))
     }
 
     async fn fetch(&self, id: &IdentityVerificationId) -> Result<Certification, Error> {
@@ -118,7 +122,7 @@ impl PortOneClient {
             .send(
                 Endpoint::GetIdentityVerification,
                 Idempotency::Idempotent,
-                &Outgoing::new(http::Method::GET, url).authorization(auth),
+                &Outgoing::new(Verb::Get, url).authorization(auth),
             )
             .await?;
         if status == StatusCode::OK {
@@ -173,8 +177,13 @@ impl CertificationSource for PortOneClient {
     }
 
     fn lookup(&self, id: &str) -> BoxFuture<'static, Result<Certification, Error>> {
-        let (client, id) = (self.clone(), IdentityVerificationId::parse(id));
-        Box::pin(async move { client.identity_verification(&id?).await })
+        match IdentityVerificationId::parse(id) {
+            Ok(id) => {
+                let client = self.clone();
+                Box::pin(async move { client.identity_verification(&id).await })
+            }
+            Err(invalid) => Box::pin(std::future::ready(Err(invalid.into()))),
+        }
     }
 }
 
