@@ -71,7 +71,7 @@ use http::header::{COOKIE, HeaderValue};
 use http::request::Parts;
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use iamport_client::Secret;
 
 /// The default lifetime of a ticket: 30 minutes to complete a verification.
 pub const DEFAULT_TICKET_LIFETIME: Duration = Duration::from_secs(30 * 60);

@@ -52,12 +52,12 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 
-use crate::certification::Certification;
-use crate::error::Error;
-use crate::escaped::Escaped;
 use crate::metrics::{self, CacheEffect, LookupResult};
 use crate::rejection::Rejection;
-use crate::source::{BoxFuture, CertificationSource, Evict};
+use iamport_client::Certification;
+use iamport_client::Error;
+use iamport_client::escaped::Escaped;
+use iamport_client::source::{BoxFuture, CertificationSource, Evict};
 
 /// How long the layer keeps resolved verifications; set it with
 /// [`CertificationLayer::lookup_cache`](crate::CertificationLayer::lookup_cache). See the
@@ -605,7 +605,7 @@ mod tests {
     /// fn` keeping its arguments would each double it.
     #[tokio::test]
     async fn a_request_waiting_for_a_lookup_holds_little_state() {
-        let client = crate::IamportClient::builder()
+        let client = iamport_client::IamportClient::builder()
             .base_url("http://127.0.0.1:1")
             .key("k")
             .secret("s")
@@ -623,7 +623,7 @@ mod tests {
     async fn no_flight_outlives_its_call() {
         let emulator = iamport_mock::Emulator::start().await.expect("emulator");
         // The emulator's crate links its own copy of this one: a client of this copy.
-        let client = crate::IamportClient::builder()
+        let client = iamport_client::IamportClient::builder()
             .base_url(emulator.url())
             .key(iamport_mock::TEST_KEY)
             .secret(iamport_mock::TEST_SECRET)

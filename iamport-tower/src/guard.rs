@@ -9,13 +9,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Extensions;
 
-use crate::certification::Certification;
 use crate::layer::refuse;
 use crate::layer::reservation::{SlotHolder as _, UniqueSlot};
 use crate::layer::{Outcome, Verification};
 use crate::policy::{Policy, PolicyViolation};
 use crate::rejection::Rejection;
 use crate::unique::StoreKey;
+use iamport_client::Certification;
 
 /// The verified person, as a handler argument (axum extractor) or read from a request's
 /// extensions. Derefs to [`Certification`].

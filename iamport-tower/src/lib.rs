@@ -96,12 +96,16 @@
 //! # Modules
 //!
 //! The crate reads bottom-up; no module imports one above it (`module_cycles.py` finds no
-//! cycle):
+//! cycle). The two lower layers are a crate of their own, `iamport-client`, re-exported here
+//! under the same paths: the compiler, not a convention, keeps the PortOne clients from
+//! reaching into layers, caches, stores or policies (and an app that only calls PortOne by
+//! hand can depend on it alone).
 //!
 //! | layer | module | what it holds | everyday names (also at the root) |
 //! |---|---|---|---|
-//! | domain | [`id`], [`korea`], [`policy`], [`metrics`] | id syntax ([`ImpUid`]); Korea's calendar; the rules, in the macro's words; metric names, recorded with plain values | [`ImpUid`], [`Policy`] |
-//! | PortOne | [`source`], [`client`], [`v2`] | the trait both clients implement; the v1 and v2 clients on reqwest | [`CertificationSource`], [`IamportClient`], [`PortOneClient`] |
+//! | domain (`iamport-client`) | [`id`], [`korea`] | id syntax ([`ImpUid`]); Korea's calendar; [`Certification`], [`Error`], [`Secret`] | [`ImpUid`] |
+//! | PortOne (`iamport-client`) | [`source`], [`client`], [`v2`] | the trait both clients implement; the v1 and v2 clients on reqwest | [`CertificationSource`], [`IamportClient`], [`PortOneClient`] |
+//! | rules | [`policy`], [`metrics`] | the rules, in the macro's words; metric names, recorded with plain values | [`Policy`] |
 //! | stores | [`unique`] | one account per person: keys, store traits, memory / PostgreSQL / Redis | — |
 //! | request side | [`rejection`], [`binding`], [`body`], [`cache`] | refusals as problem+json (Korean / English); binding tickets and sessions; the body handed on; the lookup cache and its [`Outcome`] | [`Rejection`], [`Language`] |
 //! | tower glue | [`layer`], [`require`] (+ the guard) | the middleware (id, lookup, `unique` settling); the policy check for whole routers | [`CertificationLayer`], [`RequireCertifiedLayer`] |
@@ -151,30 +155,22 @@ pub mod binding;
 pub mod body;
 mod budget;
 pub mod cache;
-mod certification;
-pub mod client;
-mod error;
-mod escaped;
 mod extract;
 mod guard;
-pub mod id;
-pub mod korea;
 pub mod layer;
 pub mod metrics;
 pub mod policy;
 pub mod rejection;
 pub mod require;
-mod secret;
-pub mod source;
 pub mod unique;
-pub mod v2;
 
 #[cfg(test)]
 mod proptests;
 
-pub use crate::certification::{Carrier, Certification, Gender};
-pub use crate::client::{IamportClient, ImpUid};
-pub use crate::error::Error;
+// The PortOne clients and the domain types live in `iamport-client`; their modules keep
+// their paths here.
+pub use iamport_client::{client, id, korea, source, v2};
+
 #[cfg(feature = "axum")]
 pub use crate::guard::Guard;
 pub use crate::guard::{Certified, FromRejection};
@@ -182,9 +178,12 @@ pub use crate::layer::{CertificationLayer, Outcome, Verification};
 pub use crate::policy::Policy;
 pub use crate::rejection::{Language, Rejection};
 pub use crate::require::RequireCertifiedLayer;
-pub use crate::secret::{MIN_KEY_SECRET_LEN, Secret};
-pub use crate::source::CertificationSource;
-pub use crate::v2::PortOneClient;
+pub use iamport_client::CertificationSource;
+pub use iamport_client::Error;
+pub use iamport_client::PortOneClient;
+pub use iamport_client::{Carrier, Certification, Gender};
+pub use iamport_client::{IamportClient, ImpUid};
+pub use iamport_client::{MIN_KEY_SECRET_LEN, Secret};
 
 /// Guards an `async fn` handler with a [`Policy`] written in the same words.
 ///

@@ -35,10 +35,11 @@ use ::metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
 /// Identity-verification lookups, by `source` and `result`.
 pub const LOOKUPS_TOTAL: &str = "iamport_lookups_total";
-/// Time of each HTTP request to PortOne, by `endpoint` and `status`.
-pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "iamport_upstream_request_duration_seconds";
-/// Access-token fetches (PortOne v1 `POST /users/getToken`), by `result`.
-pub const TOKEN_FETCHES_TOTAL: &str = "iamport_token_fetches_total";
+/// Access-token fetches (PortOne v1 `POST /users/getToken`), by `result` (recorded by the
+/// v1 client).
+pub use iamport_client::metrics::TOKEN_FETCHES_TOTAL;
+/// Time of each HTTP request to PortOne, by `endpoint` and `status` (recorded by the clients).
+pub use iamport_client::metrics::UPSTREAM_REQUEST_DURATION_SECONDS;
 /// Refused requests, by `kind`.
 pub const REJECTIONS_TOTAL: &str = "iamport_rejections_total";
 /// Unique-store calls the layer makes (`op`: `reserve`, `commit`, `release`, `renew`,
@@ -163,73 +164,6 @@ pub(crate) fn lookup(source: &'static str, result: LookupResult) {
         Timeout => "timeout"
     )
     .increment(1);
-}
-
-/// The PortOne endpoint of an HTTP request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    GetToken,
-    GetCertification,
-    DeleteCertification,
-    GetIdentityVerification,
-}
-
-impl Endpoint {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::GetToken => "get_token",
-            Self::GetCertification => "get_certification",
-            Self::DeleteCertification => "delete_certification",
-            Self::GetIdentityVerification => "get_identity_verification",
-        }
-    }
-}
-
-/// How one HTTP request to PortOne ended, for the `status` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Answered {
-    Status(http::StatusCode),
-    /// No answer: the connection failed, or the body could not be read.
-    Error,
-    /// The call was abandoned while this request was in flight.
-    Cancelled,
-}
-
-/// One HTTP request to `endpoint` took `elapsed` and ended `answered`.
-pub(crate) fn upstream_request(endpoint: Endpoint, answered: Answered, elapsed: Duration) {
-    use http::StatusCode;
-    macro_rules! by_endpoint_and_status {
-        ($($endpoint:ident => $label:literal),*) => {
-            match (endpoint, answered) {
-                $(
-                    (Endpoint::$endpoint, Answered::Status(StatusCode::OK)) => histogram!(
-                        UPSTREAM_REQUEST_DURATION_SECONDS, "endpoint" => $label, "status" => "200"
-                    ),
-                )*
-                (endpoint, answered) => histogram!(
-                    UPSTREAM_REQUEST_DURATION_SECONDS,
-                    "endpoint" => endpoint.as_str(),
-                    "status" => match answered {
-                        Answered::Status(status) => status.as_u16().to_string(),
-                        Answered::Error => "error".to_owned(),
-                        Answered::Cancelled => "cancelled".to_owned(),
-                    }
-                ),
-            }
-        };
-    }
-    by_endpoint_and_status!(
-        GetToken => "get_token",
-        GetCertification => "get_certification",
-        DeleteCertification => "delete_certification",
-        GetIdentityVerification => "get_identity_verification"
-    )
-    .record(elapsed);
-}
-
-/// One access-token fetch succeeded (`ok`) or failed.
-pub(crate) fn token_fetch(ok: bool) {
-    counter!(TOKEN_FETCHES_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
 /// A guard refused a request with this [`Rejection::code`].

@@ -5,14 +5,14 @@
 use jiff::civil::{Date, date};
 use proptest::prelude::*;
 
-use crate::Certification;
 use crate::binding::Binding;
 use crate::extract::{BodyFormat, id_from_body, id_from_query};
-use crate::id::{ImpUid, MAX_IMP_UID_LEN};
-use crate::korea::full_years;
 use crate::policy::Policy;
 use crate::rejection::Rejection;
-use crate::v2::IdentityVerificationId;
+use iamport_client::Certification;
+use iamport_client::id::{ImpUid, MAX_IMP_UID_LEN};
+use iamport_client::korea::full_years;
+use iamport_client::v2::IdentityVerificationId;
 
 const FIELDS: &[&str] = &["imp_uid"];
 
@@ -176,7 +176,7 @@ proptest! {
         cert.birth_date = Some(birth);
         let noon_in_korea = today
             .at(12, 0, 0, 0)
-            .to_zoned(jiff::tz::TimeZone::fixed(crate::korea::KST))
+            .to_zoned(jiff::tz::TimeZone::fixed(iamport_client::korea::KST))
             .unwrap()
             .timestamp();
         let admitted = Policy::new().min_age(min_age).check_at(&cert, noon_in_korea).is_ok();

@@ -48,8 +48,8 @@ use crate::budget::BodyBudget;
 pub use crate::cache::Outcome;
 use crate::cache::{LookupCache, Lookups};
 use crate::rejection::{Rejection, RejectionHandler, RejectionRenderer};
-use crate::source::CertificationSource;
 use crate::unique::{MemoryStore, StoreKeys, UniqueStore};
+use iamport_client::source::CertificationSource;
 
 /// The default limit on a body read to find the id: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -483,7 +483,7 @@ impl Shared {
     /// `Err(())` when no binding is configured.
     pub(crate) fn is_bound(
         &self,
-        cert: &crate::Certification,
+        cert: &iamport_client::Certification,
         session: Option<&str>,
     ) -> Result<bool, ()> {
         let binding = self.binding.as_ref().ok_or(())?;

@@ -13,10 +13,10 @@ use http::{HeaderValue, Response};
 
 use super::Shared;
 use crate::cache::Outcome;
-use crate::certification::Certification;
 use crate::layer::reservation::{SlotHolder, UniqueSlot};
 use crate::metrics;
 use crate::rejection::{IdHint, Language, Rejection, RejectionRenderer};
+use iamport_client::Certification;
 
 /// What [`CertificationLayer`](super::CertificationLayer) found in a request, in its
 /// extensions. The lookup is **lazy**: PortOne is asked only when something calls

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::certification::Certification;
-use crate::korea::{date_in_korea, full_years};
+use iamport_client::Certification;
+use iamport_client::korea::{date_in_korea, full_years};
 
 mod words;
 
@@ -349,7 +349,7 @@ mod tests {
     /// Noon in Korea on `d`.
     fn korea_noon(d: Date) -> Timestamp {
         d.at(12, 0, 0, 0)
-            .to_zoned(jiff::tz::TimeZone::fixed(crate::korea::KST))
+            .to_zoned(jiff::tz::TimeZone::fixed(iamport_client::korea::KST))
             .unwrap()
             .timestamp()
     }
@@ -403,7 +403,7 @@ mod tests {
         // 2026-11-25 00:30 in Korea is still 2026-11-24 in UTC: Korea decides.
         let just_after_midnight = date(2026, 11, 25)
             .at(0, 30, 0, 0)
-            .to_zoned(jiff::tz::TimeZone::fixed(crate::korea::KST))
+            .to_zoned(jiff::tz::TimeZone::fixed(iamport_client::korea::KST))
             .unwrap()
             .timestamp();
         assert!(p.check_at(&born(birth), just_after_midnight).is_ok());

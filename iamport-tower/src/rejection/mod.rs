@@ -10,9 +10,9 @@ use std::time::Duration;
 use http::header::{CONTENT_LANGUAGE, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::error::Error;
-use crate::id::InvalidId;
 use crate::policy::PolicyViolation;
+use iamport_client::Error;
+use iamport_client::id::InvalidId;
 
 mod language;
 mod text;

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::{Language, Rejection};
-use crate::id::InvalidId;
 use crate::policy::PolicyViolation;
+use iamport_client::id::InvalidId;
 
 /// Where the layer looked for the id, for [`Rejection::MissingId`]'s sentence.
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,6 +163,8 @@ fn invalid_id_ko(e: &InvalidId) -> String {
         InvalidId::DotSegment => {
             "본인인증 ID는 점 하나나 점 두 개만으로 이루어질 수 없습니다.".into()
         }
+        // A reason a later `iamport-client` adds: the general sentence.
+        _ => "본인인증 ID의 형식이 올바르지 않습니다.".into(),
     }
 }
 
@@ -181,6 +183,8 @@ fn invalid_id_en(e: &InvalidId) -> String {
         InvalidId::DotSegment => {
             "The identity verification id cannot be a single dot or two dots.".into()
         }
+        // A reason a later `iamport-client` adds: the general sentence.
+        _ => "The identity verification id is malformed.".into(),
     }
 }
 

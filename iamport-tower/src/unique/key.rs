@@ -6,8 +6,8 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::error::Error;
-use crate::secret::Secret;
+use iamport_client::Error;
+use iamport_client::Secret;
 
 /// The environment variable every part of the workspace reads the key secret from — the app
 /// ([`StoreKeys::from_env`]), the `iamport-unique` command and the soak — by one function.

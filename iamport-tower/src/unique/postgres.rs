@@ -504,7 +504,7 @@ impl PostgresStore {
         runtime.spawn(async move {
             match store.purge_expired(Duration::from_secs(600)).await {
                 Ok(n) => tracing::debug!(rows = n, "purged ended unique reservations"),
-                Err(error) => tracing::warn!(error = %crate::escaped::Escaped(&error), "could not purge ended unique reservations"),
+                Err(error) => tracing::warn!(error = %iamport_client::escaped::Escaped(&error), "could not purge ended unique reservations"),
             }
         });
     }

@@ -3,17 +3,20 @@
 //!
 //! PortOne's current API (v2) replaces `imp_uid` with a merchant-chosen
 //! `identityVerificationId` and authenticates with the API secret itself (`Authorization:
-//! PortOne <secret>`): no token to fetch. Behind the layer it is a drop-in: the same
-//! [`Certification`], the same policies and the same macro.
+//! PortOne <secret>`): no token to fetch. Behind the layer (`iamport_tower::CertificationLayer`)
+//! it is a drop-in: the same [`Certification`], the same policies and the same macro, with
+//! the id read from `identityVerificationId` (or `identity_verification_id`).
 //!
 //! ```no_run
-//! # fn run() -> Result<(), iamport_tower::Error> {
-//! use iamport_tower::{CertificationLayer, PortOneClient};
+//! # async fn run() -> Result<(), iamport_client::Error> {
+//! use iamport_client::PortOneClient;
+//! use iamport_client::v2::IdentityVerificationId;
 //!
 //! // PORTONE_API_SECRET, optional PORTONE_STORE_ID and PORTONE_API_URL.
-//! let layer = CertificationLayer::new(PortOneClient::from_env()?);
-//! // The layer now reads `identityVerificationId` (or `identity_verification_id`) from the
-//! // query string or a JSON/form body.
+//! let client = PortOneClient::from_env()?;
+//! let id = IdentityVerificationId::parse("signup-2026-0001")?;
+//! let person = client.identity_verification(&id).await?;
+//! println!("verified: {}", person.certified);
 //! # Ok(()) }
 //! ```
 

@@ -17,7 +17,7 @@ pub const MAX_IMP_UID_LEN: usize = 64;
 /// before any network call, and the client still percent-encodes it as one path segment.
 ///
 /// ```
-/// use iamport_tower::ImpUid;
+/// use iamport_client::ImpUid;
 ///
 /// let id: ImpUid = "imp_123456789012".parse().unwrap();
 /// assert_eq!(id.as_str(), "imp_123456789012");

@@ -1,8 +1,8 @@
 //! `IamportClient`: the PortOne v1 REST client (token cache, timeouts, retries).
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), iamport_tower::Error> {
-//! use iamport_tower::{IamportClient, ImpUid};
+//! # async fn run() -> Result<(), iamport_client::Error> {
+//! use iamport_client::{IamportClient, ImpUid};
 //!
 //! // IMP_KEY, IMP_SECRET and optionally IAMPORT_API_URL.
 //! let client = IamportClient::from_env()?;
@@ -162,8 +162,8 @@ impl IamportClient {
     /// the error is returned, and [`Error::NotFound`] from a later call means it is gone.
     ///
     /// Whatever the answer, the id is then evicted from the lookup cache of every
-    /// [`CertificationLayer`](crate::CertificationLayer) built from this client or a clone
-    /// (see [`cache`](crate::cache)): a deleted verification admits nobody any more.
+    /// `iamport_tower::CertificationLayer` built from this client or a clone
+    /// (see `iamport_tower::cache`): a deleted verification admits nobody any more.
     pub async fn delete_certification(&self, imp_uid: &ImpUid) -> Result<Certification, Error> {
         let deleted = self
             .inner

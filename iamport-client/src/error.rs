@@ -114,7 +114,8 @@ impl Error {
     }
 
     /// The HTTP status PortOne answered with, when its answer is what failed (for logs).
-    pub(crate) fn upstream_status(&self) -> Option<u16> {
+    #[doc(hidden)]
+    pub fn upstream_status(&self) -> Option<u16> {
         match self {
             Self::NotFound => Some(404),
             Self::BadCredentials | Self::BadApiSecret | Self::Unauthorized => Some(401),

@@ -49,9 +49,9 @@ impl Secret {
     /// a good value.
     ///
     /// ```no_run
-    /// # fn run() -> Result<(), iamport_tower::Error> {
+    /// # fn run() -> Result<(), iamport_client::Error> {
     /// // UNIQUE_KEY_SECRET="$(openssl rand -hex 32)"
-    /// let key_secret = iamport_tower::Secret::key_from_env("UNIQUE_KEY_SECRET")?;
+    /// let key_secret = iamport_client::Secret::key_from_env("UNIQUE_KEY_SECRET")?;
     /// // unset:  invalid configuration: UNIQUE_KEY_SECRET is not set; make one with …
     /// // short:  invalid configuration: UNIQUE_KEY_SECRET is 5 bytes long; a key secret needs …
     /// # Ok(()) }

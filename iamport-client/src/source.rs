@@ -34,14 +34,14 @@ pub trait CertificationSource: Send + Sync + 'static {
     }
 
     /// The binding ticket a verification carries: the merchant-chosen id the page passed to
-    /// PortOne (see [`binding`](crate::binding)). Default: PortOne v1's `merchant_uid`.
+    /// PortOne (see `iamport_tower::binding`). Default: PortOne v1's `merchant_uid`.
     fn binding_ticket<'c>(&self, cert: &'c Certification) -> Option<&'c str> {
         cert.merchant_uid.as_deref()
     }
 
     /// The binding ticket the request itself carries, if any: a `bound` route refuses a
     /// request whose ticket is not genuine, unexpired and the session's before any lookup
-    /// (see [`binding`](crate::binding#refused-before-any-lookup)). `id` is the request's id,
+    /// (see `iamport_tower::binding`, "refused before any lookup"). `id` is the request's id,
     /// `query` its query string. Default: PortOne v1's redirect, whose query string carries
     /// the `merchant_uid` the page passed (`?imp_uid=…&merchant_uid=…`); the popup flow's
     /// body carries none the layer reads, and the record's ticket decides after the lookup.
@@ -81,7 +81,7 @@ pub trait CertificationSource: Send + Sync + 'static {
     }
 
     /// Where this source announces deleted verifications, so the layers' lookup caches built
-    /// over it forget them (see [`cache`](crate::cache)). Default: none — a source that
+    /// over it forget them (see `iamport_tower::cache`). Default: none — a source that
     /// cannot delete records has nothing to announce.
     fn evictions(&self) -> Option<&Evictions> {
         None
@@ -137,7 +137,9 @@ pub struct Evictions {
 }
 
 /// A cache that can forget an id (the layer's lookup cache).
-pub(crate) trait Evict: Send + Sync {
+#[doc(hidden)]
+pub trait Evict: Send + Sync {
+    /// Forgets `id`.
     fn evict(&self, id: &str);
 }
 
@@ -169,7 +171,8 @@ impl Evictions {
     }
 
     /// A cache built over this source, to tell about evictions while it lives.
-    pub(crate) fn register(&self, cache: Weak<dyn Evict>) {
+    #[doc(hidden)]
+    pub fn register(&self, cache: Weak<dyn Evict>) {
         let mut caches = self.lock();
         caches.retain(|cache| cache.strong_count() > 0);
         caches.push(cache);

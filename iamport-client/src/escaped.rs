@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 
 /// Displays `T` with control characters (`\n`, `\r`, ESC, …), Unicode line and paragraph
 /// separators and bidirectional overrides escaped as `\n`, `\u{2028}`, ….
-pub(crate) struct Escaped<T>(pub(crate) T);
+pub struct Escaped<T>(pub T);
 
 impl<T: fmt::Display> fmt::Display for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
