@@ -126,25 +126,27 @@ async fn without_the_cache_requests_during_a_lookup_join_it_and_nothing_is_kept(
     assert_eq!(w.emulator.calls_for(ADULT), 2);
 }
 
-#[tokio::test]
-async fn a_lookup_whose_request_went_away_still_serves_the_next_one() {
-    let emulator = iamport_mock::Emulator::start().await.expect("emulator");
-    emulator.set_latency(Duration::from_millis(300));
-    let app = app(emulator.client(), LookupCache::default());
-    let request = || {
-        Request::post("/certifications")
-            .header("content-type", "application/json")
-            .body(Body::from(json!({ "imp_uid": ADULT }).to_string()))
-            .unwrap()
-    };
-    // The first request starts the lookup, then is dropped (a client that hung up).
-    let mut first = Box::pin(app.clone().oneshot(request()));
+/// A signup request for `ADULT`, to send in-process.
+fn request() -> Request<Body> {
+    Request::post("/certifications")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "imp_uid": ADULT }).to_string()))
+        .unwrap()
+}
+
+/// Polls `first` (a request that must not answer yet) until the emulator has seen `calls`
+/// lookups of `ADULT` (at most 10 s).
+async fn started<F: Future + Unpin>(
+    first: &mut F,
+    emulator: &iamport_mock::Emulator,
+    calls: u64,
+) {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             tokio::select! {
-                _ = &mut first => panic!("answered before the emulator saw the lookup"),
+                _ = &mut *first => panic!("answered before the emulator saw the lookup"),
                 () = tokio::time::sleep(Duration::from_millis(2)) => {
-                    if emulator.calls_for(ADULT) == 1 {
+                    if emulator.calls_for(ADULT) == calls {
                         break;
                     }
                 }
@@ -153,6 +155,16 @@ async fn a_lookup_whose_request_went_away_still_serves_the_next_one() {
     })
     .await
     .expect("the lookup starts");
+}
+
+#[tokio::test]
+async fn a_lookup_whose_request_went_away_still_serves_the_next_one() {
+    let emulator = iamport_mock::Emulator::start().await.expect("emulator");
+    emulator.set_latency(Duration::from_millis(300));
+    let app = app(emulator.client(), LookupCache::default());
+    // The first request starts the lookup, then is dropped (a client that hung up).
+    let mut first = Box::pin(app.clone().oneshot(request()));
+    started(&mut first, &emulator, 1).await;
     drop(first);
     let second = app.oneshot(request()).await.unwrap();
     assert_eq!(second.status(), StatusCode::CREATED);
@@ -165,31 +177,12 @@ async fn a_lookup_whose_request_went_away_still_serves_the_next_one() {
 async fn joiners_get_the_answer_of_a_lookup_whose_first_request_went_away() {
     let emulator = iamport_mock::Emulator::start().await.expect("emulator");
     let app = app(emulator.client(), LookupCache::disabled());
-    let request = || {
-        Request::post("/certifications")
-            .header("content-type", "application/json")
-            .body(Body::from(json!({ "imp_uid": ADULT }).to_string()))
-            .unwrap()
-    };
     // The token first, so that the lookup is the only call in flight.
     let warm = app.clone().oneshot(request()).await.unwrap();
     assert_eq!(warm.status(), StatusCode::CREATED);
     emulator.set_latency(Duration::from_millis(500));
     let mut first = Box::pin(app.clone().oneshot(request()));
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            tokio::select! {
-                _ = &mut first => panic!("answered before the emulator saw the lookup"),
-                () = tokio::time::sleep(Duration::from_millis(2)) => {
-                    if emulator.calls_for(ADULT) == 2 {
-                        break;
-                    }
-                }
-            }
-        }
-    })
-    .await
-    .expect("the lookup starts");
+    started(&mut first, &emulator, 2).await;
     // Each joiner, polled once, reads its body and joins the lookup in flight.
     let mut joiners: Vec<_> = (0..5)
         .map(|_| Box::pin(app.clone().oneshot(request())))
