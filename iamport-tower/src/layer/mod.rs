@@ -106,6 +106,18 @@ pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
 ///
 /// # Memory
 ///
+/// A request waiting for PortOne holds, besides what its handler would hold anyway, the
+/// layer's record of it (its [`Verification`], about 200 bytes), its place in the lookup
+/// (about 100 bytes in the guard's future) and, for the one request per id that makes the
+/// call, the call's own state (about 550 bytes, boxed behind [`CertificationSource`]; a
+/// hand-written call holds the same) and its entry among the calls in flight. Measured with
+/// the committed harness (`iamport-bench`: the app alone, 1 000 requests in flight, each for
+/// another id, heap counted), that is 0.96 MiB per 1 000 requests over the same call made by
+/// hand, with the layer around the app. On a route (`MethodRouter::layer`, or
+/// `Router::layer`, which layers each route) axum adds 0.31 MiB per 1 000 for any layer: it
+/// boxes the layered route's future, the route's own inside. The lookup cache adds nothing
+/// per request (moka's tables take about 80 KB once).
+///
 /// Each buffered body is bounded on its own (the limit, the timeout); their sum is bounded by
 /// the layer's [`body_budget`](Self::body_budget) (default [`DEFAULT_BODY_BUDGET`], 16 MiB),
 /// shared by the layer's clones and the services they made. A body reserves its share before
