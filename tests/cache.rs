@@ -136,11 +136,7 @@ fn request() -> Request<Body> {
 
 /// Polls `first` (a request that must not answer yet) until the emulator has seen `calls`
 /// lookups of `ADULT` (at most 10 s).
-async fn started<F: Future + Unpin>(
-    first: &mut F,
-    emulator: &iamport_mock::Emulator,
-    calls: u64,
-) {
+async fn started<F: Future + Unpin>(first: &mut F, emulator: &iamport_mock::Emulator, calls: u64) {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             tokio::select! {
