@@ -62,7 +62,9 @@ pub trait CertificationSource: Send + Sync + 'static {
     /// The future owns what it needs (clone the client into it): when the request that
     /// started a lookup goes away, the layer finishes the call in a task of its own, so the
     /// requests waiting for the same id — and its cache — still get the answer without a
-    /// second call.
+    /// second call. It must end in bounded time, as the clients' calls do (their total
+    /// timeout); a call finished that way is given at most 30 s more, then answers
+    /// [`Error::Timeout`].
     fn lookup(&self, id: &str) -> BoxFuture<'static, Result<Certification, Error>>;
 
     /// A short name for logs and metrics (the `source` label of `iamport_lookups_total`):

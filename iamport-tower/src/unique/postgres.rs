@@ -251,7 +251,10 @@ impl PostgresStore {
     pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(DEFAULT_STORE_TIMEOUT)
+            // Half the store's bound: a database that refuses connections is reported as
+            // such, with its address, before any bound around the call (the store's own, the
+            // layer's) runs out and can say only that it timed out.
+            .acquire_timeout(DEFAULT_STORE_TIMEOUT / 2)
             .connect_lazy(url)
             .map_err(|e| StoreError::new(format!("invalid PostgreSQL URL: {e}")))?;
         Ok(Self::new(pool))
