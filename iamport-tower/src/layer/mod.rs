@@ -112,7 +112,7 @@ pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
 /// call, the call's own state (about 550 bytes, boxed behind [`CertificationSource`]; a
 /// hand-written call holds the same) and its entry among the calls in flight. Measured with
 /// the committed harness (`iamport-bench`: the app alone, 1 000 requests in flight, each for
-/// another id, heap counted), that is 0.96 MiB per 1 000 requests over the same call made by
+/// another id, heap counted), that is 0.94 MiB per 1 000 requests over the same call made by
 /// hand, with the layer around the app. On a route (`MethodRouter::layer`, or
 /// `Router::layer`, which layers each route) axum adds 0.31 MiB per 1 000 for any layer: it
 /// boxes the layered route's future, the route's own inside. The lookup cache adds nothing
