@@ -135,10 +135,7 @@ impl Evict for Core {
         if let Some(entries) = &self.entries {
             entries.invalidate(id);
         }
-        self.flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        self.flights().remove(id);
     }
 }
 
@@ -185,6 +182,12 @@ struct Core {
     flights: Mutex<HashSet<InFlight>>,
     /// The source's label, for metrics.
     label: &'static str,
+}
+
+impl Core {
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashSet<InFlight>> {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Per-entry lifetimes: what kind of answer it is, and whether an eviction ran while it was
@@ -346,9 +349,7 @@ impl Landing {
         answer
         // Dropped here: the flight leaves the map.
     }
-}
 
-impl Landing {
     /// Without a cache and with nobody else waiting (only the map and this landing hold the
     /// flight), a call's answer would be for nobody: takes the flight out of the map, under
     /// its lock, so nobody can join it any more, and says so.
@@ -356,21 +357,29 @@ impl Landing {
         if self.core.entries.is_some() {
             return false;
         }
-        let mut flights = self
-            .core
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         // Requests join under this lock: the count cannot grow meanwhile.
-        let waited = Arc::strong_count(&self.flight) > 2;
-        if !waited
-            && flights
-                .get(&*self.flight.id)
-                .is_some_and(|in_flight| Arc::ptr_eq(&in_flight.0, &self.flight))
-        {
-            flights.remove(&*self.flight.id);
+        let mut flights = self.core.flights();
+        let nobody = Arc::strong_count(&self.flight) <= 2;
+        if nobody {
+            self.leave(&mut flights);
         }
-        !waited
+        nobody
+    }
+
+    /// Takes this flight out of the map, unless a newer one for the id has taken its place
+    /// (after an eviction).
+    #[allow(
+        clippy::mutable_key_type,
+        reason = "a flight is hashed by its id, which never changes"
+    )]
+    fn leave(&self, flights: &mut HashSet<InFlight>) {
+        let id = &*self.flight.id;
+        if flights
+            .get(id)
+            .is_some_and(|in_flight| Arc::ptr_eq(&in_flight.0, &self.flight))
+        {
+            flights.remove(id);
+        }
     }
 }
 
@@ -378,17 +387,7 @@ impl Drop for Landing {
     fn drop(&mut self) {
         // Unless landed: the call went away without an answer.
         self.flight.answer(Err(Rejection::UpstreamUnavailable));
-        let mut flights = self
-            .core
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if flights
-            .get(&*self.flight.id)
-            .is_some_and(|in_flight| Arc::ptr_eq(&in_flight.0, &self.flight))
-        {
-            flights.remove(&*self.flight.id);
-        }
+        self.leave(&mut self.core.flights());
     }
 }
 
@@ -625,11 +624,7 @@ impl Lookups {
 
     /// The flight in the map for `id` to wait for (`Err`), or a new one this request leads.
     fn join(&self, id: &str) -> Result<Landing, Arc<Flight>> {
-        let mut flights = self
-            .core
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut flights = self.core.flights();
         if let Some(in_flight) = flights.get(id) {
             return Err(in_flight.0.clone());
         }
