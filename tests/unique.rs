@@ -636,14 +636,20 @@ async fn concurrent_signups_on_the_default_memory_store() {
     assert_eq!(accounts.created.load(Ordering::SeqCst), 1);
 }
 
+/// Posts a signup for `ADULT` and returns the status; a 5xx's problem body goes to stderr, so
+/// a failing test shows which refusal it was.
 async fn post_signup(http: &reqwest::Client, url: &str) -> u16 {
-    http.post(format!("{url}/certifications"))
+    let response = http
+        .post(format!("{url}/certifications"))
         .json(&json!({"imp_uid": ADULT}))
         .send()
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    let status = response.status().as_u16();
+    if status >= 500 {
+        eprintln!("{status}: {}", response.text().await.unwrap_or_default());
+    }
+    status
 }
 
 #[tokio::test]
